@@ -1,0 +1,103 @@
+"""The embedded Mongo-wire server (SecantusDB), run as a separate process.
+
+SecantusDB is GPL-licensed, so Fleetport never imports it: it starts the `secantusd-py`
+executable that the `embedded` extra installs next to the Python interpreter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+__all__ = ["EmbeddedMongo", "free_port"]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _executable() -> str:
+    beside = Path(sys.executable).parent / "secantusd-py"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("secantusd-py")
+    if found is None:
+        raise RuntimeError(
+            "secantusd-py not found: install the `embedded` extra (uv sync --all-extras)"
+        )
+    return found
+
+
+class EmbeddedMongo:
+    """A SecantusDB server process on 127.0.0.1; `storage` may be ':memory:'."""
+
+    def __init__(
+        self, storage: Path | str, port: int | None = None, log: Path | None = None
+    ) -> None:
+        self.storage = storage
+        self.port = port or free_port()
+        self.log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The connection string for clients."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers a ping."""
+        if isinstance(self.storage, Path):
+            self.storage.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [
+                _executable(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        client: MongoClient[dict[str, object]]
+        with MongoClient(self.url, serverSelectionTimeoutMS=500) as client:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"secantusd-py exited with {self._proc.returncode}")
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("embedded database did not start in time") from None
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()

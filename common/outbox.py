@@ -1,0 +1,208 @@
+"""The outbox: cross-service effects stored with the change that causes them, then delivered.
+
+A store writes `Effect`s into its own database in the same transaction as the change (so a
+crash can never keep one without the other); `OutboxRelay` sends them to the peers'
+internal APIs in order, per peer, retrying with backoff until the peer accepts. Delivery is
+at-least-once, so receivers are idempotent. Effects for a peer that is not configured wait
+until it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import httpx
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from common.mongo import Document
+from common.requestid import REQUEST_ID_HEADER, current_request_id
+
+__all__ = ["OUTBOX_INDEXES", "Effect", "Outbox", "OutboxRelay"]
+
+_log = logging.getLogger("common.outbox")
+_COLLECTION: Final = "outbox"
+_LEASE: Final = timedelta(seconds=30)
+_RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
+
+OUTBOX_INDEXES: Final = {
+    _COLLECTION: [IndexModel([("peer", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)])]
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One call to make on a peer's internal API."""
+
+    peer: str
+    method: str
+    path: str
+    body: Any = None
+    ok: Collection[int] = field(default=(200, 201, 202, 204))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outbox:
+    """Writes effects into the service's `outbox` collection."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._coll = db[_COLLECTION]
+
+    async def add(
+        self, effects: Sequence[Effect], *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Record effects; pass the session of the transaction making the change."""
+        if not effects:
+            return
+        now = _now()
+        docs = [
+            {
+                "_id": ObjectId(),
+                "peer": e.peer,
+                "method": e.method,
+                "path": e.path,
+                "body": e.body,
+                "ok": list(e.ok),
+                "state": "pending",
+                "request_id": current_request_id(),
+                "created_ts": now,
+                "next_attempt": now,
+                "lease_until": now,
+                "attempts": 0,
+            }
+            for e in effects
+        ]
+        await self._coll.insert_many(docs, session=session)
+
+    async def pending(self, peer: str | None = None) -> list[Document]:
+        """Return the effects not yet delivered, oldest first."""
+        query: Document = {"state": "pending"}
+        if peer is not None:
+            query["peer"] = peer
+        return await self._coll.find(query).sort("_id", ASCENDING).to_list()
+
+
+class OutboxRelay:
+    """Background delivery of outbox effects to the configured peers."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        http: httpx.AsyncClient,
+        peers: Mapping[str, str | None],
+        *,
+        poll_interval: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self._coll = db[_COLLECTION]
+        self._http = http
+        self._peers = {name: url.rstrip("/") for name, url in peers.items() if url}
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Deliver now instead of at the next poll (call after writing effects)."""
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[OutboxRelay]:
+        """Run the delivery loop for the duration of the block."""
+        task = asyncio.create_task(self._loop(), name="outbox-relay")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive a database hiccup
+                _log.exception("outbox delivery pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def deliver_due(self) -> int:
+        """Deliver what is due, in order per peer; return how many were delivered."""
+        delivered = 0
+        for peer, base_url in self._peers.items():
+            while await self._deliver_next(peer, base_url):
+                delivered += 1
+        return delivered
+
+    async def _deliver_next(self, peer: str, base_url: str) -> bool:
+        now = _now()
+        head = await self._coll.find_one({"peer": peer, "state": "pending"}, sort=[("_id", 1)])
+        if head is None or head["next_attempt"] > now or head["lease_until"] > now:
+            return False
+        claimed = await self._coll.find_one_and_update(
+            {"_id": head["_id"], "lease_until": head["lease_until"]},
+            {"$set": {"lease_until": now + _LEASE}},
+        )
+        if claimed is None:  # another replica took it
+            return False
+        headers = {REQUEST_ID_HEADER: head["request_id"]} if head.get("request_id") else {}
+        try:
+            response = await self._http.request(
+                head["method"], base_url + head["path"], json=head["body"], headers=headers
+            )
+        except httpx.HTTPError as exc:
+            await self._retry_later(head, f"{type(exc).__name__}: {exc}")
+            return False
+        status = response.status_code
+        if status in head["ok"]:
+            await self._coll.delete_one({"_id": head["_id"]})
+            return True
+        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            # The peer refuses the request itself: retrying cannot help. Keep it for
+            # inspection and let the effects behind it go on.
+            _log.error(
+                "outbox: %s refused %s %s with %s: %s",
+                peer,
+                head["method"],
+                head["path"],
+                status,
+                response.text[:500],
+            )
+            await self._coll.update_one(
+                {"_id": head["_id"]}, {"$set": {"state": "dead", "last_error": response.text}}
+            )
+            return True
+        await self._retry_later(head, f"HTTP {status}: {response.text[:200]}")
+        return False
+
+    async def _retry_later(self, head: Document, error: str) -> None:
+        attempts = head["attempts"] + 1
+        delay = min(self._max_backoff, 0.5 * 2 ** min(attempts, 10))
+        later = _now() + timedelta(seconds=delay)
+        _log.warning(
+            "outbox: %s %s failed (%s); retry in %.1fs", head["peer"], head["path"], error, delay
+        )
+        await self._coll.update_one(
+            {"_id": head["_id"]},
+            {
+                "$set": {
+                    "attempts": attempts,
+                    "next_attempt": later,
+                    "lease_until": _now(),
+                    "last_error": error,
+                }
+            },
+        )

@@ -1,0 +1,152 @@
+"""The shared app factory: error shape, request ids, limits, health, paging, tenant paths."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict
+
+from common.app import create_service_app
+from common.errors import Conflict
+from common.identity import DeviceIdentity
+from common.paging import PageDep, set_page_headers
+from common.routing import TENANT
+from common.settings import BaseServiceSettings
+from tests.conftest import ClientFactory
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    count: int
+
+
+def _app(mongo_url: str, db_name: str) -> object:
+    router = APIRouter(prefix="/api/management/v1/demo")
+
+    @router.post("/things", status_code=201)
+    async def create_thing(body: _Body) -> dict[str, str]:
+        if body.name == "taken":
+            raise Conflict("thing exists")
+        return {"name": body.name}
+
+    @router.get("/things")
+    async def list_things(request: Request, response: Response, page: PageDep) -> list[int]:
+        set_page_headers(request, response, page, total=45)
+        return list(range(page.skip, min(45, page.skip + page.per_page)))
+
+    @router.get("/me")
+    async def me(identity: DeviceIdentity) -> dict[str, str]:
+        return {"sub": identity.subject}
+
+    internal = APIRouter(prefix="/api/internal/v1/demo")
+
+    @internal.get(f"/tenants/{TENANT}/echo")
+    async def echo(tenant_id: str) -> dict[str, str]:
+        return {"tenant": tenant_id}
+
+    settings = BaseServiceSettings(mongo_url=mongo_url, mongo_db=db_name, request_size_limit=2048)
+    return create_service_app(
+        settings, name="demo", internal_prefix="/api/internal/v1/demo", routers=[router, internal]
+    )
+
+
+@pytest.fixture
+async def client(mongo_url: str, db_name: str, asgi_client: ClientFactory):  # type: ignore[no-untyped-def]
+    async with asgi_client(_app(mongo_url, db_name)) as c:  # type: ignore[arg-type]
+        yield c
+
+
+class TestErrors:
+    async def test_unknown_route(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/nope", headers={"X-MEN-RequestID": "rid-1"})
+        assert r.status_code == 404
+        assert r.json() == {"error": "not found", "request_id": "rid-1"}
+        assert r.headers["X-MEN-RequestID"] == "rid-1"
+
+    async def test_wrong_method(self, client: httpx.AsyncClient) -> None:
+        r = await client.delete("/api/management/v1/demo/things")
+        assert r.status_code == 405
+        assert r.json()["error"] == "method not allowed"
+        assert r.json()["request_id"] == r.headers["X-MEN-RequestID"]
+
+    async def test_malformed_json(self, client: httpx.AsyncClient) -> None:
+        r = await client.post(
+            "/api/management/v1/demo/things",
+            content=b"{bad",
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400
+        assert r.json()["error"].startswith("failed to decode request body")
+
+    async def test_wrong_type_and_unknown_field(self, client: httpx.AsyncClient) -> None:
+        r = await client.post("/api/management/v1/demo/things", json={"name": "a", "count": "x"})
+        assert r.status_code == 400
+        assert "count" in r.json()["error"]
+        r = await client.post(
+            "/api/management/v1/demo/things", json={"name": "a", "count": 1, "extra": 1}
+        )
+        assert r.status_code == 400
+        assert "extra" in r.json()["error"]
+
+    async def test_domain_error(self, client: httpx.AsyncClient) -> None:
+        r = await client.post("/api/management/v1/demo/things", json={"name": "taken", "count": 1})
+        assert r.status_code == 409
+        assert r.json()["error"] == "thing exists"
+
+    async def test_body_over_limit(self, client: httpx.AsyncClient) -> None:
+        big = {"name": "x" * 5000, "count": 1}
+        r = await client.post("/api/management/v1/demo/things", json=big)
+        assert r.status_code == 413
+
+    async def test_chunked_body_over_limit(self, client: httpx.AsyncClient) -> None:
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(10):
+                yield b" " * 1000
+
+        r = await client.post(
+            "/api/management/v1/demo/things",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 413
+
+    async def test_missing_identity(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/api/management/v1/demo/me")
+        assert r.status_code == 401
+        r = await client.get("/api/management/v1/demo/me", headers={"Authorization": "Bearer x.y"})
+        assert r.status_code == 401
+
+
+class TestHealth:
+    async def test_health_and_alive(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/api/internal/v1/demo/health")).status_code == 204
+        assert (await client.get("/api/internal/v1/demo/alive")).status_code == 204
+
+
+class TestPaging:
+    async def test_defaults_and_links(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/api/management/v1/demo/things?page=2")
+        assert r.status_code == 200
+        assert r.json() == list(range(20, 40))
+        assert r.headers["X-Total-Count"] == "45"
+        link = r.headers["Link"]
+        assert 'page=1&per_page=20>; rel="first"' in link
+        assert 'page=1&per_page=20>; rel="prev"' in link
+        assert 'page=3&per_page=20>; rel="next"' in link
+        assert 'page=3&per_page=20>; rel="last"' in link
+
+    @pytest.mark.parametrize("query", ["page=0", "per_page=501", "per_page=abc", "page=-1"])
+    async def test_bad_values(self, client: httpx.AsyncClient, query: str) -> None:
+        r = await client.get(f"/api/management/v1/demo/things?{query}")
+        assert r.status_code == 400
+        assert "page" in r.json()["error"]
+
+
+class TestTenantPath:
+    async def test_empty_tenant_segment(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/api/internal/v1/demo/tenants//echo")
+        assert r.json() == {"tenant": ""}
+        r = await client.get("/api/internal/v1/demo/tenants/t1/echo")
+        assert r.json() == {"tenant": "t1"}
