@@ -27,6 +27,23 @@ PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 _KID_FROM_NAME: Final = re.compile(r"private\.id\.([0-9]+)\.pem$")
 
 
+class _JWS(jwt.PyJWS):
+    # NOTE: Mender's user tokens carry an integer `kid`; PyJWT insists on a string.
+    def _validate_kid(self, kid: Any) -> None:
+        if not isinstance(kid, str | int) or isinstance(kid, bool):
+            raise jwt.InvalidTokenError("Key ID header parameter must be a string or integer")
+
+
+class _JWT(jwt.PyJWT):
+    def __init__(self) -> None:
+        super().__init__()
+        self._jws = _JWS(options=self._get_sig_options())
+
+
+_jws: Final = _JWS()
+_jwt: Final = _JWT()
+
+
 class TokenInvalid(Exception):
     """The token is malformed, forged, or signed with an unknown key or algorithm."""
 
@@ -55,7 +72,9 @@ class SigningKey:
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Return a compact JWT of the claims."""
         headers = {"kid": self.kid} if self.kid is not None else None
-        return jwt.encode(dict(claims), self.private_key, algorithm=self.algorithm, headers=headers)
+        return _jwt.encode(
+            dict(claims), self.private_key, algorithm=self.algorithm, headers=headers
+        )
 
 
 def load_signing_key(path: Path, *, with_kid: bool = False) -> SigningKey:
@@ -108,7 +127,7 @@ class TokenVerifier:
     def verify(self, token: str, *, leeway: float = 0) -> dict[str, Any]:
         """Return the verified claims; raise TokenExpired or TokenInvalid."""
         try:
-            header = jwt.get_unverified_header(token)
+            header = _jws.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise TokenInvalid(str(exc)) from exc
         kid = header.get("kid")
@@ -120,7 +139,7 @@ class TokenVerifier:
             if header.get("alg") != key.algorithm:
                 continue
             try:
-                claims: dict[str, Any] = jwt.decode(
+                claims: dict[str, Any] = _jwt.decode(
                     token,
                     key.public_key,
                     algorithms=[key.algorithm],
