@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from common.embedded import EmbeddedMongo, free_port
 from common.launcher import Stack
@@ -100,3 +101,73 @@ def admin_token(stack: Stack, admin: tuple[str, str]) -> str:
     response = httpx.post(f"{stack.url}/api/management/v1/useradm/auth/login", auth=admin)
     assert response.status_code == 200, response.text
     return response.text
+
+
+class _TenantGuard(monitoring.CommandListener):
+    """Records every query or write on a service collection that does not name a tenant."""
+
+    _EXEMPT: Final = frozenset({"outbox"})
+
+    def __init__(self) -> None:
+        self.violations: list[str] = []
+        self.active = False
+
+    @staticmethod
+    def _filters(name: str, cmd: Mapping[str, Any]) -> list[Any]:
+        if name in ("find", "count", "distinct"):
+            return [cmd.get("filter", cmd.get("query")) or {}]
+        if name == "findAndModify":
+            return [cmd.get("query") or {}]
+        if name == "update":
+            return [u.get("q", {}) for u in cmd.get("updates", [])]
+        if name == "delete":
+            return [d.get("q", {}) for d in cmd.get("deletes", [])]
+        if name == "insert":
+            return list(cmd.get("documents", []))
+        if name == "aggregate":
+            pipeline = cmd.get("pipeline") or [{}]
+            return [pipeline[0].get("$match", {})]
+        return []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if not self.active or event.database_name in ("admin", "config", "local"):
+            return
+        cmd = event.command
+        collection = cmd.get(event.command_name)
+        if not isinstance(collection, str) or collection in self._EXEMPT:
+            return
+        for doc in self._filters(event.command_name, cmd):
+            if "tenant_id" not in doc:
+                self.violations.append(f"{event.command_name} on {collection}: {dict(doc)!r:.200}")
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_tenant_guard = _TenantGuard()
+monitoring.register(_tenant_guard)
+
+
+@pytest.fixture(autouse=True)
+def tenant_scoping_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test whose code touched a service collection without `common.mongo.TenantCollection`.
+
+    Tests that write raw documents on purpose (of the shared library itself) mark themselves
+    `@pytest.mark.unscoped`.
+    """
+    if request.node.get_closest_marker("unscoped"):
+        yield
+        return
+    _tenant_guard.violations.clear()
+    _tenant_guard.active = True
+    try:
+        yield
+    finally:
+        _tenant_guard.active = False
+    assert not _tenant_guard.violations, (
+        "collections queried without tenant scoping (use common.mongo.TenantCollection):\n"
+        + "\n".join(_tenant_guard.violations[:10])
+    )

@@ -1,0 +1,145 @@
+"""The outbox: effects written with a change are delivered in order, retried, never lost."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from pymongo import AsyncMongoClient
+
+from common.mongo import Document, transaction
+from common.outbox import Effect, Outbox, OutboxRelay
+from tests.support import LiveServer, eventually
+
+pytestmark = pytest.mark.unscoped
+
+
+class _Peer(LiveServer):
+    """A real HTTP server that records what it receives and answers a chosen status."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, Any]] = []
+        self.status = 204
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["POST", "PATCH", "DELETE", "PUT"])
+        async def record(path: str, request: Request) -> Response:
+            body = await request.body()
+            self.received.append((request.method, "/" + path, body.decode() or None))
+            return Response(status_code=self.status)
+
+        super().__init__(app)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[_Peer]:
+    server = _Peer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=2) as client:
+        yield client
+
+
+class TestDelivery:
+    async def test_effects_written_in_a_transaction_arrive_in_order(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        outbox = Outbox(db)
+        async with transaction(mongo) as session:
+            await db.things.insert_one({"_id": "d1"}, session=session)
+            await outbox.add(
+                [
+                    Effect("inventory", "PATCH", "/tenants//device/d1", [{"name": "a"}]),
+                    Effect("inventory", "DELETE", "/tenants//devices/d1"),
+                ],
+                session=session,
+            )
+        relay = OutboxRelay(db, http, {"inventory": peer.url}, poll_interval=0.1)
+        async with relay.running():
+            relay.wake()
+            await eventually(lambda: len(peer.received) == 2)
+        assert peer.received == [
+            ("PATCH", "/tenants//device/d1", '[{"name":"a"}]'),
+            ("DELETE", "/tenants//devices/d1", None),
+        ]
+        assert await outbox.pending() == []
+
+    async def test_aborted_transaction_leaves_no_effect(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        db = mongo[db_name]
+        outbox = Outbox(db)
+        with contextlib.suppress(RuntimeError):
+            async with transaction(mongo) as session:
+                await outbox.add([Effect("inventory", "POST", "/x")], session=session)
+                raise RuntimeError("the change failed")
+        assert await outbox.pending() == []
+
+    async def test_peer_down_then_up(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add([Effect("inventory", "DELETE", "/tenants//devices/d9")])
+        server = _Peer()
+        relay = OutboxRelay(db, http, {"inventory": server.url}, poll_interval=0.1, max_backoff=0.5)
+        assert await relay.deliver_due() == 0
+        pending = await Outbox(db).pending()
+        assert pending[0]["attempts"] == 1
+        assert "ConnectError" in pending[0]["last_error"]
+        await server.start()
+        try:
+            async with relay.running():
+                await eventually(lambda: server.received != [])
+            assert server.received == [("DELETE", "/tenants//devices/d9", None)]
+        finally:
+            await server.stop()
+
+    async def test_server_errors_are_retried_and_block_later_effects(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add(
+            [Effect("inventory", "POST", "/first"), Effect("inventory", "POST", "/second")]
+        )
+        peer.status = 503
+        relay = OutboxRelay(db, http, {"inventory": peer.url})
+        assert await relay.deliver_due() == 0
+        assert [p for _, p, _ in peer.received] == ["/first"]
+        assert len(await Outbox(db).pending()) == 2
+
+    async def test_refused_effect_is_set_aside(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add(
+            [Effect("inventory", "POST", "/bad"), Effect("inventory", "POST", "/good")]
+        )
+        peer.status = 400
+        relay = OutboxRelay(db, http, {"inventory": peer.url})
+        assert await relay.deliver_due() == 2
+        assert await Outbox(db).pending() == []
+        dead = await db.outbox.find({"state": "dead"}).to_list()
+        assert [d["path"] for d in dead] == ["/bad", "/good"]
+
+    async def test_unconfigured_peer_waits(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add(
+            [Effect("deviceconnect", "POST", "/later"), Effect("inventory", "POST", "/now")]
+        )
+        relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
+        assert await relay.deliver_due() == 1
+        assert [e["peer"] for e in await Outbox(db).pending()] == ["deviceconnect"]
