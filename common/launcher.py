@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Final
 import httpx
 
 from common.embedded import EmbeddedMongo, free_port
-from common.tokens import generate_key_file
+from common.keygen import ensure_keys
 
 __all__ = ["SERVICES", "Service", "Stack", "admin_credentials", "main"]
 
@@ -105,18 +104,12 @@ class Stack:
     def _prepare(self) -> dict[str, str]:
         for sub in ("keys", "logs", "artifacts"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        keys = self.state_dir / "keys"
-        generate_key_file(keys / "useradm" / "private.id.1.pem")
-        generate_key_file(keys / "deviceauth.pem")
-        secret_file = keys / "presign.secret"
-        if not secret_file.exists():
-            secret_file.touch(mode=0o600)
-            secret_file.write_text(secrets.token_urlsafe(32))
+        keys = ensure_keys(self.state_dir / "keys")
         return {
-            "USERADM_SERVER_PRIV_KEY_PATH": str(keys / "useradm" / "private.id.1.pem"),
-            "DEVICEAUTH_SERVER_PRIV_KEY_PATH": str(keys / "deviceauth.pem"),
+            "USERADM_SERVER_PRIV_KEY_PATH": str(keys.useradm),
+            "DEVICEAUTH_SERVER_PRIV_KEY_PATH": str(keys.deviceauth),
             "DEPLOYMENTS_STORAGE_PATH": str(self.state_dir / "artifacts"),
-            "DEPLOYMENTS_PRESIGN_SECRET": secret_file.read_text().strip(),
+            "DEPLOYMENTS_PRESIGN_SECRET": keys.presign_secret_value(),
         }
 
     def _spawn(self, name: str, module: str, env: Mapping[str, str]) -> None:
