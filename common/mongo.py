@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pymongo import AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
@@ -21,6 +21,7 @@ from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, Upd
 __all__ = [
     "Document",
     "TenantCollection",
+    "add_command_listener",
     "create_client",
     "ensure_indexes",
     "ping",
@@ -32,6 +33,14 @@ _Filter = Mapping[str, Any]
 _Session = AsyncClientSession | None
 
 
+_listeners: list[monitoring.CommandListener] = []
+
+
+def add_command_listener(listener: monitoring.CommandListener) -> None:
+    """Watch every command of clients created from now on (the test suite's scoping check)."""
+    _listeners.append(listener)
+
+
 def create_client(url: str) -> AsyncMongoClient[Document]:
     """Create the async client; timezone-aware datetimes, short server selection."""
     return AsyncMongoClient(
@@ -40,6 +49,7 @@ def create_client(url: str) -> AsyncMongoClient[Document]:
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=5000,
         connect=False,
+        event_listeners=list(_listeners),
     )
 
 

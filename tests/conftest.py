@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from common.embedded import EmbeddedMongo, free_port
 from common.launcher import Stack
-from common.mongo import Document, create_client
+from common.mongo import Document, add_command_listener
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,10 @@ def db_name() -> str:
 
 @pytest.fixture
 async def mongo(mongo_url: str) -> AsyncIterator[AsyncMongoClient[Document]]:
-    """An async client for checking what a test wrote."""
-    client = create_client(mongo_url)
+    """An async client for checking what a test wrote (not watched by the scoping guard)."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        mongo_url, tz_aware=True, uuidRepresentation="standard"
+    )
     try:
         yield client
     finally:
@@ -148,19 +150,16 @@ class _TenantGuard(monitoring.CommandListener):
 
 
 _tenant_guard = _TenantGuard()
-monitoring.register(_tenant_guard)
+add_command_listener(_tenant_guard)
 
 
 @pytest.fixture(autouse=True)
-def tenant_scoping_guard(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a test whose code touched a service collection without `common.mongo.TenantCollection`.
+def tenant_scoping_guard() -> Iterator[None]:
+    """Fail a test whose service code touched a collection without `TenantCollection`.
 
-    Tests that write raw documents on purpose (of the shared library itself) mark themselves
-    `@pytest.mark.unscoped`.
+    Only clients made by `common.mongo.create_client` (the services') are watched; the
+    `mongo` fixture's client is free to inspect and prepare raw documents.
     """
-    if request.node.get_closest_marker("unscoped"):
-        yield
-        return
     _tenant_guard.violations.clear()
     _tenant_guard.active = True
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document, TenantCollection
+from common.mongo import Document, TenantCollection, create_client
 from tests import conftest
 
 
@@ -36,10 +36,12 @@ class TestTenantCollection:
 
 
 class TestGuard:
-    async def test_unscoped_query_is_recorded(
-        self, mongo: AsyncMongoClient[Document], db_name: str
-    ) -> None:
-        await mongo[db_name].devices.find_one({"_id": "nope"})
+    async def test_unscoped_query_is_recorded(self, mongo_url: str, db_name: str) -> None:
+        client = create_client(mongo_url)
+        try:
+            await client[db_name].devices.find_one({"_id": "nope"})
+        finally:
+            await client.close()
         found = list(conftest._tenant_guard.violations)
         conftest._tenant_guard.violations.clear()  # this test broke the rule on purpose
         assert found

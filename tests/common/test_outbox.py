@@ -15,8 +15,6 @@ from common.mongo import Document, transaction
 from common.outbox import Effect, Outbox, OutboxRelay
 from tests.support import LiveServer, eventually
 
-pytestmark = pytest.mark.unscoped
-
 
 class _Peer(LiveServer):
     """A real HTTP server that records what it receives and answers a chosen status."""
