@@ -1,0 +1,230 @@
+"""Token checks: every authenticated request is verified by the service that issued the token.
+
+Device tokens are checked by deviceauth (`GET /api/internal/v1/devauth/tokens/verify`), user
+tokens by useradm (`GET /api/internal/v1/useradm/auth/verify`), with the client's
+Authorization and the `X-Forwarded-*` headers describing the request, as Traefik's forward
+auth does for Mender. A 2xx lets the request through; any other answer (401, 403, 429 with
+`Retry-After`, ...) goes back to the client as the verifier sent it.
+
+To keep an HTTP round trip off the hot path, a positive answer is remembered per token
+string for `min(ttl, exp - now)` seconds; negative answers are never remembered.
+
+Consistency window: a token revoked at its issuer (device rejected or decommissioned, token
+deleted, user removed, personal access token revoked, logout through another gateway) keeps
+working through this gateway for at most `ttl` seconds (`GATEWAY_TOKEN_CACHE_TTL`, default
+3 s). A logout proxied by this gateway takes effect here immediately: the token is dropped
+from the cache, and a verification that was already in flight cannot re-add it. While a
+token is cached, per-request checks the verifier would do (its rate limits, deviceauth's
+check-in time) happen at most once per `ttl` for that token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from gateway.routes import AuthMode
+
+__all__ = [
+    "Denial",
+    "Grant",
+    "TokenCache",
+    "TokenGate",
+    "Verifier",
+    "VerifierUnavailable",
+    "token_expiry",
+]
+
+_TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_MAX_TOKEN_LENGTH: Final = 8192
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The token is good: proxy the request, adding these headers from the verifier."""
+
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """The token is refused: answer the client with this status.
+
+    `body` is the verifier's own answer to relay; when None the gateway renders its error
+    body with `message`.
+    """
+
+    status: int
+    message: str = ""
+    body: bytes | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class VerifierUnavailable(Exception):
+    """The verifier is not deployed (503) or could not be reached in time (502)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Verifier(Protocol):
+    """Asks a token's issuer whether the token is still good for a request."""
+
+    async def verify(
+        self, mode: AuthMode, token: str, forwarded: Sequence[tuple[str, str]]
+    ) -> Grant | Denial:
+        """Return the issuer's verdict; raise VerifierUnavailable when it cannot answer."""
+        ...
+
+
+def _b64_json(part: str) -> object:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def token_expiry(token: str) -> float | None:
+    """The `exp` of a syntactically valid JWT, or None when the token is malformed."""
+    if len(token) > _MAX_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
+        return None
+    header, payload, _ = token.split(".")
+    try:
+        head = _b64_json(header)
+        claims = _b64_json(payload)
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(head, dict) or not isinstance(claims, dict):
+        return None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)
+
+
+class TokenCache:
+    """Positive verifications by token string, bounded (least recently used go first)."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        max_size: int,
+        horizon: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._ttl = ttl
+        self._max_size = max_size
+        # How long an ended session must block re-caching: the longest a verification that
+        # started before the logout can take to come back.
+        self._horizon = horizon
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._entries: OrderedDict[str, tuple[float, Grant]] = OrderedDict()
+        self._ended: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> Grant | None:
+        """The cached grant of a token, if it has not expired."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[token]
+            return None
+        self._entries.move_to_end(token)
+        return entry[1]
+
+    def put(self, token: str, grant: Grant, *, exp: float, started: float) -> None:
+        """Remember a grant obtained by a verification that started at `started`."""
+        if self._ttl <= 0:
+            return
+        ended = self._ended.get(token)
+        if ended is not None and ended >= started:
+            return
+        now = self._clock()
+        lifetime = min(self._ttl, exp - self._wall_clock())
+        if lifetime <= 0:
+            return
+        self._entries[token] = (now + lifetime, grant)
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._max_size:
+            self._entries.popitem(last=False)
+
+    def end_session(self, token: str) -> None:
+        """Forget a token now and refuse grants of verifications already in flight."""
+        now = self._clock()
+        self._entries.pop(token, None)
+        self._ended[token] = now
+        self._ended.move_to_end(token)
+        limit = now - self._horizon
+        while self._ended:
+            oldest, when = next(iter(self._ended.items()))
+            if when >= limit and len(self._ended) <= self._max_size:
+                break
+            del self._ended[oldest]
+
+    def now(self) -> float:
+        """The cache's clock, for stamping when a verification starts."""
+        return self._clock()
+
+
+class TokenGate:
+    """Checks tokens: local shape check, then the cache, then the verifier."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        *,
+        ttl: float,
+        max_size: int,
+        horizon: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = verifier
+        self._caches = {
+            mode: TokenCache(
+                ttl=ttl, max_size=max_size, horizon=horizon, clock=clock, wall_clock=wall_clock
+            )
+            for mode in (AuthMode.DEVICE, AuthMode.USER)
+        }
+
+    def cache(self, mode: AuthMode) -> TokenCache:
+        """The cache of one auth mode (device or user tokens)."""
+        return self._caches[mode]
+
+    async def check(
+        self, mode: AuthMode, token: str, forwarded: Sequence[tuple[str, str]]
+    ) -> Grant | Denial:
+        """Decide whether `token` may make the request described by `forwarded`."""
+        if not token:
+            return Denial(401, "Authorization not present in header")
+        cache = self._caches[mode]
+        grant = cache.get(token)
+        if grant is not None:
+            return grant
+        exp = token_expiry(token)
+        if exp is None:
+            return Denial(401, "malformed token")
+        started = cache.now()
+        verdict = await self._verifier.verify(mode, token, forwarded)
+        if isinstance(verdict, Grant):
+            cache.put(token, verdict, exp=exp, started=started)
+        return verdict
+
+    def end_session(self, token: str) -> None:
+        """The token was logged out through this gateway: stop accepting it from the cache."""
+        for cache in self._caches.values():
+            cache.end_session(token)

@@ -1,0 +1,100 @@
+"""The gateway's settings, read from `GATEWAY_*` environment variables.
+
+Every upstream has an address setting (`GATEWAY_<SERVICE>_ADDR`, e.g.
+`GATEWAY_DEVICEAUTH_ADDR=http://127.0.0.1:9002`); an unset or empty address means the service
+is not deployed and its routes answer 503.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["UPSTREAMS", "Settings"]
+
+# The services the gateway can route to; each has a `<name>_addr` setting.
+UPSTREAMS: Final = (
+    "useradm",
+    "deviceauth",
+    "inventory",
+    "deployments",
+    "deviceconfig",
+    "deviceconnect",
+    "auditlogs",
+    "devicemonitor",
+    "iot_manager",
+)
+
+Addr = str | None
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Listening address, upstream addresses, token cache and timeouts."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Development mode logs the route table at start-up.
+    dev_mode: bool = False
+    log_level: str = "INFO"
+
+    useradm_addr: Addr = None
+    deviceauth_addr: Addr = None
+    inventory_addr: Addr = None
+    deployments_addr: Addr = None
+    deviceconfig_addr: Addr = None
+    deviceconnect_addr: Addr = None
+    auditlogs_addr: Addr = None
+    devicemonitor_addr: Addr = None
+    iot_manager_addr: Addr = None
+
+    # How long a positive token verification is reused (capped by the token's `exp`);
+    # 0 asks the verifier on every request.
+    token_cache_ttl: Annotated[float, Field(ge=0)] = 3.0
+    token_cache_size: Annotated[int, Field(ge=1)] = 100_000
+
+    # Establishing a TCP connection to an upstream.
+    connect_timeout: Seconds = 3.0
+    # The longest silence while waiting for upstream bytes (headers or body); there is no
+    # total timeout, so multi-GB transfers are only bounded by this idle time.
+    read_timeout: Seconds = 600.0
+    # The whole token verification call (connect, request, response).
+    verify_timeout: Seconds = 10.0
+    # Open connections to all upstreams together; 0 = no limit.
+    upstream_connection_limit: Annotated[int, Field(ge=0)] = 0
+    # The largest websocket message relayed in either direction.
+    ws_max_message_size: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+
+    # Per client address: sustained requests per second (0 = no limit) and burst size.
+    rate_limit_per_second: Annotated[float, Field(ge=0)] = 0.0
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 100
+
+    @field_validator(
+        "useradm_addr",
+        "deviceauth_addr",
+        "inventory_addr",
+        "deployments_addr",
+        "deviceconfig_addr",
+        "deviceconnect_addr",
+        "auditlogs_addr",
+        "devicemonitor_addr",
+        "iot_manager_addr",
+    )
+    @classmethod
+    def _normalise_addr(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        addr = value.strip().rstrip("/")
+        scheme, sep, rest = addr.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(f"expected http(s)://host:port without a path, got {value!r}")
+        return addr
+
+    def upstream_addr(self, upstream: str) -> str | None:
+        """The base URL of an upstream service, or None when it is not deployed."""
+        addr: str | None = getattr(self, f"{upstream}_addr")
+        return addr

@@ -1,0 +1,169 @@
+"""The HTTP proxy hop: one request to an upstream over the shared aiohttp session.
+
+Request and response bodies stream in both directions with bounded buffers (the ASGI server
+and aiohttp both pause reading while their buffer is full), so a multi-GB artifact upload or
+download costs the gateway a few hundred KB. `Content-Length`, `Range`, `Content-Range` and
+`Accept-Ranges` pass through untouched; a chunked request body stays chunked upstream;
+compressed bodies are relayed as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from gateway._types import Message, Receive, Scope, Send
+from gateway.headers import HOP_BY_HOP, REQUEST_ID
+from gateway.responses import send_error
+
+__all__ = ["UpstreamBroken", "proxy_http"]
+
+_log = logging.getLogger("gateway.proxy")
+
+# Responses up to this size are read whole before answering, so an upstream failure while
+# reading them can still become a 502; larger ones are streamed.
+_SMALL_BODY: Final = 64 * 1024
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_RESPONSE_DROP: Final = HOP_BY_HOP | {REQUEST_ID}
+_UPSTREAM_ERRORS: Final = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+class UpstreamBroken(Exception):
+    """The upstream failed after the response started: the client connection is aborted."""
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+@dataclass(slots=True)
+class _Exchange:
+    body_done: bool = False
+    client_gone: bool = False
+    response_done: bool = False
+
+
+async def _stream_body(first: bytes, receive: Receive, state: _Exchange) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # Ending the generator normally would complete a truncated chunked body
+            # upstream; failing it aborts the upstream request instead.
+            state.client_gone = True
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            state.body_done = True
+            if chunk:
+                yield chunk
+            return
+        if chunk:
+            yield chunk
+
+
+def upstream_url(base: str, scope: Scope) -> URL:
+    """The upstream URL with the client's path and query exactly as they were sent."""
+    raw_path: bytes | None = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    query: bytes = scope.get("query_string", b"")
+    if query:
+        return URL(f"{base}{path}?{query.decode('latin-1')}", encoded=True)
+    return URL(f"{base}{path}", encoded=True)
+
+
+async def proxy_http(
+    session: aiohttp.ClientSession,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    url: URL,
+    headers: list[tuple[str, str]],
+    has_body: bool,
+    request_id: str,
+    upstream_name: str,
+) -> int:
+    """Relay one request and its response; return the upstream status (0 if none)."""
+    state = _Exchange()
+    data: bytes | AsyncIterator[bytes] | None = None
+    if has_body:
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            return 0
+        if first.get("more_body", False):
+            data = _stream_body(first.get("body", b""), receive, state)
+        else:
+            data = first.get("body", b"")
+            state.body_done = True
+    else:
+        state.body_done = True
+    method: str = scope["method"]
+    try:
+        resp = await session.request(method, url, headers=headers, data=data)
+    except (*_UPSTREAM_ERRORS, _ClientGone) as exc:
+        if state.client_gone:
+            return 0
+        _log.warning("%s %s: %s unreachable: %r", method, scope["path"], upstream_name, exc)
+        await send_error(send, 502, f"{upstream_name} is unreachable", request_id)
+        return 0
+    try:
+        status = resp.status
+        rid = request_id.encode("latin-1")
+        out = [(k, v) for k, v in resp.raw_headers if k.lower() not in _RESPONSE_DROP]
+        out.append((REQUEST_ID, rid))
+        length = resp.content_length
+        if (
+            method == "HEAD"
+            or status in _NO_BODY_STATUSES
+            or (length is not None and length <= _SMALL_BODY)
+        ):
+            try:
+                body = await resp.read()
+            except _UPSTREAM_ERRORS as exc:
+                _log.warning("%s %s: %s broke off: %r", method, scope["path"], upstream_name, exc)
+                await send_error(send, 502, f"{upstream_name} is unreachable", request_id)
+                return 0
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+            return status
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await _stream_response(resp, receive, send, state)
+        return status
+    finally:
+        resp.release()
+
+
+async def _stream_response(
+    resp: aiohttp.ClientResponse, receive: Receive, send: Send, state: _Exchange
+) -> None:
+    watcher: asyncio.Future[Message] | None = None
+    if state.body_done:
+        # Once the request body is read, the next ASGI event is the client going away:
+        # stop pulling the upstream body then instead of draining it for nobody.
+        def client_event(task: asyncio.Future[Message]) -> None:
+            if not task.cancelled() and not state.response_done:
+                state.client_gone = True
+                resp.close()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(client_event)
+    try:
+        async for chunk in resp.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        state.response_done = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except _UPSTREAM_ERRORS as exc:
+        if state.client_gone:
+            return
+        raise UpstreamBroken(f"upstream body broke off: {exc!r}") from exc
+    finally:
+        if watcher is not None and not watcher.done():
+            watcher.cancel()

@@ -1,0 +1,324 @@
+"""Upstreams for the gateway tests: small raw ASGI apps served by real uvicorn servers.
+
+`StubService` plays any Fleetport service: it describes every HTTP request it gets (so a
+test sees exactly what the gateway forwarded), serves byte ranges of a deterministic blob,
+echoes websockets, and answers both verify endpoints as a `VerifierControl` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+
+from gateway._types import Receive, Scope, Send
+
+DEVICE_VERIFY = "/api/internal/v1/devauth/tokens/verify"
+USER_VERIFY = "/api/internal/v1/useradm/auth/verify"
+_PATTERN = bytes(range(256)) * 4096  # 1 MiB
+
+
+def blob(start: int, end: int) -> bytes:
+    """Bytes [start, end) of the deterministic blob the stubs serve."""
+    out = bytearray()
+    pos = start
+    while pos < end:
+        offset = pos % len(_PATTERN)
+        take = min(end - pos, len(_PATTERN) - offset)
+        out += _PATTERN[offset : offset + take]
+        pos += take
+    return bytes(out)
+
+
+def make_token(
+    *,
+    exp: float | None = None,
+    sub: str | None = None,
+    device: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A syntactically valid JWT (its signature is not checked by anything in these tests)."""
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    # A fresh subject and id each time, so no two tests share a cached token.
+    subject = sub or str(uuid.uuid4())
+    claims: dict[str, Any] = {"sub": subject, "jti": str(uuid.uuid4()), "iat": int(time.time())}
+    claims["exp"] = int(time.time() + 3600) if exp is None else exp
+    claims["mender.device" if device else "mender.user"] = True
+    claims.update(extra or {})
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+@dataclass
+class VerifierControl:
+    """What both verify endpoints answer, and the requests they received."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    delay: float = 0.0
+    calls: list[dict[str, str]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Back to allowing everything, with no calls recorded."""
+        self.status, self.body, self.headers, self.delay = 200, b"", [], 0.0
+        self.calls.clear()
+
+    def calls_to(self, path: str) -> list[dict[str, str]]:
+        """The recorded calls of one verify endpoint."""
+        return [c for c in self.calls if c["path"] == path]
+
+
+def _headers_dict(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1")
+        out[name] = f"{out[name]}, {value.decode('latin-1')}" if name in out else value.decode()
+    return out
+
+
+@dataclass
+class StubService:
+    """A stand-in for one upstream service."""
+
+    name: str
+    verifier: VerifierControl
+    ws_log: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        path: str = scope["path"]
+        query = parse_qs(scope["query_string"].decode())
+        if path in (DEVICE_VERIFY, USER_VERIFY):
+            await self._verify(scope, send)
+        elif path.endswith("/blob"):
+            await self._blob(scope, send, int(query.get("size", ["1048576"])[0]))
+        elif path.endswith("/chunked"):
+            await self._chunked(send, int(query.get("parts", ["4"])[0]))
+        elif path.endswith("/slow"):
+            await asyncio.sleep(float(query.get("seconds", ["5"])[0]))
+            await self._json(send, 200, {"slow": True})
+        elif path.endswith("/broken"):
+            await self._broken(send)
+        elif path.endswith("/hop"):
+            await self._hop(send)
+        else:
+            await self._describe(scope, receive, send, query)
+
+    @staticmethod
+    async def _json(
+        send: Send, status: int, doc: object, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        body = json.dumps(doc).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send(
+            {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _verify(self, scope: Scope, send: Send) -> None:
+        call = _headers_dict(scope)
+        call["path"] = scope["path"]
+        call["method"] = scope["method"]
+        self.verifier.calls.append(call)
+        if self.verifier.delay:
+            await asyncio.sleep(self.verifier.delay)
+        headers = [(b"content-length", b"%d" % len(self.verifier.body)), *self.verifier.headers]
+        await send(
+            {"type": "http.response.start", "status": self.verifier.status, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": self.verifier.body})
+
+    async def _describe(
+        self, scope: Scope, receive: Receive, send: Send, query: dict[str, list[str]]
+    ) -> None:
+        digest = hashlib.sha256()
+        length = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            digest.update(chunk)
+            length += len(chunk)
+            if not message.get("more_body", False):
+                break
+        doc = {
+            "upstream": self.name,
+            "method": scope["method"],
+            "path": scope["path"],
+            "raw_path": scope["raw_path"].decode("latin-1"),
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+            "body_sha256": digest.hexdigest(),
+            "body_length": length,
+        }
+        status = int(query.get("status", ["200"])[0])
+        await self._json(send, status, doc, [(b"x-upstream", self.name.encode())])
+
+    async def _blob(self, scope: Scope, send: Send, size: int) -> None:
+        start, end, status = 0, size, 200
+        extra: list[tuple[bytes, bytes]] = [(b"accept-ranges", b"bytes")]
+        for key, value in scope["headers"]:
+            if key == b"range" and value.startswith(b"bytes="):
+                first, _, last = value[6:].decode().partition("-")
+                start = int(first)
+                end = min(size, int(last) + 1) if last else size
+                status = 206
+                extra.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", b"%d" % (end - start)),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        pos = start
+        while pos < end:
+            step = min(256 * 1024, end - pos)
+            await send(
+                {"type": "http.response.body", "body": blob(pos, pos + step), "more_body": True}
+            )
+            pos += step
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _chunked(self, send: Send, parts: int) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
+        for i in range(parts):
+            await send({"type": "http.response.body", "body": b"part-%d\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _broken(self, send: Send) -> None:
+        headers = [(b"content-length", b"%d" % (4 * 1024 * 1024))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"x" * 200_000, "more_body": True})
+        raise RuntimeError("the stub breaks off its body on purpose")
+
+    async def _hop(self, send: Send) -> None:
+        headers = [
+            (b"content-type", b"text/plain"),
+            (b"content-length", b"2"),
+            (b"connection", b"x-private"),
+            (b"x-private", b"secret"),
+            (b"keep-alive", b"timeout=99"),
+            (b"proxy-authenticate", b"Basic"),
+            (b"trailer", b"x-checksum"),
+            (b"upgrade", b"h2c"),
+            (b"x-kept", b"yes"),
+            (b"x-men-requestid", b"upstream-made-this-up"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # websocket.connect
+        entry: dict[str, Any] = {
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "headers": _headers_dict(scope),
+            "subprotocols": list(scope.get("subprotocols", [])),
+            "upstream": self.name,
+        }
+        self.ws_log.append(entry)
+        if scope["path"].endswith("/reject"):
+            body = b'{"error":"device not connected","request_id":"x"}'
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 409,
+                    "headers": [(b"content-type", b"application/json"), (b"x-reason", b"offline")],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        subprotocol = entry["subprotocols"][0] if entry["subprotocols"] else None
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                entry["close_code"] = message.get("code")
+                entry["close_reason"] = message.get("reason", "")
+                return
+            text = message.get("text")
+            if text is not None and text.startswith("close:"):
+                await send({"type": "websocket.close", "code": int(text[6:]), "reason": "bye"})
+                return
+            if text is not None:
+                await send({"type": "websocket.send", "text": f"{self.name}:{text}"})
+            else:
+                await send({"type": "websocket.send", "bytes": message["bytes"][::-1]})
+
+
+class _Server(uvicorn.Server):
+    # Several servers share the test process: none of them may take over its signals.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+@asynccontextmanager
+async def serve(app: Any, **overrides: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a fresh loopback port; yield its base URL."""
+    options: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "ws": "websockets-sansio",
+        "timeout_graceful_shutdown": 1,
+        **overrides,
+    }
+    async with serve_config(uvicorn.Config(app, **options)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serve_config(config: uvicorn.Config) -> AsyncIterator[str]:
+    """Serve with a prepared uvicorn config (the gateway's own) on a fresh loopback port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server did not start")
+            await asyncio.sleep(0.005)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
