@@ -1,0 +1,1 @@
+"""Deployments service: artifacts, deployments and the device update flow."""

@@ -1,0 +1,1 @@
+"""Deployments use-cases and the artifact parser they rely on."""
