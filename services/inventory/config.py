@@ -1,0 +1,27 @@
+"""Settings of the inventory service (environment prefix `INVENTORY_`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import BaseServiceSettings
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseServiceSettings):
+    """Inventory settings: database, attribute limits and the devicemonitor peer."""
+
+    model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore", frozen=True)
+
+    mongo_db: str = "inventory"
+    # Most attributes a device may have in one scope (0: unlimited), as Mender's
+    # `limit_attributes`; tags have their own limit.
+    limit_attributes: Annotated[int, Field(ge=0)] = 100
+    limit_tags: Annotated[int, Field(ge=0)] = 20
+    # devicemonitor's internal address, for re-indexing monitor attributes; unset when
+    # devicemonitor is not deployed.
+    devicemonitor_addr: str | None = None
