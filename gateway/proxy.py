@@ -18,7 +18,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from gateway._types import Message, Receive, Scope, Send
+from gateway._types import Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP, REQUEST_ID
 from gateway.responses import send_error
 
@@ -116,9 +116,8 @@ async def proxy_http(
         return 0
     try:
         status = resp.status
-        rid = request_id.encode("latin-1")
-        out = [(k, v) for k, v in resp.raw_headers if k.lower() not in _RESPONSE_DROP]
-        out.append((REQUEST_ID, rid))
+        out = _response_headers(resp.raw_headers)
+        out.append((REQUEST_ID, request_id.encode("latin-1")))
         length = resp.content_length
         if (
             method == "HEAD"
@@ -141,19 +140,41 @@ async def proxy_http(
         resp.release()
 
 
+async def _disconnected(receive: Receive) -> None:
+    # An empty final body event may still be pending when no body was read; skip it.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _response_headers(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    named: set[bytes] = set()
+    for key, value in raw:
+        name = key.lower()
+        if name in _RESPONSE_DROP:
+            if name == b"connection":
+                named.update(t.strip() for t in value.lower().split(b","))
+            continue
+        out.append((key, value))
+    if named:
+        # Headers the upstream declared connection-specific end at this hop too.
+        out = [(k, v) for k, v in out if k.lower() not in named]
+    return out
+
+
 async def _stream_response(
     resp: aiohttp.ClientResponse, receive: Receive, send: Send, state: _Exchange
 ) -> None:
-    watcher: asyncio.Future[Message] | None = None
+    watcher: asyncio.Future[None] | None = None
     if state.body_done:
         # Once the request body is read, the next ASGI event is the client going away:
         # stop pulling the upstream body then instead of draining it for nobody.
-        def client_event(task: asyncio.Future[Message]) -> None:
+        def client_event(task: asyncio.Future[None]) -> None:
             if not task.cancelled() and not state.response_done:
                 state.client_gone = True
                 resp.close()
 
-        watcher = asyncio.ensure_future(receive())
+        watcher = asyncio.ensure_future(_disconnected(receive))
         watcher.add_done_callback(client_event)
     try:
         async for chunk in resp.content.iter_any():

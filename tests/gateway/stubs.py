@@ -83,6 +83,31 @@ class VerifierControl:
         return [c for c in self.calls if c["path"] == path]
 
 
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to a server (one `Connection: close` request); parse its answer."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await reader.read(-1)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
 def _headers_dict(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in scope["headers"]:
@@ -98,6 +123,9 @@ class StubService:
     name: str
     verifier: VerifierControl
     ws_log: list[dict[str, Any]] = field(default_factory=list)
+    # Paths of the requests whose body arrived complete, and of downloads cut short.
+    completed: list[str] = field(default_factory=list)
+    aborted_downloads: list[str] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -116,7 +144,7 @@ class StubService:
         if path in (DEVICE_VERIFY, USER_VERIFY):
             await self._verify(scope, send)
         elif path.endswith("/blob"):
-            await self._blob(scope, send, int(query.get("size", ["1048576"])[0]))
+            await self._blob(scope, receive, send, int(query.get("size", ["1048576"])[0]))
         elif path.endswith("/chunked"):
             await self._chunked(send, int(query.get("parts", ["4"])[0]))
         elif path.endswith("/slow"):
@@ -167,6 +195,7 @@ class StubService:
             length += len(chunk)
             if not message.get("more_body", False):
                 break
+        self.completed.append(scope["path"])
         doc = {
             "upstream": self.name,
             "method": scope["method"],
@@ -180,7 +209,7 @@ class StubService:
         status = int(query.get("status", ["200"])[0])
         await self._json(send, status, doc, [(b"x-upstream", self.name.encode())])
 
-    async def _blob(self, scope: Scope, send: Send, size: int) -> None:
+    async def _blob(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         start, end, status = 0, size, 200
         extra: list[tuple[bytes, bytes]] = [(b"accept-ranges", b"bytes")]
         for key, value in scope["headers"]:
@@ -199,14 +228,21 @@ class StubService:
         if scope["method"] == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return
-        pos = start
-        while pos < end:
-            step = min(256 * 1024, end - pos)
-            await send(
-                {"type": "http.response.body", "body": blob(pos, pos + step), "more_body": True}
-            )
-            pos += step
-        await send({"type": "http.response.body", "body": b""})
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            pos = start
+            while pos < end:
+                if gone.done():
+                    self.aborted_downloads.append(scope["path"])
+                    return
+                step = min(256 * 1024, end - pos)
+                piece = blob(pos, pos + step)
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                await asyncio.sleep(0)
+                pos += step
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
 
     async def _chunked(self, send: Send, parts: int) -> None:
         await send(
