@@ -18,6 +18,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
+from common.requestid import request_id_var
 from gateway._types import Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP, REQUEST_ID
 from gateway.responses import send_error
@@ -32,6 +33,12 @@ _SMALL_BODY: Final = 64 * 1024
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _RESPONSE_DROP: Final = HOP_BY_HOP | {REQUEST_ID}
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def _log_failure(request_id: str, message: str, *args: object) -> None:
+    # Each request runs in its own task (its own context), so the id stays with it.
+    request_id_var.set(request_id)
+    _log.warning(message, *args)
 
 
 class UpstreamBroken(Exception):
@@ -111,7 +118,9 @@ async def proxy_http(
     except (*_UPSTREAM_ERRORS, _ClientGone) as exc:
         if state.client_gone:
             return 0
-        _log.warning("%s %s: %s unreachable: %r", method, scope["path"], upstream_name, exc)
+        _log_failure(
+            request_id, "%s %s: %s unreachable: %s", method, scope["path"], upstream_name, exc
+        )
         await send_error(send, 502, f"{upstream_name} is unreachable", request_id)
         return 0
     try:
@@ -127,7 +136,9 @@ async def proxy_http(
             try:
                 body = await resp.read()
             except _UPSTREAM_ERRORS as exc:
-                _log.warning("%s %s: %s broke off: %r", method, scope["path"], upstream_name, exc)
+                _log_failure(
+                    request_id, "%s %s: %s broke off: %s", method, scope["path"], upstream_name, exc
+                )
                 await send_error(send, 502, f"{upstream_name} is unreachable", request_id)
                 return 0
             await send({"type": "http.response.start", "status": status, "headers": out})

@@ -14,7 +14,7 @@ _JSON: tuple[bytes, bytes] = (b"content-type", b"application/json; charset=utf-8
 
 def error_body(message: str, request_id: str) -> bytes:
     """Render `{"error": ..., "request_id": ...}`."""
-    return json.dumps({"error": message, "request_id": request_id}).encode()
+    return json.dumps({"error": message, "request_id": request_id}, separators=(",", ":")).encode()
 
 
 def _headers(

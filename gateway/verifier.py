@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Final
 
@@ -18,6 +19,7 @@ DEVICE_VERIFY_PATH: Final = "/api/internal/v1/devauth/tokens/verify"
 USER_VERIFY_PATH: Final = "/api/internal/v1/useradm/auth/verify"
 # A verifier's answer is a short error document; more than this is not relayed.
 _MAX_BODY: Final = 64 * 1024
+_log = logging.getLogger("gateway.verifier")
 _RBAC_PREFIX: Final = "x-men-rbac-"
 _NOT_RELAYED: Final = HOP_BY_HOP | {b"content-length", b"x-men-requestid", b"date", b"server"}
 
@@ -76,4 +78,5 @@ class HttpVerifier:
                 )
                 return Denial(resp.status, body=bytes(body), headers=relayed)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            _log.warning("token check by %s failed: %s", name, exc or type(exc).__name__)
             raise VerifierUnavailable(502, f"{name} did not answer the token check") from exc

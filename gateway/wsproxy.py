@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
+from common.requestid import request_id_var
 from gateway._types import Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP, REQUEST_ID
 from gateway.responses import error_body, send_ws_denial
@@ -111,7 +112,8 @@ async def proxy_websocket(
         )
         return
     except (OSError, TimeoutError, InvalidHandshake) as exc:
-        _log.warning("websocket %s: %s unreachable: %r", scope["path"], upstream_name, exc)
+        request_id_var.set(request_id)
+        _log.warning("websocket %s: %s unreachable: %s", scope["path"], upstream_name, exc)
         await deny_websocket(
             scope, send, 502, request_id, message=f"{upstream_name} is unreachable"
         )
