@@ -1,0 +1,1 @@
+"""HTTP surfaces of the deployments service: devices, management (v1, v2, v1alpha1), internal."""

@@ -1,0 +1,194 @@
+"""Device API: polling for updates, status and log reports, and the signed download routes.
+
+The download routes (`/api/devices/v1/deployments/download/...`) are reached without a
+device token: the gateway routes them unauthenticated and the signature is the credential.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from common.errors import BadRequest
+from common.identity import DeviceIdentity
+from services.deployments.api.deps import (
+    DeploymentsAppDep,
+    DownloadsAppDep,
+    ExternalURL,
+)
+from services.deployments.api.schemas import (
+    InstructionsOut,
+    LogRequest,
+    NextV1Request,
+    NextV2Request,
+    StatusReport,
+)
+from services.deployments.app.downloads import ARTIFACT_CONTENT_TYPE
+from services.deployments.models import LogMessage, NextRequest
+
+__all__ = ["PREFIX_V1", "PREFIX_V2", "router"]
+
+PREFIX_V1: Final = "/api/devices/v1/deployments"
+PREFIX_V2: Final = "/api/devices/v2/deployments"
+_MAX_PROVIDE: Final = 4096
+_MAX_PROVIDES: Final = 1000
+
+router = APIRouter(tags=["devices"])
+
+
+def _next_request(provides: dict[str, object]) -> NextRequest:
+    if len(provides) > _MAX_PROVIDES:
+        raise BadRequest("invalid schema: too many provides")
+    values: dict[str, str] = {}
+    for key, value in provides.items():
+        if not isinstance(value, str):
+            raise BadRequest(f"invalid schema: {key}: must be a string")
+        if len(key) > _MAX_PROVIDE or len(value) > _MAX_PROVIDE:
+            raise BadRequest(f"invalid schema: {key}: too long")
+        values[key] = value
+    device_type = values.pop("device_type", "")
+    artifact_name = values.pop("artifact_name", "")
+    if not artifact_name:
+        raise BadRequest("artifact_name: cannot be blank.")
+    if not device_type:
+        raise BadRequest("device_type: cannot be blank.")
+    return NextRequest(device_type=device_type, artifact_name=artifact_name, provides=values)
+
+
+async def _answer(
+    identity_tenant: str,
+    device_id: str,
+    request: NextRequest,
+    deployments: DeploymentsAppDep,
+    external_url: str,
+) -> Response:
+    instructions = await deployments.next_for_device(
+        identity_tenant, device_id, request=request, external_url=external_url
+    )
+    if instructions is None:
+        return Response(status_code=204)
+    body = InstructionsOut.of(instructions).model_dump_json(exclude_none=True)
+    return Response(body, media_type="application/json")
+
+
+@router.get(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
+async def check_update(
+    identity: DeviceIdentity,
+    deployments: DeploymentsAppDep,
+    external_url: ExternalURL,
+    artifact_name: Annotated[str, Query()] = "",
+    device_type: Annotated[str, Query()] = "",
+) -> Response:
+    """Next update for the device (204: nothing to do); query artifact_name, device_type."""
+    request = _next_request({"artifact_name": artifact_name, "device_type": device_type})
+    return await _answer(identity.tenant, identity.subject, request, deployments, external_url)
+
+
+@router.post(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
+async def check_update_post(
+    body: NextV1Request,
+    identity: DeviceIdentity,
+    deployments: DeploymentsAppDep,
+    external_url: ExternalURL,
+) -> Response:
+    """Next update for the device, from its provides (v1 body)."""
+    provides: dict[str, object] = dict(body.model_extra or {})
+    provides["device_type"] = body.device_type
+    provides["artifact_name"] = body.artifact_name
+    request = _next_request(provides)
+    return await _answer(identity.tenant, identity.subject, request, deployments, external_url)
+
+
+@router.post(PREFIX_V2 + "/device/deployments/next", response_model=InstructionsOut)
+async def check_update_v2(
+    body: NextV2Request,
+    identity: DeviceIdentity,
+    deployments: DeploymentsAppDep,
+    external_url: ExternalURL,
+) -> Response:
+    """Next update for the device, from `device_provides` (what the client tries first)."""
+    request = _next_request(dict(body.device_provides))
+    return await _answer(identity.tenant, identity.subject, request, deployments, external_url)
+
+
+@router.put(PREFIX_V1 + "/device/deployments/{id}/status", status_code=204)
+async def put_deployment_status_for_device(
+    id: str, body: StatusReport, identity: DeviceIdentity, deployments: DeploymentsAppDep
+) -> Response:
+    """Report the device's progress; 409 once the deployment was aborted for it."""
+    await deployments.report_status(
+        identity.tenant, identity.subject, id, status=body.status, substate=body.substate
+    )
+    return Response(status_code=204)
+
+
+@router.put(PREFIX_V1 + "/device/deployments/{id}/log", status_code=204)
+async def put_deployment_log_for_device(
+    id: str, body: LogRequest, identity: DeviceIdentity, deployments: DeploymentsAppDep
+) -> Response:
+    """Upload the device's deployment log."""
+    messages = [
+        LogMessage(timestamp=m.timestamp, level=m.level, message=m.message) for m in body.messages
+    ]
+    await deployments.save_log(identity.tenant, identity.subject, id, messages)
+    return Response(status_code=204)
+
+
+@router.get(PREFIX_V1 + "/download/configuration/{deployment_id}/{device_type}/{device_id}")
+async def download_configuration(
+    deployment_id: str,
+    device_type: str,
+    device_id: str,
+    request: Request,
+    downloads: DownloadsAppDep,
+) -> Response:
+    """The configuration artifact of a configuration deployment (signed link)."""
+    artifact = await downloads.configuration(
+        path=request.url.path,
+        query=request.query_params,
+        deployment_id=deployment_id,
+        device_type=device_type,
+        device_id=device_id,
+    )
+    return Response(
+        artifact,
+        media_type=ARTIFACT_CONTENT_TYPE,
+        headers={"Content-Disposition": 'attachment; filename="artifact.mender"'},
+    )
+
+
+@router.get(PREFIX_V1 + "/download/objects/{key:path}")
+async def download_object(key: str, request: Request, downloads: DownloadsAppDep) -> Response:
+    """Stream an artifact file (signed link); supports a single byte `Range`."""
+    download = await downloads.open(
+        key,
+        path=request.url.path,
+        query=request.query_params,
+        range_header=request.headers.get("range"),
+    )
+    headers = {
+        "Content-Length": str(download.length),
+        "Accept-Ranges": "bytes",
+    }
+    if download.filename:
+        safe = download.filename.replace('"', "").replace("\\", "")
+        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+    if download.partial:
+        headers["Content-Range"] = f"bytes {download.start}-{download.end}/{download.size}"
+    return StreamingResponse(
+        download.chunks,
+        status_code=206 if download.partial else 200,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
+@router.put(PREFIX_V1 + "/download/objects/{key:path}")
+async def upload_object(key: str, request: Request, downloads: DownloadsAppDep) -> Response:
+    """Receive a direct upload (signed PUT link)."""
+    await downloads.receive(
+        key, path=request.url.path, query=request.query_params, chunks=request.stream()
+    )
+    return Response(status_code=200)

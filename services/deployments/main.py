@@ -1,0 +1,99 @@
+"""The deployments service app: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.app import Resources, create_service_app
+from services.deployments.api.deps import Services
+from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
+from services.deployments.api.devices import router as devices_router
+from services.deployments.api.internal import PREFIX as INTERNAL_PREFIX
+from services.deployments.api.internal import STREAM_PREFIX as INTERNAL_STREAM_PREFIX
+from services.deployments.api.internal import router as internal_router
+from services.deployments.api.management import PREFIX as MANAGEMENT_V1
+from services.deployments.api.management import router as management_router
+from services.deployments.api.management_v2 import router_v1alpha1, router_v2
+from services.deployments.app.artifacts import ArtifactsApp
+from services.deployments.app.deployments import DeploymentsApp
+from services.deployments.app.downloads import DownloadsApp
+from services.deployments.app.jobs import DirectUploadsApp, GenerateApp
+from services.deployments.app.releases import ReleasesApp
+from services.deployments.app.tasks import BackgroundTasks
+from services.deployments.clients import Inventory, InventoryClient, NoInventory
+from services.deployments.config import Settings
+from services.deployments.storage.local import LocalStorage
+from services.deployments.storage.signing import URLSigner
+from services.deployments.store.indexes import INDEXES
+from services.deployments.store.mongo import MongoStore
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("deployments")
+
+# Bodies under these prefixes are streamed (artifact uploads and direct-upload PUTs) and
+# limited by the routes themselves, not by the 1 MiB JSON limit.
+STREAM_PREFIXES = (
+    MANAGEMENT_V1 + "/artifacts",
+    DEVICES_V1 + "/download/objects/",
+    INTERNAL_STREAM_PREFIX,
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the deployments app; resources are created by its lifespan."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+        signer = URLSigner(settings.presign_secret)
+        storage = LocalStorage(settings.storage_path, signer)
+        await storage.health_check()
+        store = MongoStore(resources.db)
+        inventory: Inventory = (
+            InventoryClient(resources.http, settings.inventory_addr)
+            if settings.inventory_addr
+            else NoInventory()
+        )
+        tasks = BackgroundTasks()
+        artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
+        deployments = DeploymentsApp(store, storage, inventory, signer)
+        generate = GenerateApp(
+            store, storage, artifacts, tasks, max_generate_size=settings.max_generate_size
+        )
+        uploads = DirectUploadsApp(
+            store, storage, artifacts, tasks, enabled=settings.enable_direct_upload
+        )
+        app.state.services = Services(
+            settings=settings,
+            storage=storage,
+            signer=signer,
+            tasks=tasks,
+            artifacts=artifacts,
+            releases=ReleasesApp(store, artifacts),
+            deployments=deployments,
+            generate=generate,
+            uploads=uploads,
+            downloads=DownloadsApp(storage, signer, deployments, uploads),
+        )
+        resumed = await generate.recover() + await uploads.recover()
+        if resumed:
+            _log.info("resuming %d unfinished artifact jobs", resumed)
+        try:
+            yield
+        finally:
+            await tasks.close()
+
+    return create_service_app(
+        settings,
+        name="deployments",
+        internal_prefix=INTERNAL_PREFIX,
+        routers=[devices_router, management_router, router_v2, router_v1alpha1, internal_router],
+        indexes=INDEXES,
+        setup=setup,
+        stream_prefixes=STREAM_PREFIXES,
+    )

@@ -1,0 +1,119 @@
+"""Indexes of the deployments database, created at start-up (idempotent).
+
+Mender keeps one database per tenant; here every index leads with `tenant_id` instead.
+Uniqueness rules: an artifact name may not repeat with an overlapping `depends` combination
+(`meta_artifact.depends_idx` holds one canonical string per combination), an active
+deployment may not repeat its constructor, and a device has at most one live device
+deployment per deployment (`slot` is "" while live, the document id once history-deleted).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+__all__ = [
+    "ARTIFACTS",
+    "DEPLOYMENTS",
+    "DEVICE_DEPLOYMENTS",
+    "INDEXES",
+    "JOBS",
+    "LAST_STATUS",
+    "LIMITS",
+    "LOGS",
+    "RELEASES",
+    "SETTINGS",
+    "UPLOADS",
+]
+
+ARTIFACTS: Final = "images"
+DEPLOYMENTS: Final = "deployments"
+DEVICE_DEPLOYMENTS: Final = "devices"
+LOGS: Final = "devices.logs"
+LAST_STATUS: Final = "devices_last_status"
+RELEASES: Final = "releases"
+LIMITS: Final = "limits"
+SETTINGS: Final = "settings"
+UPLOADS: Final = "uploads"
+JOBS: Final = "generate_jobs"
+
+_T: Final = ("tenant_id", ASCENDING)
+
+INDEXES: Final[dict[str, list[IndexModel]]] = {
+    ARTIFACTS: [
+        IndexModel(
+            [_T, ("meta_artifact.name", ASCENDING), ("meta_artifact.depends_idx", ASCENDING)],
+            unique=True,
+            name="artifactNameDepends",
+        ),
+        IndexModel([_T, ("meta_artifact.device_types_compatible", ASCENDING)]),
+        IndexModel([_T, ("meta.description", ASCENDING)]),
+        IndexModel(
+            [_T, ("meta_artifact.provides_idx.key", ASCENDING)],
+            name="artifact_provides",
+        ),
+        IndexModel([_T, ("modified", ASCENDING)]),
+    ],
+    DEPLOYMENTS: [
+        IndexModel([_T, ("created", DESCENDING)], name="deploymentCreated"),
+        IndexModel([_T, ("search_tokens", ASCENDING)], name="deploymentSearch"),
+        IndexModel([_T, ("name", ASCENDING), ("created", ASCENDING)], name="deployment_name"),
+        IndexModel([_T, ("artifact_name", ASCENDING), ("active", ASCENDING)]),
+        IndexModel([_T, ("artifacts", ASCENDING), ("active", ASCENDING)]),
+        # The `next` lookup: active deployments listing a device, oldest first.
+        IndexModel(
+            [_T, ("device_list", ASCENDING), ("created", ASCENDING)],
+            name="active_device_list_created",
+            partialFilterExpression={"active": True},
+        ),
+        IndexModel(
+            [_T, ("constructor_checksum", ASCENDING)],
+            name="deployment_constructor_checksum",
+            unique=True,
+            partialFilterExpression={"active": True},
+        ),
+    ],
+    DEVICE_DEPLOYMENTS: [
+        IndexModel(
+            [_T, ("deviceid", ASCENDING), ("status", ASCENDING), ("created", ASCENDING)],
+            name="deviceIdWithStatusByCreated",
+        ),
+        IndexModel(
+            [_T, ("deploymentid", ASCENDING), ("deviceid", ASCENDING), ("slot", ASCENDING)],
+            name="devicesDeploymentId",
+            unique=True,
+        ),
+        IndexModel(
+            [_T, ("deploymentid", ASCENDING), ("status", ASCENDING), ("deviceid", ASCENDING)],
+            name="deploymentid_status_deviceid",
+        ),
+        IndexModel(
+            [_T, ("active", ASCENDING), ("deviceid", ASCENDING), ("created", ASCENDING)],
+            name="active_deviceid_created",
+        ),
+        IndexModel([_T, ("finished", ASCENDING)], name="deploymentsFinished"),
+    ],
+    LOGS: [
+        IndexModel(
+            [_T, ("deploymentid", ASCENDING), ("deviceid", ASCENDING)],
+            name="devices_logs",
+            unique=True,
+        )
+    ],
+    LAST_STATUS: [IndexModel([_T, ("device_id", ASCENDING)], unique=True)],
+    RELEASES: [
+        IndexModel([_T, ("name", ASCENDING)], unique=True, name="release_name"),
+        IndexModel([_T, ("tags", ASCENDING)], name="release_tags"),
+        IndexModel([_T, ("modified", ASCENDING)]),
+        IndexModel([_T, ("artifacts_count", ASCENDING)], name="release_artifacts_count"),
+        IndexModel([_T, ("artifacts.update_types", ASCENDING)], name="release_update_types"),
+    ],
+    LIMITS: [IndexModel([_T, ("name", ASCENDING)], unique=True)],
+    SETTINGS: [IndexModel([_T], unique=True)],
+    UPLOADS: [
+        IndexModel([_T, ("key", ASCENDING)], unique=True),
+        IndexModel([_T, ("state", ASCENDING)]),
+    ],
+    JOBS: [IndexModel([_T, ("state", ASCENDING)])],
+}
