@@ -1,0 +1,5 @@
+"""Business rules of deviceauth: no HTTP and no database driver here."""
+
+from services.deviceauth.app.devauth import Clock, DevAuthApp
+
+__all__ = ["Clock", "DevAuthApp"]

@@ -1,0 +1,101 @@
+"""The deviceauth application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+
+from common.app import Resources, create_service_app
+from common.outbox import OutboxRelay
+from common.tokens import SigningKey, TokenVerifier, load_signing_key
+from services.deviceauth.api import devices_router, internal_router, management_router
+from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
+from services.deviceauth.app import Clock, DevAuthApp
+from services.deviceauth.config import Settings
+from services.deviceauth.store.indexes import INDEXES
+from services.deviceauth.store.mongo import MongoStore
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("deviceauth")
+NAME: Final = "deviceauth"
+
+
+def _signing_key(settings: Settings) -> SigningKey:
+    if settings.server_priv_key_path is not None:
+        return load_signing_key(settings.server_priv_key_path)
+    # Only reachable in development mode (the settings refuse it otherwise).
+    _log.warning("no server_priv_key_path: device tokens are signed with a temporary key")
+    return SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+@asynccontextmanager
+async def _deliver_effects(relay: OutboxRelay, *, interval: float) -> AsyncIterator[asyncio.Event]:
+    """Run the relay's delivery passes; setting the yielded event asks for one now.
+
+    `OutboxRelay.running()` waits with `asyncio.wait_for`, which on Python 3.11 can swallow
+    the shutdown cancellation when a wake-up arrives at the same moment; `asyncio.timeout`
+    does not, so this loop drives `deliver_due()` itself.
+    """
+    wake = asyncio.Event()
+
+    async def loop() -> None:
+        while True:
+            try:
+                await relay.deliver_due()
+            except Exception:  # the loop must outlive a database hiccup; the next pass retries
+                _log.exception("outbox delivery pass failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await wake.wait()
+            wake.clear()
+
+    task = asyncio.create_task(loop(), name="deviceauth-outbox")
+    try:
+        yield wake
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build the deviceauth app; `clock` replaces the wall clock (tests)."""
+    config = settings or Settings()
+
+    @asynccontextmanager
+    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+        signer = _signing_key(config)
+        keys = [signer]
+        if config.server_fallback_priv_key_path is not None:
+            keys.append(load_signing_key(config.server_fallback_priv_key_path))
+        relay = OutboxRelay(res.db, res.http, config.peers())
+        async with _deliver_effects(relay, interval=config.outbox_poll_interval) as wake:
+            app.state.devauth = DevAuthApp(
+                MongoStore(res.mongo, res.db),
+                signer=signer,
+                verifier=TokenVerifier(keys),
+                issuer=config.jwt_issuer,
+                token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
+                default_max_devices=config.max_devices,
+                wake=wake.set,
+                clock=clock,
+            )
+            yield
+
+    return create_service_app(
+        config,
+        name=NAME,
+        internal_prefix=INTERNAL_PREFIX,
+        routers=[devices_router, management_router, internal_router],
+        indexes=INDEXES,
+        setup=setup,
+    )

@@ -1,0 +1,48 @@
+"""Indexes of the deviceauth database, created at start-up."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pymongo import ASCENDING, IndexModel
+
+from common.outbox import OUTBOX_INDEXES
+
+__all__ = ["AUTH_SETS", "DEVICES", "INDEXES", "LIMITS", "TOKENS"]
+
+DEVICES: Final = "devices"
+AUTH_SETS: Final = "auth_sets"
+TOKENS: Final = "tokens"
+LIMITS: Final = "limits"
+
+INDEXES: Final = {
+    DEVICES: [
+        IndexModel(
+            [("tenant_id", ASCENDING), ("id_data_sha256", ASCENDING)],
+            unique=True,
+            name="tenant_identity",
+        ),
+        # Device lists are ordered by status, then id.
+        IndexModel(
+            [("tenant_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)],
+            name="tenant_status_id",
+        ),
+    ],
+    AUTH_SETS: [
+        IndexModel(
+            [("tenant_id", ASCENDING), ("id_data_sha256", ASCENDING), ("pubkey", ASCENDING)],
+            unique=True,
+            name="tenant_identity_key",
+        ),
+        IndexModel([("tenant_id", ASCENDING), ("device_id", ASCENDING)], name="tenant_device"),
+    ],
+    TOKENS: [
+        IndexModel([("tenant_id", ASCENDING), ("sub", ASCENDING)], name="tenant_device"),
+        # Expired tokens disappear on their own.
+        IndexModel([("exp.time", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+    ],
+    LIMITS: [
+        IndexModel([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name")
+    ],
+    **OUTBOX_INDEXES,
+}

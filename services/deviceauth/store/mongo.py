@@ -1,0 +1,395 @@
+"""The MongoDB implementation of the deviceauth store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from common.mongo import Document, TenantCollection, transaction
+from common.outbox import Effect, Outbox
+from services.deviceauth.models import (
+    AuthSet,
+    AuthStatus,
+    Device,
+    DeviceStatus,
+    ExternalIdentity,
+    Token,
+)
+from services.deviceauth.store import DataStore, DuplicateError
+from services.deviceauth.store.indexes import AUTH_SETS, DEVICES, LIMITS, TOKENS
+
+__all__ = ["MongoStore"]
+
+T = TypeVar("T")
+
+_TRANSACTION_ATTEMPTS: Final = 5
+
+_DEVICE_FIELDS: Final = (
+    "id_data",
+    "id_data_sha256",
+    "status",
+    "created_ts",
+    "updated_ts",
+    "decommissioning",
+    "provisioned",
+    "revision",
+    "check_in_time",
+    "check_in_synced_ts",
+)
+
+
+def _device_doc(device: Device) -> Document:
+    doc: Document = {"_id": device.id}
+    for name in _DEVICE_FIELDS:
+        doc[name] = getattr(device, name)
+    doc["status"] = device.status.value
+    if device.external is not None:
+        doc["external"] = device.external.model_dump()
+    return doc
+
+
+def _device(doc: Mapping[str, Any]) -> Device:
+    fields = {name: doc[name] for name in _DEVICE_FIELDS if doc.get(name) is not None}
+    external = doc.get("external")
+    return Device(
+        id=doc["_id"],
+        external=ExternalIdentity(**external) if external else None,
+        **fields,
+    )
+
+
+def _auth_set_doc(auth_set: AuthSet) -> Document:
+    return {
+        "_id": auth_set.id,
+        "device_id": auth_set.device_id,
+        "id_data": auth_set.id_data,
+        "id_data_sha256": auth_set.id_data_sha256,
+        "pubkey": auth_set.pubkey,
+        "status": auth_set.status.value,
+        "ts": auth_set.ts,
+    }
+
+
+def _auth_set(doc: Mapping[str, Any]) -> AuthSet:
+    return AuthSet(
+        id=doc["_id"],
+        device_id=doc["device_id"],
+        id_data=doc["id_data"],
+        id_data_sha256=doc["id_data_sha256"],
+        pubkey=doc["pubkey"],
+        status=AuthStatus(doc["status"]),
+        ts=doc["ts"],
+    )
+
+
+class MongoStore(DataStore):
+    """Stores deviceauth's collections; every query is scoped to one tenant."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        *,
+        session: AsyncClientSession | None = None,
+    ) -> None:
+        self._client = client
+        self._db = db
+        self._session = session
+        self._outbox = Outbox(db)
+
+    def _coll(self, name: str, tenant_id: str) -> TenantCollection:
+        return TenantCollection(self._db[name], tenant_id)
+
+    async def atomically(self, work: Callable[[DataStore], Awaitable[T]]) -> T:
+        """Run `work` with a store bound to one transaction (retried on transient conflicts)."""
+        if self._session is not None:
+            return await work(self)
+        attempt = 1
+        while True:
+            try:
+                async with transaction(self._client) as session:
+                    return await work(MongoStore(self._client, self._db, session=session))
+            except PyMongoError as exc:
+                if (
+                    not exc.has_error_label("TransientTransactionError")
+                    or attempt >= _TRANSACTION_ATTEMPTS
+                ):
+                    raise
+                attempt += 1
+
+    async def add_effects(self, effects: Sequence[Effect]) -> None:
+        """Record cross-service effects (in the current transaction, if any)."""
+        await self._outbox.add(effects, session=self._session)
+
+    # -- devices ---------------------------------------------------------------------------
+
+    async def insert_device(self, tenant_id: str, device: Device) -> None:
+        """Insert a device; DuplicateError when its identity exists."""
+        try:
+            await self._coll(DEVICES, tenant_id).insert_one(
+                _device_doc(device), session=self._session
+            )
+        except DuplicateKeyError as exc:
+            raise DuplicateError("device identity exists") from exc
+
+    async def get_device(self, tenant_id: str, device_id: str) -> Device | None:
+        """Return a device (without auth sets) or None."""
+        doc = await self._coll(DEVICES, tenant_id).find_one(
+            {"_id": device_id}, session=self._session
+        )
+        return _device(doc) if doc else None
+
+    async def get_device_by_identity(self, tenant_id: str, id_data_sha256: str) -> Device | None:
+        """Return the device with this identity key, or None."""
+        doc = await self._coll(DEVICES, tenant_id).find_one(
+            {"id_data_sha256": id_data_sha256}, session=self._session
+        )
+        return _device(doc) if doc else None
+
+    async def list_devices(
+        self,
+        tenant_id: str,
+        *,
+        statuses: Sequence[DeviceStatus],
+        ids: Sequence[str],
+        skip: int,
+        limit: int,
+    ) -> list[Device]:
+        """Devices matching the filters (empty filter = any), by status then id."""
+        query: Document = {}
+        if statuses:
+            query["status"] = {"$in": [s.value for s in statuses]}
+        if ids:
+            query["_id"] = {"$in": list(ids)}
+        cursor = (
+            self._coll(DEVICES, tenant_id)
+            .find(query, session=self._session)
+            .sort([("status", ASCENDING), ("_id", ASCENDING)])
+            .skip(skip)
+            .limit(limit)
+        )
+        return [_device(doc) async for doc in cursor]
+
+    async def count_devices(self, tenant_id: str, *, status: DeviceStatus | None) -> int:
+        """Count devices, optionally of one status."""
+        query: Document = {} if status is None else {"status": status.value}
+        return await self._coll(DEVICES, tenant_id).count_documents(query, session=self._session)
+
+    async def update_device_status(
+        self, tenant_id: str, device_id: str, *, status: DeviceStatus, now: datetime
+    ) -> Device | None:
+        """Set the status, bump the revision; return the updated device or None."""
+        doc = await self._coll(DEVICES, tenant_id).find_one_and_update(
+            {"_id": device_id},
+            {"$set": {"status": status.value, "updated_ts": now}, "$inc": {"revision": 1}},
+            session=self._session,
+        )
+        return _device(doc) if doc else None
+
+    async def set_device_provisioned(
+        self, tenant_id: str, device_id: str, *, provisioned: bool
+    ) -> bool:
+        """Set the provisioned flag; False when the device does not exist."""
+        result = await self._coll(DEVICES, tenant_id).update_one(
+            {"_id": device_id}, {"$set": {"provisioned": provisioned}}, session=self._session
+        )
+        return result.matched_count == 1
+
+    async def set_device_external(
+        self, tenant_id: str, device_id: str, *, external: ExternalIdentity
+    ) -> bool:
+        """Replace the external identity; False when the device does not exist."""
+        result = await self._coll(DEVICES, tenant_id).update_one(
+            {"_id": device_id},
+            {"$set": {"external": external.model_dump()}},
+            session=self._session,
+        )
+        return result.matched_count == 1
+
+    async def touch_check_in(
+        self, tenant_id: str, device_id: str, *, now: datetime, older_than: datetime
+    ) -> bool:
+        """Set check_in_time to now unless it is already newer than `older_than`."""
+        result = await self._coll(DEVICES, tenant_id).update_one(
+            {
+                "_id": device_id,
+                "$or": [{"check_in_time": None}, {"check_in_time": {"$lt": older_than}}],
+            },
+            {"$set": {"check_in_time": now}},
+            session=self._session,
+        )
+        return result.modified_count == 1
+
+    async def sync_check_in(
+        self, tenant_id: str, device_id: str, *, now: datetime, synced: datetime | None
+    ) -> bool:
+        """Set check-in and sync times to now if the last sync is still `synced`."""
+        result = await self._coll(DEVICES, tenant_id).update_one(
+            {"_id": device_id, "check_in_synced_ts": synced},
+            {"$set": {"check_in_time": now, "check_in_synced_ts": now}},
+            session=self._session,
+        )
+        return result.modified_count == 1
+
+    async def delete_device(self, tenant_id: str, device_id: str) -> bool:
+        """Delete the device document; False when it did not exist."""
+        result = await self._coll(DEVICES, tenant_id).delete_one(
+            {"_id": device_id}, session=self._session
+        )
+        return result.deleted_count == 1
+
+    # -- auth sets -------------------------------------------------------------------------
+
+    async def insert_auth_set(self, tenant_id: str, auth_set: AuthSet) -> None:
+        """Insert an auth set; DuplicateError when identity + key exist."""
+        try:
+            await self._coll(AUTH_SETS, tenant_id).insert_one(
+                _auth_set_doc(auth_set), session=self._session
+            )
+        except DuplicateKeyError as exc:
+            raise DuplicateError("auth set exists") from exc
+
+    async def get_auth_set(
+        self, tenant_id: str, auth_id: str, *, device_id: str | None = None
+    ) -> AuthSet | None:
+        """Return an auth set (of the device, when given) or None."""
+        query: Document = {"_id": auth_id}
+        if device_id is not None:
+            query["device_id"] = device_id
+        doc = await self._coll(AUTH_SETS, tenant_id).find_one(query, session=self._session)
+        return _auth_set(doc) if doc else None
+
+    async def find_auth_set(
+        self, tenant_id: str, *, id_data_sha256: str, pubkey: str
+    ) -> AuthSet | None:
+        """Return the auth set of this identity and key, or None."""
+        doc = await self._coll(AUTH_SETS, tenant_id).find_one(
+            {"id_data_sha256": id_data_sha256, "pubkey": pubkey}, session=self._session
+        )
+        return _auth_set(doc) if doc else None
+
+    async def list_auth_sets(self, tenant_id: str, device_ids: Sequence[str]) -> list[AuthSet]:
+        """Auth sets of the devices, oldest first."""
+        if not device_ids:
+            return []
+        cursor = (
+            self._coll(AUTH_SETS, tenant_id)
+            .find({"device_id": {"$in": list(device_ids)}}, session=self._session)
+            .sort([("ts", ASCENDING), ("_id", ASCENDING)])
+        )
+        return [_auth_set(doc) async for doc in cursor]
+
+    async def set_auth_set_status(self, tenant_id: str, auth_id: str, status: AuthStatus) -> None:
+        """Change the status of an auth set."""
+        await self._coll(AUTH_SETS, tenant_id).update_one(
+            {"_id": auth_id}, {"$set": {"status": status.value}}, session=self._session
+        )
+
+    async def reject_accepted_auth_sets(
+        self, tenant_id: str, device_id: str, *, keep: str
+    ) -> list[str]:
+        """Reject the device's accepted auth sets except `keep`; return their ids."""
+        coll = self._coll(AUTH_SETS, tenant_id)
+        query = {
+            "device_id": device_id,
+            "status": AuthStatus.ACCEPTED.value,
+            "_id": {"$ne": keep},
+        }
+        ids = [doc["_id"] async for doc in coll.find(query, {"_id": 1}, session=self._session)]
+        if ids:
+            await coll.update_many(
+                {"_id": {"$in": ids}},
+                {"$set": {"status": AuthStatus.REJECTED.value}},
+                session=self._session,
+            )
+        return ids
+
+    async def delete_auth_set(self, tenant_id: str, auth_id: str) -> bool:
+        """Delete one auth set; False when it did not exist."""
+        result = await self._coll(AUTH_SETS, tenant_id).delete_one(
+            {"_id": auth_id}, session=self._session
+        )
+        return result.deleted_count == 1
+
+    async def delete_auth_sets_of_device(self, tenant_id: str, device_id: str) -> int:
+        """Delete every auth set of a device; return how many."""
+        result = await self._coll(AUTH_SETS, tenant_id).delete_many(
+            {"device_id": device_id}, session=self._session
+        )
+        return result.deleted_count
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    async def save_token(self, tenant_id: str, token: Token) -> None:
+        """Store an issued token (replacing one with the same id)."""
+        await self._coll(TOKENS, tenant_id).replace_one(
+            {"_id": token.id},
+            {
+                "_id": token.id,
+                "sub": token.device_id,
+                "iat": {"time": token.issued_at},
+                "exp": {"time": token.expires_at},
+            },
+            upsert=True,
+            session=self._session,
+        )
+
+    async def get_token(self, tenant_id: str, token_id: str) -> Token | None:
+        """Return a stored token or None."""
+        doc = await self._coll(TOKENS, tenant_id).find_one({"_id": token_id}, session=self._session)
+        if doc is None:
+            return None
+        return Token(
+            id=doc["_id"],
+            device_id=doc["sub"],
+            issued_at=doc["iat"]["time"],
+            expires_at=doc["exp"]["time"],
+        )
+
+    async def delete_token(self, tenant_id: str, token_id: str) -> bool:
+        """Delete one token; False when it did not exist."""
+        result = await self._coll(TOKENS, tenant_id).delete_one(
+            {"_id": token_id}, session=self._session
+        )
+        return result.deleted_count == 1
+
+    async def delete_tokens(
+        self,
+        tenant_id: str,
+        *,
+        device_id: str | None = None,
+        token_ids: Sequence[str] | None = None,
+    ) -> int:
+        """Delete the tenant's tokens, of one device or with the given ids."""
+        query: Document = {}
+        if device_id is not None:
+            query["sub"] = device_id
+        if token_ids is not None:
+            if not token_ids:
+                return 0
+            query["_id"] = {"$in": list(token_ids)}
+        result = await self._coll(TOKENS, tenant_id).delete_many(query, session=self._session)
+        return result.deleted_count
+
+    # -- limits ----------------------------------------------------------------------------
+
+    async def get_limit(self, tenant_id: str, name: str) -> int | None:
+        """Return a limit's value, or None when it is not set."""
+        doc = await self._coll(LIMITS, tenant_id).find_one({"name": name}, session=self._session)
+        return int(doc["value"]) if doc else None
+
+    async def put_limit(self, tenant_id: str, name: str, value: int) -> None:
+        """Set a limit."""
+        await self._coll(LIMITS, tenant_id).update_one(
+            {"name": name}, {"$set": {"value": value}}, upsert=True, session=self._session
+        )
+
+    async def delete_limit(self, tenant_id: str, name: str) -> None:
+        """Remove a limit."""
+        await self._coll(LIMITS, tenant_id).delete_one({"name": name}, session=self._session)
