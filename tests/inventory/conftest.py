@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -67,12 +69,21 @@ def attrs_by_key(device: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f"{a['scope']}/{a['name']}": a for a in device["attributes"]}
 
 
+def make_settings(mongo_url: str, db_name: str | None = None) -> Settings:
+    """Settings for a test app (small limits keep the limit tests short)."""
+    return Settings(
+        mongo_url=mongo_url,
+        mongo_db=db_name or f"test_{uuid.uuid4().hex[:12]}",
+        dev_mode=True,
+        limit_attributes=10,
+        limit_tags=3,
+    )
+
+
 @pytest.fixture
 def settings(mongo_url: str, db_name: str) -> Settings:
-    """Settings for one test's app (small limits keep the limit tests short)."""
-    return Settings(
-        mongo_url=mongo_url, mongo_db=db_name, dev_mode=True, limit_attributes=10, limit_tags=3
-    )
+    """Settings for one test's app, on the test's fresh database."""
+    return make_settings(mongo_url, db_name)
 
 
 @pytest.fixture
@@ -82,6 +93,16 @@ async def client(
     """The inventory app, served in-process with its lifespan."""
     async with asgi_client(create_app(settings)) as c:
         yield c
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve an inventory app in-process (for fixtures wider than one test)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
 
 
 @pytest.fixture
