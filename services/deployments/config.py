@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -22,6 +22,9 @@ class Settings(BaseServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DEPLOYMENTS_", extra="ignore", frozen=True)
 
     mongo_db: str = "deployment_service"
+    # Where artifact files live: the local directory, or an S3-compatible bucket
+    # (Mender's `storage.default`, whose S3 value is "aws").
+    storage_default: Literal["local", "aws"] = "local"
     # Directory of the local artifact store.
     storage_path: Path = Path(".fleetport/artifacts")
     # Largest artifact accepted by an upload (Mender: storage.max_image_size).
@@ -34,6 +37,15 @@ class Settings(BaseServiceSettings):
     presign_url_base: str = ""
     # Whether `POST /artifacts/directupload` hands out upload links.
     enable_direct_upload: bool = True
+    # S3 settings (Mender's `aws.*`): the endpoint this service uses, the host devices use.
+    aws_uri: str | None = None
+    aws_external_uri: str | None = None
+    aws_bucket: str = "mender"
+    aws_region: str = "us-east-1"
+    aws_auth_key: str | None = None
+    aws_auth_secret: str | None = None
+    aws_force_path_style: bool = True
+    aws_create_bucket: bool = False
     # Internal address of inventory (group and all-devices deployments).
     inventory_addr: str | None = None
 

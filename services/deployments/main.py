@@ -26,7 +26,9 @@ from services.deployments.app.releases import ReleasesApp
 from services.deployments.app.tasks import BackgroundTasks
 from services.deployments.clients import Inventory, InventoryClient, NoInventory
 from services.deployments.config import Settings
+from services.deployments.storage import Storage
 from services.deployments.storage.local import LocalStorage
+from services.deployments.storage.s3 import S3Storage
 from services.deployments.storage.signing import URLSigner
 from services.deployments.store.indexes import INDEXES
 from services.deployments.store.mongo import MongoStore
@@ -51,8 +53,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
         signer = URLSigner(settings.presign_secret)
-        storage = LocalStorage(settings.storage_path, signer)
-        await storage.health_check()
+        storage: Storage
+        s3: S3Storage | None = None
+        if settings.storage_default == "aws":
+            s3 = S3Storage(
+                endpoint_url=settings.aws_uri,
+                bucket=settings.aws_bucket,
+                region=settings.aws_region,
+                access_key_id=settings.aws_auth_key,
+                secret_access_key=settings.aws_auth_secret,
+                external_url=settings.aws_external_uri,
+                force_path_style=settings.aws_force_path_style,
+                create_bucket=settings.aws_create_bucket,
+            )
+            await s3.start()
+            storage = s3
+        else:
+            storage = LocalStorage(settings.storage_path, signer)
+            await storage.health_check()
         store = MongoStore(resources.db)
         inventory: Inventory = (
             InventoryClient(resources.http, settings.inventory_addr)
@@ -87,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await tasks.close()
+            if s3 is not None:
+                await s3.close()
 
     return create_service_app(
         settings,
