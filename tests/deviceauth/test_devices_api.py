@@ -90,7 +90,7 @@ class TestSubmitAuthRequest:
         mongo: AsyncMongoClient[Document],
         db_name: str,
     ) -> None:
-        device_id, auth_id, token = await admit(client, device)
+        device_id, auth_id, _ = await admit(client, device)
         r = await device.authenticate(client)
         assert r.status_code == 200
         assert r.headers["content-type"] == "application/jwt"
