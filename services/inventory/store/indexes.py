@@ -6,16 +6,15 @@ from typing import Final
 
 from pymongo import ASCENDING, IndexModel
 
-__all__ = ["DEVICES", "HINTABLE_PATHS", "INDEXES", "TENANTS", "index_for"]
+__all__ = ["DEVICES", "INDEXED_PATHS", "INDEXES", "TENANTS", "index_name"]
 
 DEVICES: Final = "devices"
 TENANTS: Final = "tenants"
 
-# Fields with an equality index (after `tenant_id`), most selective first: a search picks
-# the first one it filters on by equality as its index hint. The embedded server's planner
-# only uses an index whose fields match the filter exactly, so queries with more conditions
-# name their index; on MongoDB the hint picks the index its planner would favour anyway.
-HINTABLE_PATHS: Final[tuple[str, ...]] = (
+# Every device index is `(tenant_id, <path>)`: the id (reads and writes by id, the default
+# list order), the attributes the web UI and deployments filter and sort on, the update
+# time and the free-text keywords (multikey). Only `store/mongo.py` builds queries on them.
+INDEXED_PATHS: Final[tuple[str, ...]] = (
     "_id",
     "attributes.identity-mac.value",
     "text",
@@ -26,14 +25,14 @@ HINTABLE_PATHS: Final[tuple[str, ...]] = (
 )
 
 
-def index_for(path: str) -> str:
-    """The name of the index serving equality on `path` within a tenant."""
+def index_name(path: str) -> str:
+    """The name of the index on `path` within a tenant."""
     return f"tenant_id_1_{path}_1"
 
 
 INDEXES: Final = {
     DEVICES: [
-        IndexModel([("tenant_id", ASCENDING), (path, ASCENDING)], name=index_for(path))
-        for path in HINTABLE_PATHS
+        IndexModel([("tenant_id", ASCENDING), (path, ASCENDING)], name=index_name(path))
+        for path in INDEXED_PATHS
     ],
 }

@@ -13,7 +13,7 @@ the filter; only when a write does not apply is the document read, to tell why.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -38,9 +38,9 @@ from services.inventory.models import (
     WriteOutcome,
 )
 from services.inventory.store import DataStore
-from services.inventory.store.indexes import DEVICES, HINTABLE_PATHS, TENANTS, index_for
+from services.inventory.store.indexes import DEVICES, TENANTS
 
-__all__ = ["MongoStore", "attribute_key", "value_path"]
+__all__ = ["MongoStore", "attribute_key", "search_filter", "value_path"]
 
 _TEXT_SCOPES: Final = ["identity", "inventory", "tags"]
 _GROUP_KEY: Final = "system-group"
@@ -283,30 +283,38 @@ def _condition(pred: Predicate) -> Document:
     return {path: {pred.operator: pred.value}}
 
 
-def _hint(equalities: Iterable[str]) -> str | None:
-    present = set(equalities)
-    for path in HINTABLE_PATHS:
-        if path in present:
-            return index_for(path)
-    return None
+def search_filter(query: DeviceQuery) -> Document:
+    """The Mongo filter of a device query (before tenant scoping).
 
-
-def _query_filter(query: DeviceQuery) -> tuple[Document, str | None]:
+    Conditions on different fields stay top-level (`{a: …, b: {$gt: …}}`) rather than under
+    `$and`: MongoDB plans both alike, and the embedded server uses an index only for such
+    flat filters.
+    """
     conditions = [_condition(p) for p in query.predicates]
-    equalities = [value_path(p.attribute) for p in query.predicates if p.operator in ("$eq", "$in")]
     if query.text_tokens is not None:
-        if query.text_tokens:
+        if len(query.text_tokens) == 1:
+            conditions.append({"text": query.text_tokens[0]})
+        elif query.text_tokens:
             conditions.append({"text": {"$all": list(query.text_tokens)}})
-            equalities.append("text")
         else:
             # Text without a single keyword matches nothing (as a text search would).
             conditions.append({"_id": {"$in": []}})
     filter_: Document = {}
-    if len(conditions) == 1:
-        filter_ = conditions[0]
-    elif conditions:
-        filter_ = {"$and": conditions}
-    return filter_, _hint(equalities)
+    rest: list[Document] = []
+    for condition in conditions:
+        ((path, value),) = condition.items()
+        current = filter_.get(path)
+        if current is None:
+            filter_[path] = value
+        elif (
+            isinstance(current, dict) and isinstance(value, dict) and not set(current) & set(value)
+        ):
+            filter_[path] = {**current, **value}
+        else:
+            rest.append(condition)
+    if rest:
+        filter_["$and"] = rest
+    return filter_
 
 
 class MongoStore(DataStore):
@@ -388,7 +396,7 @@ class MongoStore(DataStore):
     async def search(self, tenant_id: str, query: DeviceQuery) -> tuple[list[Device], int]:
         """Return one page of matching devices and the total number of matches."""
         coll = self._coll(tenant_id)
-        filter_, hint = _query_filter(query)
+        filter_ = search_filter(query)
         projection: Document = {"text": 0}
         if query.projection is not None:
             projection = {f"attributes.{_UPDATED_KEY}": 1}
@@ -400,10 +408,9 @@ class MongoStore(DataStore):
         ]
         if not any(path == "_id" for path, _ in sort):
             sort.append(("_id", ASCENDING))
-        options: dict[str, Any] = {"hint": hint} if hint else {}
-        cursor = coll.find(filter_, projection, **options).sort(sort)
+        cursor = coll.find(filter_, projection).sort(sort)
         docs = await cursor.skip(query.skip).limit(query.limit).to_list()
-        total = await coll.count_documents(filter_, **options)
+        total = await coll.count_documents(filter_)
         return [_device(d) for d in docs], total
 
     async def set_group(
@@ -426,14 +433,12 @@ class MongoStore(DataStore):
     ) -> UpdateResult:
         """Take devices (all of the group's when `device_ids` is None) out of a group."""
         filter_: Document = {_GROUP_PATH: group}
-        options: dict[str, Any] = {}
         if device_ids is not None:
             if not device_ids:
                 return UpdateResult()
             filter_["_id"] = {"$in": list(device_ids)}
-            options["hint"] = index_for("_id")
         result = await self._coll(tenant_id).update_many(
-            filter_, [{"$unset": f"attributes.{_GROUP_KEY}"}, _TEXT_STAGE], **options
+            filter_, [{"$unset": f"attributes.{_GROUP_KEY}"}, _TEXT_STAGE]
         )
         return UpdateResult(matched_count=result.matched_count, updated_count=result.modified_count)
 
@@ -496,7 +501,6 @@ class MongoStore(DataStore):
                     }
                 },
             ],
-            hint=index_for(_STATUS_PATH),
         )
         async for row in cursor:
             tiers = counts.get(row["_id"].get("status"))
