@@ -25,7 +25,7 @@ import httpx
 from common.embedded import EmbeddedMongo, free_port
 from common.keygen import ensure_keys
 
-__all__ = ["SERVICES", "Service", "Stack", "admin_credentials", "main"]
+__all__ = ["SERVICES", "Service", "Stack", "admin_credentials", "built", "main"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +71,12 @@ DEV_ADMIN_EMAIL: Final = "admin@fleetport.local"
 DEV_ADMIN_PASSWORD: Final = "fleetport-dev"
 
 
-def _built(service: Service) -> bool:
-    return importlib.util.find_spec(f"{service.module}.__main__") is not None
+def built(service: Service) -> bool:
+    """Whether the service's package exists in this checkout."""
+    return (
+        importlib.util.find_spec(service.module) is not None
+        and importlib.util.find_spec(f"{service.module}.__main__") is not None
+    )
 
 
 @dataclass
@@ -85,10 +89,11 @@ class Stack:
     dev_mode: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
     services: tuple[Service, ...] = field(
-        default_factory=lambda: tuple(s for s in SERVICES if _built(s))
+        default_factory=lambda: tuple(s for s in SERVICES if built(s))
     )
     _db: EmbeddedMongo | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _commands: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     addrs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -112,7 +117,8 @@ class Stack:
             "DEPLOYMENTS_PRESIGN_SECRET": keys.presign_secret_value(),
         }
 
-    def _spawn(self, name: str, module: str, env: Mapping[str, str]) -> None:
+    def _spawn(self, name: str) -> None:
+        module, env = self._commands[name]
         log = (self.logs / f"{name}.log").open("ab")
         self._procs[name] = subprocess.Popen(
             [sys.executable, "-m", module],
@@ -122,47 +128,64 @@ class Stack:
             start_new_session=True,
         )
 
+    def _service_env(self, svc: Service, base_env: Mapping[str, str]) -> dict[str, str]:
+        return {
+            **base_env,
+            f"{svc.env_prefix}MONGO_URL": self._mongo_url,
+            f"{svc.env_prefix}MONGO_DB": svc.database,
+            f"{svc.env_prefix}DEV_MODE": str(self.dev_mode).lower(),
+            **{
+                f"{svc.env_prefix}{peer.upper()}_ADDR": self.addrs[peer]
+                for peer in svc.peers
+                if peer in self.addrs
+            },
+            **self.extra_env,
+        }
+
     def start(self, timeout: float = 90.0) -> None:
         """Start the database (unless external), the services and the gateway."""
         base_env = self._prepare()
-        mongo_url = self.mongo_url
-        if mongo_url is None:
+        if self.mongo_url is None:
             self._db = EmbeddedMongo(self.state_dir / "db", log=self.logs / "database.log")
             self._db.start()
-            mongo_url = self._db.url
         ports = {s.name: free_port() for s in self.services}
         self.addrs = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        try:
-            for svc in self.services:
-                env = {
-                    **base_env,
-                    f"{svc.env_prefix}LISTEN_PORT": str(ports[svc.name]),
-                    f"{svc.env_prefix}MONGO_URL": mongo_url,
-                    f"{svc.env_prefix}MONGO_DB": svc.database,
-                    f"{svc.env_prefix}DEV_MODE": str(self.dev_mode).lower(),
-                    **{
-                        f"{svc.env_prefix}{peer.upper()}_ADDR": self.addrs[peer]
-                        for peer in svc.peers
-                        if peer in self.addrs
-                    },
-                    **self.extra_env,
-                }
-                self._spawn(svc.name, svc.module, env)
-            gateway_env = {
+        for svc in self.services:
+            env = self._service_env(svc, base_env)
+            env[f"{svc.env_prefix}LISTEN_PORT"] = str(ports[svc.name])
+            self._commands[svc.name] = (svc.module, env)
+        self._commands["gateway"] = (
+            "gateway",
+            {
                 "GATEWAY_LISTEN_PORT": str(self.gateway_port),
                 "GATEWAY_DEV_MODE": str(self.dev_mode).lower(),
                 **{f"GATEWAY_{name.upper()}_ADDR": addr for name, addr in self.addrs.items()},
                 **self.extra_env,
-            }
-            self._spawn("gateway", "gateway", gateway_env)
-            self._wait_healthy(timeout)
+            },
+        )
+        try:
+            for name in self._commands:
+                self._spawn(name)
+            self._wait_healthy(list(self._commands), timeout)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_healthy(self, timeout: float) -> None:
-        checks = {svc.name: self.addrs[svc.name] + svc.health_path for svc in self.services}
-        checks["gateway"] = f"{self.url}/status"
+    @property
+    def _mongo_url(self) -> str:
+        if self.mongo_url is not None:
+            return self.mongo_url
+        assert self._db is not None, "the stack is not started"
+        return self._db.url
+
+    def _health_url(self, name: str) -> str:
+        if name == "gateway":
+            return f"{self.url}/status"
+        svc = next(s for s in self.services if s.name == name)
+        return self.addrs[name] + svc.health_path
+
+    def _wait_healthy(self, names: list[str], timeout: float) -> None:
+        checks = {name: self._health_url(name) for name in names}
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while checks:
@@ -182,19 +205,27 @@ class Stack:
                 if checks:
                     time.sleep(0.2)
 
+    def stop_process(self, name: str) -> None:
+        """Stop one service (or the gateway) of a running stack, e.g. to test an outage."""
+        proc = self._procs.pop(name)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start_process(self, name: str, timeout: float = 60.0) -> None:
+        """Start a stopped service again, on its old port, and wait until it is healthy."""
+        self._spawn(name)
+        self._wait_healthy([name], timeout)
+
     def run_module(self, service: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a service's command line (e.g. useradm create-user) against this stack."""
         svc = next(s for s in self.services if s.name == service)
-        env = {
-            **os.environ,
-            **self._prepare(),
-            f"{svc.env_prefix}MONGO_URL": self.mongo_url or (self._db.url if self._db else ""),
-            f"{svc.env_prefix}MONGO_DB": svc.database,
-            f"{svc.env_prefix}DEV_MODE": str(self.dev_mode).lower(),
-        }
         return subprocess.run(
             [sys.executable, "-m", svc.module, *args],
-            env=env,
+            env={**os.environ, **self._service_env(svc, self._prepare())},
             capture_output=True,
             text=True,
             timeout=60,
