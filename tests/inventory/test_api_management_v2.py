@@ -241,7 +241,7 @@ class TestSearch:
             (_filter("inventory", "n", "$gt", True), "string or a number"),
             (_filter("inventory", "hostname", "$regex", "(unclosed"), "regular expression"),
             (_filter("inventory", "hostname", "$regex", 5), "string"),
-            (_filter("inventory", "hostname", "$regex", "/x/q"), "flags"),
+            (_filter("inventory", "hostname", "$regex", "/x(/i"), "regular expression"),
             ({"filters": [{"scope": "inventory", "attribute": "n", "type": "$eq"}]}, "value"),
             ({"filters": {"scope": "inventory"}}, "filters"),
             ({"sort": [{"scope": "inventory", "attribute": "n", "order": "up"}]}, "sort order"),

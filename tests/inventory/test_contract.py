@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,27 +22,29 @@ def _normalize(path: str) -> str:
     return _PARAM.sub("{}", path.rstrip("/") or "/")
 
 
-def _spec_operations(name: str) -> set[tuple[str, str]]:
+@functools.cache
+def _spec_operations(name: str) -> frozenset[tuple[str, str]]:
     spec = yaml.safe_load((_SPECS / name).read_text())
     servers = spec.get("servers") or [{"url": ""}]
     prefix = urlparse(servers[0]["url"]).path.rstrip("/")
-    return {
+    return frozenset(
         (method.upper(), _normalize(prefix + path))
         for path, item in spec["paths"].items()
         for method in item
         if method in _METHODS
-    }
+    )
 
 
-def _app_operations() -> set[tuple[str, str]]:
+@functools.cache
+def _app_operations() -> frozenset[tuple[str, str]]:
     # The app's own OpenAPI document lists every routed path and method.
     app = create_app(Settings(mongo_url="mongodb://unused", dev_mode=True))
-    return {
+    return frozenset(
         (method.upper(), _normalize(path))
         for path, item in app.openapi()["paths"].items()
         for method in item
         if method in _METHODS
-    }
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,5 +67,5 @@ def test_every_operation_is_routed(spec: str) -> None:
 
 def test_no_route_outside_the_contract() -> None:
     specs = sorted(p.name for p in _SPECS.glob("*.yaml") if p.name != "schemas.yaml")
-    documented = set().union(*(_spec_operations(name) for name in specs))
+    documented = frozenset().union(*(_spec_operations(name) for name in specs))
     assert _app_operations() - documented == set()

@@ -163,17 +163,16 @@ def _regex(value: Any) -> Regex:
     if len(value) > MAX_STRING_LENGTH:
         raise BadRequest(f"$regex: the expression is limited to {MAX_STRING_LENGTH} characters")
     pattern, options = value, ""
+    # `/regex/flags` carries options; a value that merely contains slashes (a path) does not.
     delimited = re.fullmatch(r"/(.*)/([A-Za-z]*)", value, re.DOTALL)
-    if delimited:
+    if delimited and set(delimited.group(2)) <= set(_REGEX_FLAGS):
         pattern, options = delimited.group(1), delimited.group(2)
-    unknown = sorted(set(options) - set(_REGEX_FLAGS))
-    if unknown:
-        raise BadRequest(f"$regex: unsupported flags {''.join(unknown)!r}")
     flags = 0
     for letter in options:
         flags |= _REGEX_FLAGS[letter]
-    # The expression is anchored at the start of the value, as the API documents.
-    anchored = f"^(?:{pattern})"
+    # The expression is anchored at the start of the value, as the API documents. (In
+    # verbose mode a trailing `#` comment would swallow the closing parenthesis.)
+    anchored = f"^(?:{pattern}\n)" if "x" in options else f"^(?:{pattern})"
     try:
         re.compile(anchored, flags)
     except re.error as exc:

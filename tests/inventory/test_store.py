@@ -1,0 +1,316 @@
+"""The Mongo store against the real database: conditional writes, keywords, statuses, indexes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from common.errors import Conflict
+from common.mongo import Document, TenantCollection, ensure_indexes
+from services.inventory.models import (
+    Attribute,
+    AttributeRef,
+    DeviceChange,
+    DeviceQuery,
+    Predicate,
+    Regex,
+    WriteOutcome,
+)
+from services.inventory.store.indexes import INDEXED_PATHS, INDEXES, index_name
+from services.inventory.store.mongo import MongoStore, search_filter
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _attr(scope: str, name: str, value: object) -> Attribute:
+    return Attribute(name=name, scope=scope, value=value)
+
+
+@pytest.fixture
+async def db(mongo: AsyncMongoClient[Document], db_name: str) -> AsyncDatabase[Document]:
+    database = mongo[db_name]
+    await ensure_indexes(database, INDEXES)
+    return database
+
+
+@pytest.fixture
+def store(db: AsyncDatabase[Document]) -> MongoStore:
+    return MongoStore(db)
+
+
+class TestWriteDevice:
+    async def test_keywords_follow_the_attributes(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        change = DeviceChange(
+            now=NOW,
+            set=(
+                _attr("inventory", "host", "Edge-Box.local"),
+                _attr("inventory", "cpus", 4.0),
+                _attr("inventory", "names", ["alpha", "beta"]),
+                _attr("monitor", "note", "quiet"),
+                _attr("identity", "mac", "AA:BB"),
+            ),
+        )
+        assert await store.write_device("", "Dev-1", change) is WriteOutcome.OK
+        doc = await db["devices"].find_one({"_id": "Dev-1"})
+        assert doc is not None
+        # Strings of identity, inventory and tags; not numbers, arrays or other scopes.
+        assert sorted(doc["text"]) == ["1", "aa", "bb", "box", "dev", "edge", "local"]
+
+        replace = DeviceChange(
+            now=NOW,
+            set=(_attr("inventory", "os", "Linux"),),
+            replace_scopes=frozenset({"inventory"}),
+        )
+        assert await store.write_device("", "Dev-1", replace) is WriteOutcome.OK
+        doc = await db["devices"].find_one({"_id": "Dev-1"})
+        assert doc is not None
+        assert sorted(doc["text"]) == ["1", "aa", "bb", "dev", "linux"]
+        assert set(doc["attributes"]) == {
+            "inventory-os",
+            "monitor-note",
+            "identity-mac",
+            "system-created_ts",
+        }
+        assert doc["created_ts"] == NOW
+
+    async def test_created_ts_is_kept(self, store: MongoStore) -> None:
+        await store.write_device("", "d1", DeviceChange(now=NOW))
+        later = NOW + timedelta(days=1)
+        await store.write_device("", "d1", DeviceChange(now=later, touch_updated=True))
+        device = await store.get_device("", "d1")
+        assert device is not None
+        values = {(a.scope, a.name): a.value for a in device.attributes}
+        assert values[("system", "created_ts")] == NOW
+        assert values[("system", "updated_ts")] == later
+        assert device.updated_ts == later
+
+    async def test_not_found_without_create(self, store: MongoStore) -> None:
+        change = DeviceChange(now=NOW, set=(_attr("tags", "t", "v"),), create=False)
+        assert await store.write_device("", "nope", change) is WriteOutcome.NOT_FOUND
+        assert await store.get_device("", "nope") is None
+
+    async def test_tags_etag(self, store: MongoStore) -> None:
+        await store.write_device("", "d1", DeviceChange(now=NOW))
+        first = DeviceChange(
+            now=NOW, set=(_attr("tags", "t", "1"),), create=False, new_tags_etag="e1"
+        )
+        assert await store.write_device("", "d1", first) is WriteOutcome.OK
+
+        stale = DeviceChange(
+            now=NOW,
+            set=(_attr("tags", "t", "2"),),
+            create=False,
+            if_tags_etag="e0",
+            new_tags_etag="e2",
+        )
+        assert await store.write_device("", "d1", stale) is WriteOutcome.ETAG_MISMATCH
+        current = DeviceChange(
+            now=NOW,
+            set=(_attr("tags", "t", "3"),),
+            create=False,
+            if_tags_etag="e1",
+            new_tags_etag="e3",
+        )
+        assert await store.write_device("", "d1", current) is WriteOutcome.OK
+        device = await store.get_device("", "d1")
+        assert device is not None
+        assert device.tags_etag == "e3"
+
+    async def test_limit_counts_stored_attributes(self, store: MongoStore) -> None:
+        limits = {"inventory": 3}
+        two = DeviceChange(
+            now=NOW, set=(_attr("inventory", "a", "1"), _attr("inventory", "b", "1")), limits=limits
+        )
+        assert await store.write_device("", "d1", two) is WriteOutcome.OK
+        more = DeviceChange(
+            now=NOW, set=(_attr("inventory", "c", "1"), _attr("inventory", "d", "1")), limits=limits
+        )
+        assert await store.write_device("", "d1", more) is WriteOutcome.LIMIT_EXCEEDED
+        overwrite = DeviceChange(
+            now=NOW, set=(_attr("inventory", "a", "2"), _attr("inventory", "c", "1")), limits=limits
+        )
+        assert await store.write_device("", "d1", overwrite) is WriteOutcome.OK
+        # A new device is checked up front, without a round trip.
+        four = DeviceChange(
+            now=NOW, set=tuple(_attr("inventory", f"x{i}", "1") for i in range(4)), limits=limits
+        )
+        assert await store.write_device("", "d2", four) is WriteOutcome.LIMIT_EXCEEDED
+        assert await store.get_device("", "d2") is None
+
+    async def test_if_unmodified_since(self, store: MongoStore) -> None:
+        await store.write_device("", "d1", DeviceChange(now=NOW, touch_updated=True))
+        before = DeviceChange(
+            now=NOW,
+            set=(_attr("identity", "a", "1"),),
+            if_unmodified_since=NOW - timedelta(seconds=1),
+        )
+        assert await store.write_device("", "d1", before) is WriteOutcome.PRECONDITION_FAILED
+        at = DeviceChange(now=NOW, set=(_attr("identity", "a", "1"),), if_unmodified_since=NOW)
+        assert await store.write_device("", "d1", at) is WriteOutcome.OK
+
+    async def test_remove(self, store: MongoStore, db: AsyncDatabase[Document]) -> None:
+        await store.write_device(
+            "", "d1", DeviceChange(now=NOW, set=(_attr("system", "group", "Blue"),))
+        )
+        doc = await db["devices"].find_one({"_id": "d1"})
+        assert doc is not None
+        assert "blue" in doc["text"]
+        change = DeviceChange(now=NOW, remove=(AttributeRef("system", "group"),), create=False)
+        assert await store.write_device("", "d1", change) is WriteOutcome.OK
+        doc = await db["devices"].find_one({"_id": "d1"})
+        assert doc is not None
+        assert "system-group" not in doc["attributes"]
+        assert "blue" not in doc["text"]
+
+    async def test_another_tenants_device_is_never_overwritten(self, store: MongoStore) -> None:
+        await store.write_device(
+            "a", "same-id", DeviceChange(now=NOW, set=(_attr("inventory", "o", "a"),))
+        )
+        change = DeviceChange(now=NOW, set=(_attr("inventory", "o", "b"),))
+        with pytest.raises(Conflict):
+            await store.write_device("b", "same-id", change)
+        device = await store.get_device("a", "same-id")
+        assert device is not None
+        assert device.attributes[0].value == "a"
+        assert await store.get_device("b", "same-id") is None
+
+
+class TestSetStatuses:
+    async def test_revision_order(self, store: MongoStore) -> None:
+        result = await store.set_statuses(
+            "", status="pending", devices=[("d1", 2), ("d2", 1)], now=NOW
+        )
+        assert (result.matched_count, result.created_count) == (0, 2)
+
+        result = await store.set_statuses(
+            "", status="accepted", devices=[("d1", 1), ("d2", 2)], now=NOW
+        )
+        assert (result.matched_count, result.created_count) == (1, 0)
+        for device_id, status, revision in (("d1", "pending", 2), ("d2", "accepted", 2)):
+            device = await store.get_device("", device_id)
+            assert device is not None
+            assert device.revision == revision
+            assert [a.value for a in device.attributes if a.name == "status"] == [status]
+
+
+class TestSearchFilter:
+    def test_conditions_stay_flat(self) -> None:
+        n = AttributeRef("inventory", "n")
+        query = DeviceQuery(
+            predicates=(
+                Predicate(n, "$gt", 1.0),
+                Predicate(n, "$lt", 5.0),
+                Predicate(n, "$gt", 2.0),
+                Predicate(AttributeRef("identity", "id"), "$in", ["a"]),
+                Predicate(AttributeRef("inventory", "h.x"), "$regex", Regex("^a", "i")),
+            ),
+            text_tokens=("one", "two"),
+        )
+        assert search_filter(query) == {
+            "attributes.inventory-n.value": {"$gt": 1.0, "$lt": 5.0},
+            "_id": {"$in": ["a"]},
+            "attributes.inventory-h\uff0ex.value": {"$regex": "^a", "$options": "i"},
+            "text": {"$all": ["one", "two"]},
+            "$and": [{"attributes.inventory-n.value": {"$gt": 2.0}}],
+        }
+
+    def test_single_keyword_is_an_equality(self) -> None:
+        assert search_filter(DeviceQuery(text_tokens=("one",))) == {"text": "one"}
+        assert search_filter(DeviceQuery(text_tokens=())) == {"_id": {"$in": []}}
+
+
+class TestIndexes:
+    """Every indexed path serves its equality searches from the index at a realistic size."""
+
+    DEVICES = 20_000
+    STATUSES = ("accepted", "pending", "rejected", "preauthorized", "noauth")
+
+    async def test_equality_searches_scan_the_index(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        coll = db["devices"]
+        for start in range(0, self.DEVICES, 5000):
+            await coll.insert_many(
+                [self._device(i) for i in range(start, start + 5000)], ordered=False
+            )
+        # Another tenant's devices are never examined.
+        await coll.insert_many(
+            [{**self._device(i), "_id": f"x{i}", "tenant_id": "t2"} for i in range(50)]
+        )
+
+        cases = [
+            (AttributeRef("identity", "id"), "$eq", "dev-00042", 1),
+            (AttributeRef("identity", "status"), "$eq", "noauth", 40),
+            (AttributeRef("identity", "mac"), "$eq", "02:00:00:00:30:39", 1),
+            (AttributeRef("inventory", "device_type"), "$eq", "type-7", 200),
+            (AttributeRef("system", "group"), "$in", ["group-3", "group-5"], 80),
+            (
+                AttributeRef("system", "updated_ts"),
+                "$gte",
+                datetime(2025, 1, 1, 5, 32, 40, tzinfo=UTC),
+                40,
+            ),
+        ]
+        for ref, op, value, matched in cases:
+            query = DeviceQuery(predicates=(Predicate(ref, op, value),), limit=500)
+            await self._assert_index_scan(db, query, matched)
+            devices, total = await store.search("", query)
+            assert total == matched
+            assert len(devices) == min(matched, 500)
+
+        text = DeviceQuery(text_tokens=("rack7",), limit=500)
+        await self._assert_index_scan(db, text, 200)
+
+    async def _assert_index_scan(
+        self, db: AsyncDatabase[Document], query: DeviceQuery, matched: int
+    ) -> None:
+        filter_ = TenantCollection(db["devices"], "").scope(search_filter(query))
+        explain = await db["devices"].find(filter_).explain()
+        plan = explain["queryPlanner"]["winningPlan"]
+        stages = [plan, plan.get("inputStage") or {}]
+        ixscan = [s for s in stages if s.get("stage") == "IXSCAN"]
+        assert ixscan, f"{filter_} did not use an index: {plan}"
+        (path,) = (p for p in INDEXED_PATHS if p in filter_)
+        assert ixscan[0]["indexName"] in (index_name(path), "_id_")
+        stats = explain["executionStats"]
+        assert stats["nReturned"] == matched
+        assert stats["totalDocsExamined"] <= matched
+
+    def _device(self, i: int) -> Document:
+        status = "noauth" if i % 500 == 0 else self.STATUSES[i % 4]
+        attributes: Document = {
+            "identity-status": {"name": "status", "scope": "identity", "value": status},
+            "identity-mac": {
+                "name": "mac",
+                "scope": "identity",
+                "value": f"02:00:00:00:{i // 256 % 256:02x}:{i % 256:02x}",
+            },
+            "inventory-device_type": {
+                "name": "device_type",
+                "scope": "inventory",
+                "value": f"type-{i % 100}",
+            },
+            "system-updated_ts": {
+                "name": "updated_ts",
+                "scope": "system",
+                "value": datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+            },
+        }
+        if i % 10 == 0:
+            attributes["system-group"] = {
+                "name": "group",
+                "scope": "system",
+                "value": f"group-{i // 10 % 50}",
+            }
+        return {
+            "_id": f"dev-{i:05d}",
+            "tenant_id": "",
+            "attributes": attributes,
+            "revision": 1,
+            "text": ["dev", f"{i:05d}", f"rack{i % 100}"],
+        }
