@@ -39,7 +39,8 @@ def _token_of(request: Request) -> str | None:
     return rest.strip() if scheme.lower() == "bearer" else header.strip()
 
 
-@router.api_route("/tokens/verify", methods=["GET", "POST"], response_class=Response)
+@router.get("/tokens/verify", response_class=Response)
+@router.post("/tokens/verify", response_class=Response)
 async def verify_token(request: Request, devauth: DevAuthDep) -> Response:
     """Check a device token (the gateway asks): 200 valid, 401 invalid, 403 expired."""
     await devauth.verify_token(_token_of(request))
