@@ -462,3 +462,35 @@ class TestGroupDevices:
         r = await client.delete(f"{MGMT_V1}/groups/test", headers=USER)
         assert r.json()["updated_count"] == 0
         assert_error(await client.delete(f"{MGMT_V1}/groups/a%20b", headers=USER), 400)
+
+
+class TestOtherTenants:
+    """A user can never reach another tenant's devices, even knowing their ids."""
+
+    async def test_cannot_touch_foreign_devices(
+        self, client: httpx.AsyncClient, devices: AsyncCollection[Document]
+    ) -> None:
+        await put_inventory(client, "victim", [{"name": "a", "value": "x"}], tenant="ta")
+        before = await devices.find_one({"_id": "victim"})
+        evil = user_headers("tb")
+
+        r = await client.patch(
+            f"{DEVICES}/victim/tags", json=[{"name": "t", "value": "1"}], headers=evil
+        )
+        assert_error(r, 404)
+        r = await client.put(f"{DEVICES}/victim/group", json={"group": "g"}, headers=evil)
+        assert_error(r, 404)
+        r = await client.patch(f"{MGMT_V1}/groups/g/devices", json=["victim"], headers=evil)
+        assert r.json()["matched_count"] == 0
+        assert (await client.delete(f"{DEVICES}/victim", headers=evil)).status_code == 204
+        assert_error(await client.get(f"{DEVICES}/victim/group", headers=evil), 404)
+
+        assert await devices.find_one({"_id": "victim"}) == before
+
+
+class TestLimits:
+    async def test_oversized_body(self, client: httpx.AsyncClient) -> None:
+        await put_inventory(client, "d1", [])
+        big = [{"name": f"t{i}", "value": "v" * 4000} for i in range(300)]  # > 1 MiB
+        r = await client.put(f"{DEVICES}/d1/tags", json=big, headers=USER)
+        assert_error(r, 413)
