@@ -355,7 +355,7 @@ class MongoStore(DataStore):
             outcome = _why_not_applied(doc, change)
             if outcome is not None:
                 return outcome
-        raise Conflict("the device is being changed concurrently; try again")
+        raise Conflict("the device id is taken or the device is being changed concurrently")
 
     async def set_statuses(
         self,
