@@ -59,7 +59,7 @@ SERVICES: Final = (
         "deviceauth",
         ("inventory", "deployments", "deviceconnect", "deviceconfig"),
     ),
-    Service("inventory", "INVENTORY_", "inventory", "inventory"),
+    Service("inventory", "INVENTORY_", "inventory", "inventory", ("devicemonitor",)),
     Service("deployments", "DEPLOYMENTS_", "deployments", "deployment_service", ("inventory",)),
     Service("deviceconfig", "DEVICECONFIG_", "deviceconfig", "deviceconfig", ("deployments",)),
     Service("deviceconnect", "DEVICECONNECT_", "deviceconnect", "deviceconnect", ("inventory",)),
