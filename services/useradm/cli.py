@@ -1,0 +1,91 @@
+"""useradm's command line: serve, or create a user in the configured database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+import uvicorn
+from pydantic import ValidationError
+
+from common.errors import BadRequest, Conflict
+from common.mongo import create_client, ensure_indexes
+from services.useradm.app import PasswordHasher, UsersApp
+from services.useradm.config import Settings
+from services.useradm.main import NAME, create_app
+from services.useradm.store.indexes import INDEXES
+from services.useradm.store.mongo import MongoStore
+
+__all__ = ["EXIT_CONFLICT", "EXIT_FAILURE", "EXIT_INVALID", "main"]
+
+EXIT_FAILURE: Final = 1
+EXIT_INVALID: Final = 2
+EXIT_CONFLICT: Final = 3
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.useradm",
+        description="Fleetport useradm: users, login and user tokens.",
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the HTTP APIs (the default)")
+    create = commands.add_parser("create-user", help="create a user; prints only the new user's id")
+    create.add_argument("--username", required=True, help="the user's email address")
+    create.add_argument("--password", required=True, help="at least 8 characters")
+    create.add_argument("--user-id", help="the id to give the user (default: a new UUID)")
+    return parser
+
+
+async def _create_user(settings: Settings, email: str, password: str, user_id: str | None) -> str:
+    client = create_client(settings.mongo_url)
+    try:
+        db = client[settings.mongo_db or NAME]
+        await ensure_indexes(db, INDEXES)
+        users = UsersApp(MongoStore(client, db), PasswordHasher(cost=settings.bcrypt_cost))
+        user = await users.create_user("", email=email, password=password, user_id=user_id)
+        return user.id
+    finally:
+        await client.close()
+
+
+def _serve(settings: Settings) -> None:
+    uvicorn.run(
+        create_app(settings),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_config=None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; return the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        _fail(f"useradm: invalid configuration: {exc}")
+        return EXIT_INVALID
+    if args.command in (None, "serve"):
+        _serve(settings)
+        return 0
+    try:
+        user_id = asyncio.run(_create_user(settings, args.username, args.password, args.user_id))
+    except BadRequest as exc:
+        _fail(f"useradm: {exc.message}")
+        return EXIT_INVALID
+    except Conflict as exc:
+        _fail(f"useradm: {exc.message}")
+        return EXIT_CONFLICT
+    except Exception as exc:  # the database is unreachable, or worse: say so and fail
+        _fail(f"useradm: could not create the user: {exc}")
+        return EXIT_FAILURE
+    sys.stdout.write(f"{user_id}\n")
+    return 0

@@ -1,0 +1,63 @@
+"""The useradm application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Final
+
+from fastapi import FastAPI
+
+from common.app import Resources, create_service_app
+from services.useradm.api import internal_router, management_v1, management_v2
+from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
+from services.useradm.app import (
+    AuthApp,
+    PasswordHasher,
+    PlansApp,
+    SettingsApp,
+    TokenPolicy,
+    UsersApp,
+    load_key_ring,
+)
+from services.useradm.config import Settings
+from services.useradm.store.indexes import INDEXES
+from services.useradm.store.mongo import MongoStore
+
+__all__ = ["NAME", "create_app"]
+
+NAME: Final = "useradm"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the useradm app (settings from the environment unless given)."""
+    config = settings or Settings()
+
+    @asynccontextmanager
+    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+        keys = load_key_ring(
+            config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
+        )
+        store = MongoStore(res.mongo, res.db)
+        hasher = PasswordHasher(cost=config.bcrypt_cost)
+        policy = TokenPolicy(
+            issuer=config.jwt_issuer,
+            expiration=timedelta(seconds=config.jwt_exp_timeout),
+            sessions_per_user=config.limit_sessions_per_user,
+            tokens_per_user=config.limit_tokens_per_user,
+        )
+        app.state.users = UsersApp(store, hasher)
+        app.state.auth = AuthApp(store, hasher, keys, policy)
+        app.state.settings_app = SettingsApp(store)
+        app.state.plans = PlansApp()
+        yield
+
+    return create_service_app(
+        config,
+        name=NAME,
+        internal_prefix=INTERNAL_PREFIX,
+        routers=[management_v1, management_v2, internal_router],
+        indexes=INDEXES,
+        setup=setup,
+    )
