@@ -53,10 +53,13 @@ def generate_device_key(kind: str) -> PrivateKey:
         return ed25519.Ed25519PrivateKey.generate()
     if kind == "dsa":
         return dsa.generate_private_key(key_size=1024)
-    curve = {"p224": ec.SECP224R1, "p256": ec.SECP256R1, "p384": ec.SECP384R1}.get(
-        kind, ec.SECP521R1
-    )
-    return ec.generate_private_key(curve())
+    curves: dict[str, ec.EllipticCurve] = {
+        "p224": ec.SECP224R1(),
+        "p256": ec.SECP256R1(),
+        "p384": ec.SECP384R1(),
+        "p521": ec.SECP521R1(),
+    }
+    return ec.generate_private_key(curves[kind])
 
 
 def sign(key: PrivateKey, body: bytes) -> str:

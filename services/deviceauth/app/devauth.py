@@ -249,9 +249,16 @@ class DevAuthApp:
                 expires_at=expires,
             ),
         )
-        device = await self._store.get_device(tenant, auth_set.device_id)
-        if device is not None:
-            await self._check_in(tenant, device)
+        # A reject (or decommission) that committed while the token was being made deleted
+        # nothing: look again, so that a stored token always means an accepted auth set.
+        current, device = await asyncio.gather(
+            self._store.get_auth_set(tenant, auth_set.id),
+            self._store.get_device(tenant, auth_set.device_id),
+        )
+        if current is None or current.status is not AuthStatus.ACCEPTED or device is None:
+            await self._store.delete_token(tenant, auth_set.id)
+            raise DeviceUnauthorized()
+        await self._check_in(tenant, device)
         return raw
 
     # -- token verification (the gateway's question on every cache miss) -------------------
@@ -281,19 +288,13 @@ class DevAuthApp:
         jti, device_id = claims["jti"], claims["sub"]
         if not isinstance(jti, str) or not isinstance(device_id, str):
             raise TokenInvalidError()
-        # The token id is also its auth set's id, so the three lookups are independent.
-        token, auth_set, device = await asyncio.gather(
-            self._store.get_token(tenant, jti),
-            self._store.get_auth_set(tenant, jti),
-            self._store.get_device(tenant, device_id),
+        # Tokens are deleted in the same transaction that moves their auth set (token id =
+        # auth set id) away from accepted, or removes their device; so a stored token means
+        # an accepted auth set, and the two remaining lookups can run side by side.
+        token, device = await asyncio.gather(
+            self._store.get_token(tenant, jti), self._store.get_device(tenant, device_id)
         )
         if token is None or token.device_id != device_id:
-            raise TokenInvalidError()
-        if (
-            auth_set is None
-            or auth_set.status is not AuthStatus.ACCEPTED
-            or auth_set.device_id != device_id
-        ):
             raise TokenInvalidError()
         if device is None or device.decommissioning:
             raise TokenInvalidError()

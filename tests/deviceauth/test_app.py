@@ -1,0 +1,163 @@
+"""The use-cases with a real store, including races between concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from common.errors import ServiceError
+from common.mongo import create_client, ensure_indexes
+from common.paging import Page
+from common.tokens import TokenVerifier, load_signing_key
+from services.deviceauth.app import DevAuthApp
+from services.deviceauth.app.errors import DeviceExists, DeviceUnauthorized
+from services.deviceauth.models import AuthStatus, DeviceStatus, Token, device_status_from
+from services.deviceauth.store.indexes import INDEXES
+from services.deviceauth.store.mongo import MongoStore
+from tests.deviceauth.conftest import FakeDevice, PrivateKey, sign
+
+
+class _RacingStore(MongoStore):
+    """A store that runs a hook just before a token is saved (another request's change)."""
+
+    before_save: Callable[[], object] | None = None
+
+    async def save_token(self, tenant_id: str, token: Token) -> None:
+        if self.before_save is not None:
+            hook, self.before_save = self.before_save, None
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        await super().save_token(tenant_id, token)
+
+
+@pytest.fixture
+async def store(mongo_url: str, db_name: str) -> AsyncIterator[_RacingStore]:
+    client = create_client(mongo_url)
+    try:
+        await ensure_indexes(client[db_name], INDEXES)
+        yield _RacingStore(client, client[db_name])
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def wakes() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def devauth(store: _RacingStore, key_dir: Path, wakes: list[int]) -> DevAuthApp:
+    signer = load_signing_key(key_dir / "rsa.pem")
+    return DevAuthApp(
+        store,
+        signer=signer,
+        verifier=TokenVerifier([signer]),
+        issuer="Mender",
+        token_lifetime=timedelta(days=7),
+        wake=lambda: wakes.append(1),
+    )
+
+
+def _request(device: FakeDevice) -> tuple[bytes, str]:
+    body = device.body()
+    return body, sign(device.key, body)
+
+
+async def _accept_all(devauth: DevAuthApp) -> None:
+    devices, _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 500))
+    for d in devices:
+        for a in d.auth_sets:
+            await devauth.set_auth_set_status("", d.id, a.id, status="accepted")
+
+
+class TestAuthenticate:
+    async def test_reject_racing_the_token(
+        self, devauth: DevAuthApp, store: _RacingStore, device: FakeDevice
+    ) -> None:
+        body, signature = _request(device)
+        with pytest.raises(DeviceUnauthorized):
+            await devauth.authenticate(body, signature=signature)
+        await _accept_all(devauth)
+        [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        auth_id = view.auth_sets[0].id
+
+        async def reject() -> None:
+            await devauth.set_auth_set_status("", view.id, auth_id, status="rejected")
+
+        store.before_save = reject
+        with pytest.raises(DeviceUnauthorized):
+            await devauth.authenticate(body, signature=signature)
+        assert await store.get_token("", auth_id) is None
+
+    async def test_concurrent_first_contacts(
+        self, devauth: DevAuthApp, device: FakeDevice, wakes: list[int]
+    ) -> None:
+        body, signature = _request(device)
+        results = await asyncio.gather(
+            *(devauth.authenticate(body, signature=signature) for _ in range(5)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, DeviceUnauthorized) for r in results), results
+        devices, _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        assert len(devices) == 1
+        assert len(devices[0].auth_sets) == 1
+        assert devices[0].status is DeviceStatus.PENDING
+        assert wakes
+
+    async def test_concurrent_accepts_of_a_preauthorized_device(
+        self, devauth: DevAuthApp, device: FakeDevice
+    ) -> None:
+        await devauth.preauthorize(
+            "", identity_data=device.identity, pubkey=device.pubkey, force=False
+        )
+        body, signature = _request(device)
+        tokens = await asyncio.gather(
+            *(devauth.authenticate(body, signature=signature) for _ in range(4))
+        )
+        assert all(t.count(".") == 2 for t in tokens)
+        [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        assert view.status is DeviceStatus.ACCEPTED
+        assert view.provisioned
+        assert view.revision == 2
+
+
+class TestPreauthorize:
+    async def test_concurrent_preauthorizations(
+        self, devauth: DevAuthApp, device_key: Callable[[str], PrivateKey]
+    ) -> None:
+        devices = [FakeDevice(device_key(k), {"mac": "same"}) for k in ("p256", "ed25519")]
+        results = await asyncio.gather(
+            *(
+                devauth.preauthorize("", identity_data=d.identity, pubkey=d.pubkey, force=False)
+                for d in devices
+            ),
+            return_exceptions=True,
+        )
+        created = [r for r in results if isinstance(r, str)]
+        refused = [r for r in results if isinstance(r, ServiceError)]
+        assert len(created) == 1
+        assert len(refused) == 1
+        assert isinstance(refused[0], DeviceExists)
+        assert refused[0].device.id == created[0]
+
+
+class TestDeviceStatus:
+    @pytest.mark.parametrize(
+        ("statuses", "expected"),
+        [
+            ([], DeviceStatus.NOAUTH),
+            ([AuthStatus.REJECTED], DeviceStatus.REJECTED),
+            ([AuthStatus.REJECTED, AuthStatus.PENDING], DeviceStatus.PENDING),
+            ([AuthStatus.PENDING, AuthStatus.PREAUTHORIZED], DeviceStatus.PREAUTHORIZED),
+            ([AuthStatus.PREAUTHORIZED, AuthStatus.ACCEPTED], DeviceStatus.ACCEPTED),
+        ],
+    )
+    def test_strongest_auth_set_wins(
+        self, statuses: list[AuthStatus], expected: DeviceStatus
+    ) -> None:
+        assert device_status_from(statuses) is expected
