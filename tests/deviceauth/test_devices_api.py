@@ -144,6 +144,17 @@ class TestSubmitAuthRequest:
         [view] = await list_devices(client)
         assert [a["status"] for a in view["auth_sets"]] == ["pending", "pending"]
 
+    async def test_tenant_token_is_ignored(
+        self, client: httpx.AsyncClient, device: FakeDevice
+    ) -> None:
+        doc = json.loads(device.body())
+        doc["tenant_token"] = "eyJhbGciOiJSUzI1NiJ9.eyJtZW5kZXIudGVuYW50IjoiMTIzIn0.c2ln"
+        body = json.dumps(doc).encode()
+        assert (await _post(client, body, sign(device.key, body))).status_code == 401
+        [view] = await list_devices(client)
+        assert view["identity_data"] == device.identity
+        assert view["status"] == "pending"
+
     async def test_chunked_body(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
         body = device.body()
 

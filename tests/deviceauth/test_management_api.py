@@ -352,6 +352,16 @@ class TestPreauthorize:
         assert set(r.json()) == {"error", "request_id"}
         assert await list_devices(client) == []
 
+    async def test_deeply_nested_identity(self, client: httpx.AsyncClient) -> None:
+        nested = '{"identity_data": {"a": ' + "[" * 200_000 + "]" * 200_000 + '}, "pubkey": "x"}'
+        r = await client.post(
+            f"{MGMT}/devices",
+            content=nested.encode(),
+            headers={**USER, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400
+        assert set(r.json()) == {"error", "request_id"}
+
     async def test_force_must_be_boolean(
         self, client: httpx.AsyncClient, device: FakeDevice
     ) -> None:
