@@ -11,6 +11,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from common.routing import TENANT
+
 __all__ = [
     "DEVICE_TYPE",
     "ArtifactFactory",
@@ -154,13 +159,8 @@ class FakeInventory:
             "attributes": {},
         }
 
-    def app(self) -> Any:
+    def app(self) -> FastAPI:
         """The ASGI app serving the two internal endpoints deployments calls."""
-        from fastapi import FastAPI, Request
-        from fastapi.responses import JSONResponse
-
-        from common.routing import TENANT
-
         app = FastAPI()
 
         @app.post(f"/api/internal/v2/inventory/tenants/{TENANT}/filters/search")

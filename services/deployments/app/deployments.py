@@ -421,13 +421,19 @@ class DeploymentsApp:
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:
             latest = await self._store.find_latest_inactive_device_deployment(tenant_id, device_id)
-            deployment = await self._store.find_next_deployment(
-                tenant_id, device_id, latest.created if latest else None
-            )
-            if deployment is None:
-                return None
-            dd = await self._start(tenant_id, deployment, device_id, request)
-            if dd is None:
+            created_after = latest.created if latest else None
+            for _ in range(_MAX_PENDING_WALK):
+                deployment = await self._store.find_next_deployment(
+                    tenant_id, device_id, created_after
+                )
+                if deployment is None:
+                    return None
+                dd = await self._start(tenant_id, deployment, device_id, request)
+                if dd is not None:
+                    break
+                # The deployment has no room left: look at the next one.
+                created_after = deployment.created
+            if dd is None or not dd.active:
                 return None
         elif dd.request is None:
             dd = dd.model_copy(update={"request": request, "device_type": request.device_type})
@@ -440,7 +446,12 @@ class DeploymentsApp:
     async def _start(
         self, tenant_id: str, deployment: Deployment, device_id: str, request: NextRequest
     ) -> DeviceDeployment | None:
-        """Create the device's part in the deployment; None when it ends at once."""
+        """Create the device's part in the deployment (None: the deployment is full).
+
+        The counters are claimed first (`device_count < max_devices`, atomically), then the
+        device deployment is inserted; if a concurrent poll of the same device won the
+        insert, the claim is given back and that device deployment is used.
+        """
         status = DeviceDeploymentStatus.PENDING
         image = None
         if deployment.type == "software":
@@ -451,6 +462,14 @@ class DeploymentsApp:
                 status = DeviceDeploymentStatus.NOARTIFACT
             elif not deployment.force_installation and request.artifact_name == image.name:
                 status = DeviceDeploymentStatus.ALREADY_INSTALLED
+        change = StatsChange(
+            decrement=None if status.active else "pending",
+            increment=None if status.active else status.label,
+            devices=1,
+            add_size=image.size if image is not None and status.active else 0,
+        )
+        if not await self._store.change_stats(tenant_id, deployment.id, change, require_room=True):
+            return None
         now = datetime.now(UTC)
         dd = DeviceDeployment(
             id=str(uuid.uuid4()),
@@ -469,20 +488,12 @@ class DeploymentsApp:
             artifact_name=deployment.artifact_name,
         )
         stored, created = await self._store.insert_device_deployment(tenant_id, dd)
-        if created:
-            await self._store.change_stats(
-                tenant_id,
-                deployment.id,
-                StatsChange(
-                    decrement=None if status.active else "pending",
-                    increment=None if status.active else status.label,
-                    new_device=True,
-                    add_size=image.size if image is not None and status.active else 0,
-                ),
-            )
-            if not status.active:
-                await self._save_last(tenant_id, stored)
-        return stored if stored.active else None
+        if not created:
+            await self._store.change_stats(tenant_id, deployment.id, change.inverse())
+            return stored
+        if not status.active:
+            await self._save_last(tenant_id, stored)
+        return stored
 
     async def _instructions(
         self, tenant_id: str, dd: DeviceDeployment, request: NextRequest, external_url: str
@@ -656,6 +667,11 @@ class DeploymentsApp:
             if deployment is None:
                 break
             created_after = deployment.created
+            existing = await self._store.get_device_deployment(tenant_id, deployment.id, device_id)
+            if existing is not None:
+                if existing.active:
+                    await self._move(tenant_id, existing, DeviceDeploymentStatus.DECOMMISSIONED)
+                continue
             now = datetime.now(UTC)
             dd = DeviceDeployment(
                 id=str(uuid.uuid4()),
@@ -668,15 +684,16 @@ class DeploymentsApp:
                 deployment_type=deployment.type,
                 artifact_name=deployment.artifact_name,
             )
+            change = StatsChange(decrement="pending", increment="decommissioned", devices=1)
+            if not await self._store.change_stats(
+                tenant_id, deployment.id, change, require_room=True
+            ):
+                continue
             stored, created = await self._store.insert_device_deployment(tenant_id, dd)
-            if created:
-                await self._store.change_stats(
-                    tenant_id,
-                    deployment.id,
-                    StatsChange(decrement="pending", increment="decommissioned", new_device=True),
-                )
-            elif stored.active:
-                await self._move(tenant_id, stored, DeviceDeploymentStatus.DECOMMISSIONED)
+            if not created:
+                await self._store.change_stats(tenant_id, deployment.id, change.inverse())
+                if stored.active:
+                    await self._move(tenant_id, stored, DeviceDeploymentStatus.DECOMMISSIONED)
 
     async def _end_device(
         self, tenant_id: str, device_id: str, status: DeviceDeploymentStatus

@@ -6,7 +6,7 @@ Every method takes the tenant first; implementations confine each operation to i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -101,13 +101,21 @@ class DeploymentFilter:
 
 @dataclass(frozen=True, slots=True)
 class StatsChange:
-    """One atomic change of a deployment's statistics (and derived status)."""
+    """One atomic change of a deployment's counters (one status count moved, a new device)."""
 
     decrement: str | None = None
     increment: str | None = None
-    new_device: bool = False
+    devices: int = 0
     add_size: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+
+    def inverse(self) -> StatsChange:
+        """The change undoing this one."""
+        return StatsChange(
+            decrement=self.increment,
+            increment=self.decrement,
+            devices=-self.devices,
+            add_size=-self.add_size,
+        )
 
 
 class ArtifactStore(Protocol):
@@ -251,13 +259,25 @@ class DeploymentStore(Protocol):
     async def find_next_deployment(
         self, tenant_id: str, device_id: str, created_after: datetime | None
     ) -> Deployment | None:
-        """The oldest active deployment listing the device, newer than `created_after`."""
+        """The oldest active deployment listing the device, newer than `created_after`.
+
+        The result carries no device list and no counters (not needed to start a device).
+        """
         ...
 
     async def change_stats(
-        self, tenant_id: str, deployment_id: str, change: StatsChange
-    ) -> Deployment | None:
-        """Apply the change and recompute the deployment's status in one atomic update."""
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        change: StatsChange,
+        *,
+        require_room: bool = False,
+    ) -> bool:
+        """Apply the change with one atomic `$inc`, then move the status forward if due.
+
+        With `require_room` the change applies only while fewer devices than `max_devices`
+        have started. Returns whether the change was applied.
+        """
         ...
 
     async def finish_deployment(

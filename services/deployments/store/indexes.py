@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 __all__ = [
     "ARTIFACTS",
     "DEPLOYMENTS",
+    "DEPLOYMENT_STATS",
     "DEVICE_DEPLOYMENTS",
     "INDEXES",
     "JOBS",
@@ -29,6 +30,9 @@ __all__ = [
 
 ARTIFACTS: Final = "images"
 DEPLOYMENTS: Final = "deployments"
+# Hot counters of a deployment, apart from its (large, multikey-indexed) device list so that
+# the frequent `$inc`s touch a small document with no array index.
+DEPLOYMENT_STATS: Final = "deployment_stats"
 DEVICE_DEPLOYMENTS: Final = "devices"
 LOGS: Final = "devices.logs"
 LAST_STATUS: Final = "devices_last_status"
@@ -74,6 +78,7 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             partialFilterExpression={"active": True},
         ),
     ],
+    DEPLOYMENT_STATS: [IndexModel([_T, ("_id", ASCENDING)])],
     DEVICE_DEPLOYMENTS: [
         IndexModel(
             [_T, ("deviceid", ASCENDING), ("status", ASCENDING), ("created", ASCENDING)],
@@ -92,7 +97,6 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             [_T, ("active", ASCENDING), ("deviceid", ASCENDING), ("created", ASCENDING)],
             name="active_deviceid_created",
         ),
-        IndexModel([_T, ("finished", ASCENDING)], name="deploymentsFinished"),
     ],
     LOGS: [
         IndexModel(

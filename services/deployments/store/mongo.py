@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection
+from common.mongo import Document, TenantCollection, transaction
 from services.deployments.models import (
     ACTIVE_STATUSES,
     STAT_NAMES,
@@ -51,6 +51,7 @@ from services.deployments.store import (
 )
 from services.deployments.store.indexes import (
     ARTIFACTS,
+    DEPLOYMENT_STATS,
     DEPLOYMENTS,
     DEVICE_DEPLOYMENTS,
     JOBS,
@@ -215,26 +216,57 @@ def _release(doc: Mapping[str, Any]) -> Release:
 # --- deployments -----------------------------------------------------------------------
 
 
+_COUNTERS: Final = ("stats", "device_count", "total_size")
+_STATUS_RANK: Final = {"pending": 0, "inprogress": 1, "finished": 2}
+
+
 def _deployment_doc(deployment: Deployment) -> Document:
-    doc = deployment.model_dump()
+    doc = deployment.model_dump(exclude=set(_COUNTERS))
     doc["_id"] = doc.pop("id")
     doc["search_tokens"] = search_tokens(deployment.name, deployment.artifact_name)
     return doc
 
 
-_DEPLOYMENT_FIELDS: Final = frozenset(Deployment.model_fields)
+def _stats_doc(deployment: Deployment) -> Document:
+    return {
+        "_id": deployment.id,
+        "stats": {name: int(deployment.stats.get(name, 0)) for name in STAT_NAMES},
+        "device_count": deployment.device_count,
+        "total_size": deployment.total_size,
+        "max_devices": deployment.max_devices,
+        "status": deployment.status,
+    }
 
 
-def _deployment(doc: Mapping[str, Any]) -> Deployment:
+_DEPLOYMENT_FIELDS: Final = frozenset(Deployment.model_fields) - set(_COUNTERS)
+
+
+def _deployment(doc: Mapping[str, Any], counters: Mapping[str, Any] | None) -> Deployment:
     data = {k: v for k, v in doc.items() if k in _DEPLOYMENT_FIELDS}
-    return Deployment(id=str(doc["_id"]), **data)
+    counters = counters or {}
+    return Deployment(
+        id=str(doc["_id"]),
+        stats={name: int((counters.get("stats") or {}).get(name, 0)) for name in STAT_NAMES},
+        device_count=int(counters.get("device_count", 0)),
+        total_size=int(counters.get("total_size", 0)),
+        **data,
+    )
+
+
+def _derived_status(counters: Mapping[str, Any]) -> str:
+    """The status the counters call for (Mender's rule)."""
+    stats = counters.get("stats") or {}
+    done = sum(int(stats.get(name, 0)) for name in _FINISHING_ALL)
+    if done >= int(counters.get("max_devices", 0)):
+        return "finished"
+    if any(int(stats.get(name, 0)) > 0 for name in STAT_NAMES if name != "pending"):
+        return "inprogress"
+    return "pending"
 
 
 def _deployment_filter(filter_: DeploymentFilter) -> Document:
     query: Document = {}
-    if filter_.status == "aborted":
-        query["stats.aborted"] = {"$gt": 0}
-    elif filter_.status is not None:
+    if filter_.status is not None and filter_.status != "aborted":
         query["status"] = filter_.status
     if filter_.type == "configuration":
         query["type"] = "configuration"
@@ -257,52 +289,6 @@ def _deployment_filter(filter_: DeploymentFilter) -> Document:
     if created:
         query["created"] = created
     return query
-
-
-def _status_pipeline(now: datetime) -> list[Document]:
-    """The update stage that derives status/active/finished from the statistics."""
-    done = {"$add": [{"$ifNull": [f"$stats.{name}", 0]} for name in _FINISHING_ALL]}
-    started = {
-        "$or": [
-            {"$gt": [{"$ifNull": [f"$stats.{name}", 0]}, 0]}
-            for name in STAT_NAMES
-            if name != "pending"
-        ]
-    }
-    return [
-        {
-            "$set": {
-                "_is_finished": {
-                    "$or": [
-                        {"$ne": [{"$ifNull": ["$finished", None]}, None]},
-                        {"$gte": [done, "$max_devices"]},
-                    ]
-                }
-            }
-        },
-        {
-            "$set": {
-                "status": {
-                    "$switch": {
-                        "branches": [
-                            {"case": "$_is_finished", "then": "finished"},
-                            {"case": started, "then": "inprogress"},
-                        ],
-                        "default": "pending",
-                    }
-                },
-                "active": {"$not": ["$_is_finished"]},
-                "finished": {
-                    "$cond": [
-                        "$_is_finished",
-                        {"$ifNull": ["$finished", {"$literal": now}]},
-                        None,
-                    ]
-                },
-            }
-        },
-        {"$unset": "_is_finished"},
-    ]
 
 
 # --- device deployments ----------------------------------------------------------------
@@ -355,6 +341,8 @@ def _dd(doc: Mapping[str, Any]) -> DeviceDeployment:
 
 
 _LIVE: Final = {"slot": ""}
+# How many of a device's newest finished device deployments are looked at for a live one.
+_HISTORY_PROBE: Final = 1000
 
 
 class MongoStore:
@@ -552,25 +540,38 @@ class MongoStore:
     async def insert_deployment(
         self, tenant_id: str, deployment: Deployment, *, checksum: str
     ) -> None:
-        """Insert with the constructor checksum (unique among active deployments)."""
+        """Insert the deployment and its counters together (one transaction)."""
         doc = _deployment_doc(deployment)
         doc["constructor_checksum"] = checksum
         try:
-            await self._c(DEPLOYMENTS, tenant_id).insert_one(doc)
+            async with transaction(self._db.client) as session:
+                await self._c(DEPLOYMENTS, tenant_id).insert_one(doc, session=session)
+                await self._c(DEPLOYMENT_STATS, tenant_id).insert_one(
+                    _stats_doc(deployment), session=session
+                )
         except DuplicateKeyError as exc:
             raise DuplicateDeployment(deployment.id) from exc
 
+    async def _counters(self, tenant_id: str, ids: Sequence[str]) -> dict[str, Document]:
+        cursor = self._c(DEPLOYMENT_STATS, tenant_id).find({"_id": {"$in": list(ids)}})
+        return {str(d["_id"]): d async for d in cursor}
+
     async def get_deployment(self, tenant_id: str, deployment_id: str) -> Deployment | None:
-        """Find by id."""
+        """Find by id, with its counters."""
         doc = await self._c(DEPLOYMENTS, tenant_id).find_one({"_id": deployment_id})
-        return _deployment(doc) if doc else None
+        if doc is None:
+            return None
+        counters = await self._c(DEPLOYMENT_STATS, tenant_id).find_one({"_id": deployment_id})
+        return _deployment(doc, counters)
 
     async def get_deployments(
         self, tenant_id: str, deployment_ids: Sequence[str]
     ) -> list[Deployment]:
-        """Find by ids."""
+        """Find by ids, with their counters."""
         cursor = self._c(DEPLOYMENTS, tenant_id).find({"_id": {"$in": list(deployment_ids)}})
-        return [_deployment(d) async for d in cursor]
+        docs = [d async for d in cursor]
+        counters = await self._counters(tenant_id, [str(d["_id"]) for d in docs])
+        return [_deployment(d, counters.get(str(d["_id"]))) for d in docs]
 
     async def list_deployments(
         self, tenant_id: str, filter_: DeploymentFilter, *, skip: int, limit: int
@@ -578,9 +579,23 @@ class MongoStore:
         """Find a page, by creation time."""
         coll = self._c(DEPLOYMENTS, tenant_id)
         query = _deployment_filter(filter_)
+        if filter_.status == "aborted":
+            aborted = self._c(DEPLOYMENT_STATS, tenant_id).find(
+                {"stats.aborted": {"$gt": 0}}, projection={"_id": 1}
+            )
+            ids = [str(d["_id"]) async for d in aborted]
+            wanted = set(filter_.ids) if filter_.ids else None
+            query["_id"] = {"$in": [i for i in ids if wanted is None or i in wanted]}
         order = ASCENDING if filter_.ascending else DESCENDING
-        cursor = coll.find(query).sort([("created", order), ("_id", order)]).skip(skip).limit(limit)
-        items = [_deployment(d) async for d in cursor]
+        cursor = (
+            coll.find(query, projection={"search_tokens": 0})
+            .sort([("created", order), ("_id", order)])
+            .skip(skip)
+            .limit(limit)
+        )
+        docs = [d async for d in cursor]
+        counters = await self._counters(tenant_id, [str(d["_id"]) for d in docs])
+        items = [_deployment(d, counters.get(str(d["_id"]))) for d in docs]
         return items, await coll.count_documents(query)
 
     async def add_artifact_to_deployments(
@@ -614,12 +629,8 @@ class MongoStore:
     async def find_next_deployment(
         self, tenant_id: str, device_id: str, created_after: datetime | None
     ) -> Deployment | None:
-        """Oldest active deployment listing the device that still has room."""
-        query: Document = {
-            "device_list": device_id,
-            "active": True,
-            "$expr": {"$lt": ["$device_count", "$max_devices"]},
-        }
+        """Oldest active deployment listing the device (partial multikey index)."""
+        query: Document = {"device_list": device_id, "active": True}
         if created_after is not None:
             query["created"] = {"$gt": created_after}
         doc = await self._c(DEPLOYMENTS, tenant_id).find_one(
@@ -627,38 +638,60 @@ class MongoStore:
             projection={"device_list": 0, "search_tokens": 0},
             sort=[("created", ASCENDING)],
         )
-        return _deployment(doc) if doc else None
+        return _deployment(doc, None) if doc else None
 
     async def change_stats(
-        self, tenant_id: str, deployment_id: str, change: StatsChange
-    ) -> Deployment | None:
-        """One pipeline update: counters first, then the derived status."""
-        increments: dict[str, int] = dict(change.extra)
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        change: StatsChange,
+        *,
+        require_room: bool = False,
+    ) -> bool:
+        """`$inc` on the counters document, then a forward-only status move if due."""
+        increments: dict[str, int] = {}
         if change.decrement:
-            increments[f"stats.{change.decrement}"] = (
-                increments.get(f"stats.{change.decrement}", 0) - 1
-            )
+            increments[f"stats.{change.decrement}"] = -1
         if change.increment:
-            increments[f"stats.{change.increment}"] = (
-                increments.get(f"stats.{change.increment}", 0) + 1
-            )
-        if change.new_device:
-            increments["device_count"] = 1
+            key = f"stats.{change.increment}"
+            increments[key] = increments.get(key, 0) + 1
+        if change.devices:
+            increments["device_count"] = change.devices
         if change.add_size:
             increments["total_size"] = change.add_size
-        first: Document = {
-            field: {"$add": [{"$ifNull": [f"${field}", 0]}, amount]}
-            for field, amount in increments.items()
-        }
-        now = datetime.now(UTC)
-        pipeline = ([{"$set": first}] if first else []) + _status_pipeline(now)
-        doc = await self._c(DEPLOYMENTS, tenant_id).find_one_and_update(
-            {"_id": deployment_id},
-            pipeline,
-            projection={"device_list": 0, "search_tokens": 0},
-            return_document=ReturnDocument.AFTER,
+        query: Document = {"_id": deployment_id}
+        if require_room:
+            query["$expr"] = {"$lt": ["$device_count", "$max_devices"]}
+        counters = await self._c(DEPLOYMENT_STATS, tenant_id).find_one_and_update(
+            query, {"$inc": increments}, return_document=ReturnDocument.AFTER
         )
-        return _deployment(doc) if doc else None
+        if counters is None:
+            return False
+        await self._advance(tenant_id, deployment_id, counters)
+        return True
+
+    async def _advance(
+        self, tenant_id: str, deployment_id: str, counters: Mapping[str, Any]
+    ) -> None:
+        """Move the status forward (pending → inprogress → finished), never back.
+
+        The deployment document is updated before the counters' copy of the status, so a
+        crash in between is repaired by the next change.
+        """
+        current = str(counters.get("status", "pending"))
+        target = _derived_status(counters)
+        if _STATUS_RANK[target] <= _STATUS_RANK.get(current, 0):
+            return
+        earlier = [s for s, rank in _STATUS_RANK.items() if rank < _STATUS_RANK[target]]
+        changes: Document = {"status": target}
+        if target == "finished":
+            changes.update(active=False, finished=datetime.now(UTC))
+        await self._c(DEPLOYMENTS, tenant_id).update_one(
+            {"_id": deployment_id, "status": {"$in": earlier}}, {"$set": changes}
+        )
+        await self._c(DEPLOYMENT_STATS, tenant_id).update_one(
+            {"_id": deployment_id, "status": {"$in": earlier}}, {"$set": {"status": target}}
+        )
 
     async def finish_deployment(
         self, tenant_id: str, deployment_id: str, *, stats: dict[str, int], now: datetime
@@ -666,12 +699,14 @@ class MongoStore:
         """Set the statistics and the finished state."""
         await self._c(DEPLOYMENTS, tenant_id).update_one(
             {"_id": deployment_id},
+            {"$set": {"status": "finished", "active": False, "finished": now}},
+        )
+        await self._c(DEPLOYMENT_STATS, tenant_id).update_one(
+            {"_id": deployment_id},
             {
                 "$set": {
-                    "stats": stats,
+                    "stats": {n: int(stats.get(n, 0)) for n in STAT_NAMES},
                     "status": "finished",
-                    "active": False,
-                    "finished": now,
                 }
             },
         )
@@ -710,13 +745,21 @@ class MongoStore:
     async def find_latest_inactive_device_deployment(
         self, tenant_id: str, device_id: str
     ) -> DeviceDeployment | None:
-        """Newest finished, live one of the device."""
-        doc = await self._c(DEVICE_DEPLOYMENTS, tenant_id).find_one(
-            {"active": False, "deviceid": device_id, **_LIVE},
-            projection={"image": 0},
-            sort=[("created", DESCENDING)],
+        """Newest finished, live one of the device.
+
+        History-deleted ones are skipped here rather than in the filter, which keeps the
+        query on the (active, deviceid, created) index.
+        """
+        cursor = (
+            self._c(DEVICE_DEPLOYMENTS, tenant_id)
+            .find({"active": False, "deviceid": device_id}, projection={"image": 0})
+            .sort([("created", DESCENDING)])
+            .limit(_HISTORY_PROBE)
         )
-        return _dd(doc) if doc else None
+        async for doc in cursor:
+            if doc.get("slot", "") == "":
+                return _dd(doc)
+        return None
 
     async def get_device_deployment(
         self, tenant_id: str, deployment_id: str, device_id: str
