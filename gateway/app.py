@@ -26,8 +26,9 @@ from gateway.headers import (
     cookie_token,
     forwarded_headers,
     parse_request_headers,
+    verification_headers,
 )
-from gateway.proxy import proxy_http, upstream_url
+from gateway.proxy import RelayRequest, proxy_http, upstream_url
 from gateway.ratelimit import RateLimiter
 from gateway.responses import send_denial, send_error
 from gateway.routes import AuthMode, Route, RouteTable
@@ -95,7 +96,7 @@ class Gateway:
             ),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            request_class=RelayRequest,
             trust_env=False,
             requote_redirect_url=False,
         )
@@ -147,7 +148,7 @@ class Gateway:
         return self._limiter.retry_after(client[0] if client else "")
 
     async def _authorize(
-        self, route: Route, req: RequestHeaders, forwarded: list[tuple[str, str]]
+        self, scope: Scope, route: Route, req: RequestHeaders, forwarded: list[tuple[str, str]]
     ) -> tuple[Grant | Denial, str, bool]:
         """The verdict on the request's token, the token, and whether it came from a cookie."""
         token = bearer_token(req.authorization)
@@ -157,7 +158,9 @@ class Gateway:
             token = cookie_token(req.cookie)
             from_cookie = bool(token)
         try:
-            verdict = await self.gate.check(route.auth, token, forwarded)
+            verdict = await self.gate.check(
+                route.auth, token, verification_headers(scope, forwarded)
+            )
         except VerifierUnavailable as exc:
             return Denial(exc.status, exc.message), token, from_cookie
         return verdict, token, from_cookie
@@ -200,7 +203,7 @@ class Gateway:
         headers = req.forward
         token = ""
         if route.auth is not AuthMode.NONE:
-            verdict, token, from_cookie = await self._authorize(route, req, forwarded)
+            verdict, token, from_cookie = await self._authorize(scope, route, req, forwarded)
             if isinstance(verdict, Denial):
                 await _send_refusal(send, verdict, rid)
                 return
@@ -247,7 +250,7 @@ class Gateway:
         forwarded = forwarded_headers(scope, req.host, rid)
         headers = req.forward
         if route.auth is not AuthMode.NONE:
-            verdict, token, from_cookie = await self._authorize(route, req, forwarded)
+            verdict, token, from_cookie = await self._authorize(scope, route, req, forwarded)
             if isinstance(verdict, Denial):
                 if verdict.body is None:
                     await deny_websocket(scope, send, verdict.status, rid, message=verdict.message)

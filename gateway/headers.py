@@ -8,7 +8,7 @@ re-created by the gateway.
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,7 +21,9 @@ __all__ = [
     "bearer_token",
     "cookie_token",
     "forwarded_headers",
+    "new_request_id",
     "parse_request_headers",
+    "verification_headers",
 ]
 
 REQUEST_ID: Final = b"x-men-requestid"
@@ -90,6 +92,15 @@ class RequestHeaders:
     forward: list[tuple[str, str]]
 
 
+def new_request_id() -> str:
+    """A random (version 4) UUID, formatted as usual, for requests that bring no id."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _valid_request_id(value: bytes) -> str | None:
     text = value.decode("latin-1").strip()
     if text and len(text) <= _MAX_REQUEST_ID and text.isprintable():
@@ -135,7 +146,7 @@ def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHe
     if extra:
         forward = [(n, v) for n, v in forward if n.encode("latin-1") not in extra]
     return RequestHeaders(
-        request_id=request_id or str(uuid.uuid4()),
+        request_id=request_id or new_request_id(),
         authorization=authorization,
         cookie=cookie,
         host=host,
@@ -163,7 +174,10 @@ def cookie_token(cookie: str) -> str:
 
 
 def forwarded_headers(scope: Scope, host: str, request_id: str) -> list[tuple[str, str]]:
-    """The `X-Forwarded-*` and request id headers describing the client's request."""
+    """The `X-Forwarded-*` and request id headers describing the client's request.
+
+    The token verifiers also get `X-Forwarded-Method` (see `verification_headers`).
+    """
     client = scope.get("client")
     scheme = scope.get("scheme", "http")
     if scheme == "ws":
@@ -178,7 +192,6 @@ def forwarded_headers(scope: Scope, host: str, request_id: str) -> list[tuple[st
     headers = [
         ("X-Forwarded-Proto", scheme),
         ("X-Forwarded-Uri", uri),
-        ("X-Forwarded-Method", scope.get("method", "GET")),
         (REQUEST_ID_NAME, request_id),
     ]
     if host:
@@ -186,3 +199,8 @@ def forwarded_headers(scope: Scope, host: str, request_id: str) -> list[tuple[st
     if client:
         headers.append(("X-Forwarded-For", client[0]))
     return headers
+
+
+def verification_headers(scope: Scope, forwarded: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """What a verifier is told about the request: the forwarded headers plus the method."""
+    return [*forwarded, ("X-Forwarded-Method", scope.get("method", "GET"))]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
+from aiohttp import hdrs
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from common.requestid import request_id_var
@@ -23,7 +25,7 @@ from gateway._types import Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP, REQUEST_ID
 from gateway.responses import send_error
 
-__all__ = ["UpstreamBroken", "proxy_http"]
+__all__ = ["RelayRequest", "UpstreamBroken", "proxy_http", "upstream_url"]
 
 _log = logging.getLogger("gateway.proxy")
 
@@ -39,6 +41,21 @@ def _log_failure(request_id: str, message: str, *args: object) -> None:
     # Each request runs in its own task (its own context), so the id stays with it.
     request_id_var.set(request_id)
     _log.warning(message, *args)
+
+
+class RelayRequest(aiohttp.ClientRequest):
+    """An aiohttp request that carries exactly the headers it is given.
+
+    aiohttp would add `Accept`, `Accept-Encoding`, `User-Agent` and a default
+    `Content-Type` when the client sent none; a proxy must not. Doing it here once, rather
+    than with a per-request `skip_auto_headers`, saves rebuilding that set on every request.
+    """
+
+    DEFAULT_HEADERS: dict[istr, str] = {}  # noqa: RUF012 (read-only, replaces the base's)
+    _skip_auto_headers = CIMultiDict({hdrs.CONTENT_TYPE: None})
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        """Add nothing: the relayed request keeps the client's headers as they were."""
 
 
 class UpstreamBroken(Exception):

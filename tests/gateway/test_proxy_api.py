@@ -115,6 +115,16 @@ class TestHeaders:
         assert status == 200
         names = {name for name, _ in json.loads(body)["headers"]}
         assert not names & {"user-agent", "accept", "accept-encoding", "content-type", "cookie"}
+        status, _, body = await raw_exchange(
+            gw.url,
+            f"POST {PUBLIC} HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\n"
+            "Connection: close\r\n\r\nabc".encode(),
+        )
+        sent = json.loads(body)
+        assert sent["body_length"] == 3
+        names = {name for name, _ in sent["headers"]}
+        assert "content-type" not in names
+        assert "user-agent" not in names
 
 
 class TestRequestBodies:
