@@ -1,0 +1,1 @@
+"""End-to-end tests: the real Mender tools against the whole Fleetport stack."""
