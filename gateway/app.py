@@ -147,23 +147,14 @@ class Gateway:
         client = scope.get("client")
         return self._limiter.retry_after(client[0] if client else "")
 
-    async def _authorize(
-        self, scope: Scope, route: Route, req: RequestHeaders, forwarded: list[tuple[str, str]]
-    ) -> tuple[Grant | Denial, str, bool]:
-        """The verdict on the request's token, the token, and whether it came from a cookie."""
-        token = bearer_token(req.authorization)
-        from_cookie = False
-        if not token and route.auth is AuthMode.USER:
-            # The web UI's websockets cannot set Authorization; it sends the JWT cookie.
-            token = cookie_token(req.cookie)
-            from_cookie = bool(token)
+    async def _verify(
+        self, scope: Scope, route: Route, token: str, forwarded: list[tuple[str, str]]
+    ) -> Grant | Denial:
+        """Ask the verifier about a token the cache does not know."""
         try:
-            verdict = await self.gate.check(
-                route.auth, token, verification_headers(scope, forwarded)
-            )
+            return await self.gate.check(route.auth, token, verification_headers(scope, forwarded))
         except VerifierUnavailable as exc:
-            return Denial(exc.status, exc.message), token, from_cookie
-        return verdict, token, from_cookie
+            return Denial(exc.status, exc.message)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._session is None:
@@ -203,14 +194,17 @@ class Gateway:
         headers = req.forward
         token = ""
         if route.auth is not AuthMode.NONE:
-            verdict, token, from_cookie = await self._authorize(scope, route, req, forwarded)
-            if isinstance(verdict, Denial):
-                await _send_refusal(send, verdict, rid)
-                return
+            token, from_cookie = _credentials(route, req)
+            grant = self.gate.cached(route.auth, token)
+            if grant is None:
+                verdict = await self._verify(scope, route, token, forwarded)
+                if isinstance(verdict, Denial):
+                    await _send_refusal(send, verdict, rid)
+                    return
+                grant = verdict
             if from_cookie:
-                headers = [(n, v) for n, v in headers if n != "authorization"]
-                headers.append(("Authorization", f"Bearer {token}"))
-            headers.extend(verdict.headers)
+                headers = _with_bearer(headers, token)
+            headers.extend(grant.headers)
         headers.extend(forwarded)
         status = await proxy_http(
             self._session,
@@ -250,7 +244,10 @@ class Gateway:
         forwarded = forwarded_headers(scope, req.host, rid)
         headers = req.forward
         if route.auth is not AuthMode.NONE:
-            verdict, token, from_cookie = await self._authorize(scope, route, req, forwarded)
+            token, from_cookie = _credentials(route, req)
+            verdict = self.gate.cached(route.auth, token) or await self._verify(
+                scope, route, token, forwarded
+            )
             if isinstance(verdict, Denial):
                 if verdict.body is None:
                     await deny_websocket(scope, send, verdict.status, rid, message=verdict.message)
@@ -265,8 +262,7 @@ class Gateway:
                     )
                 return
             if from_cookie:
-                headers = [(n, v) for n, v in headers if n != "authorization"]
-                headers.append(("Authorization", f"Bearer {token}"))
+                headers = _with_bearer(headers, token)
             headers.extend(verdict.headers)
         headers.extend(forwarded)
         await proxy_websocket(
@@ -279,6 +275,23 @@ class Gateway:
             upstream_name=route.upstream,
             limits=self._ws_limits,
         )
+
+
+def _credentials(route: Route, req: RequestHeaders) -> tuple[str, bool]:
+    """The request's token, and whether it came from the `JWT` cookie."""
+    token = bearer_token(req.authorization)
+    if not token and route.auth is AuthMode.USER:
+        # The web UI's websockets cannot set Authorization; it sends the JWT cookie.
+        token = cookie_token(req.cookie)
+        return token, bool(token)
+    return token, False
+
+
+def _with_bearer(headers: list[tuple[str, str]], token: str) -> list[tuple[str, str]]:
+    # Services read the caller from Authorization only: give them the cookie's token there.
+    kept = [(n, v) for n, v in headers if n != "authorization"]
+    kept.append(("Authorization", f"Bearer {token}"))
+    return kept
 
 
 async def _send_refusal(send: Send, verdict: Denial, request_id: str) -> None:

@@ -205,6 +205,10 @@ class TokenGate:
         """The cache of one auth mode (device or user tokens)."""
         return self._caches[mode]
 
+    def cached(self, mode: AuthMode, token: str) -> Grant | None:
+        """The remembered grant of a token, if any: the hot path, no I/O."""
+        return self._caches[mode].get(token) if token else None
+
     async def check(
         self, mode: AuthMode, token: str, forwarded: Sequence[tuple[str, str]]
     ) -> Grant | Denial:
