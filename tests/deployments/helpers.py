@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -21,6 +22,7 @@ __all__ = [
     "ArtifactFactory",
     "device_headers",
     "multipart_body",
+    "run_mender_artifact",
     "user_headers",
 ]
 
@@ -104,6 +106,18 @@ class ArtifactFactory:
         data = out.read_bytes()
         self._cache[key] = data
         return data
+
+
+async def run_mender_artifact(*args: str) -> tuple[int, str]:
+    """Run the real `mender-artifact` tool; its exit status and combined output."""
+    process = await asyncio.create_subprocess_exec(
+        _MENDER_ARTIFACT,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode(errors="replace")
 
 
 def multipart_body(

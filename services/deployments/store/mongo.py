@@ -528,8 +528,14 @@ class MongoStore:
 
     async def release_update_types(self, tenant_id: str) -> list[str]:
         """Distinct update types."""
-        values = await self._c(RELEASES, tenant_id).distinct("artifacts.update_types")
-        return sorted(str(v) for v in values if v)
+        cursor = await self._c(RELEASES, tenant_id).aggregate(
+            [
+                {"$unwind": "$artifacts"},
+                {"$unwind": "$artifacts.update_types"},
+                {"$group": {"_id": "$artifacts.update_types"}},
+            ]
+        )
+        return sorted([str(row["_id"]) async for row in cursor if row.get("_id")])
 
     async def delete_releases(self, tenant_id: str, names: Sequence[str]) -> None:
         """Delete by names."""
