@@ -127,11 +127,10 @@ class TestDevices:
     async def test_check_in(self, store: MongoStore) -> None:
         device = _device()
         await store.insert_device("", device)
-        assert await store.touch_check_in("", device.id, now=NOW, older_than=NOW)
+        assert await store.touch_check_in("", device.id, now=NOW, last=None)
         later = NOW + timedelta(seconds=30)
-        assert not await store.touch_check_in(
-            "", device.id, now=later, older_than=later - timedelta(minutes=1)
-        )
+        assert not await store.touch_check_in("", device.id, now=later, last=None)
+        assert await store.touch_check_in("", device.id, now=later, last=NOW)
         assert await store.sync_check_in("", device.id, now=later, synced=None)
         assert not await store.sync_check_in("", device.id, now=later, synced=None)
         stored = await store.get_device("", device.id)

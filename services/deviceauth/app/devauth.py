@@ -307,9 +307,8 @@ class DevAuthApp:
             return
         synced = device.check_in_synced_ts
         if synced is not None and now - synced < CHECK_IN_SYNC_EVERY:
-            await self._store.touch_check_in(
-                tenant, device.id, now=now, older_than=now - CHECK_IN_EVERY
-            )
+            # Conditional on the value read, so concurrent requests write it once.
+            await self._store.touch_check_in(tenant, device.id, now=now, last=last)
             return
 
         async def sync(tx: DataStore) -> None:

@@ -83,9 +83,9 @@ class DataStore(Protocol):
         ...
 
     async def touch_check_in(
-        self, tenant_id: str, device_id: str, *, now: datetime, older_than: datetime
+        self, tenant_id: str, device_id: str, *, now: datetime, last: datetime | None
     ) -> bool:
-        """Set check_in_time to now unless it is already newer than `older_than`."""
+        """Set check_in_time to now if it is still `last` (None: never checked in)."""
         ...
 
     async def sync_check_in(

@@ -185,11 +185,17 @@ class MongoStore(DataStore):
         self, tenant_id: str, device_id: str, *, status: DeviceStatus, now: datetime
     ) -> Device | None:
         """Set the status, bump the revision; return the updated device or None."""
-        doc = await self._coll(DEVICES, tenant_id).find_one_and_update(
+        coll = self._coll(DEVICES, tenant_id)
+        # update + read rather than findAndModify: the embedded server answers the latter
+        # with a collection scan, the former two by _id.
+        result = await coll.update_one(
             {"_id": device_id},
             {"$set": {"status": status.value, "updated_ts": now}, "$inc": {"revision": 1}},
             session=self._session,
         )
+        if result.matched_count == 0:
+            return None
+        doc = await coll.find_one({"_id": device_id}, session=self._session)
         return _device(doc) if doc else None
 
     async def set_device_provisioned(
@@ -213,14 +219,11 @@ class MongoStore(DataStore):
         return result.matched_count == 1
 
     async def touch_check_in(
-        self, tenant_id: str, device_id: str, *, now: datetime, older_than: datetime
+        self, tenant_id: str, device_id: str, *, now: datetime, last: datetime | None
     ) -> bool:
-        """Set check_in_time to now unless it is already newer than `older_than`."""
+        """Set check_in_time to now if it is still `last` (None: never checked in)."""
         result = await self._coll(DEVICES, tenant_id).update_one(
-            {
-                "_id": device_id,
-                "$or": [{"check_in_time": None}, {"check_in_time": {"$lt": older_than}}],
-            },
+            {"_id": device_id, "check_in_time": last},
             {"$set": {"check_in_time": now}},
             session=self._session,
         )
