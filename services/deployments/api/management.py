@@ -207,15 +207,18 @@ async def download_link(
     return LinkOut.of(link)
 
 
-@router.get("/limits/{name}", response_model=StorageLimitOut)
-async def get_limit(
-    name: str, identity: UserIdentity, artifacts: ArtifactsAppDep
-) -> StorageLimitOut:
-    """The storage limit (0 = none) and usage; `storage` is the only limit."""
-    if name != "storage":
-        raise BadRequest(f"unsupported limit {name}")
+@router.get("/limits/storage", response_model=StorageLimitOut)
+async def get_limit(identity: UserIdentity, artifacts: ArtifactsAppDep) -> StorageLimitOut:
+    """The storage limit (0 = none) and usage."""
     limit, usage = await artifacts.storage_limit(identity.tenant)
     return StorageLimitOut(limit=limit, usage=usage)
+
+
+@router.get("/limits/{name}")
+async def get_unsupported_limit(name: str, identity: UserIdentity) -> None:
+    """Only the `storage` limit exists."""
+    del identity
+    raise BadRequest(f"unsupported limit {name}")
 
 
 # --- deployments: static paths first, so `/deployments/{id}` does not shadow them -------
