@@ -7,7 +7,8 @@ auth does for Mender. A 2xx lets the request through; any other answer (401, 403
 `Retry-After`, ...) goes back to the client as the verifier sent it.
 
 To keep an HTTP round trip off the hot path, a positive answer is remembered per token
-string for `min(ttl, exp - now)` seconds; negative answers are never remembered.
+string for `min(ttl, exp - now)` seconds; negative answers are never remembered. Parallel
+requests with a token that is being verified wait for that one verification.
 
 Consistency window: a token revoked at its issuer (device rejected or decommissioned, token
 deleted, user removed, personal access token revoked, logout through another gateway) keeps
@@ -20,6 +21,7 @@ check-in time) happen at most once per `ttl` for that token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -200,6 +202,10 @@ class TokenGate:
             )
             for mode in (AuthMode.DEVICE, AuthMode.USER)
         }
+        self._inflight: dict[AuthMode, dict[str, asyncio.Future[Grant | Denial]]] = {
+            AuthMode.DEVICE: {},
+            AuthMode.USER: {},
+        }
 
     def cache(self, mode: AuthMode) -> TokenCache:
         """The cache of one auth mode (device or user tokens)."""
@@ -222,6 +228,43 @@ class TokenGate:
         exp = token_expiry(token)
         if exp is None:
             return Denial(401, "malformed token")
+        inflight = self._inflight[mode]
+        pending = inflight.get(token)
+        if pending is not None:
+            # Requests with the same token arriving while it is being verified (every
+            # parallel request of a client when its cache entry expires) share that answer
+            # when it is a grant; a refusal may depend on the request, so they then ask
+            # for themselves.
+            try:
+                shared = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise
+            else:
+                if isinstance(shared, Grant):
+                    return shared
+            return await self._ask(mode, token, forwarded, exp)
+        future: asyncio.Future[Grant | Denial] = asyncio.get_running_loop().create_future()
+        inflight[token] = future
+        try:
+            verdict = await self._ask(mode, token, forwarded, exp)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiting requests get it too
+            raise
+        else:
+            future.set_result(verdict)
+            return verdict
+        finally:
+            del inflight[token]
+
+    async def _ask(
+        self, mode: AuthMode, token: str, forwarded: Sequence[tuple[str, str]], exp: float
+    ) -> Grant | Denial:
+        cache = self._caches[mode]
         started = cache.now()
         verdict = await self._verifier.verify(mode, token, forwarded)
         if isinstance(verdict, Grant):

@@ -183,6 +183,17 @@ class TestCache:
             assert r.status_code == 200
         assert len(verifier.calls) == 1
 
+    async def test_parallel_requests_share_one_verification(
+        self, gw: RunningGateway, verifier: VerifierControl
+    ) -> None:
+        verifier.delay = 0.2
+        token = make_token()
+        responses = await asyncio.gather(
+            *(gw.client.get(DEVICE_PATH, headers=_bearer(token)) for _ in range(10))
+        )
+        assert [r.status_code for r in responses] == [200] * 10
+        assert len(verifier.calls) == 1
+
     async def test_device_and_user_caches_are_separate(
         self, gw: RunningGateway, verifier: VerifierControl
     ) -> None:

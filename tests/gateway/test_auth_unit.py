@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import pytest
 from pydantic import ValidationError
 
-from gateway.auth import Denial, Grant, TokenCache, TokenGate, token_expiry
+from gateway.auth import (
+    Denial,
+    Grant,
+    TokenCache,
+    TokenGate,
+    VerifierUnavailable,
+    token_expiry,
+)
 from gateway.config import Settings
 from gateway.headers import bearer_token, cookie_token
 from gateway.ratelimit import RateLimiter
@@ -223,6 +230,73 @@ class TestTokenGate:
         assert isinstance(await pending, Grant)
         verifier.gate = None
         await gate.check(AuthMode.USER, token, [])
+        assert len(verifier.calls) == 2
+
+
+class TestConcurrentChecks:
+    def _gate(self, verifier: FakeVerifier) -> TokenGate:
+        clock = Clock()
+        return TokenGate(
+            verifier,
+            ttl=3.0,
+            max_size=100,
+            horizon=5.0,
+            clock=clock.monotonic,
+            wall_clock=clock.wall,
+        )
+
+    async def _run_five(self, gate: TokenGate, verifier: FakeVerifier, token: str) -> list[object]:
+        verifier.gate = asyncio.Event()
+        tasks = [asyncio.create_task(gate.check(AuthMode.DEVICE, token, [])) for _ in range(5)]
+        await asyncio.sleep(0)
+        verifier.gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def test_one_verification_for_parallel_requests(self) -> None:
+        verifier = FakeVerifier()
+        gate = self._gate(verifier)
+        results = await self._run_five(gate, verifier, make_token())
+        assert all(isinstance(r, Grant) for r in results)
+        assert len(verifier.calls) == 1
+
+    async def test_refusal_is_not_shared(self) -> None:
+        verifier = FakeVerifier()
+        verifier.verdict = Denial(429, body=b"{}")
+        gate = self._gate(verifier)
+        results = await self._run_five(gate, verifier, make_token())
+        assert all(isinstance(r, Denial) for r in results)
+        assert len(verifier.calls) == 5
+
+    async def test_unavailable_verifier_fails_everyone(self) -> None:
+        class Down(FakeVerifier):
+            async def verify(
+                self, mode: AuthMode, token: str, forwarded: Sequence[tuple[str, str]]
+            ) -> Grant | Denial:
+                self.calls.append((mode, token))
+                assert self.gate is not None
+                await self.gate.wait()
+                raise VerifierUnavailable(502, "deviceauth did not answer the token check")
+
+        verifier = Down()
+        gate = self._gate(verifier)
+        results = await self._run_five(gate, verifier, make_token())
+        assert all(isinstance(r, VerifierUnavailable) for r in results)
+        assert len(verifier.calls) == 1
+
+    async def test_cancelled_verification_lets_the_others_ask(self) -> None:
+        verifier = FakeVerifier()
+        verifier.gate = asyncio.Event()
+        gate = self._gate(verifier)
+        token = make_token()
+        leader = asyncio.create_task(gate.check(AuthMode.DEVICE, token, []))
+        await asyncio.sleep(0)
+        follower = asyncio.create_task(gate.check(AuthMode.DEVICE, token, []))
+        await asyncio.sleep(0)
+        leader.cancel()
+        await asyncio.sleep(0)
+        verifier.gate.set()
+        assert isinstance(await follower, Grant)
+        assert leader.cancelled()
         assert len(verifier.calls) == 2
 
 
