@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -15,24 +16,25 @@ from common.paging import Page
 from common.tokens import TokenVerifier, load_signing_key
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.app.errors import DeviceExists, DeviceUnauthorized
-from services.deviceauth.models import AuthStatus, DeviceStatus, Token, device_status_from
+from services.deviceauth.models import AuthStatus, DeviceStatus, device_status_from
+from services.deviceauth.store import DataStore
 from services.deviceauth.store.indexes import INDEXES
 from services.deviceauth.store.mongo import MongoStore
 from tests.deviceauth.conftest import FakeDevice, PrivateKey, sign
 
+T = TypeVar("T")
+
 
 class _RacingStore(MongoStore):
-    """A store that runs a hook just before a token is saved (another request's change)."""
+    """A store that lets another request's change commit just before the next transaction."""
 
-    before_save: Callable[[], object] | None = None
+    meanwhile: Callable[[], Awaitable[None]] | None = None
 
-    async def save_token(self, tenant_id: str, token: Token) -> None:
-        if self.before_save is not None:
-            hook, self.before_save = self.before_save, None
-            result = hook()
-            if asyncio.iscoroutine(result):
-                await result
-        await super().save_token(tenant_id, token)
+    async def atomically(self, work: Callable[[DataStore], Awaitable[T]]) -> T:
+        if self.meanwhile is not None:
+            change, self.meanwhile = self.meanwhile, None
+            await change()
+        return await super().atomically(work)
 
 
 @pytest.fixture
@@ -89,10 +91,28 @@ class TestAuthenticate:
         async def reject() -> None:
             await devauth.set_auth_set_status("", view.id, auth_id, status="rejected")
 
-        store.before_save = reject
+        store.meanwhile = reject
         with pytest.raises(DeviceUnauthorized):
             await devauth.authenticate(body, signature=signature)
         assert await store.get_token("", auth_id) is None
+
+    async def test_reject_concurrent_with_token_requests(
+        self, devauth: DevAuthApp, store: _RacingStore, device: FakeDevice
+    ) -> None:
+        body, signature = _request(device)
+        with pytest.raises(DeviceUnauthorized):
+            await devauth.authenticate(body, signature=signature)
+        [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        auth_id = view.auth_sets[0].id
+        for _ in range(3):
+            await devauth.set_auth_set_status("", view.id, auth_id, status="accepted")
+            await asyncio.gather(
+                *(devauth.authenticate(body, signature=signature) for _ in range(3)),
+                devauth.set_auth_set_status("", view.id, auth_id, status="rejected"),
+                return_exceptions=True,
+            )
+            # Whatever the interleaving, a rejected auth set keeps no token.
+            assert await store.get_token("", auth_id) is None
 
     async def test_concurrent_first_contacts(
         self, devauth: DevAuthApp, device: FakeDevice, wakes: list[int]

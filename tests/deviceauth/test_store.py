@@ -176,6 +176,16 @@ class TestAuthSets:
             pending.id: AuthStatus.PENDING,
         }
 
+    async def test_stamp_only_accepted(self, store: MongoStore) -> None:
+        device = _device()
+        accepted = _auth_set(device, "K1", AuthStatus.ACCEPTED)
+        pending = _auth_set(device, "K2")
+        for a in (accepted, pending):
+            await store.insert_auth_set("", a)
+        assert await store.stamp_accepted_auth_set("", accepted.id, now=NOW)
+        assert not await store.stamp_accepted_auth_set("", pending.id, now=NOW)
+        assert not await store.stamp_accepted_auth_set("t1", accepted.id, now=NOW)
+
     async def test_delete(self, store: MongoStore) -> None:
         device = _device()
         sets = [_auth_set(device, f"K{i}") for i in range(3)]

@@ -240,25 +240,21 @@ class DevAuthApp:
         if tenant:
             claims["mender.tenant"] = tenant
         raw = self._signer.sign(claims)
-        await self._store.save_token(
-            tenant,
-            Token(
-                id=auth_set.id,
-                device_id=auth_set.device_id,
-                issued_at=now,
-                expires_at=expires,
-            ),
+        token = Token(
+            id=auth_set.id, device_id=auth_set.device_id, issued_at=now, expires_at=expires
         )
-        # A reject (or decommission) that committed while the token was being made deleted
-        # nothing: look again, so that a stored token always means an accepted auth set.
-        current, device = await asyncio.gather(
-            self._store.get_auth_set(tenant, auth_set.id),
-            self._store.get_device(tenant, auth_set.device_id),
-        )
-        if current is None or current.status is not AuthStatus.ACCEPTED or device is None:
-            await self._store.delete_token(tenant, auth_set.id)
-            raise DeviceUnauthorized()
-        await self._check_in(tenant, device)
+
+        async def store_token(tx: DataStore) -> None:
+            # Writing to the auth set makes this transaction conflict with any concurrent
+            # change of its status, so a stored token always means an accepted auth set.
+            if not await tx.stamp_accepted_auth_set(tenant, auth_set.id, now=now):
+                raise DeviceUnauthorized()
+            await tx.save_token(tenant, token)
+
+        await self._store.atomically(store_token)
+        device = await self._store.get_device(tenant, auth_set.device_id)
+        if device is not None:
+            await self._check_in(tenant, device)
         return raw
 
     # -- token verification (the gateway's question on every cache miss) -------------------

@@ -122,6 +122,10 @@ class DataStore(Protocol):
         """Change the status of an auth set."""
         ...
 
+    async def stamp_accepted_auth_set(self, tenant_id: str, auth_id: str, *, now: datetime) -> bool:
+        """Record that a token is issued for an accepted auth set; False if not accepted."""
+        ...
+
     async def reject_accepted_auth_sets(
         self, tenant_id: str, device_id: str, *, keep: str
     ) -> list[str]:

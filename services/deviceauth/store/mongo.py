@@ -294,6 +294,15 @@ class MongoStore(DataStore):
             {"_id": auth_id}, {"$set": {"status": status.value}}, session=self._session
         )
 
+    async def stamp_accepted_auth_set(self, tenant_id: str, auth_id: str, *, now: datetime) -> bool:
+        """Record that a token is issued for an accepted auth set; False if not accepted."""
+        result = await self._coll(AUTH_SETS, tenant_id).update_one(
+            {"_id": auth_id, "status": AuthStatus.ACCEPTED.value},
+            {"$set": {"token_ts": now}},
+            session=self._session,
+        )
+        return result.matched_count == 1
+
     async def reject_accepted_auth_sets(
         self, tenant_id: str, device_id: str, *, keep: str
     ) -> list[str]:
