@@ -510,11 +510,8 @@ async def _upload(url: str, size: int, token: str) -> bool:
     digest = hashlib.sha256()
 
     async def chunks() -> AsyncIterator[bytes]:
-        sent = 0
-        while sent < size:
-            piece = CHUNK[: min(len(CHUNK), size - sent)]
+        for piece in _blob_chunks(size):
             digest.update(piece)
-            sent += len(piece)
             yield piece
 
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
@@ -526,14 +523,26 @@ async def _upload(url: str, size: int, token: str) -> bool:
     return bool(result["length"] == size and result["sha256"] == digest.hexdigest())
 
 
+def _blob_chunks(size: int) -> Iterator[bytes]:
+    sent = 0
+    while sent < size:
+        piece = CHUNK[: min(len(CHUNK), size - sent)]
+        sent += len(piece)
+        yield piece
+
+
 async def _download(url: str, size: int) -> bool:
-    received = 0
+    received, digest = 0, hashlib.sha256()
     timeout = aiohttp.ClientTimeout(total=None, sock_read=600)
     async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
         declared = resp.content_length
         async for chunk in resp.content.iter_any():
             received += len(chunk)
-    return received == size and declared == size
+            digest.update(chunk)
+    expected = hashlib.sha256()
+    for piece in _blob_chunks(size):
+        expected.update(piece)
+    return received == size and declared == size and digest.digest() == expected.digest()
 
 
 def run_transfers(gib: float) -> list[Transfer]:
@@ -593,12 +602,14 @@ def _machine() -> list[str]:
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    load = Path("/proc/loadavg").read_text().split()[:3]
     versions = {name: _version(name) for name in ("aiohttp", "uvicorn", "fastapi", "uvloop")}
     return [
         f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- nproc: {os.cpu_count()} ({cpu}), memory {mem_kib / 1024 / 1024:.1f} GiB",
         f"- kernel: {platform.release()}",
         f"- python: {platform.python_version()}",
+        f"- load average when the report was written: {' '.join(load)} (1, 5, 15 min)",
         "- " + ", ".join(f"{k} {v}" for k, v in versions.items()),
     ]
 
@@ -615,6 +626,7 @@ def write_report(
     throughput: tuple[dict[str, dict[int, Cell]], int] | None,
     transfers: list[Transfer] | None,
     duration: float,
+    rounds: int,
     load_tool: str,
 ) -> None:
     """Write the results as markdown."""
@@ -626,36 +638,53 @@ def write_report(
         lines += [
             "## One proxy hop",
             "",
-            f"Load: {load_tool}, {duration:g} s per cell after a 2 s warm-up; everything on",
-            "127.0.0.1 with one uvicorn worker per process (uvloop, httptools). The upstream is",
-            "a FastAPI route returning a small JSON object. The Fleetport gateway checks a",
-            "well-formed device JWT on every request (token cache on, default TTL 3 s);",
-            f"its verifier stub answered {verifier_calls} token checks during all its cells.",
+            f"Load: {load_tool}. Per concurrency, each target gets a 1 s warm-up, then",
+            f"{rounds} runs of {duration / rounds:g} s interleaved with the other targets'",
+            f"({duration:g} s per cell); the table shows the median run. `CPU µs/req` is the",
+            "user + system CPU time of the serving process per request over all its runs: it",
+            "does not depend on what else the machine is doing, unlike requests/s.",
+            "Everything runs on 127.0.0.1 with one uvicorn worker per process (uvloop,",
+            "httptools, the same server settings for all). The upstream is a FastAPI route",
+            "returning a small JSON object. The Fleetport gateway checks a well-formed device",
+            "JWT on every request (token cache on, default TTL 3 s); its verifier stub",
+            f"answered {verifier_calls} token checks during all of the gateway's runs.",
             "",
             "| path | "
-            + " | ".join(f"c={c} req/s | p50 ms | p99 ms" for c in concurrencies)
+            + " | ".join(f"c={c} req/s | p50 ms | p99 ms | CPU µs/req" for c in concurrencies)
             + " |",
-            "| --- | " + " | ".join("---: | ---: | ---:" for _ in concurrencies) + " |",
+            "| --- | " + " | ".join("---: | ---: | ---: | ---:" for _ in concurrencies) + " |",
         ]
         for name, cells in results.items():
             row = " | ".join(
-                f"{cells[c].rps:,.0f} | {cells[c].p50_ms:.2f} | {cells[c].p99_ms:.2f}"
+                f"{cells[c].rps:,.0f} | {cells[c].p50_ms:.2f} | {cells[c].p99_ms:.2f} | "
+                f"{cells[c].cpu_us:.0f}"
                 for c in concurrencies
             )
             lines.append(f"| {name} | {row} |")
         names = list(results)
         gateway, minimal = results[names[2]], results[names[1]]
         ratios = ", ".join(f"c={c}: {gateway[c].rps / minimal[c].rps:.2f}" for c in concurrencies)
+        cpu_ratios = ", ".join(
+            f"c={c}: {minimal[c].cpu_us / gateway[c].cpu_us:.2f}" for c in concurrencies
+        )
         errors = sum(cell.errors for cells in results.values() for cell in cells.values())
         lines += [
             "",
-            f"Fleetport gateway / minimal proxy throughput: {ratios} (target ≥ 0.70).",
-            f"Non-2xx responses and socket errors over all cells: {errors}.",
+            f"Fleetport gateway / minimal proxy, requests/s: {ratios} (target ≥ 0.70).",
+            f"Minimal proxy / Fleetport gateway, CPU per request: {cpu_ratios}.",
+            f"Non-2xx responses and socket errors over all runs: {errors}.",
+            "",
+            "Requests/s of every run, in order:",
             "",
         ]
+        for name, cells in results.items():
+            for c in concurrencies:
+                runs = ", ".join(f"{x:,.0f}" for x in cells[c].runs)
+                lines.append(f"- {name}, c={c}: {runs}")
+        lines.append("")
     if transfers:
         lines += [
-            "## Streaming 1 GiB through the gateway",
+            f"## Streaming {transfers[0].size / GIB:g} GiB through the gateway",
             "",
             "A chunked upload to a user route whose upstream hashes and discards it, and a",
             "download with Content-Length from a signed-link route. RSS of the gateway process",
@@ -707,6 +736,7 @@ def main() -> int:
         throughput=throughput,
         transfers=transfers,
         duration=args.duration,
+        rounds=args.rounds,
         load_tool=load_tool,
     )
     return 0
