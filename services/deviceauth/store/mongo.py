@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -121,6 +122,8 @@ class MongoStore(DataStore):
                     or attempt >= _TRANSACTION_ATTEMPTS
                 ):
                     raise
+                # A concurrent transaction wrote the same document: let it finish first.
+                await asyncio.sleep(0.005 * attempt)
                 attempt += 1
 
     async def add_effects(self, effects: Sequence[Effect]) -> None:
