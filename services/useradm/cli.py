@@ -6,18 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import uvicorn
-from pydantic import ValidationError
-
-from common.errors import BadRequest, Conflict
-from common.mongo import create_client, ensure_indexes
-from services.useradm.app import PasswordHasher, UsersApp
-from services.useradm.config import Settings
-from services.useradm.main import NAME, create_app
-from services.useradm.store.indexes import INDEXES
-from services.useradm.store.mongo import MongoStore
+if TYPE_CHECKING:
+    from services.useradm.config import Settings
 
 __all__ = ["EXIT_CONFLICT", "EXIT_FAILURE", "EXIT_INVALID", "main"]
 
@@ -45,9 +37,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _create_user(settings: Settings, email: str, password: str, user_id: str | None) -> str:
+    # Imported here: a command line that only parses its arguments should start quickly.
+    from common.mongo import create_client, ensure_indexes
+    from services.useradm.app.passwords import PasswordHasher
+    from services.useradm.app.users import UsersApp
+    from services.useradm.config import SERVICE_NAME
+    from services.useradm.store.indexes import INDEXES
+    from services.useradm.store.mongo import MongoStore
+
     client = create_client(settings.mongo_url)
     try:
-        db = client[settings.mongo_db or NAME]
+        db = client[settings.mongo_db or SERVICE_NAME]
         await ensure_indexes(db, INDEXES)
         users = UsersApp(MongoStore(client, db), PasswordHasher(cost=settings.bcrypt_cost))
         user = await users.create_user("", email=email, password=password, user_id=user_id)
@@ -57,6 +57,10 @@ async def _create_user(settings: Settings, email: str, password: str, user_id: s
 
 
 def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from services.useradm.main import create_app
+
     uvicorn.run(
         create_app(settings),
         host=settings.listen_host,
@@ -68,6 +72,11 @@ def _serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; return the process exit status."""
     args = _parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    from common.errors import BadRequest, Conflict
+    from services.useradm.config import Settings
+
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import BaseServiceSettings
 
-__all__ = ["Settings"]
+__all__ = ["SERVICE_NAME", "Settings"]
+
+SERVICE_NAME: Final = "useradm"
 
 
 class Settings(BaseServiceSettings):
@@ -18,7 +20,7 @@ class Settings(BaseServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="USERADM_", extra="ignore", frozen=True)
 
-    mongo_db: str = "useradm"
+    mongo_db: str = SERVICE_NAME
     # PEM private key (RSA → RS256, Ed25519 → EdDSA) that signs user tokens. A file named
     # `private.id.<N>.pem` gives the key id N (else 0); other `private.id.<M>.pem` files in
     # the same directory are loaded too, so tokens of rotated-out keys keep verifying.

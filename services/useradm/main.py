@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Final
 
 from fastapi import FastAPI
 
@@ -21,13 +20,11 @@ from services.useradm.app import (
     UsersApp,
     load_key_ring,
 )
-from services.useradm.config import Settings
+from services.useradm.config import SERVICE_NAME, Settings
 from services.useradm.store.indexes import INDEXES
 from services.useradm.store.mongo import MongoStore
 
-__all__ = ["NAME", "create_app"]
-
-NAME: Final = "useradm"
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     return create_service_app(
         config,
-        name=NAME,
+        name=SERVICE_NAME,
         internal_prefix=INTERNAL_PREFIX,
         routers=[management_v1, management_v2, internal_router],
         indexes=INDEXES,

@@ -27,7 +27,8 @@ ForwardedUri = Annotated[str, Header(alias="X-Forwarded-Uri")]
 ForwardedMethod = Annotated[str, Header(alias="X-Forwarded-Method")]
 
 
-@router.api_route("/auth/verify", methods=["GET", "POST"], status_code=200)
+@router.get("/auth/verify", status_code=200)
+@router.post("/auth/verify", status_code=200)
 async def verify_token(
     token: PresentedToken,
     auth: AuthAppDep,

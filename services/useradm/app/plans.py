@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from common.paging import Page
 from services.useradm.models import Plan, PlanBinding
+
+if TYPE_CHECKING:
+    from common.paging import Page
 
 __all__ = ["PLANS", "PlansApp"]
 
