@@ -118,6 +118,7 @@ class Gateway:
             self._session = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: an HTTP request, a websocket, or the lifespan."""
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -238,8 +239,16 @@ class Gateway:
                 scope, send, 503, rid, message=f"{route.upstream} is not available"
             )
             return
-        if self._rate_limited(scope):
-            await deny_websocket(scope, send, 429, rid, message="too many requests")
+        wait = self._rate_limited(scope)
+        if wait:
+            await deny_websocket(
+                scope,
+                send,
+                429,
+                rid,
+                message="too many requests",
+                headers=((b"retry-after", str(wait).encode()),),
+            )
             return
         forwarded = forwarded_headers(scope, req.host, rid)
         headers = req.forward

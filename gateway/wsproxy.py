@@ -59,13 +59,17 @@ async def deny_websocket(
     *,
     message: str = "",
     body: bytes | None = None,
-    headers: tuple[tuple[bytes, bytes], ...] = (_JSON,),
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    """Refuse a handshake with an HTTP answer, or a plain close where that is unsupported."""
+    """Refuse a handshake with an HTTP answer, or a plain close where that is unsupported.
+
+    Without `body`, the answer is the gateway's error body for `message` plus `headers`;
+    with it, `body` and `headers` are relayed as they are (a verifier's or upstream's).
+    """
     if "websocket.http.response" in scope.get("extensions", {}):
         if body is None:
             body = error_body(message, request_id)
-            headers = (_JSON,)
+            headers = (_JSON, *headers)
         await send_ws_denial(send, status, body, request_id, headers)
     else:
         await send({"type": "websocket.close", "code": 1008})

@@ -154,6 +154,9 @@ class StubService:
             await self._broken(send)
         elif path.endswith("/hop"):
             await self._hop(send)
+        elif path.endswith("/early"):
+            # Refuses before reading the body, as a size check on Content-Length does.
+            await self._json(send, 413, {"error": "too large", "request_id": ""})
         else:
             await self._describe(scope, receive, send, query)
 

@@ -192,6 +192,46 @@ class TestRequestBodies:
         assert f"{path}-then" in completed
         assert path not in completed
 
+    async def test_upstream_refusing_before_the_body(self, gw: RunningGateway) -> None:
+        # The upstream answers 413 on the headers alone; the client is still uploading.
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                b"POST /api/management/v1/useradm/auth/early HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\nX-MEN-RequestID: early-1\r\n\r\n"
+                b"400\r\n" + b"a" * 1024 + b"\r\n"
+            )
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 413 ")
+        assert b"x-men-requestid: early-1" in head
+        assert (await gw.client.get(PUBLIC)).status_code == 200
+
+    async def test_expect_continue(self, gw: RunningGateway) -> None:
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                f"PUT {PUBLIC} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.read(-1), 5)
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        sent = json.loads(body)
+        assert sent["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
+        assert "expect" not in {name for name, _ in sent["headers"]}
+
 
 class TestResponseBodies:
     async def test_download_keeps_content_length(self, gw: RunningGateway) -> None:

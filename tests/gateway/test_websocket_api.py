@@ -152,6 +152,19 @@ class TestDeviceConnect:
                     pass
             assert caught.value.response.status_code == 503
 
+    async def test_rate_limited(self, gateway_factory: GatewayFactory) -> None:
+        async with gateway_factory(rate_limit_per_second=0.2, rate_limit_burst=1) as gw:
+            async with _open(gw, DEVICE_WS, make_token()) as ws:
+                await ws.send("x")
+                await ws.recv()
+            with pytest.raises(InvalidStatus) as caught:
+                async with _open(gw, DEVICE_WS, make_token()):
+                    pass
+            response = caught.value.response
+            assert response.status_code == 429
+            assert response.headers["Retry-After"] == "5"
+            assert json.loads(response.body)["error"] == "too many requests"
+
 
 class TestUserSessions:
     async def test_terminal_with_user_token(
