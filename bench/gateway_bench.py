@@ -32,6 +32,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -620,6 +621,10 @@ def _version(dist: str) -> str:
     return version(dist)
 
 
+def _paragraph(text: str) -> list[str]:
+    return textwrap.wrap(text, width=92, break_on_hyphens=False)
+
+
 def write_report(
     path: Path,
     *,
@@ -638,16 +643,19 @@ def write_report(
         lines += [
             "## One proxy hop",
             "",
-            f"Load: {load_tool}. Per concurrency, each target gets a 1 s warm-up, then",
-            f"{rounds} runs of {duration / rounds:g} s interleaved with the other targets'",
-            f"({duration:g} s per cell); the table shows the median run. `CPU µs/req` is the",
-            "user + system CPU time of the serving process per request over all its runs: it",
-            "does not depend on what else the machine is doing, unlike requests/s.",
-            "Everything runs on 127.0.0.1 with one uvicorn worker per process (uvloop,",
-            "httptools, the same server settings for all). The upstream is a FastAPI route",
-            "returning a small JSON object. The Fleetport gateway checks a well-formed device",
-            "JWT on every request (token cache on, default TTL 3 s); its verifier stub",
-            f"answered {verifier_calls} token checks during all of the gateway's runs.",
+            *_paragraph(
+                f"Load: {load_tool}. Per concurrency, each target gets a 1 s warm-up, then "
+                f"{rounds} runs of {duration / rounds:g} s interleaved with the other "
+                f"targets' ({duration:g} s per cell); the table shows the median run. "
+                "`CPU µs/req` is the user + system CPU time of the serving process per "
+                "request over all its runs: unlike requests/s, it hardly depends on what "
+                "else the machine is doing. Everything runs on 127.0.0.1 with one uvicorn "
+                "worker per process (uvloop, httptools, the same server settings for all). "
+                "The upstream is a FastAPI route returning a small JSON object. The Fleetport "
+                "gateway checks a well-formed device JWT on every request (token cache on, "
+                f"default TTL 3 s); its verifier stub answered {verifier_calls} token checks "
+                "during all of the gateway's runs."
+            ),
             "",
             "| path | "
             + " | ".join(f"c={c} req/s | p50 ms | p99 ms | CPU µs/req" for c in concurrencies)
@@ -686,9 +694,12 @@ def write_report(
         lines += [
             f"## Streaming {transfers[0].size / GIB:g} GiB through the gateway",
             "",
-            "A chunked upload to a user route whose upstream hashes and discards it, and a",
-            "download with Content-Length from a signed-link route. RSS of the gateway process",
-            "(`VmRSS`, sampled every 20 ms).",
+            *_paragraph(
+                "A chunked upload to a user route whose upstream hashes and discards it, and "
+                "a download with Content-Length from a signed-link route, both checked "
+                "against a SHA-256 of what was sent. RSS of the gateway process (`VmRSS`, "
+                "sampled every 20 ms)."
+            ),
             "",
             "| transfer | size | time | MiB/s | intact | RSS before | RSS peak | RSS after |",
             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
