@@ -135,8 +135,11 @@ class OutboxRelay:
                 raise
             except Exception:  # the loop must survive a database hiccup
                 _log.exception("outbox delivery pass failed")
+            # asyncio.timeout, unlike wait_for on 3.11, never swallows a cancellation that
+            # arrives together with a wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def deliver_due(self) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,36 +35,6 @@ def _signing_key(settings: Settings) -> SigningKey:
     return SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
-@asynccontextmanager
-async def _deliver_effects(relay: OutboxRelay, *, interval: float) -> AsyncIterator[asyncio.Event]:
-    """Run the relay's delivery passes; setting the yielded event asks for one now.
-
-    `OutboxRelay.running()` waits with `asyncio.wait_for`, which on Python 3.11 can swallow
-    the shutdown cancellation when a wake-up arrives at the same moment; `asyncio.timeout`
-    does not, so this loop drives `deliver_due()` itself.
-    """
-    wake = asyncio.Event()
-
-    async def loop() -> None:
-        while True:
-            try:
-                await relay.deliver_due()
-            except Exception:  # the loop must outlive a database hiccup; the next pass retries
-                _log.exception("outbox delivery pass failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await wake.wait()
-            wake.clear()
-
-    task = asyncio.create_task(loop(), name="deviceauth-outbox")
-    try:
-        yield wake
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the deviceauth app; `clock` replaces the wall clock (tests)."""
     config = settings or Settings()
@@ -77,8 +45,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         keys = [signer]
         if config.server_fallback_priv_key_path is not None:
             keys.append(load_signing_key(config.server_fallback_priv_key_path))
-        relay = OutboxRelay(res.db, res.http, config.peers())
-        async with _deliver_effects(relay, interval=config.outbox_poll_interval) as wake:
+        relay = OutboxRelay(
+            res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
+        )
+        async with relay.running():
             app.state.devauth = DevAuthApp(
                 MongoStore(res.mongo, res.db),
                 signer=signer,
@@ -86,7 +56,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 issuer=config.jwt_issuer,
                 token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
                 default_max_devices=config.max_devices,
-                wake=wake.set,
+                wake=relay.wake,
                 clock=clock,
             )
             yield
