@@ -43,9 +43,19 @@ UPLOADS: Final = "uploads"
 JOBS: Final = "generate_jobs"
 
 _T: Final = ("tenant_id", ASCENDING)
+# Every lookup by id also names the tenant; this index serves that pair directly. The
+# embedded server's planner only picks an index covering every condition of a query, so the
+# compare-and-set lookups (`_id` plus a state field) get their own indexes too.
+_BY_ID: Final = IndexModel([_T, ("_id", ASCENDING)], name="tenant_id")
+
+
+def _by_id_and(field: str) -> IndexModel:
+    return IndexModel([_T, ("_id", ASCENDING), (field, ASCENDING)], name=f"tenant_id_{field}")
+
 
 INDEXES: Final[dict[str, list[IndexModel]]] = {
     ARTIFACTS: [
+        _BY_ID,
         IndexModel(
             [_T, ("meta_artifact.name", ASCENDING), ("meta_artifact.depends_idx", ASCENDING)],
             unique=True,
@@ -60,6 +70,8 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         IndexModel([_T, ("modified", ASCENDING)]),
     ],
     DEPLOYMENTS: [
+        _BY_ID,
+        _by_id_and("status"),
         IndexModel([_T, ("created", DESCENDING)], name="deploymentCreated"),
         IndexModel([_T, ("search_tokens", ASCENDING)], name="deploymentSearch"),
         IndexModel([_T, ("name", ASCENDING), ("created", ASCENDING)], name="deployment_name"),
@@ -78,8 +90,10 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             partialFilterExpression={"active": True},
         ),
     ],
-    DEPLOYMENT_STATS: [IndexModel([_T, ("_id", ASCENDING)])],
+    DEPLOYMENT_STATS: [_BY_ID, _by_id_and("room"), _by_id_and("status")],
     DEVICE_DEPLOYMENTS: [
+        _BY_ID,
+        _by_id_and("status"),
         IndexModel(
             [_T, ("deviceid", ASCENDING), ("status", ASCENDING), ("created", ASCENDING)],
             name="deviceIdWithStatusByCreated",
@@ -108,6 +122,7 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
     LAST_STATUS: [IndexModel([_T, ("device_id", ASCENDING)], unique=True)],
     RELEASES: [
         IndexModel([_T, ("name", ASCENDING)], unique=True, name="release_name"),
+        IndexModel([_T, ("name", ASCENDING), ("artifacts.id", ASCENDING)]),
         IndexModel([_T, ("tags", ASCENDING)], name="release_tags"),
         IndexModel([_T, ("modified", ASCENDING)]),
         IndexModel([_T, ("artifacts_count", ASCENDING)], name="release_artifacts_count"),
@@ -116,8 +131,10 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
     LIMITS: [IndexModel([_T, ("name", ASCENDING)], unique=True)],
     SETTINGS: [IndexModel([_T], unique=True)],
     UPLOADS: [
+        _BY_ID,
+        _by_id_and("state"),
         IndexModel([_T, ("key", ASCENDING)], unique=True),
         IndexModel([_T, ("state", ASCENDING)]),
     ],
-    JOBS: [IndexModel([_T, ("state", ASCENDING)])],
+    JOBS: [_BY_ID, IndexModel([_T, ("state", ASCENDING)])],
 }

@@ -234,6 +234,8 @@ def _stats_doc(deployment: Deployment) -> Document:
         "device_count": deployment.device_count,
         "total_size": deployment.total_size,
         "max_devices": deployment.max_devices,
+        # Devices that may still start; a plain field so the claim needs no `$expr`.
+        "room": deployment.max_devices - deployment.device_count,
         "status": deployment.status,
     }
 
@@ -406,15 +408,20 @@ class MongoStore:
     async def smallest_compatible_artifact(
         self, tenant_id: str, artifact_ids: Sequence[str], device_type: str
     ) -> Artifact | None:
-        """Smallest by size among the ids for the device type."""
-        doc = await self._c(ARTIFACTS, tenant_id).find_one(
-            {
-                "_id": {"$in": list(artifact_ids)},
-                "meta_artifact.device_types_compatible": device_type,
-            },
-            sort=[("size", ASCENDING), ("_id", ASCENDING)],
+        """Smallest by size among the ids for the device type.
+
+        A deployment names few artifacts; they are fetched by id (index) and the device
+        type is checked here.
+        """
+        cursor = (
+            self._c(ARTIFACTS, tenant_id)
+            .find({"_id": {"$in": list(artifact_ids)}})
+            .sort([("size", ASCENDING), ("_id", ASCENDING)])
         )
-        return _artifact(doc) if doc else None
+        async for doc in cursor:
+            if device_type in (doc.get("meta_artifact") or {}).get("device_types_compatible", []):
+                return _artifact(doc)
+        return None
 
     async def set_artifact_description(
         self, tenant_id: str, artifact_id: str, description: str, modified: datetime
@@ -663,11 +670,12 @@ class MongoStore:
             increments[key] = increments.get(key, 0) + 1
         if change.devices:
             increments["device_count"] = change.devices
+            increments["room"] = -change.devices
         if change.add_size:
             increments["total_size"] = change.add_size
         query: Document = {"_id": deployment_id}
         if require_room:
-            query["$expr"] = {"$lt": ["$device_count", "$max_devices"]}
+            query["room"] = {"$gt": 0}
         counters = await self._c(DEPLOYMENT_STATS, tenant_id).find_one_and_update(
             query, {"$inc": increments}, return_document=ReturnDocument.AFTER
         )

@@ -1,0 +1,161 @@
+"""Unit tests of small pure pieces: ranges, tokens, depends, tags, statuses, the writer."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from common.errors import BadRequest
+from services.deployments.app.deployments import REPORTABLE_STATUSES, status_filter
+from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
+from services.deployments.app.parser import ArtifactParser
+from services.deployments.app.releases import normalize_tags
+from services.deployments.app.writer import write_single_file_artifact
+from services.deployments.models import ACTIVE_STATUSES, STAT_NAMES, DeviceDeploymentStatus
+from services.deployments.store import StatsChange
+from services.deployments.store.mongo import depends_combinations, search_tokens
+from tests.deployments.helpers import run_mender_artifact
+
+
+class TestByteRange:
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            (None, None),
+            ("", None),
+            ("bytes=0-9", (0, 9)),
+            ("bytes=10-", (10, 99)),
+            ("bytes=-5", (95, 99)),
+            ("bytes=-500", (0, 99)),
+            ("bytes=90-500", (90, 99)),
+            ("bytes=0-1,4-5", None),
+            ("items=0-1", None),
+            ("bytes=-", None),
+        ],
+    )
+    def test_ranges(self, header: str | None, expected: tuple[int, int] | None) -> None:
+        assert byte_range(header, 100) == expected
+
+    @pytest.mark.parametrize("header", ["bytes=100-", "bytes=5-2", "bytes=-0"])
+    def test_unsatisfiable(self, header: str) -> None:
+        with pytest.raises(RangeNotSatisfiable) as caught:
+            byte_range(header, 100)
+        assert caught.value.headers == {"Content-Range": "bytes */100"}
+
+
+class TestSearchTokens:
+    def test_tokens(self) -> None:
+        assert search_tokens("Spring Rollout", "app-1.0") == ["spring", "rollout", "app", "1", "0"]
+        assert search_tokens("") == []
+        assert search_tokens("a  a--b") == ["a", "b"]
+
+
+class TestDependsCombinations:
+    def test_unwinds_lists(self) -> None:
+        combos = depends_combinations({"device_type": ["b", "a"], "checksum": "2"})
+        assert combos == [
+            '{"checksum":"2","device_type":"a"}',
+            '{"checksum":"2","device_type":"b"}',
+        ]
+
+    def test_order_independent(self) -> None:
+        assert depends_combinations({"x": ["1"], "device_type": ["a"]}) == depends_combinations(
+            {"device_type": ["a"], "x": "1"}
+        )
+
+
+class TestTags:
+    def test_normalized(self) -> None:
+        assert normalize_tags(["A", "a", "b.c-d_e"]) == ["a", "b.c-d_e"]
+
+    @pytest.mark.parametrize(
+        "tags", [["with space"], [""], [5], [f"t{i}" for i in range(21)], ["x" * 1025]]
+    )
+    def test_refused(self, tags: list[object]) -> None:
+        with pytest.raises(BadRequest):
+            normalize_tags(tags)
+
+
+class TestStatuses:
+    def test_menders_integers(self) -> None:
+        assert DeviceDeploymentStatus.FAILURE == 256
+        assert DeviceDeploymentStatus.PENDING == 2304
+        assert DeviceDeploymentStatus.DECOMMISSIONED == 3328
+        assert DeviceDeploymentStatus.from_label("already-installed") == 3072
+        assert {s.label for s in ACTIVE_STATUSES} == {
+            "pause_before_installing",
+            "pause_before_committing",
+            "pause_before_rebooting",
+            "downloading",
+            "installing",
+            "rebooting",
+            "pending",
+        }
+        assert len(STAT_NAMES) == 13
+        assert DeviceDeploymentStatus.PENDING not in REPORTABLE_STATUSES
+
+    def test_filters(self) -> None:
+        assert status_filter(None) is None
+        assert status_filter("pause") == sorted(
+            s for s in DeviceDeploymentStatus if s.label.startswith("pause")
+        )
+        assert status_filter("success") == [DeviceDeploymentStatus.SUCCESS]
+        with pytest.raises(BadRequest):
+            status_filter("sleeping")
+
+    def test_stats_change_inverse(self) -> None:
+        change = StatsChange(decrement="pending", increment="success", devices=1, add_size=7)
+        assert change.inverse() == StatsChange(
+            decrement="success", increment="pending", devices=-1, add_size=-7
+        )
+
+
+class TestWriter:
+    async def test_single_file_artifact(self, tmp_path: Path) -> None:
+        source = tmp_path / "motd"
+        source.write_bytes(b"welcome\n" * 1000)
+        out = io.BytesIO()
+        write_single_file_artifact(
+            out,
+            name="motd-1",
+            device_types=["a", "b"],
+            source=source,
+            filename="motd",
+            dest_dir="/etc",
+            permissions="600",
+            mtime=1_700_000_000,
+        )
+        parser = ArtifactParser()
+        parser.feed(out.getvalue())
+        meta = parser.finish()
+        assert meta.name == "motd-1"
+        assert meta.device_types_compatible == ["a", "b"]
+        assert meta.provides == {
+            "artifact_name": "motd-1",
+            "rootfs-image.single-file.version": "motd-1",
+        }
+        assert [(f.name, f.size) for f in meta.updates[0].files] == [
+            ("dest_dir", 5),
+            ("filename", 5),
+            ("permissions", 4),
+            ("motd", 8000),
+        ]
+        path = tmp_path / "motd.mender"
+        path.write_bytes(out.getvalue())
+        code, output = await run_mender_artifact("validate", str(path))
+        assert code == 0, output
+
+    def test_refuses_bad_names(self, tmp_path: Path) -> None:
+        source = tmp_path / "f"
+        source.write_bytes(b"x")
+        with pytest.raises(ValueError, match="invalid payload file name"):
+            write_single_file_artifact(
+                io.BytesIO(),
+                name="n",
+                device_types=["a"],
+                source=source,
+                filename="../x",
+                dest_dir="/d",
+            )
