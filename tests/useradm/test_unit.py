@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from common.errors import ServiceError
+from common.paging import Page
 from common.tokens import SigningKey, TokenExpired, TokenInvalid
-from services.useradm.app import AuthApp, KeyRing, PasswordHasher, TokenPolicy, errors
+from services.useradm.app import AuthApp, KeyRing, PasswordHasher, PlansApp, TokenPolicy, errors
 from services.useradm.app.users import check_password, normalize_email
-from services.useradm.models import StoredToken, User
+from services.useradm.models import Plan, PlanFeatures, StoredToken, User
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _ED = ed25519.Ed25519PrivateKey.generate()
@@ -238,3 +239,18 @@ class TestAuthApp:
             with pytest.raises(ServiceError) as caught:
                 await app.verify(token, **forwarded)
             assert caught.value.status_code == status
+
+
+class TestPlansApp:
+    def test_one_plan_is_the_binding(self) -> None:
+        plan = Plan(name="os", display_name="Open source", features=PlanFeatures(terminal=True))
+        plans = PlansApp((plan,))
+        assert plans.plan_binding().plan == plan
+        assert plans.list_plans(Page(page=1, per_page=20)) == [plan]
+        assert plans.list_plans(Page(page=2, per_page=20)) == []
+
+    def test_paging(self) -> None:
+        many = tuple(Plan(name=f"p{i}", display_name=f"P{i}") for i in range(5))
+        plans = PlansApp(many)
+        assert [p.name for p in plans.list_plans(Page(page=2, per_page=2))] == ["p2", "p3"]
+        assert plans.plan_binding().plan.name == ""

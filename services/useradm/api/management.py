@@ -67,9 +67,7 @@ async def login(credentials: BasicCredentials, options: LoginOptions, auth: Auth
 @management_v1.post("/auth/logout", status_code=202, dependencies=[JsonBody])
 async def logout(identity: UserIdentity, auth: AuthAppDep) -> Response:
     """End the session of the presented token; it stops working at once."""
-    token_id = _token_id(identity)
-    if token_id is not None:
-        await auth.logout(identity.tenant, user_id=identity.subject, token_id=token_id)
+    await auth.logout(identity.tenant, user_id=identity.subject, token_id=_token_id(identity))
     return Response(status_code=202)
 
 

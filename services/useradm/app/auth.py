@@ -107,9 +107,11 @@ class AuthApp:
         await self._store.set_login_ts(_LOGIN_TENANT, user.id, record.issued_at)
         return token
 
-    async def logout(self, tenant_id: str, *, user_id: str, token_id: str) -> None:
+    async def logout(self, tenant_id: str, *, user_id: str, token_id: str | None) -> None:
         """End the session of a token: it stops verifying at once."""
-        await self._store.delete_token(tenant_id, user_id=user_id, token_id=token_id)
+        # A token without an id was never issued here, so there is no session to end.
+        if token_id is not None:
+            await self._store.delete_token(tenant_id, user_id=user_id, token_id=token_id)
 
     async def verify(self, token: str, *, forwarded_uri: str, forwarded_method: str) -> None:
         """Accept a token for the described request, or raise the reason it is refused.
