@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import hashlib
 import json
 import socket
@@ -154,6 +155,15 @@ class StubService:
             await self._broken(send)
         elif path.endswith("/hop"):
             await self._hop(send)
+        elif path.endswith("/gzip"):
+            body = gzip.compress(b'{"compressed": true}' * 100)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-encoding", b"gzip"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         elif path.endswith("/early"):
             # Refuses before reading the body, as a size check on Content-Length does.
             await self._json(send, 413, {"error": "too large", "request_id": ""})

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from common.embedded import free_port
-from gateway.routes import ROUTES, AuthMode
+from gateway.routes import ROUTES, AuthMode, Route
 from tests.gateway.conftest import GatewayFactory, RunningGateway
-from tests.gateway.stubs import VerifierControl, make_token
+from tests.gateway.stubs import DEVICE_VERIFY, USER_VERIFY, VerifierControl, make_token
 
 
 def _assert_error(response: httpx.Response, status: int, message: str | None = None) -> None:
@@ -48,19 +48,21 @@ class TestStatus:
 class TestRouteTable:
     @pytest.mark.parametrize("route", ROUTES, ids=[r.prefix for r in ROUTES])
     async def test_prefix_reaches_its_upstream(
-        self, gw: RunningGateway, verifier: VerifierControl, route: object
+        self, gw: RunningGateway, verifier: VerifierControl, route: Route
     ) -> None:
-        assert hasattr(route, "prefix")
-        path = _example_path(route.prefix)  # type: ignore[attr-defined]
-        token = make_token(device=route.auth is AuthMode.DEVICE)  # type: ignore[attr-defined]
+        path = _example_path(route.prefix)
+        token = make_token(device=route.auth is AuthMode.DEVICE)
         r = await gw.client.get(path, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["upstream"] == route.upstream  # type: ignore[attr-defined]
+        assert body["upstream"] == route.upstream
         assert body["path"] == path
-        assert r.headers["x-upstream"] == route.upstream  # type: ignore[attr-defined]
-        expected_calls = 0 if route.auth is AuthMode.NONE else 1  # type: ignore[attr-defined]
-        assert len(verifier.calls) == expected_calls
+        assert r.headers["x-upstream"] == route.upstream
+        assert len(verifier.calls) == (0 if route.auth is AuthMode.NONE else 1)
+        if route.auth is AuthMode.DEVICE:
+            assert verifier.calls[0]["path"] == DEVICE_VERIFY
+        elif route.auth is AuthMode.USER:
+            assert verifier.calls[0]["path"] == USER_VERIFY
 
     async def test_path_and_query_untouched(self, gw: RunningGateway) -> None:
         raw = "/api/management/v1/useradm/auth/login/a%2Fb%20c/%7Euser;x=1"
