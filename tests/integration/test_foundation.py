@@ -101,10 +101,10 @@ class TestMakeRun:
                 if not line:
                     break
                 lines.append(line)
-                if "ready" in line:
+                if line.startswith("Fleetport ready at "):
                     break
             assert lines, "the launcher printed nothing"
-            assert "ready" in lines[-1], "".join(lines)
+            assert lines[-1].startswith("Fleetport ready at "), "".join(lines)
             assert f"http://127.0.0.1:{port}" in lines[-1]
             r = httpx.post(
                 f"http://127.0.0.1:{port}{LOGIN}", auth=("owner@example.com", "owner-password-1")
