@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,60 +54,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
         signer = URLSigner(settings.presign_secret)
-        storage: Storage
-        s3: S3Storage | None = None
-        if settings.storage_default == "aws":
-            s3 = S3Storage(
-                endpoint_url=settings.aws_uri,
-                bucket=settings.aws_bucket,
-                region=settings.aws_region,
-                access_key_id=settings.aws_auth_key,
-                secret_access_key=settings.aws_auth_secret,
-                external_url=settings.aws_external_uri,
-                force_path_style=settings.aws_force_path_style,
-                create_bucket=settings.aws_create_bucket,
+        async with contextlib.AsyncExitStack() as stack:
+            storage: Storage
+            if settings.storage_default == "aws":
+                storage = await stack.enter_async_context(
+                    S3Storage(
+                        endpoint_url=settings.aws_uri,
+                        bucket=settings.aws_bucket,
+                        region=settings.aws_region,
+                        access_key_id=settings.aws_auth_key,
+                        secret_access_key=settings.aws_auth_secret,
+                        external_url=settings.aws_external_uri,
+                        force_path_style=settings.aws_force_path_style,
+                        create_bucket=settings.aws_create_bucket,
+                    )
+                )
+            else:
+                storage = LocalStorage(settings.storage_path, signer)
+                await storage.health_check()
+            store = MongoStore(resources.db)
+            inventory: Inventory = (
+                InventoryClient(resources.http, settings.inventory_addr)
+                if settings.inventory_addr
+                else NoInventory()
             )
-            await s3.start()
-            storage = s3
-        else:
-            storage = LocalStorage(settings.storage_path, signer)
-            await storage.health_check()
-        store = MongoStore(resources.db)
-        inventory: Inventory = (
-            InventoryClient(resources.http, settings.inventory_addr)
-            if settings.inventory_addr
-            else NoInventory()
-        )
-        tasks = BackgroundTasks()
-        artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
-        deployments = DeploymentsApp(store, storage, inventory, signer)
-        generate = GenerateApp(
-            store, storage, artifacts, tasks, max_generate_size=settings.max_generate_size
-        )
-        uploads = DirectUploadsApp(
-            store, storage, artifacts, tasks, enabled=settings.enable_direct_upload
-        )
-        app.state.services = Services(
-            settings=settings,
-            storage=storage,
-            signer=signer,
-            tasks=tasks,
-            artifacts=artifacts,
-            releases=ReleasesApp(store, artifacts),
-            deployments=deployments,
-            generate=generate,
-            uploads=uploads,
-            downloads=DownloadsApp(storage, signer, deployments, uploads),
-        )
-        resumed = await generate.recover() + await uploads.recover()
-        if resumed:
-            _log.info("resuming %d unfinished artifact jobs", resumed)
-        try:
+            tasks = BackgroundTasks()
+            stack.push_async_callback(tasks.close)
+            artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
+            deployments = DeploymentsApp(store, storage, inventory, signer)
+            generate = GenerateApp(
+                store, storage, artifacts, tasks, max_generate_size=settings.max_generate_size
+            )
+            uploads = DirectUploadsApp(
+                store, storage, artifacts, tasks, enabled=settings.enable_direct_upload
+            )
+            app.state.services = Services(
+                settings=settings,
+                storage=storage,
+                signer=signer,
+                tasks=tasks,
+                artifacts=artifacts,
+                releases=ReleasesApp(store, artifacts),
+                deployments=deployments,
+                generate=generate,
+                uploads=uploads,
+                downloads=DownloadsApp(storage, signer, deployments, uploads),
+            )
+            resumed = await generate.recover() + await uploads.recover()
+            if resumed:
+                _log.info("resuming %d unfinished artifact jobs", resumed)
             yield
-        finally:
-            await tasks.close()
-            if s3 is not None:
-                await s3.close()
 
     return create_service_app(
         settings,

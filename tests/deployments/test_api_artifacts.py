@@ -196,7 +196,10 @@ class TestUploadArtifact:
 
     async def test_missing_artifact_part(self, service: Service) -> None:
         boundary = "b0undary"
-        body = f'--{boundary}\r\nContent-Disposition: form-data; name="size"\r\n\r\n10\r\n--{boundary}--\r\n'
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="size"\r\n\r\n10\r\n--{boundary}--\r\n'
+        )
         response = await service.client.post(
             ARTIFACTS,
             content=body.encode(),
@@ -413,7 +416,8 @@ class TestDownloadLink:
         assert response.status_code == 200
         link = response.json()
         assert link["uri"].startswith("http://testserver/api/devices/v1/deployments/download/")
-        assert "x-men-signature=" in link["uri"] and "x-men-expire=" in link["uri"]
+        assert "x-men-signature=" in link["uri"]
+        assert "x-men-expire=" in link["uri"]
         fetched = await service.client.get(link["uri"])
         assert fetched.status_code == 200
         assert fetched.content == data
@@ -471,3 +475,62 @@ async def test_health(service: Service) -> None:
     for path in ("health", "alive"):
         response = await service.client.get(f"/api/internal/v1/deployments/{path}")
         assert response.status_code == 204
+
+
+class TestInternalUpload:
+    async def test_upload_for_tenant(
+        self, service: Service, artifacts_factory: ArtifactFactory
+    ) -> None:
+        body, headers = multipart_body(
+            [("description", "from a worker")], "artifact", artifacts_factory.make("internal")
+        )
+        response = await service.client.post(
+            "/api/internal/v1/deployments/tenants/t-5/artifacts", content=body, headers=headers
+        )
+        assert response.status_code == 201
+        artifact_id = response.headers["Location"].rsplit("/", 1)[1]
+        shown = await service.client.get(f"{ARTIFACTS}/{artifact_id}", headers=user_headers("t-5"))
+        assert shown.json()["description"] == "from a worker"
+
+    async def test_default_tenant_alias(
+        self, service: Service, artifacts_factory: ArtifactFactory
+    ) -> None:
+        body, headers = multipart_body([], "artifact", artifacts_factory.make("default-t"))
+        response = await service.client.post(
+            "/api/internal/v1/deployments/tenants/default/artifacts", content=body, headers=headers
+        )
+        assert response.status_code == 201
+        listed = await service.client.get(ARTIFACTS, headers=user_headers())
+        assert [a["name"] for a in listed.json()] == ["default-t"]
+
+
+class TestHostileInput:
+    async def test_oversized_json_on_a_streaming_prefix(
+        self, service: Service, artifacts_factory: ArtifactFactory
+    ) -> None:
+        location = (await service.upload(artifacts_factory.make("h"))).headers["Location"]
+        huge = b'{"description": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        response = await service.client.put(
+            location, content=huge, headers={"Content-Type": "application/json", **user_headers()}
+        )
+        assert response.status_code == 413
+
+    async def test_oversized_form_field(self, service: Service) -> None:
+        body, headers = multipart_body([("description", "d" * (1024 * 1024 + 1))], "artifact", b"")
+        response = await service.client.post(
+            ARTIFACTS, content=body, headers={**headers, **user_headers()}
+        )
+        assert response.status_code == 400
+
+    async def test_unicode_name_download(
+        self, service: Service, artifacts_factory: ArtifactFactory
+    ) -> None:
+        data = artifacts_factory.make('päckage "1"')
+        location = (await service.upload(data)).headers["Location"]
+        link = (await service.client.get(f"{location}/download", headers=user_headers())).json()
+        fetched = await service.client.get(link["uri"])
+        assert fetched.status_code == 200
+        assert fetched.content == data
+        disposition = fetched.headers["Content-Disposition"]
+        assert disposition.startswith('attachment; filename="p_ckage _1_.mender"')
+        assert "filename*=UTF-8''p%C3%A4ckage%20%221%22.mender" in disposition

@@ -7,6 +7,7 @@ device token: the gateway routes them unauthenticated and the signature is the c
 from __future__ import annotations
 
 from typing import Annotated, Final
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -36,6 +37,15 @@ _MAX_PROVIDE: Final = 4096
 _MAX_PROVIDES: Final = 1000
 
 router = APIRouter(tags=["devices"])
+
+
+def _attachment(filename: str) -> str:
+    """`Content-Disposition` for a download: an ASCII name plus the exact UTF-8 one."""
+    plain = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    value = f'attachment; filename="{plain}"'
+    if plain != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
 
 
 def _next_request(provides: dict[str, object]) -> NextRequest:
@@ -173,8 +183,7 @@ async def download_object(key: str, request: Request, downloads: DownloadsAppDep
         "Accept-Ranges": "bytes",
     }
     if download.filename:
-        safe = download.filename.replace('"', "").replace("\\", "")
-        headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        headers["Content-Disposition"] = _attachment(download.filename)
     if download.partial:
         headers["Content-Range"] = f"bytes {download.start}-{download.end}/{download.size}"
     return StreamingResponse(

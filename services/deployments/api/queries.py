@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Literal
 
 from starlette.datastructures import QueryParams
 
@@ -19,7 +19,18 @@ __all__ = [
     "release_sort",
 ]
 
-_DEPLOYMENT_STATUSES: Final = ("pending", "inprogress", "finished", "aborted")
+_DeploymentStatus = Literal["pending", "inprogress", "finished", "aborted"]
+_DeploymentType = Literal["software", "configuration"]
+_DEPLOYMENT_STATUSES: Final[dict[str, _DeploymentStatus]] = {
+    "pending": "pending",
+    "inprogress": "inprogress",
+    "finished": "finished",
+    "aborted": "aborted",
+}
+_DEPLOYMENT_TYPES: Final[dict[str, _DeploymentType]] = {
+    "software": "software",
+    "configuration": "configuration",
+}
 _RELEASE_SORT_FIELDS: Final = ("name", "modified", "artifacts_count", "tags")
 _MAX_NAMES: Final = 100
 _MAX_TEXT: Final = 4096
@@ -36,12 +47,14 @@ def _epoch(raw: str, name: str) -> datetime:
 
 def deployment_filter(query: QueryParams, *, v2: bool) -> DeploymentFilter:
     """Filters of `GET /deployments` (v1: `search`; v2: repeated `id` and `name`)."""
-    status = query.get("status") or None
-    if status is not None and status not in _DEPLOYMENT_STATUSES:
-        raise BadRequest(f"unknown status {status}")
-    type_ = query.get("type") or None
-    if type_ is not None and type_ not in ("software", "configuration"):
-        raise BadRequest(f"unknown deployment type {type_}")
+    raw_status = query.get("status") or None
+    status = _DEPLOYMENT_STATUSES.get(raw_status) if raw_status else None
+    if raw_status and status is None:
+        raise BadRequest(f"unknown status {raw_status}")
+    raw_type = query.get("type") or None
+    type_ = _DEPLOYMENT_TYPES.get(raw_type) if raw_type else None
+    if raw_type and type_ is None:
+        raise BadRequest(f"unknown deployment type {raw_type}")
     sort = (query.get("sort") or "desc").lower()
     if sort not in ("asc", "desc"):
         raise BadRequest('invalid form value: must be one of "asc" or "desc"')
@@ -55,8 +68,8 @@ def deployment_filter(query: QueryParams, *, v2: bool) -> DeploymentFilter:
     if len(names) > _MAX_NAMES or len(ids) > _MAX_NAMES:
         raise BadRequest(f"at most {_MAX_NAMES} id and name values are allowed")
     return DeploymentFilter(
-        status=status,  # type: ignore[arg-type]
-        type=type_,  # type: ignore[arg-type]
+        status=status,
+        type=type_,
         search=search,
         names=names,
         ids=ids,
