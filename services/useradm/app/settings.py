@@ -73,8 +73,7 @@ class SettingsApp:
         user_id: str | None = None,
         if_match: str | None = None,
     ) -> str:
-        """Replace the settings; with `if_match`, only if it is the stored ETag. Return the
-        new ETag."""
+        """Replace the settings (only if `if_match` is their ETag); return the new ETag."""
         _validate(values)
         etag = str(uuid.uuid4())
         try:

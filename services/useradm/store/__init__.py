@@ -97,8 +97,7 @@ class DataStore(Protocol):
         ...
 
     async def trim_sessions(self, tenant_id: str, user_id: str, *, keep: int, current: str) -> int:
-        """Keep `current` and the `keep - 1` newest other login tokens of a user; delete the
-        rest and return how many went."""
+        """Delete a user's login tokens beyond the `keep` newest (never `current`); count them."""
         ...
 
     async def get_token(self, tenant_id: str, token_id: str) -> StoredToken | None:

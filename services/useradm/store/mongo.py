@@ -247,8 +247,7 @@ class MongoStore(DataStore):
             raise DuplicateTokenName(token.name or "") from exc
 
     async def trim_sessions(self, tenant_id: str, user_id: str, *, keep: int, current: str) -> int:
-        """Keep `current` and the `keep - 1` newest other login tokens of a user; delete the
-        rest and return how many went."""
+        """Delete a user's login tokens beyond the `keep` newest (never `current`); count them."""
         tokens = self._coll(TOKENS, tenant_id)
         cursor = (
             tokens.find({"sub": user_id, "_id": {"$ne": current}, **_NOT_NAMED}, {"_id": 1})
