@@ -305,6 +305,10 @@ def main() -> int:
         print(f"Fleetport failed to start: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
+        # A second Ctrl-C or SIGTERM (uv and make pass signals on too) must not cut the
+        # clean-up short and leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
