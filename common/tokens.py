@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +25,8 @@ PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 _KID_FROM_NAME: Final = re.compile(r"private\.id\.([0-9]+)\.pem$")
+# A token this long is not one of ours; do not spend time parsing it.
+_MAX_TOKEN_LENGTH: Final = 8192
 
 
 class _JWS(jwt.PyJWS):
@@ -116,26 +118,43 @@ class TokenVerifier:
 
     Binding the algorithm to the key is what refuses `alg: none` and the HS256-with-the-
     public-key trick: a token is only checked with the algorithm its key was made for.
+    A token naming a key id is checked with the keys of that id (an absent id means 0, as
+    Mender's useradm does) and with keys loaded without one; `fallback` keys (rotation)
+    are always tried last.
     """
 
-    def __init__(self, keys: Iterable[SigningKey], *, issuer: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Iterable[SigningKey],
+        *,
+        fallback: Iterable[SigningKey] = (),
+        issuer: str | None = None,
+        require: Sequence[str] = ("exp", "sub", "jti"),
+    ) -> None:
         self._keys = list(keys)
+        self._fallback = [k for k in fallback if k not in self._keys]
         if not self._keys:
             raise ValueError("at least one key is needed")
         self._issuer = issuer
+        self._require = list(require)
+
+    def _candidates(self, kid: Any) -> list[SigningKey]:
+        wanted = 0 if kid is None else kid
+        named = [k for k in self._keys + self._fallback if k.kid is None or k.kid == wanted]
+        if not named:
+            raise TokenInvalid("unknown key id")
+        return named + [k for k in self._fallback if k not in named]
 
     def verify(self, token: str, *, leeway: float = 0) -> dict[str, Any]:
         """Return the verified claims; raise TokenExpired or TokenInvalid."""
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise TokenInvalid("token is too long")
         try:
             header = _jws.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise TokenInvalid(str(exc)) from exc
-        kid = header.get("kid")
-        candidates = [k for k in self._keys if kid is None or k.kid is None or k.kid == kid]
-        if not candidates:
-            raise TokenInvalid("unknown key id")
         expired = False
-        for key in candidates:
+        for key in self._candidates(header.get("kid")):
             if header.get("alg") != key.algorithm:
                 continue
             try:
@@ -145,7 +164,7 @@ class TokenVerifier:
                     algorithms=[key.algorithm],
                     issuer=self._issuer,
                     leeway=leeway,
-                    options={"require": ["exp", "sub", "jti"], "verify_aud": False},
+                    options={"require": self._require, "verify_aud": False},
                 )
             except jwt.ExpiredSignatureError:
                 expired = True

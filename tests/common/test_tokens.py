@@ -120,3 +120,27 @@ class TestForgeries:
         token = key.sign(_claims(iss="someone-else"))
         with pytest.raises(TokenInvalid):
             TokenVerifier([key], issuer="Mender").verify(token)
+
+
+class TestKeySelection:
+    def test_key_id_picks_the_key_and_optional_expiry(self, tmp_path: Path) -> None:
+        generate_key_file(tmp_path / "private.id.1.pem")
+        generate_key_file(tmp_path / "private.id.2.pem", "ed25519")
+        one = load_signing_key(tmp_path / "private.id.1.pem", with_kid=True)
+        two = load_signing_key(tmp_path / "private.id.2.pem", with_kid=True)
+        verifier = TokenVerifier([one, two], require=("sub", "jti"))
+        claims = _claims()
+        del claims["exp"]  # a token that never expires
+        assert verifier.verify(two.sign(claims))["sub"] == "user-1"
+        with pytest.raises(TokenInvalid, match="unknown key id"):
+            TokenVerifier([one]).verify(two.sign(_claims()))
+
+    def test_fallback_key(self, tmp_path: Path) -> None:
+        generate_key_file(tmp_path / "new.pem")
+        generate_key_file(tmp_path / "old.pem")
+        new, old = load_signing_key(tmp_path / "new.pem"), load_signing_key(tmp_path / "old.pem")
+        assert TokenVerifier([new], fallback=[old]).verify(old.sign(_claims()))["sub"] == "user-1"
+
+    def test_oversized_token(self, key_path: Path) -> None:
+        with pytest.raises(TokenInvalid, match="too long"):
+            TokenVerifier([load_signing_key(key_path)]).verify("a" * 9000)
