@@ -327,9 +327,14 @@ class ManagementApi:
         )
 
     def wait_finished(self, deployment_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
-        """Wait until the deployment's status is `finished`."""
+        """Wait until the deployment's status is `finished`; the deployment."""
+
+        def probe() -> dict[str, Any] | None:
+            deployment = self.deployment(deployment_id)
+            return deployment if deployment["status"] == "finished" else None
+
         return wait_until(
-            lambda: (d := self.deployment(deployment_id))["status"] == "finished" and d,
+            probe,
             timeout=timeout,
             what=f"deployment {deployment_id} finished",
             details=lambda: f"last seen: {self.deployment(deployment_id)}",

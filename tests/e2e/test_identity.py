@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.api import (
@@ -32,11 +34,16 @@ def _unique(prefix: str) -> str:
 
 def _assert_unauthorized(raw: RawDevice) -> None:
     """The raw device's old token is refused by the gateway on every device API."""
+
+    def probe() -> httpx.Response | None:
+        response = raw.check_next()
+        return response if response.status_code == 401 else None
+
     # The gateway may keep a positive verification for GATEWAY_TOKEN_CACHE_TTL (3 s by
     # default), so the refusal is awaited a little longer than that, with a read-only call
     # (a write let through in that window would change what the test checks afterwards).
     refused = wait_until(
-        lambda: (r := raw.check_next()).status_code == 401 and r,
+        probe,
         timeout=REVOCATION_WINDOW,
         interval=0.5,
         what="the revoked device token refused",
@@ -164,8 +171,13 @@ class TestPreauthorization:
 
         device = devices.new("preauth-other", identity=identity)  # generates its own RSA key
         devices.start(device)
+
+        def two_auth_sets() -> dict[str, Any] | None:
+            device = api.devauth_device(device_id)
+            return device if device is not None and len(device["auth_sets"]) == 2 else None
+
         found = wait_until(
-            lambda: (d := api.devauth_device(device_id)) and len(d["auth_sets"]) == 2 and d,
+            two_auth_sets,
             what="a second auth set with the client's own key",
         )
         statuses = {a["status"] for a in found["auth_sets"]}
