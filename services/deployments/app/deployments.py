@@ -579,12 +579,7 @@ class DeploymentsApp:
             if current.status is new:
                 return False
             updated = await self._store.update_device_deployment_status(
-                tenant_id,
-                current.id,
-                expected=current.status,
-                status=new,
-                substate=substate,
-                now=datetime.now(UTC),
+                tenant_id, current, status=new, substate=substate, now=datetime.now(UTC)
             )
             if updated is not None:
                 await self._store.change_stats(

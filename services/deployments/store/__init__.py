@@ -316,14 +316,16 @@ class DeploymentStore(Protocol):
     async def update_device_deployment_status(
         self,
         tenant_id: str,
-        device_deployment_id: str,
+        device_deployment: DeviceDeployment,
         *,
-        expected: DeviceDeploymentStatus,
         status: DeviceDeploymentStatus,
         substate: str | None = None,
         now: datetime,
     ) -> DeviceDeployment | None:
-        """Move from `expected` to `status` (compare-and-set); None if it changed meanwhile."""
+        """Move from the given document's status to `status` (compare-and-set).
+
+        Returns the updated device deployment, or None if its status changed meanwhile.
+        """
         ...
 
     async def save_device_deployment_request(

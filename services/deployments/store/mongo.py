@@ -787,27 +787,28 @@ class MongoStore:
     async def update_device_deployment_status(
         self,
         tenant_id: str,
-        device_deployment_id: str,
+        device_deployment: DeviceDeployment,
         *,
-        expected: DeviceDeploymentStatus,
         status: DeviceDeploymentStatus,
         substate: str | None = None,
         now: datetime,
     ) -> DeviceDeployment | None:
-        """Compare-and-set on the status field."""
-        changes: Document = {"status": int(status), "active": status.active}
+        """Compare-and-set on the status field (a plain update: cheaper than findAndModify)."""
+        expected = device_deployment.status
+        changes: dict[str, Any] = {"status": status, "active": status.active}
         if not status.active:
             changes["finished"] = now
         if substate is not None:
             changes["substate"] = substate
         if expected is DeviceDeploymentStatus.PENDING and status is not expected:
             changes["started"] = now
-        doc = await self._c(DEVICE_DEPLOYMENTS, tenant_id).find_one_and_update(
-            {"_id": device_deployment_id, "status": int(expected)},
-            {"$set": changes},
-            return_document=ReturnDocument.AFTER,
+        stored = {k: (int(v) if k == "status" else v) for k, v in changes.items()}
+        result = await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
+            {"_id": device_deployment.id, "status": int(expected)}, {"$set": stored}
         )
-        return _dd(doc) if doc else None
+        if result.matched_count == 0:
+            return None
+        return device_deployment.model_copy(update=changes)
 
     async def save_device_deployment_request(
         self, tenant_id: str, device_deployment: DeviceDeployment
