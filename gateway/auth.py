@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections import OrderedDict
@@ -95,7 +96,11 @@ def _b64_json(part: str) -> object:
 
 
 def token_expiry(token: str) -> float | None:
-    """The `exp` of a syntactically valid JWT, or None when the token is malformed."""
+    """The `exp` of a syntactically valid JWT (infinity without one), None when malformed.
+
+    Tokens without `exp` are legitimate: useradm issues them for `no_expiry` logins and
+    personal access tokens created with `expires_in: 0`.
+    """
     if len(token) > _MAX_TOKEN_LENGTH or not _TOKEN_SHAPE.fullmatch(token):
         return None
     header, payload, _ = token.split(".")
@@ -106,7 +111,9 @@ def token_expiry(token: str) -> float | None:
         return None
     if not isinstance(head, dict) or not isinstance(claims, dict):
         return None
-    exp = claims.get("exp")
+    if "exp" not in claims:
+        return math.inf
+    exp = claims["exp"]
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
     return float(exp)

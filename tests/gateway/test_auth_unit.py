@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from collections.abc import Sequence
 
 import pytest
@@ -78,7 +79,6 @@ class TestTokenExpiry:
             "a.b",
             "a.b.c.d",
             _jwt(b"{}", b'{"exp": 1}', ""),  # alg none style: empty signature
-            _jwt(b"{}", b'{"sub": "x"}', "sig"),  # no exp
             _jwt(b"{}", b'{"exp": "soon"}', "sig"),
             _jwt(b"{}", b'{"exp": true}', "sig"),
             _jwt(b"{}", b"[1, 2]", "sig"),
@@ -92,6 +92,9 @@ class TestTokenExpiry:
     )
     def test_malformed(self, token: str) -> None:
         assert token_expiry(token) is None
+
+    def test_no_expiry(self) -> None:
+        assert token_expiry(_jwt(b"{}", b'{"sub": "u"}', "sig")) == math.inf
 
 
 class TestTokenCache:
