@@ -441,7 +441,11 @@ class TestDeploymentLog:
             json={
                 "messages": [
                     {"level": "info", "message": "starting", "timestamp": "2026-01-02T03:04:05Z"},
-                    {"level": "error", "message": "exit 3", "timestamp": "2026-01-02T03:04:06Z"},
+                    {
+                        "level": "error",
+                        "message": "exit 3",
+                        "timestamp": "2026-01-02T04:04:06.25+01:00",
+                    },
                 ]
             },
             headers=device_headers("dev"),
@@ -452,8 +456,9 @@ class TestDeploymentLog:
         )
         assert log.status_code == 200
         assert log.headers["Content-Type"].startswith("text/plain")
-        assert (
-            log.text == "2026-01-02T03:04:05Z info: starting\n2026-01-02T03:04:06Z error: exit 3\n"
+        assert log.text == (
+            "2026-01-02 03:04:05 +0000 UTC info: starting\n"
+            "2026-01-02 03:04:06.25 +0000 UTC error: exit 3\n"
         )
         devices = await service.client.get(
             f"{DEPLOYMENTS}/{deployment_id}/devices", headers=user_headers()
@@ -472,6 +477,7 @@ class TestDeploymentLog:
             {"messages": []},
             {"messages": [{"level": "info"}]},
             {"messages": [{"level": "i", "message": "m", "timestamp": "yesterday"}]},
+            {"messages": [{"level": "", "message": "m", "timestamp": "2026-01-01T00:00:00Z"}]},
         ):
             response = await service.client.put(url, json=body, headers=device_headers("dev"))
             assert response.status_code == 400, body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
 
 from fastapi import APIRouter, Request, Response
@@ -55,6 +56,15 @@ router = APIRouter(prefix=PREFIX, tags=["management"])
 
 def _location(request: Request, item_id: str) -> dict[str, str]:
     return {"Location": f"{request.url.path.rstrip('/')}/{item_id}"}
+
+
+def _go_time(when: datetime) -> str:
+    """A UTC time as Go's `time.Time.String()` prints it."""
+    # NOTE: Mender renders log lines with Go's default time format, e.g.
+    # "2026-01-02 03:04:05.5 +0000 UTC" (fraction without trailing zeros).
+    utc = when.astimezone(UTC)
+    fraction = f"{utc.microsecond:06d}".rstrip("0")
+    return utc.strftime("%Y-%m-%d %H:%M:%S") + (f".{fraction}" if fraction else "") + " +0000 UTC"
 
 
 def _int_field(fields: dict[str, str], name: str) -> int | None:
@@ -454,8 +464,5 @@ async def get_deployment_log_for_device(
 ) -> PlainTextResponse:
     """A device's deployment log as text."""
     messages = await deployments.log(identity.tenant, deployment_id, device_id)
-    text = "".join(
-        f"{m.timestamp.isoformat().replace('+00:00', 'Z')} {m.level}: {m.message}\n"
-        for m in messages
-    )
+    text = "".join(f"{_go_time(m.timestamp)} {m.level}: {m.message}\n" for m in messages)
     return PlainTextResponse(text)

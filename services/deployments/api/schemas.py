@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
@@ -495,8 +495,8 @@ class StatusReport(_In):
 
 class _LogLine(_In):
     timestamp: datetime
-    level: StrictStr
-    message: StrictStr
+    level: Annotated[StrictStr, Field(min_length=1)]
+    message: Annotated[StrictStr, Field(min_length=1)]
 
 
 class LogRequest(_In):
