@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymongo import AsyncMongoClient
@@ -418,6 +419,8 @@ class TestDownloadLink:
         assert link["uri"].startswith("http://testserver/api/devices/v1/deployments/download/")
         assert "x-men-signature=" in link["uri"]
         assert "x-men-expire=" in link["uri"]
+        lifetime = datetime.fromisoformat(link["expire"]) - datetime.now(UTC)
+        assert timedelta(minutes=14) < lifetime <= timedelta(minutes=15)
         fetched = await service.client.get(link["uri"])
         assert fetched.status_code == 200
         assert fetched.content == data

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from common.errors import BadRequest
 from services.deployments.app.deployments import REPORTABLE_STATUSES, status_filter
@@ -13,6 +14,7 @@ from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
 from services.deployments.app.parser import ArtifactParser
 from services.deployments.app.releases import normalize_tags
 from services.deployments.app.writer import write_single_file_artifact
+from services.deployments.config import Settings
 from services.deployments.models import ACTIVE_STATUSES, STAT_NAMES, DeviceDeploymentStatus
 from services.deployments.store import StatsChange
 from services.deployments.store.mongo import depends_combinations, search_tokens
@@ -159,3 +161,11 @@ class TestWriter:
                 filename="../x",
                 dest_dir="/d",
             )
+
+
+class TestSettings:
+    def test_placeholder_secret_only_in_development(self) -> None:
+        assert Settings(dev_mode=True).presign_secret == "change-me"
+        with pytest.raises(ValidationError, match="presign_secret"):
+            Settings(dev_mode=False)
+        assert Settings(dev_mode=False, presign_secret="s" * 32).mongo_db == "deployment_service"

@@ -136,7 +136,7 @@ async def patch_release(
     releases: ReleasesAppDep,
 ) -> Response:
     """Update a release's notes (at most 1024 characters)."""
-    await releases.update_notes(identity.tenant, release_name, notes=body.notes or "")
+    await releases.update_notes(identity.tenant, release_name, notes=body.notes)
     return Response(status_code=204)
 
 

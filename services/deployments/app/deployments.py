@@ -412,11 +412,13 @@ class DeploymentsApp:
     ) -> Instructions | None:
         """What the device should install next, or None (204).
 
-        Cost per poll (indexed queries): while an update is under way, 1 (the active device
-        deployment, which embeds its artifact); with nothing to do, 3 (active, latest
-        finished, next deployment); on the first poll of a new deployment, 3 + 1 (smallest
-        compatible artifact) + 1 insert + 1 atomic statistics update, plus 1 upsert of the
-        last status when it ends at once (no artifact / already installed).
+        Cost per poll (indexed queries, asserted by the store tests): while an update is
+        under way, 1 (the active device deployment, which embeds its artifact); with nothing
+        to do, 3 (active, latest finished, next deployment); on the first poll of a new
+        deployment, 6: those 3, the smallest compatible artifact, the atomic counter claim
+        (`$inc` guarded by the room left) and the insert of the device deployment; +1 upsert
+        of the last status when it ends at once (no artifact, already installed), +1 when
+        the deployment's status moves forward (at most twice per deployment).
         """
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:

@@ -112,11 +112,6 @@ class GenerateApp:
         self._tasks = tasks
         self._max_size = max_generate_size
 
-    @property
-    def max_generate_size(self) -> int:
-        """The largest file accepted."""
-        return self._max_size
-
     async def submit(
         self,
         tenant_id: str,
@@ -233,13 +228,6 @@ class GenerateApp:
         except StorageError:
             _log.exception("could not remove %s", job.raw_key)
 
-    async def get(self, tenant_id: str, job_id: str) -> GenerateJob:
-        """A generation job, or 404."""
-        job = await self._store.get_job(tenant_id, job_id)
-        if job is None:
-            raise NotFound("Resource not found")
-        return job
-
     async def recover(self) -> int:
         """Restart the jobs an earlier process left unfinished; returns how many."""
         jobs = await self._store.unfinished_jobs()
@@ -350,13 +338,6 @@ class DirectUploadsApp:
             await self._store.set_intent_state(tenant_id, intent.id, "failed", error=str(exc))
         else:
             await self._store.set_intent_state(tenant_id, intent.id, "done")
-
-    async def intent(self, tenant_id: str, intent_id: str) -> UploadIntent:
-        """A direct-upload intent, or 404."""
-        found = await self._store.get_intent(tenant_id, intent_id)
-        if found is None:
-            raise NotFound("not found")
-        return found
 
     async def recover(self) -> int:
         """Resume intents an earlier process was processing; returns how many."""

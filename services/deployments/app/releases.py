@@ -99,8 +99,11 @@ class ReleasesApp:
             raise NotFound("release not found")
         return (await self._with_artifacts(tenant_id, [release]))[0]
 
-    async def update_notes(self, tenant_id: str, name: str, *, notes: str) -> None:
-        """Replace the release notes (at most 1024 characters)."""
+    async def update_notes(self, tenant_id: str, name: str, *, notes: str | None) -> None:
+        """Replace the release notes (at most 1024 characters); None leaves them."""
+        if notes is None:
+            await self.get(tenant_id, name)
+            return
         if len(notes) > MAX_NOTES:
             raise BadRequest(
                 f"invalid request body: notes: the length must be no more than {MAX_NOTES}"

@@ -38,11 +38,3 @@ class Release(Model):
         for artifact in self.artifacts:
             seen.extend(t for t in artifact.device_types if t not in seen)
         return seen
-
-    @property
-    def update_types(self) -> list[str]:
-        """Update types of the artifacts."""
-        seen: list[str] = []
-        for artifact in self.artifacts:
-            seen.extend(t for t in artifact.update_types if t not in seen)
-        return seen
