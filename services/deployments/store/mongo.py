@@ -721,6 +721,8 @@ class MongoStore:
                 "$set": {
                     "stats": {n: int(stats.get(n, 0)) for n in STAT_NAMES},
                     "status": "finished",
+                    # No device may start a finished deployment any more.
+                    "room": 0,
                 }
             },
         )
