@@ -80,6 +80,7 @@ class TestFirstContact:
 
         device_id = devices.admit(device)
         assert device_id == pending["id"]
+        assert device.bootstrap()
         accepted = api.devauth_device(device_id)
         assert accepted is not None
         assert accepted["status"] == "accepted"
@@ -255,7 +256,7 @@ class TestRevocation:
 
         _assert_unauthorized(raw)
         for did in (device_id, raw_id):
-            api.wait_gone_from_inventory(did)
+            api.wait_gone_from_inventory(did, timeout=15.0)
             assert api.devauth_device(did) is None
 
         # The client's old token is refused too; it asks again and comes back as a new,
