@@ -50,8 +50,12 @@ class TestKeys:
     def test_object_key(self) -> None:
         assert object_key("", "abc") == "abc"
         assert object_key("tenant", "abc") == "tenant/abc"
+        odd = object_key("../etc", "passwd")
+        assert odd.startswith("t-")
+        assert odd.endswith("/passwd")
+        assert odd != object_key("../etd", "passwd")
         with pytest.raises(InvalidKey):
-            object_key("../etc", "passwd")
+            object_key("tenant", "../passwd")
 
 
 class TestLocalStorage:

@@ -7,6 +7,7 @@ A backend never keeps a partial object: `put_stream` either stores every byte or
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -67,7 +68,13 @@ def validate_key(key: str) -> str:
 
 
 def object_key(tenant_id: str, *parts: str) -> str:
-    """The key of an object owned by a tenant: `<tenant>/<parts…>` (no prefix for tenant "")."""
+    """The key of an object owned by a tenant: `<tenant>/<parts…>` (no prefix for tenant "").
+
+    A tenant id that is not a safe key segment (Mender's are hex strings, so this does not
+    happen in practice) is replaced by a digest of it, so any id maps to its own directory.
+    """
+    if tenant_id and not _SEGMENT.fullmatch(tenant_id):
+        tenant_id = "t-" + hashlib.sha256(tenant_id.encode()).hexdigest()
     return validate_key("/".join([tenant_id, *parts] if tenant_id else parts))
 
 
