@@ -31,7 +31,7 @@ from gateway.headers import (
 from gateway.proxy import RelayRequest, proxy_http, upstream_url
 from gateway.ratelimit import RateLimiter
 from gateway.responses import send_denial, send_error
-from gateway.routes import AuthMode, Route, RouteTable
+from gateway.routes import AuthMode, Route, RouteTable, device_revocation_key
 from gateway.verifier import HttpVerifier
 from gateway.wsproxy import WsLimits, deny_websocket, proxy_websocket
 
@@ -218,8 +218,14 @@ class Gateway:
             request_id=rid,
             upstream_name=route.upstream,
         )
-        if route.ends_session and token and 200 <= status < 300 and scope["method"] == "POST":
+        if not 200 <= status < 300:
+            return
+        if route.ends_session and token and scope["method"] == "POST":
             self.gate.end_session(token)
+        elif route.changes_devices and scope["method"] != "GET":
+            key = device_revocation_key(scope["path"])
+            if key is not None:
+                self.gate.revoke_device(key)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._session is None:

@@ -10,11 +10,13 @@ To keep an HTTP round trip off the hot path, a positive answer is remembered per
 string for `min(ttl, exp - now)` seconds; negative answers are never remembered. Parallel
 requests with a token that is being verified wait for that one verification.
 
-Consistency window: a token revoked at its issuer (device rejected or decommissioned, token
-deleted, user removed, personal access token revoked, logout through another gateway) keeps
-working through this gateway for at most `ttl` seconds (`GATEWAY_TOKEN_CACHE_TTL`, default
-3 s). A logout proxied by this gateway takes effect here immediately: the token is dropped
-from the cache, and a verification that was already in flight cannot re-add it. While a
+Consistency window: a token revoked at its issuer without passing through this gateway
+(another gateway replica, an internal call, a user removed) keeps working here for at most
+`ttl` seconds (`GATEWAY_TOKEN_CACHE_TTL`, default 3 s). What this gateway proxies takes
+effect at once: a logout drops its token, and any successful change to a device through
+deviceauth's management API (accept, reject, decommission, auth set or token deletion)
+drops every cached token of that device (or that one token); a verification already in
+flight cannot re-add them. While a
 token is cached, per-request checks the verifier would do (its rate limits, deviceauth's
 check-in time) happen at most once per `ttl` for that token.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "TokenGate",
     "Verifier",
     "VerifierUnavailable",
+    "revocation_keys",
     "token_expiry",
 ]
 
@@ -119,8 +122,25 @@ def token_expiry(token: str) -> float | None:
     return float(exp)
 
 
+def revocation_keys(token: str) -> tuple[str, ...]:
+    """The keys under which a token can be revoked as a group: its `sub` and its `jti`."""
+    try:
+        claims = _b64_json(token.split(".")[1])
+    except (binascii.Error, ValueError, IndexError):
+        return ()
+    if not isinstance(claims, dict):
+        return ()
+    return tuple(
+        f"{name}:{claims[name]}" for name in ("sub", "jti") if isinstance(claims.get(name), str)
+    )
+
+
 class TokenCache:
-    """Positive verifications by token string, bounded (least recently used go first)."""
+    """Positive verifications by token string, bounded (least recently used go first).
+
+    Entries are also indexed by their token's subject and id, so that revoking a device (or
+    one of its tokens) through this gateway drops every cached token it had at once.
+    """
 
     def __init__(
         self,
@@ -138,7 +158,9 @@ class TokenCache:
         self._horizon = horizon
         self._clock = clock
         self._wall_clock = wall_clock
-        self._entries: OrderedDict[str, tuple[float, Grant]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Grant, tuple[str, ...]]] = OrderedDict()
+        self._by_key: dict[str, set[str]] = {}
+        # Tokens, and revocation keys, ended recently → when (see `end`).
         self._ended: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
@@ -150,33 +172,57 @@ class TokenCache:
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._entries[token]
+            self._drop(token)
             return None
         self._entries.move_to_end(token)
         return entry[1]
+
+    def _drop(self, token: str) -> None:
+        entry = self._entries.pop(token, None)
+        if entry is None:
+            return
+        for key in entry[2]:
+            tokens = self._by_key.get(key)
+            if tokens is not None:
+                tokens.discard(token)
+                if not tokens:
+                    del self._by_key[key]
 
     def put(self, token: str, grant: Grant, *, exp: float, started: float) -> None:
         """Remember a grant obtained by a verification that started at `started`."""
         if self._ttl <= 0:
             return
-        ended = self._ended.get(token)
-        if ended is not None and ended >= started:
-            return
+        keys = revocation_keys(token)
+        for name in (token, *keys):
+            ended = self._ended.get(name)
+            if ended is not None and ended >= started:
+                return
         now = self._clock()
         lifetime = min(self._ttl, exp - self._wall_clock())
         if lifetime <= 0:
             return
-        self._entries[token] = (now + lifetime, grant)
-        self._entries.move_to_end(token)
+        self._drop(token)
+        self._entries[token] = (now + lifetime, grant, keys)
+        for key in keys:
+            self._by_key.setdefault(key, set()).add(token)
         while len(self._entries) > self._max_size:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
 
     def end_session(self, token: str) -> None:
         """Forget a token now and refuse grants of verifications already in flight."""
+        self._drop(token)
+        self._end(token)
+
+    def revoke(self, key: str) -> None:
+        """Forget every token with this revocation key (`sub:<id>` or `jti:<id>`) now."""
+        for token in list(self._by_key.get(key, ())):
+            self._drop(token)
+        self._end(key)
+
+    def _end(self, name: str) -> None:
         now = self._clock()
-        self._entries.pop(token, None)
-        self._ended[token] = now
-        self._ended.move_to_end(token)
+        self._ended[name] = now
+        self._ended.move_to_end(name)
         limit = now - self._horizon
         while self._ended:
             oldest, when = next(iter(self._ended.items()))
@@ -282,3 +328,7 @@ class TokenGate:
         """The token was logged out through this gateway: stop accepting it from the cache."""
         for cache in self._caches.values():
             cache.end_session(token)
+
+    def revoke_device(self, key: str) -> None:
+        """A device (`sub:<id>`) or device token (`jti:<id>`) was changed through this gateway."""
+        self._caches[AuthMode.DEVICE].revoke(key)

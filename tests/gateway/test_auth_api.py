@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
+import uuid
 
 import httpx
 
@@ -313,3 +316,61 @@ class TestRateLimit:
             assert r.status_code == 429
             assert verifier.calls == []
             assert (await gw.client.get("/status")).status_code == 204
+
+
+class TestDeviceRevocation:
+    """Changing a device through deviceauth's management API drops its cached tokens."""
+
+    async def _cache(self, gw: RunningGateway, token: str) -> None:
+        assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 200
+
+    async def test_decommission_drops_the_devices_tokens(
+        self, gw: RunningGateway, verifier: VerifierControl
+    ) -> None:
+        device = str(uuid.uuid4())
+        first, second = make_token(sub=device), make_token(sub=device)
+        bystander = make_token()
+        for token in (first, second, bystander):
+            await self._cache(gw, token)
+        admin = make_token(device=False)
+        r = await gw.client.delete(
+            f"/api/management/v2/devauth/devices/{device}?status=202", headers=_bearer(admin)
+        )
+        assert r.status_code == 202
+        calls = len(verifier.calls)
+        verifier.status = 401
+        for token in (first, second):
+            r = await gw.client.get(DEVICE_PATH, headers=_bearer(token))
+            assert r.status_code == 401
+        assert len(verifier.calls) == calls + 2
+        verifier.status = 200
+        await self._cache(gw, bystander)  # still served from the cache
+        assert len(verifier.calls) == calls + 2
+
+    async def test_token_revocation_drops_that_token(
+        self, gw: RunningGateway, verifier: VerifierControl
+    ) -> None:
+        token = make_token()
+        await self._cache(gw, token)
+        jti = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["jti"]
+        admin = make_token(device=False)
+        r = await gw.client.delete(
+            f"/api/management/v2/devauth/tokens/{jti}?status=202", headers=_bearer(admin)
+        )
+        assert r.status_code == 202
+        verifier.status = 401
+        assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 401
+
+    async def test_reads_and_failures_keep_the_cache(
+        self, gw: RunningGateway, verifier: VerifierControl
+    ) -> None:
+        device = str(uuid.uuid4())
+        token = make_token(sub=device)
+        await self._cache(gw, token)
+        admin = make_token(device=False)
+        path = f"/api/management/v2/devauth/devices/{device}"
+        await gw.client.get(path, headers=_bearer(admin))
+        await gw.client.delete(f"{path}?status=404", headers=_bearer(admin))
+        calls = len(verifier.calls)
+        await self._cache(gw, token)
+        assert len(verifier.calls) == calls
