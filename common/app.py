@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -100,16 +101,19 @@ def _install_error_handlers(app: FastAPI) -> None:
 class BodyLimitMiddleware:
     """Refuses request bodies over a limit with 413, counting streamed (chunked) bodies too.
 
-    Paths under `exempt` (artifact uploads) stream their bodies and enforce their own limits.
+    Paths matching one of the `exempt` patterns (artifact uploads) stream their bodies and
+    enforce their own limits.
     """
 
     def __init__(self, app: ASGIApp, *, limit: int, exempt: Sequence[str] = ()) -> None:
         self.app = app
         self.limit = limit
-        self.exempt = tuple(exempt)
+        self.exempt = re.compile("|".join(f"(?:{p})" for p in exempt)) if exempt else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+        if scope["type"] != "http" or (
+            self.exempt is not None and self.exempt.fullmatch(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         for key, value in scope["headers"]:
@@ -173,12 +177,14 @@ def create_service_app(
     routers: Iterable[APIRouter],
     indexes: Mapping[str, Sequence[IndexModel]] | None = None,
     setup: Setup | None = None,
-    stream_prefixes: Sequence[str] = (),
+    stream_paths: Sequence[str] = (),
 ) -> FastAPI:
     """Build a service app: the shared behaviour plus the service's routers and set-up.
 
     `setup(app, resources)` is an async context manager run inside the lifespan: it builds
     the service's stores and use-cases onto `app.state` and starts/stops background work.
+    `stream_paths` are regular expressions of the paths whose bodies the routes stream
+    themselves (uploads): the JSON body limit does not apply to them.
     """
     configure_logging(name, settings.log_level)
 
@@ -206,7 +212,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(
-        BodyLimitMiddleware, limit=settings.request_size_limit, exempt=tuple(stream_prefixes)
+        BodyLimitMiddleware, limit=settings.request_size_limit, exempt=tuple(stream_paths)
     )
     app.add_middleware(RequestIdMiddleware)
     return app

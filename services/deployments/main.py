@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from fastapi import FastAPI
 
@@ -14,7 +15,7 @@ from services.deployments.api.deps import Services
 from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
 from services.deployments.api.devices import router as devices_router
 from services.deployments.api.internal import PREFIX as INTERNAL_PREFIX
-from services.deployments.api.internal import STREAM_PREFIX as INTERNAL_STREAM_PREFIX
+from services.deployments.api.internal import STREAM_PATH as INTERNAL_STREAM_PATH
 from services.deployments.api.internal import router as internal_router
 from services.deployments.api.management import PREFIX as MANAGEMENT_V1
 from services.deployments.api.management import router as management_router
@@ -38,12 +39,13 @@ __all__ = ["create_app"]
 
 _log = logging.getLogger("deployments")
 
-# Bodies under these prefixes are streamed (artifact uploads and direct-upload PUTs) and
-# limited by the routes themselves, not by the 1 MiB JSON limit.
-STREAM_PREFIXES = (
+# Bodies of these paths are streamed (artifact uploads and direct-upload PUTs) and limited
+# by the routes themselves, not by the 1 MiB JSON limit.
+STREAM_PATHS: Final = (
     MANAGEMENT_V1 + "/artifacts",
-    DEVICES_V1 + "/download/objects/",
-    INTERNAL_STREAM_PREFIX,
+    MANAGEMENT_V1 + "/artifacts/generate",
+    DEVICES_V1 + "/download/objects/.+",
+    INTERNAL_STREAM_PATH,
 )
 
 
@@ -112,5 +114,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[devices_router, management_router, router_v2, router_v1alpha1, internal_router],
         indexes=INDEXES,
         setup=setup,
-        stream_prefixes=STREAM_PREFIXES,
+        stream_paths=STREAM_PATHS,
     )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from common.errors import BadRequest, PayloadTooLarge
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
@@ -31,7 +29,6 @@ __all__ = [
     "ServicesDep",
     "SettingsDep",
     "UploadsAppDep",
-    "read_json",
 ]
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -110,26 +107,3 @@ def _external_url(request: Request, settings: SettingsDep) -> str:
 
 
 ExternalURL = Annotated[str, Depends(_external_url)]
-
-
-async def read_json(request: Request, model: type[_M], *, limit: int, required: bool = True) -> _M:
-    """Read a JSON body under a size limit (routes whose prefix streams) and validate it."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-    if not body.strip() and not required:
-        return model.model_validate({})
-    try:
-        document: Any = json.loads(body)
-    except ValueError as exc:
-        raise BadRequest(f"failed to decode request body: {exc}") from None
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
-            for err in exc.errors()
-        )
-        raise BadRequest(f"invalid request: {problems}") from None

@@ -8,9 +8,9 @@ read with an explicit size limit.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, StrictStr
 
 from common.errors import BadRequest
@@ -19,8 +19,6 @@ from common.routing import TENANT
 from services.deployments.api.deps import (
     ArtifactsAppDep,
     DeploymentsAppDep,
-    SettingsDep,
-    read_json,
 )
 from services.deployments.api.multipart import MultipartStream
 from services.deployments.api.queries import deployment_filter
@@ -34,10 +32,10 @@ from services.deployments.api.schemas import (
     StorageLimitOut,
 )
 
-__all__ = ["PREFIX", "STREAM_PREFIX", "router"]
+__all__ = ["PREFIX", "STREAM_PATH", "router"]
 
 PREFIX: Final = "/api/internal/v1/deployments"
-STREAM_PREFIX: Final = PREFIX + "/tenants/"
+STREAM_PATH: Final = PREFIX + "/tenants/[^/]*/artifacts"
 _MAX_HISTORY_PAGE: Final = 20
 # NOTE: Mender's internal upload names the default tenant "default".
 _DEFAULT_TENANT_ALIAS: Final = "default"
@@ -71,9 +69,8 @@ class _StorageSettings(BaseModel):
 
 
 @router.post("/tenants", status_code=201)
-async def provision_tenant(request: Request, settings: SettingsDep) -> Response:
+async def provision_tenant(body: _NewTenant) -> Response:
     """Provision a tenant (its data lives in the shared, tenant-keyed collections)."""
-    body = await read_json(request, _NewTenant, limit=settings.request_size_limit)
     if not body.tenant_id:
         raise BadRequest("tenant_id: cannot be blank.")
     return Response(status_code=201)
@@ -88,19 +85,12 @@ async def get_storage_settings(tenant_id: str, artifacts: ArtifactsAppDep) -> di
 
 @router.put(f"/tenants/{TENANT}/storage/settings", status_code=204)
 async def put_storage_settings(
-    tenant_id: str, request: Request, artifacts: ArtifactsAppDep, settings: SettingsDep
+    tenant_id: str,
+    artifacts: ArtifactsAppDep,
+    document: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> Response:
     """Set (or with null / {} clear) the tenant's storage settings."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > settings.request_size_limit:
-            raise BadRequest("request body too large")
-    try:
-        document = json.loads(raw) if raw.strip() else None
-    except ValueError as exc:
-        raise BadRequest(f"failed to decode request body: {exc}") from None
-    if document in (None, {}):
+    if not document:
         await artifacts.set_storage_settings(tenant_id, None)
         return Response(status_code=204)
     try:
@@ -122,10 +112,9 @@ async def get_storage_limit(tenant_id: str, artifacts: ArtifactsAppDep) -> Stora
 
 @router.put(f"/tenants/{TENANT}/limits/storage", status_code=204)
 async def set_storage_limit(
-    tenant_id: str, request: Request, artifacts: ArtifactsAppDep, settings: SettingsDep
+    tenant_id: str, body: StorageLimitIn, artifacts: ArtifactsAppDep
 ) -> Response:
     """Set the tenant's storage limit (0 = unlimited)."""
-    body = await read_json(request, StorageLimitIn, limit=settings.request_size_limit)
     await artifacts.set_storage_limit(tenant_id, body.limit)
     return Response(status_code=204)
 
@@ -250,14 +239,10 @@ async def post_device_configuration_deployment(
     tenant_id: str,
     deployment_id: str,
     device_id: str,
-    request: Request,
+    body: ConfigurationDeploymentRequest,
     deployments: DeploymentsAppDep,
-    settings: SettingsDep,
 ) -> Response:
     """Create a configuration deployment for one device."""
-    body = await read_json(
-        request, ConfigurationDeploymentRequest, limit=settings.request_size_limit
-    )
     configuration = (
         body.configuration
         if isinstance(body.configuration, str)
@@ -278,10 +263,9 @@ async def post_device_configuration_deployment(
 
 @router.post(f"/tenants/{TENANT}/devices/deployments/last", response_model=LastStatusesOut)
 async def get_device_deployment_last_status(
-    tenant_id: str, request: Request, deployments: DeploymentsAppDep, settings: SettingsDep
+    tenant_id: str, body: LastStatusesRequest, deployments: DeploymentsAppDep
 ) -> LastStatusesOut:
     """How each listed device's latest deployment ended."""
-    body = await read_json(request, LastStatusesRequest, limit=settings.request_size_limit)
     if not body.device_ids:
         raise BadRequest("device_ids: cannot be blank.")
     return LastStatusesOut.of(await deployments.last_statuses(tenant_id, body.device_ids))

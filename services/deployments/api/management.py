@@ -19,7 +19,6 @@ from services.deployments.api.deps import (
     ReleasesAppDep,
     SettingsDep,
     UploadsAppDep,
-    read_json,
 )
 from services.deployments.api.multipart import MultipartStream
 from services.deployments.api.queries import (
@@ -189,14 +188,9 @@ async def get_image(id: str, identity: UserIdentity, artifacts: ArtifactsAppDep)
 
 @router.put("/artifacts/{id}", status_code=204)
 async def edit_image(
-    id: str,
-    request: Request,
-    identity: UserIdentity,
-    artifacts: ArtifactsAppDep,
-    settings: SettingsDep,
+    id: str, body: EditArtifactRequest, identity: UserIdentity, artifacts: ArtifactsAppDep
 ) -> Response:
     """Change an artifact's description (not once it was deployed)."""
-    body = await read_json(request, EditArtifactRequest, limit=settings.request_size_limit)
     await artifacts.edit(identity.tenant, id, description=body.description)
     return Response(status_code=204)
 
