@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import random
 import re
@@ -895,6 +896,19 @@ class TestStructure:
         )
 
         assert parse_error(artifact) == "conflicting keys in the artifact provides: artifact_name"
+
+    def test_xz_dictionary_over_the_memory_limit(self) -> None:
+        inner = tar_bytes([("a.txt", b"a")], tarfile.USTAR_FORMAT, 1e9)
+        big_dictionary = [{"id": lzma.FILTER_LZMA2, "dict_size": 128 * 1024 * 1024}]
+        payload = lzma.compress(inner, format=lzma.FORMAT_XZ, filters=big_dictionary)
+        artifact = synthetic(
+            {"a.txt": b"a"},
+            edit=lambda entries: [*entries[:3], ("data/0000.tar.xz", payload)],
+        )
+
+        message = parse_error(artifact)
+
+        assert message == "data/0000.tar.xz: xz data needs more than 96 MiB to decompress"
 
     def test_zstd_unavailable(self) -> None:
         artifact = synthetic(

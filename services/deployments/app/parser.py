@@ -11,7 +11,6 @@ deployments service extracts (`getMetaFromArchive`) once every checksum has been
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import lzma
 import math
@@ -37,7 +36,8 @@ MAX_HEADER_SIZE: Final = 10 * 1024 * 1024
 _MAX_SMALL_FILE: Final = 1024 * 1024  # version, manifest, manifest.sig, manifest-augment
 _MAX_TAR_EXTENSION: Final = 1024 * 1024  # pax records and GNU long names
 _DECOMPRESS_CHUNK: Final = 64 * 1024  # most decompressed bytes produced per step
-_ZSTD_INPUT_SLICE: Final = 512  # the zstd binding has no output bound, so feed it sparingly
+# xz streams made with `xz -9` need 65 MiB to decode; larger dictionaries are refused.
+_XZ_MEMORY_LIMIT: Final = 96 * 1024 * 1024
 _BLOCK: Final = 512
 _ZERO_BLOCK: Final = bytes(_BLOCK)
 
@@ -474,13 +474,22 @@ class _Xz:
     def __init__(self, out: _Output, label: str) -> None:
         self._out = out
         self._label = label
-        self._decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        self._decoder = self._new_decoder()
         self._started = False
+
+    @staticmethod
+    def _new_decoder() -> lzma.LZMADecompressor:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_XZ_MEMORY_LIMIT)
 
     def feed(self, data: memoryview) -> None:
         try:
             self._feed(data.tobytes())
         except (lzma.LZMAError, EOFError) as exc:
+            if "memory usage limit" in str(exc).lower():
+                limit = _XZ_MEMORY_LIMIT // (1024 * 1024)
+                raise ArtifactError(
+                    f"{self._label}: xz data needs more than {limit} MiB to decompress"
+                ) from exc
             raise ArtifactError(f"{self._label}: corrupt xz data ({exc})") from exc
 
     def _feed(self, data: bytes) -> None:
@@ -491,7 +500,7 @@ class _Xz:
                 pending = pending.lstrip(b"\0")
                 if not pending:
                     return
-                self._decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+                self._decoder = self._new_decoder()
             self._started = True
             chunk = self._decoder.decompress(pending, _DECOMPRESS_CHUNK)
             pending = b""
@@ -507,54 +516,13 @@ class _Xz:
             raise ArtifactError(f"{self._label}: truncated xz data")
 
 
-class _Zstd:
-    """Zstandard through the optional `zstandard` package."""
-
-    def __init__(self, out: _Output, label: str) -> None:
-        try:
-            module = importlib.import_module("zstandard")
-        except ImportError:
-            raise ArtifactError(
-                f"{label}: zstd compression is not supported by this server"
-            ) from None
-        self._module: Any = module
-        self._out = out
-        self._label = label
-        self._decoder: Any = module.ZstdDecompressor().decompressobj()
-        self._started = False
-
-    def feed(self, data: memoryview) -> None:
-        try:
-            for start in range(0, len(data), _ZSTD_INPUT_SLICE):
-                self._feed(data[start : start + _ZSTD_INPUT_SLICE].tobytes())
-        except self._module.ZstdError as exc:
-            raise ArtifactError(f"{self._label}: corrupt zstd data ({exc})") from exc
-
-    def _feed(self, data: bytes) -> None:
-        pending = data
-        while pending:
-            if self._decoder.eof:
-                self._decoder = self._module.ZstdDecompressor().decompressobj()
-            self._started = True
-            chunk: bytes = self._decoder.decompress(pending)
-            pending = self._decoder.unused_data if self._decoder.eof else b""
-            for start in range(0, len(chunk), _DECOMPRESS_CHUNK):
-                self._out(memoryview(chunk)[start : start + _DECOMPRESS_CHUNK])
-
-    def close(self) -> None:
-        if not self._started:
-            raise ArtifactError(f"{self._label} is empty")
-        if not self._decoder.eof:
-            raise ArtifactError(f"{self._label}: truncated zstd data")
-
-
 def _decoder(compression: str, out: _Output, label: str) -> _Decoder:
     if compression == "gzip":
         return _Gzip(out, label)
     if compression == "xz":
         return _Xz(out, label)
     if compression == "zstd":
-        return _Zstd(out, label)
+        raise ArtifactError(f"{label}: zstd compression is not supported by this server")
     return _Plain(out)
 
 
