@@ -32,6 +32,7 @@ _log = logging.getLogger("common.outbox")
 _COLLECTION: Final = "outbox"
 _LEASE: Final = timedelta(seconds=30)
 _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
+_BATCH: Final = 100  # pending effects of a peer read per query
 
 OUTBOX_INDEXES: Final = {
     _COLLECTION: [IndexModel([("peer", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)])]
@@ -146,14 +147,30 @@ class OutboxRelay:
         """Deliver what is due, in order per peer; return how many were delivered."""
         delivered = 0
         for peer, base_url in self._peers.items():
-            while await self._deliver_next(peer, base_url):
-                delivered += 1
+            delivered += await self._deliver_peer(peer, base_url)
         return delivered
 
-    async def _deliver_next(self, peer: str, base_url: str) -> bool:
+    async def _deliver_peer(self, peer: str, base_url: str) -> int:
+        """Deliver a peer's effects oldest first, up to the first that cannot go now."""
+        delivered = 0
+        while True:
+            batch = (
+                await self._coll.find({"peer": peer, "state": "pending"})
+                .sort("_id", ASCENDING)
+                .limit(_BATCH)
+                .to_list()
+            )
+            for head in batch:
+                if not await self._deliver(head, base_url):
+                    return delivered
+                delivered += 1
+            if len(batch) < _BATCH:
+                return delivered
+
+    async def _deliver(self, head: Document, base_url: str) -> bool:
+        """Send one effect unless it waits for a retry or another replica holds it."""
         now = _now()
-        head = await self._coll.find_one({"peer": peer, "state": "pending"}, sort=[("_id", 1)])
-        if head is None or head["next_attempt"] > now or head["lease_until"] > now:
+        if head["next_attempt"] > now or head["lease_until"] > now:
             return False
         claimed = await self._coll.find_one_and_update(
             {"_id": head["_id"], "lease_until": head["lease_until"]},
@@ -178,7 +195,7 @@ class OutboxRelay:
             # inspection and let the effects behind it go on.
             _log.error(
                 "outbox: %s refused %s %s with %s: %s",
-                peer,
+                head["peer"],
                 head["method"],
                 head["path"],
                 status,

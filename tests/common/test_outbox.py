@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from common.mongo import Document, transaction
 from common.outbox import Effect, Outbox, OutboxRelay
@@ -141,3 +141,37 @@ class TestDelivery:
         relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
         assert await relay.deliver_due() == 1
         assert [e["peer"] for e in await Outbox(db).pending()] == ["deviceconnect"]
+
+    async def test_a_long_queue_is_read_in_batches(
+        self, mongo_url: str, db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        finds = _FindCounter()
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            mongo_url, tz_aware=True, event_listeners=[finds]
+        )
+        try:
+            db = client[db_name]
+            await Outbox(db).add([Effect("inventory", "POST", f"/{n}") for n in range(250)])
+            relay = OutboxRelay(db, http, {"inventory": peer.url})
+
+            assert await relay.deliver_due() == 250
+        finally:
+            await client.close()
+
+        assert [p for _, p, _ in peer.received] == [f"/{n}" for n in range(250)]
+        assert finds.count == 3  # 100 + 100 + 50
+
+
+class _FindCounter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
