@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,6 +89,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, exc.detail)
         return error_response(exc.status_code, str(message), exc.headers)
 
+    async def database_unavailable(_: Request, exc: Exception) -> Response:
+        _log.warning("database unavailable: %s", exc)
+        return error_response(503, "database is unavailable")
+
     async def unexpected(_: Request, exc: Exception) -> Response:
         _log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal error")
@@ -95,6 +100,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ConnectionFailure, database_unavailable)
     app.add_exception_handler(Exception, unexpected)
 
 

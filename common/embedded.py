@@ -52,8 +52,13 @@ class EmbeddedMongo:
 
     @property
     def url(self) -> str:
-        """The connection string for clients."""
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        """The connection string for clients, without retryable writes.
+
+        The server keeps a record of every retryable write and, past 10,000 of them, prunes
+        that record under a lock on each new one: every write then slows down. Transactions
+        and the services' own idempotent writes do not need the driver's single retry.
+        """
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it answers a ping."""

@@ -42,12 +42,18 @@ def add_command_listener(listener: monitoring.CommandListener) -> None:
 
 
 def create_client(url: str) -> AsyncMongoClient[Document]:
-    """Create the async client; timezone-aware datetimes, short server selection."""
+    """Create the async client; timezone-aware datetimes, short server selection.
+
+    Pooled connections are dropped after 4 idle minutes, before a server or a load balancer
+    in between closes them (the embedded server does after 5): a write on a connection
+    closed under it fails when retryable writes are off.
+    """
     return AsyncMongoClient(
         url,
         tz_aware=True,
         uuidRepresentation="standard",
         serverSelectionTimeoutMS=5000,
+        maxIdleTimeMS=240_000,
         connect=False,
         event_listeners=list(_listeners),
     )

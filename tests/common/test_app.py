@@ -7,7 +7,8 @@ import pytest
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from common.app import create_service_app
+from common.app import create_service_app, resources
+from common.embedded import free_port
 from common.errors import Conflict
 from common.identity import DeviceIdentity
 from common.paging import PageDep, set_page_headers
@@ -35,6 +36,10 @@ def _app(mongo_url: str, db_name: str) -> object:
     async def list_things(request: Request, response: Response, page: PageDep) -> list[int]:
         set_page_headers(request, response, page, total=45)
         return list(range(page.skip, min(45, page.skip + page.per_page)))
+
+    @router.get("/count")
+    async def count(request: Request) -> int:
+        return await resources(request).db.things.count_documents({})
 
     @router.get("/me")
     async def me(identity: DeviceIdentity) -> dict[str, str]:
@@ -117,6 +122,16 @@ class TestErrors:
         assert r.status_code == 401
         r = await client.get("/api/management/v1/demo/me", headers={"Authorization": "Bearer x.y"})
         assert r.status_code == 401
+
+    async def test_database_down(self, db_name: str, asgi_client: ClientFactory) -> None:
+        nowhere = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
+        async with asgi_client(_app(nowhere, db_name)) as client:  # type: ignore[arg-type]
+            r = await client.get("/api/management/v1/demo/count")
+            health = await client.get("/api/internal/v1/demo/health")
+
+        assert r.status_code == 503
+        assert r.json()["error"] == "database is unavailable"
+        assert health.status_code == 503
 
 
 class TestHealth:
