@@ -270,6 +270,32 @@ class ManagementApi:
         assert len(matches) == 1, f"artifacts named {name}: {matches}"
         return matches[0]
 
+    def generate_artifact(
+        self, *, name: str, device_type: str, filename: str, dest_dir: str, content: bytes
+    ) -> str:
+        """Have the server build a single-file artifact in the background; its id."""
+        form = {
+            "name": name,
+            "device_types_compatible": device_type,
+            "type": "single_file",
+            "args": json.dumps({"filename": filename, "dest_dir": dest_dir}),
+        }
+        response = _check(
+            self.http.post(
+                f"{DEPLOYMENTS}/artifacts/generate", data=form, files={"file": (filename, content)}
+            ),
+            201,
+        )
+        return response.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+
+    def wait_for_artifact(self, name: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until an artifact with this name is listed; the artifact."""
+        return wait_until(
+            lambda: next((a for a in self.artifacts() if a["name"] == name), None),
+            timeout=timeout,
+            what=f"artifact {name} listed",
+        )
+
     def create_deployment(self, name: str, artifact_name: str, devices: Iterable[str]) -> str:
         """Deploy an artifact to a list of devices; the deployment's id."""
         body = {"name": name, "artifact_name": artifact_name, "devices": list(devices)}

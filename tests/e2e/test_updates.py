@@ -141,6 +141,33 @@ class TestModuleDeployment:
         assert device.show_artifact() == name
 
 
+class TestGeneratedArtifact:
+    def test_built_on_the_server_installs_on_the_client(
+        self, devices: DeviceFactory, api: ManagementApi
+    ) -> None:
+        device = devices.new("generated", device_type=_unique("e2e-type"))
+        devices.start(device)
+        device_id = devices.admit(device)
+        name = _unique("e2e-generated")
+        content = f"generated on the server as {name}\n".encode()
+        artifact_id = api.generate_artifact(
+            name=name,
+            device_type=device.device_type,
+            filename="generated.conf",
+            dest_dir=DEST_DIR,
+            content=content,
+        )
+        assert api.wait_for_artifact(name)["id"] == artifact_id
+
+        deployment_id = api.create_deployment(_unique("generated"), name, [device_id])
+        device.check_update()
+        stats = api.wait_for_statistics(deployment_id, {"success": 1})
+        assert stats["failure"] == 0
+        assert _installed(device, Path("generated.conf")).read_bytes() == content
+        assert device.show_artifact() == name
+        api.wait_for_attributes(device_id, {("inventory", "artifact_name"): name})
+
+
 class TestFailingDeployment:
     def test_failure_is_reported_with_the_device_log(
         self, tmp_path: Path, devices: DeviceFactory, api: ManagementApi, upload: Upload
