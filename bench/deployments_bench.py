@@ -645,11 +645,16 @@ def _report(runs: list[Run], load_before: str) -> str:
             lines.append(
                 f"| {p.label} | " + " | ".join(f"{p.cpu[name]:.2f}" for name in processes) + " |"
             )
+        failed = sum(sum(p.unexpected.values()) for p in run.phases)
         exact = run.stats.get("success") == run.devices and sum(run.stats.values()) == run.devices
+        if failed:
+            verdict = f"{failed:,} requests failed, so not every device got there"
+        else:
+            verdict = "exact" if exact else "NOT EXACT"
         lines += [
             "",
             f"Final statistics: success {run.stats.get('success')} of {run.devices} "
-            f"({'exact' if exact else 'NOT EXACT'}), all counters {run.stats}.",
+            f"({verdict}), all counters {run.stats}.",
             "",
         ]
     return "\n".join(lines)
