@@ -55,8 +55,9 @@ class EmbeddedMongo:
         """The connection string for clients, without retryable writes.
 
         The server keeps a record of every retryable write and, past 10,000 of them, prunes
-        that record under a lock on each new one: every write then slows down. Transactions
-        and the services' own idempotent writes do not need the driver's single retry.
+        that record under a lock on each new one: every write then slows down. With a single
+        local server there is no failover for the driver's one retry to ride out; a write
+        that fails is answered 503 and the caller tries again.
         """
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
 
