@@ -20,10 +20,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import hashlib
 import os
-import platform
 import re
 import shutil
 import signal
@@ -43,6 +41,8 @@ import aiohttp
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 
 from common.embedded import free_port  # noqa: E402
 from common.launcher import Stack  # noqa: E402
@@ -105,24 +105,6 @@ def stack_processes(stack: Stack) -> dict[str, int]:
     return found
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Sampler:
     """Samples the RSS of a set of processes on a thread; `phase()` marks what runs."""
 
@@ -138,7 +120,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            readings = {name: _rss_kib(pid) for name, pid in self.pids.items()}
+            readings = {name: rss_kib(pid) for name, pid in self.pids.items()}
             with self._lock:
                 peaks = self.peaks.setdefault(self._phase, {})
                 for name, kib in readings.items():
@@ -148,11 +130,11 @@ class Sampler:
 
     def snapshot(self) -> dict[str, int]:
         """The RSS of every process right now."""
-        return {name: _rss_kib(pid) for name, pid in self.pids.items()}
+        return {name: rss_kib(pid) for name, pid in self.pids.items()}
 
     def cpu(self) -> dict[str, float]:
         """The CPU seconds (user + system) every process has used so far."""
-        return {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -434,22 +416,6 @@ def run(size: int, compression: str, interval_ms: float, deadline: float) -> Res
 # --------------------------------------------------------------------------- report
 
 
-def _machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    return [
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- nproc: {os.cpu_count()} ({cpu}), memory {mem_kib / 1024 / 1024:.1f} GiB",
-        f"- kernel: {platform.release()}, python {platform.python_version()}",
-        f"- load average when the report was written: {' '.join(load)} (1, 5, 15 min)",
-    ]
-
-
 def _mib(kib: int) -> str:
     return f"{kib / 1024:.1f}"
 
@@ -461,7 +427,7 @@ def report(results: list[Result]) -> str:
         "",
         "Written by `bench/artifact_stream_bench.py`.",
         "",
-        *_machine(),
+        *machine(),
         "",
     ]
     for result in results:

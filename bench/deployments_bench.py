@@ -59,6 +59,8 @@ from pymongo import AsyncMongoClient
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from procstats import cpu_seconds  # noqa: E402
+
 from common.embedded import EmbeddedMongo, free_port  # noqa: E402
 from common.launcher import Stack  # noqa: E402
 
@@ -139,14 +141,6 @@ def _with_options(url: str, options: str) -> str:
     parts = urllib.parse.urlsplit(url)
     query = dict(urllib.parse.parse_qsl(parts.query)) | dict(urllib.parse.parse_qsl(options))
     return parts._replace(query=urllib.parse.urlencode(query)).geturl()
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
@@ -252,11 +246,11 @@ async def _phase(
                 unexpected[status] += 1
 
     ops_before = await ops.counts()
-    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - began
-    cpu_after = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     ops_after = await ops.counts()
     latencies.sort()
     count = len(latencies)

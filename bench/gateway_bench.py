@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +43,12 @@ import uvicorn
 from yarl import URL
 
 ROOT: Final = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
+
+from common.embedded import free_port  # noqa: E402
+
 RESULTS: Final = ROOT / "bench" / "results" / "gateway.md"
 BENCH_PATH: Final = "/api/devices/v1/inventory/bench"
 UPLOAD_PATH: Final = "/api/management/v1/deployments/artifacts"
@@ -185,13 +188,6 @@ def _serve(role: str, port: int, upstream: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Proc:
     """A server process started by the benchmark."""
@@ -224,7 +220,7 @@ class Fleet:
         return proc
 
     def serve(self, role: str, upstream: str = "") -> Proc:
-        port = _free_port()
+        port = free_port()
         argv = [sys.executable, __file__, "serve", role, "--port", str(port)]
         return self.start(role, [*argv, "--upstream", upstream], {}, port)
 
@@ -369,12 +365,6 @@ async def _aiohttp_load(url: str, connections: int, duration: float, token: str)
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    # utime and stime are fields 14 and 15 of /proc/<pid>/stat, in clock ticks.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _load(url: str, connections: int, duration: float, token: str, use_wrk: bool) -> Run:
     if use_wrk:
         return _wrk(url, connections, duration, token)
@@ -406,7 +396,7 @@ def run_throughput(
         _wait_http(upstream.url + BENCH_PATH)
         _wait_http(verifier.url + "/calls")
         minproxy = fleet.serve("minproxy", upstream.url)
-        port = _free_port()
+        port = free_port()
         gateway = fleet.start(
             "gateway",
             [sys.executable, "-m", "gateway"],
@@ -438,9 +428,9 @@ def run_throughput(
             for _ in range(rounds):
                 for name, url in targets.items():
                     pid = servers[name].pid
-                    before = _cpu_seconds(pid)
+                    before = cpu_seconds(pid)
                     runs[name].append(_load(url, connections, duration / rounds, token, use_wrk))
-                    cpu[name] += _cpu_seconds(pid) - before
+                    cpu[name] += cpu_seconds(pid) - before
             for name in targets:
                 ordered = sorted(runs[name], key=lambda r: r.rps)
                 median = ordered[len(ordered) // 2]
@@ -468,13 +458,6 @@ def run_throughput(
 # --------------------------------------------------------------------------- transfers
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 @contextmanager
 def _sample_rss(pid: int) -> Iterator[list[int]]:
     samples: list[int] = []
@@ -482,7 +465,7 @@ def _sample_rss(pid: int) -> Iterator[list[int]]:
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(_rss_kib(pid))
+            samples.append(rss_kib(pid))
             stop.wait(0.02)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -554,7 +537,7 @@ def run_transfers(gib: float) -> list[Transfer]:
         bulk = fleet.serve("bulk")
         verifier = fleet.serve("verifier")
         _wait_http(verifier.url + "/calls")
-        port = _free_port()
+        port = free_port()
         gateway = fleet.start(
             "gateway",
             [sys.executable, "-m", "gateway"],
@@ -568,7 +551,7 @@ def run_transfers(gib: float) -> list[Transfer]:
         asyncio.run(_download(f"{gateway.url}{DOWNLOAD_PATH}?size={4 * 1024 * 1024}", 4 << 20))
         transfers = []
         for direction in ("upload", "download"):
-            before = _rss_kib(gateway.pid)
+            before = rss_kib(gateway.pid)
             started = time.monotonic()
             with _sample_rss(gateway.pid) as samples:
                 if direction == "upload":
@@ -578,7 +561,7 @@ def run_transfers(gib: float) -> list[Transfer]:
                     intact = asyncio.run(_download(url, size))
             seconds = time.monotonic() - started
             time.sleep(0.5)
-            after = _rss_kib(gateway.pid)
+            after = rss_kib(gateway.pid)
             transfers.append(
                 Transfer(direction, size, seconds, intact, before, max(samples), after)
             )
@@ -597,22 +580,8 @@ def run_transfers(gib: float) -> list[Transfer]:
 
 
 def _machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    load = Path("/proc/loadavg").read_text().split()[:3]
     versions = {name: _version(name) for name in ("aiohttp", "uvicorn", "fastapi", "uvloop")}
-    return [
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- nproc: {os.cpu_count()} ({cpu}), memory {mem_kib / 1024 / 1024:.1f} GiB",
-        f"- kernel: {platform.release()}",
-        f"- python: {platform.python_version()}",
-        f"- load average when the report was written: {' '.join(load)} (1, 5, 15 min)",
-        "- " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-    ]
+    return [*machine(), "- " + ", ".join(f"{k} {v}" for k, v in versions.items())]
 
 
 def _version(dist: str) -> str:
