@@ -91,7 +91,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def database_unavailable(_: Request, exc: Exception) -> Response:
         _log.warning("database unavailable: %s", exc)
-        return error_response(503, "database is unavailable")
+        return error_response(503, "database is unreachable")
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         _log.exception("unhandled error", exc_info=exc)

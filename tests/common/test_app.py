@@ -130,7 +130,7 @@ class TestErrors:
             health = await client.get("/api/internal/v1/demo/health")
 
         assert r.status_code == 503
-        assert r.json()["error"] == "database is unavailable"
+        assert r.json()["error"] == "database is unreachable"
         assert health.status_code == 503
 
 
