@@ -40,14 +40,24 @@ def _executable() -> str:
 
 
 class EmbeddedMongo:
-    """A SecantusDB server process on 127.0.0.1; `storage` may be ':memory:'."""
+    """A SecantusDB server process on 127.0.0.1; `storage` may be ':memory:'.
+
+    `test_commands` enables what mongod's `enableTestCommands` does: `configureFailPoint`,
+    which test suites use to make the server refuse chosen commands.
+    """
 
     def __init__(
-        self, storage: Path | str, port: int | None = None, log: Path | None = None
+        self,
+        storage: Path | str,
+        port: int | None = None,
+        log: Path | None = None,
+        *,
+        test_commands: bool = False,
     ) -> None:
         self.storage = storage
         self.port = port or free_port()
         self.log = log
+        self.test_commands = test_commands
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,6 +87,7 @@ class EmbeddedMongo:
                 str(self.storage),
                 "--log-level",
                 "WARNING",
+                *(["--enable-test-commands"] if self.test_commands else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -6,9 +6,11 @@ Every query a store makes goes through `TenantCollection`, which adds the caller
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -16,17 +18,24 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+
+from common.errors import ServiceUnavailable
 
 __all__ = [
     "Document",
     "TenantCollection",
+    "TransactionConflict",
     "add_command_listener",
+    "atomically",
     "create_client",
     "ensure_indexes",
     "ping",
     "transaction",
 ]
+
+T = TypeVar("T")
 
 Document = dict[str, Any]
 _Filter = Mapping[str, Any]
@@ -82,6 +91,43 @@ async def transaction(client: AsyncMongoClient[Document]) -> AsyncIterator[Async
     """Run the block in one multi-document transaction (committed on normal exit)."""
     async with client.start_session() as session, await session.start_transaction():
         yield session
+
+
+_TRANSACTION_ATTEMPTS: Final = 5
+_CONFLICT_BACKOFF: Final = 0.005  # seconds, doubled on each attempt
+
+
+class TransactionConflict(ServiceUnavailable):
+    """A transaction kept conflicting with concurrent ones; the caller should retry (503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the change conflicts with concurrent changes; retry")
+
+
+async def atomically(
+    client: AsyncMongoClient[Document],
+    work: Callable[[AsyncClientSession], Awaitable[T]],
+    *,
+    attempts: int = _TRANSACTION_ATTEMPTS,
+) -> T:
+    """Run `work` in one transaction, again from the start when it conflicts with another.
+
+    A conflict (the `TransientTransactionError` label: another transaction wrote the same
+    document first) aborts the attempt with nothing written; after a short random pause the
+    work runs again on fresh data. `TransactionConflict` when every attempt conflicted.
+    """
+    attempt = 1
+    while True:
+        try:
+            async with transaction(client) as session:
+                return await work(session)
+        except PyMongoError as exc:
+            if not exc.has_error_label("TransientTransactionError"):
+                raise
+            if attempt >= attempts:
+                raise TransactionConflict() from exc
+        await asyncio.sleep(random.uniform(0, _CONFLICT_BACKOFF * 2**attempt))
+        attempt += 1
 
 
 class TenantCollection:

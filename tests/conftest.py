@@ -25,7 +25,7 @@ def mongo_url() -> Iterator[str]:
     if external:
         yield external
         return
-    server = EmbeddedMongo(":memory:")
+    server = EmbeddedMongo(":memory:", test_commands=True)
     server.start()
     try:
         yield server.url

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import uvicorn
+from pymongo import AsyncMongoClient
 from starlette.types import ASGIApp
 
 from common.embedded import free_port
+from common.mongo import Document
 
-__all__ = ["LiveServer", "eventually"]
+__all__ = ["LiveServer", "eventually", "failing_commands"]
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -20,6 +23,37 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
     while not predicate():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def failing_commands(
+    mongo: AsyncMongoClient[Document],
+    commands: Sequence[str],
+    *,
+    times: int = 1,
+    code: int = 8,
+    labels: Sequence[str] = (),
+) -> AsyncIterator[None]:
+    """Have the database refuse the next `times` of these commands (its `failCommand` point).
+
+    A refused write inside a transaction leaves that transaction uncommitted, as a process
+    that dies at that point would: this is how tests cut a change between two of its writes.
+    """
+    await mongo.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": times},
+            "data": {
+                "failCommands": list(commands),
+                "errorCode": code,
+                "errorLabels": list(labels),
+            },
+        }
+    )
+    try:
+        yield
+    finally:
+        await mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 class LiveServer:

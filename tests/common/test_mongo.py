@@ -1,11 +1,19 @@
-"""Tenant scoping: one tenant never sees another's documents, and unscoped access is caught."""
+"""Tenant scoping (one tenant never sees another's documents, unscoped access is caught) and
+transactions retried on conflicts."""
 
 from __future__ import annotations
 
-from pymongo import AsyncMongoClient
+from typing import Final
 
-from common.mongo import Document, TenantCollection, create_client
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from common.mongo import Document, TenantCollection, TransactionConflict, atomically, create_client
 from tests import conftest
+from tests.support import failing_commands
+
+_TRANSIENT: Final = "TransientTransactionError"
 
 
 class TestTenantCollection:
@@ -46,3 +54,52 @@ class TestGuard:
         conftest._tenant_guard.violations.clear()  # this test broke the rule on purpose
         assert found
         assert "find on devices" in found[0]
+
+
+class TestAtomically:
+    async def test_conflicts_are_retried_from_the_start(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        coll = mongo[db_name].things
+        runs: list[int] = []
+
+        async def work(session: AsyncClientSession) -> str:
+            runs.append(1)
+            await coll.insert_one({"_id": len(runs)}, session=session)
+            await coll.update_one({"_id": len(runs)}, {"$set": {"done": True}}, session=session)
+            return "ok"
+
+        async with failing_commands(mongo, ["update"], times=2, code=112, labels=[_TRANSIENT]):
+            assert await atomically(mongo, work) == "ok"
+        assert len(runs) == 3
+        # The two conflicting attempts left nothing behind.
+        assert await coll.find({}).to_list() == [{"_id": 3, "done": True}]
+
+    async def test_gives_up_with_503(self, mongo: AsyncMongoClient[Document], db_name: str) -> None:
+        coll = mongo[db_name].things
+
+        async def work(session: AsyncClientSession) -> None:
+            await coll.insert_one({"_id": 1}, session=session)
+
+        async with failing_commands(mongo, ["insert"], times=3, code=112, labels=[_TRANSIENT]):
+            with pytest.raises(TransactionConflict) as caught:
+                await atomically(mongo, work, attempts=3)
+        assert caught.value.status_code == 503
+        assert caught.value.message == "the change conflicts with concurrent changes; retry"
+        assert await coll.count_documents({}) == 0
+
+    async def test_other_failures_propagate_and_leave_nothing(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        coll = mongo[db_name].things
+        runs: list[int] = []
+
+        async def work(session: AsyncClientSession) -> None:
+            runs.append(1)
+            await coll.insert_one({"_id": 1}, session=session)
+            raise ValueError("refused")
+
+        with pytest.raises(ValueError, match="refused"):
+            await atomically(mongo, work)
+        assert runs == [1]
+        assert await coll.count_documents({}) == 0

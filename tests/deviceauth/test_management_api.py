@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
 
 from common.mongo import Document
 from tests.deviceauth.conftest import (
@@ -23,6 +24,7 @@ from tests.deviceauth.conftest import (
     user_token,
     verify,
 )
+from tests.support import failing_commands
 
 TENANT_A = {"Authorization": f"Bearer {user_token('tenant-a')}"}
 
@@ -399,6 +401,34 @@ class TestUpdateAuthSetStatus:
         r = await set_status(client, view["id"], view["auth_sets"][0]["id"], "accepted")
         assert r.status_code == 204
 
+    async def test_cut_before_the_outbox_write_changes_nothing(
+        self,
+        client: httpx.AsyncClient,
+        device: FakeDevice,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+    ) -> None:
+        view = await register(client, device)
+        auth_id = view["auth_sets"][0]["id"]
+        outbox = mongo[db_name]["outbox"]
+        before = await outbox.count_documents({})
+        # The acceptance dies at its last write, the outbox entry: none of it may remain.
+        async with failing_commands(mongo, ["insert"]):
+            with pytest.raises(OperationFailure, match="failCommand"):
+                await set_status(client, view["id"], auth_id, "accepted")
+        [unchanged] = await list_devices(client)
+        assert unchanged["status"] == "pending"
+        assert unchanged["auth_sets"][0]["status"] == "pending"
+        assert await outbox.count_documents({}) == before
+        assert (await device.authenticate(client)).status_code == 401
+        # The retry does the whole change once.
+        assert (await set_status(client, view["id"], auth_id, "accepted")).status_code == 204
+        [accepted] = await list_devices(client)
+        assert accepted["status"] == "accepted"
+        provisions = await outbox.count_documents({"path": {"$regex": "status/accepted$"}})
+        assert provisions == 1
+        assert (await device.authenticate(client)).status_code == 200
+
     async def test_accepting_one_key_rejects_the_other(
         self, client: httpx.AsyncClient, device: FakeDevice, device_key: Callable[[str], Any]
     ) -> None:
@@ -624,6 +654,28 @@ class TestDecommissionDevice:
         [view] = await list_devices(client)
         assert view["id"] != device_id
         assert view["status"] == "pending"
+
+    async def test_cut_before_the_outbox_write_changes_nothing(
+        self,
+        client: httpx.AsyncClient,
+        device: FakeDevice,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+    ) -> None:
+        device_id, _, token = await admit(client, device)
+        outbox = mongo[db_name]["outbox"]
+        async with failing_commands(mongo, ["insert"]):
+            with pytest.raises(OperationFailure, match="failCommand"):
+                await client.delete(f"{MGMT}/devices/{device_id}", headers=USER)
+        # Device, auth set and token are all still there, and no peer is told anything.
+        assert (await client.get(f"{MGMT}/devices/{device_id}", headers=USER)).status_code == 200
+        assert (await verify(client, token)).status_code == 200
+        assert await outbox.count_documents({"method": "DELETE"}) == 0
+        assert (await client.delete(f"{MGMT}/devices/{device_id}", headers=USER)).status_code == 204
+        assert (await verify(client, token)).status_code == 401
+        for coll in ("devices", "auth_sets", "tokens"):
+            assert await mongo[db_name][coll].count_documents({}) == 0
+        assert await outbox.count_documents({"method": "DELETE"}) == 4
 
     async def test_not_found(self, client: httpx.AsyncClient) -> None:
         r = await client.delete(f"{MGMT}/devices/nope", headers=USER)
