@@ -30,11 +30,12 @@ async def failing_commands(
     mongo: AsyncMongoClient[Document],
     commands: Sequence[str],
     *,
+    skip: int = 0,
     times: int = 1,
     code: int = 8,
     labels: Sequence[str] = (),
 ) -> AsyncIterator[None]:
-    """Have the database refuse the next `times` of these commands (its `failCommand` point).
+    """Have the database refuse `times` of these commands after `skip` (`failCommand`).
 
     A refused write inside a transaction leaves that transaction uncommitted, as a process
     that dies at that point would: this is how tests cut a change between two of its writes.
@@ -42,7 +43,7 @@ async def failing_commands(
     await mongo.admin.command(
         {
             "configureFailPoint": "failCommand",
-            "mode": {"times": times},
+            "mode": {"skip": skip, "times": times},
             "data": {
                 "failCommands": list(commands),
                 "errorCode": code,

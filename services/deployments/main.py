@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resumed = await generate.recover() + await uploads.recover()
             if resumed:
                 _log.info("resuming %d unfinished artifact jobs", resumed)
+            tasks.spawn(deployments.recount_unfinished(), name="recount-statistics")
             yield
 
     return create_service_app(

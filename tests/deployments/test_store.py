@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
@@ -27,6 +27,8 @@ from tests.deployments.flows import create_deployment, poll, report
 from tests.deployments.helpers import ArtifactFactory
 
 _READS = ("find", "findAndModify", "update", "delete", "count", "aggregate", "insert")
+# Sent to the admin database: counted wherever they go.
+_TRANSACTION_ENDS = ("commitTransaction", "abortTransaction")
 
 
 class _Recorder(monitoring.CommandListener):
@@ -37,7 +39,11 @@ class _Recorder(monitoring.CommandListener):
         self.commands: list[tuple[str, dict[str, Any]]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.database_name == self.database and event.command_name in _READS:
+        if not self.database:
+            return
+        if (
+            event.database_name == self.database and event.command_name in _READS
+        ) or event.command_name in _TRANSACTION_ENDS:
             self.commands.append((event.command_name, dict(event.command)))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -76,6 +82,8 @@ def _filters(name: str, command: dict[str, Any]) -> list[tuple[dict[str, Any], A
 
 async def _assert_indexed(mongo: AsyncMongoClient[Document], db: str, recorded: _Recorder) -> None:
     for name, command in recorded.commands:
+        if name in _TRANSACTION_ENDS:
+            continue
         collection = command[name]
         for filter_, sort in _filters(name, command):
             find: dict[str, Any] = {"find": collection, "filter": filter_, "limit": 1}
@@ -108,8 +116,17 @@ class TestHotPath:
 
         recorder.commands.clear()
         assert (await poll(service.client, "dev")).status_code == 200
-        # active, latest finished, next deployment, artifact, counters claim, insert.
-        assert len(recorder.commands) == 6
+        # active, latest finished, next deployment, artifact; then one transaction: counters
+        # claim, insert, commit.
+        assert [c[0] for c in recorder.commands] == [
+            "find",
+            "find",
+            "find",
+            "find",
+            "findAndModify",
+            "insert",
+            "commitTransaction",
+        ]
         await _assert_indexed(mongo, db, recorder)
 
         recorder.commands.clear()
@@ -120,13 +137,38 @@ class TestHotPath:
         assert (
             await report(service.client, "dev", deployment_id, "downloading")
         ).status_code == 204
-        # device deployment, compare-and-set, counters $inc, deployment → inprogress (once).
-        assert len(recorder.commands) <= 5
+        # device deployment; one transaction: compare-and-set, counters $inc, deployment →
+        # inprogress (once: deployment and counters), commit.
+        assert [c[0] for c in recorder.commands] == [
+            "find",
+            "update",
+            "findAndModify",
+            "update",
+            "update",
+            "commitTransaction",
+        ]
         await _assert_indexed(mongo, db, recorder)
 
         recorder.commands.clear()
         assert (await report(service.client, "dev", deployment_id, "installing")).status_code == 204
-        assert len(recorder.commands) == 3
+        assert [c[0] for c in recorder.commands] == [
+            "find",
+            "update",
+            "findAndModify",
+            "commitTransaction",
+        ]
+
+        recorder.commands.clear()
+        assert (await report(service.client, "dev", deployment_id, "success")).status_code == 204
+        # + the device's last status, in the same transaction.
+        assert [c[0] for c in recorder.commands] == [
+            "find",
+            "update",
+            "findAndModify",
+            "update",
+            "commitTransaction",
+        ]
+        await _assert_indexed(mongo, db, recorder)
 
 
 def _artifact(name: str, device_types: list[str], **depends: Any) -> Artifact:
@@ -193,63 +235,161 @@ class TestArtifacts:
         assert await store.get_release("", "r") is None
 
 
+def _device_deployment(
+    deployment: Deployment, device_id: str, status: DeviceDeploymentStatus
+) -> DeviceDeployment:
+    return DeviceDeployment(
+        id=str(uuid.uuid4()),
+        deployment_id=deployment.id,
+        device_id=device_id,
+        status=status,
+        active=status.active,
+        created=deployment.created,
+    )
+
+
+_START: Final = StatsChange(devices=1)
+
+
 class TestDeploymentCounters:
     async def test_status_moves_forward_only(self, store: MongoStore) -> None:
         deployment = _deployment(["a", "b"])
         await store.insert_deployment("", deployment, checksum="c")
-        start = StatsChange(decrement="pending", increment="downloading", devices=1)
-        assert await store.change_stats("", deployment.id, start, require_room=True)
+        started = await store.start_device_deployment(
+            "", _device_deployment(deployment, "a", DeviceDeploymentStatus.PENDING), _START
+        )
+        assert started is not None
+        dd, created = started
+        assert created
+        moved = await store.move_device_deployment(
+            "", dd, status=DeviceDeploymentStatus.DOWNLOADING, now=datetime.now(UTC)
+        )
+        assert moved is not None
         found = await store.get_deployment("", deployment.id)
         assert found is not None
         assert found.status == "inprogress"
         assert found.device_count == 1
-        done = StatsChange(decrement="downloading", increment="success")
-        await store.change_stats("", deployment.id, done)
-        second = StatsChange(decrement="pending", increment="failure", devices=1)
-        assert await store.change_stats("", deployment.id, second, require_room=True)
+        assert found.stats["downloading"] == 1
+        assert found.stats["pending"] == 1
+        # A stale compare-and-set changes nothing.
+        assert (
+            await store.move_device_deployment(
+                "", dd, status=DeviceDeploymentStatus.SUCCESS, now=datetime.now(UTC)
+            )
+            is None
+        )
+        assert await store.move_device_deployment(
+            "", moved, status=DeviceDeploymentStatus.SUCCESS, now=datetime.now(UTC)
+        )
+        failed = _device_deployment(deployment, "b", DeviceDeploymentStatus.FAILURE)
+        assert await store.start_device_deployment(
+            "", failed, StatsChange(decrement="pending", increment="failure", devices=1)
+        )
         found = await store.get_deployment("", deployment.id)
         assert found is not None
         assert found.status == "finished"
         assert found.active is False
         assert found.finished is not None
-        # No room is left, and undoing a count never reopens the deployment.
-        assert not await store.change_stats("", deployment.id, second, require_room=True)
-        await store.change_stats("", deployment.id, done.inverse())
+        assert found.stats["success"] == 1
+        assert found.stats["failure"] == 1
+        assert found.stats["pending"] == 0
+        # No room is left, and the next poll finds nothing.
+        other = _device_deployment(deployment, "c", DeviceDeploymentStatus.PENDING)
+        assert await store.start_device_deployment("", other, _START) is None
+        assert await store.find_next_deployment("", "a", None) is None
+        # Both finished device deployments are the devices' last statuses.
+        lasts = await store.last_statuses("", ["a", "b"])
+        assert {(last.device_id, last.status) for last in lasts} == {
+            ("a", "success"),
+            ("b", "failure"),
+        }
+
+    async def test_unknown_deployment(self, store: MongoStore) -> None:
+        deployment = _deployment(["a"])
+        dd = _device_deployment(deployment, "a", DeviceDeploymentStatus.PENDING)
+        assert await store.start_device_deployment("", dd, _START) is None
+        assert await store.get_device_deployment("", deployment.id, "a") is None
+
+
+class TestRecount:
+    async def test_repairs_counters_a_crash_left_behind(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        deployment = _deployment(["a", "b", "c"])
+        await store.insert_deployment("", deployment, checksum="c")
+        for device in ("a", "b"):
+            started = await store.start_device_deployment(
+                "", _device_deployment(deployment, device, DeviceDeploymentStatus.PENDING), _START
+            )
+            assert started is not None
+            await store.move_device_deployment(
+                "", started[0], status=DeviceDeploymentStatus.DOWNLOADING, now=datetime.now(UTC)
+            )
+        assert await store.recount_stats("", deployment.id) is None
+        # What an earlier version could leave after a crash between its two writes: a status
+        # written whose count never moved.
+        await mongo[db_name]["devices"].update_one(
+            {"deviceid": "b"}, {"$set": {"status": int(DeviceDeploymentStatus.SUCCESS)}}
+        )
+        await mongo[db_name]["deployment_stats"].update_one(
+            {"_id": deployment.id}, {"$inc": {"stats.pending": 2, "stats.installing": -2}}
+        )
+        recounted = await store.recount_stats("", deployment.id)
+        assert recounted is not None
+        before, after = recounted
+        assert (before["pending"], before["downloading"], before["installing"]) == (3, 2, -2)
+        expected = dict.fromkeys(STAT_NAMES, 0) | {"pending": 1, "downloading": 1, "success": 1}
+        assert after == expected
+        found = await store.get_deployment("", deployment.id)
+        assert found is not None
+        assert found.stats == expected
+        assert found.status == "inprogress"
+        assert await store.unfinished_deployments() == [("", deployment.id)]
+
+    async def test_finishes_a_deployment_whose_devices_are_all_done(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        deployment = _deployment(["a"])
+        await store.insert_deployment("", deployment, checksum="c")
+        started = await store.start_device_deployment(
+            "", _device_deployment(deployment, "a", DeviceDeploymentStatus.PENDING), _START
+        )
+        assert started is not None
+        await mongo[db_name]["devices"].update_one(
+            {"deviceid": "a"}, {"$set": {"status": int(DeviceDeploymentStatus.SUCCESS)}}
+        )
+        assert await store.recount_stats("", deployment.id) is not None
         found = await store.get_deployment("", deployment.id)
         assert found is not None
         assert found.status == "finished"
-        assert await store.find_next_deployment("", "a", None) is None
-
-    async def test_unknown_deployment(self, store: MongoStore) -> None:
-        assert not await store.change_stats("", str(uuid.uuid4()), StatsChange(increment="success"))
+        assert found.active is False
+        assert found.stats["success"] == 1
+        assert await store.unfinished_deployments() == []
+        # A finished deployment is never recounted (an abort keeps its own statistics).
+        assert await store.recount_stats("", deployment.id) is None
 
 
 class TestDeviceDeployments:
     async def test_one_live_per_device_and_history_reset(self, store: MongoStore) -> None:
-        deployment = _deployment(["dev"])
+        deployment = _deployment(["dev", "other"])
+        await store.insert_deployment("", deployment, checksum="c")
         now = datetime.now(UTC)
-        dd = DeviceDeployment(
-            id=str(uuid.uuid4()),
-            deployment_id=deployment.id,
-            device_id="dev",
-            status=DeviceDeploymentStatus.SUCCESS,
-            active=False,
-            created=now,
-        )
-        stored, created = await store.insert_device_deployment("", dd)
-        assert created
-        again, created = await store.insert_device_deployment(
-            "", dd.model_copy(update={"id": str(uuid.uuid4())})
-        )
-        assert not created
-        assert again.id == stored.id
+        dd = _device_deployment(deployment, "dev", DeviceDeploymentStatus.SUCCESS)
+        finish = StatsChange(decrement="pending", increment="success", devices=1)
+        assert await store.start_device_deployment("", dd, finish) == (dd, True)
+        # The device's concurrent second start changes nothing and yields the first one.
+        again = dd.model_copy(update={"id": str(uuid.uuid4())})
+        started = await store.start_device_deployment("", again, finish)
+        assert started is not None
+        assert started[0].id == dd.id
+        assert not started[1]
+        found = await store.get_deployment("", deployment.id)
+        assert found is not None
+        assert found.device_count == 1
+        assert found.stats["success"] == 1
         latest = await store.find_latest_inactive_device_deployment("", "dev")
         assert latest is not None
         assert latest.id == dd.id
         await store.delete_device_history("", "dev", now + timedelta(seconds=1))
         assert await store.find_latest_inactive_device_deployment("", "dev") is None
         assert await store.get_device_deployment("", deployment.id, "dev") is None
-        _, created = await store.insert_device_deployment(
-            "", dd.model_copy(update={"id": str(uuid.uuid4())})
-        )
-        assert created

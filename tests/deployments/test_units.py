@@ -16,7 +16,6 @@ from services.deployments.app.releases import normalize_tags
 from services.deployments.app.writer import write_single_file_artifact
 from services.deployments.config import Settings
 from services.deployments.models import ACTIVE_STATUSES, STAT_NAMES, DeviceDeploymentStatus
-from services.deployments.store import StatsChange
 from services.deployments.store.mongo import depends_combinations, search_tokens
 from tests.deployments.helpers import run_mender_artifact
 
@@ -106,12 +105,6 @@ class TestStatuses:
         assert status_filter("success") == [DeviceDeploymentStatus.SUCCESS]
         with pytest.raises(BadRequest):
             status_filter("sleeping")
-
-    def test_stats_change_inverse(self) -> None:
-        change = StatsChange(decrement="pending", increment="success", devices=1, add_size=7)
-        assert change.inverse() == StatsChange(
-            decrement="success", increment="pending", devices=-1, add_size=-7
-        )
 
 
 class TestWriter:

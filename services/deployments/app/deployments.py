@@ -415,10 +415,11 @@ class DeploymentsApp:
         Cost per poll (indexed queries, asserted by the store tests): while an update is
         under way, 1 (the active device deployment, which embeds its artifact); with nothing
         to do, 3 (active, latest finished, next deployment); on the first poll of a new
-        deployment, 6: those 3, the smallest compatible artifact, the atomic counter claim
-        (`$inc` guarded by the room left) and the insert of the device deployment; +1 upsert
-        of the last status when it ends at once (no artifact, already installed), +1 when
-        the deployment's status moves forward (at most twice per deployment).
+        deployment, 7: those 3, the smallest compatible artifact, then one transaction of
+        the counter claim (`$inc` guarded by the room left), the insert of the device
+        deployment and the commit; +1 upsert of the last status when it ends at once (no
+        artifact, already installed), +1 when the deployment's status moves forward (at
+        most twice per deployment).
         """
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:
@@ -450,9 +451,9 @@ class DeploymentsApp:
     ) -> DeviceDeployment | None:
         """Create the device's part in the deployment (None: the deployment is full).
 
-        The counters are claimed first (`device_count < max_devices`, atomically), then the
-        device deployment is inserted; if a concurrent poll of the same device won the
-        insert, the claim is given back and that device deployment is used.
+        The counters are claimed (`device_count < max_devices`) and the device deployment
+        inserted in one transaction; if a concurrent poll of the same device inserted first,
+        nothing is changed and that device deployment is used.
         """
         status = DeviceDeploymentStatus.PENDING
         image = None
@@ -470,8 +471,6 @@ class DeploymentsApp:
             devices=1,
             add_size=image.size if image is not None and status.active else 0,
         )
-        if not await self._store.change_stats(tenant_id, deployment.id, change, require_room=True):
-            return None
         now = datetime.now(UTC)
         dd = DeviceDeployment(
             id=str(uuid.uuid4()),
@@ -489,13 +488,8 @@ class DeploymentsApp:
             force_installation=deployment.force_installation,
             artifact_name=deployment.artifact_name,
         )
-        stored, created = await self._store.insert_device_deployment(tenant_id, dd)
-        if not created:
-            await self._store.change_stats(tenant_id, deployment.id, change.inverse())
-            return stored
-        if not status.active:
-            await self._save_last(tenant_id, stored)
-        return stored
+        started = await self._store.start_device_deployment(tenant_id, dd, change)
+        return None if started is None else started[0]
 
     async def _instructions(
         self, tenant_id: str, dd: DeviceDeployment, request: NextRequest, external_url: str
@@ -565,10 +559,10 @@ class DeploymentsApp:
         substate: str | None = None,
         reported: bool = False,
     ) -> bool:
-        """Change a device deployment's status and move one count in the statistics.
+        """Change a device deployment's status and move its count in the statistics.
 
-        Compare-and-set on the old status, so concurrent reports never count twice.
-        Returns whether the status changed.
+        One transaction, compare-and-set on the old status: concurrent reports never count
+        twice, and a crash leaves both or neither. Returns whether the status changed.
         """
         current: DeviceDeployment | None = dd
         for _ in range(_CAS_ATTEMPTS):
@@ -580,33 +574,15 @@ class DeploymentsApp:
                 raise DeviceDecommissioned()
             if current.status is new:
                 return False
-            updated = await self._store.update_device_deployment_status(
+            updated = await self._store.move_device_deployment(
                 tenant_id, current, status=new, substate=substate, now=datetime.now(UTC)
             )
             if updated is not None:
-                await self._store.change_stats(
-                    tenant_id,
-                    current.deployment_id,
-                    StatsChange(decrement=current.status.label, increment=new.label),
-                )
-                if not new.active:
-                    await self._save_last(tenant_id, updated)
                 return True
             current = await self._store.get_device_deployment(
                 tenant_id, current.deployment_id, current.device_id
             )
         raise Conflict("the device deployment is being changed concurrently; retry")
-
-    async def _save_last(self, tenant_id: str, dd: DeviceDeployment) -> None:
-        await self._store.save_last_status(
-            tenant_id,
-            LastDeviceDeployment(
-                device_id=dd.device_id,
-                deployment_id=dd.deployment_id,
-                device_deployment_id=dd.id,
-                status=dd.status.label,
-            ),
-        )
 
     async def save_log(
         self, tenant_id: str, device_id: str, deployment_id: str, messages: list[LogMessage]
@@ -646,10 +622,7 @@ class DeploymentsApp:
         deployment = await self.get(tenant_id, deployment_id)
         if deployment.status == "finished":
             raise DeploymentAlreadyFinished()
-        now = datetime.now(UTC)
-        await self._store.abort_device_deployments(tenant_id, deployment.id, now=now)
-        stats = await self._store.count_device_deployments_by_status(tenant_id, deployment.id)
-        await self._store.finish_deployment(tenant_id, deployment.id, stats=stats, now=now)
+        await self._store.abort_deployment(tenant_id, deployment.id, now=datetime.now(UTC))
 
     async def abort_for_device(self, tenant_id: str, device_id: str) -> None:
         """Abort the device's unfinished device deployments."""
@@ -682,15 +655,12 @@ class DeploymentsApp:
                 artifact_name=deployment.artifact_name,
             )
             change = StatsChange(decrement="pending", increment="decommissioned", devices=1)
-            if not await self._store.change_stats(
-                tenant_id, deployment.id, change, require_room=True
-            ):
+            started = await self._store.start_device_deployment(tenant_id, dd, change)
+            if started is None:
                 continue
-            stored, created = await self._store.insert_device_deployment(tenant_id, dd)
-            if not created:
-                await self._store.change_stats(tenant_id, deployment.id, change.inverse())
-                if stored.active:
-                    await self._move(tenant_id, stored, DeviceDeploymentStatus.DECOMMISSIONED)
+            stored, created = started
+            if not created and stored.active:
+                await self._move(tenant_id, stored, DeviceDeploymentStatus.DECOMMISSIONED)
 
     async def _end_device(
         self, tenant_id: str, device_id: str, status: DeviceDeploymentStatus
@@ -700,6 +670,23 @@ class DeploymentsApp:
             if dd is None:
                 return
             await self._move(tenant_id, dd, status)
+
+    async def recount_unfinished(self) -> None:
+        """Recount the statistics of every unfinished deployment from its device deployments.
+
+        Status changes and their counts are written in one transaction, so they cannot
+        drift; this repairs statistics left wrong by an earlier version after a crash.
+        """
+        for tenant_id, deployment_id in await self._store.unfinished_deployments():
+            recounted = await self._store.recount_stats(tenant_id, deployment_id)
+            if recounted is not None:
+                before, after = recounted
+                _log.warning(
+                    "deployment %s: statistics recounted as %s (they were %s)",
+                    deployment_id,
+                    {k: v for k, v in after.items() if v},
+                    {k: v for k, v in before.items() if v},
+                )
 
     async def delete_device_history(self, tenant_id: str, device_id: str) -> None:
         """Forget the device's finished deployments (it becomes eligible for them again)."""

@@ -108,15 +108,6 @@ class StatsChange:
     devices: int = 0
     add_size: int = 0
 
-    def inverse(self) -> StatsChange:
-        """The change undoing this one."""
-        return StatsChange(
-            decrement=self.increment,
-            increment=self.decrement,
-            devices=-self.devices,
-            add_size=-self.add_size,
-        )
-
 
 class ArtifactStore(Protocol):
     """Artifacts (`images`)."""
@@ -265,33 +256,50 @@ class DeploymentStore(Protocol):
         """
         ...
 
-    async def change_stats(
-        self,
-        tenant_id: str,
-        deployment_id: str,
-        change: StatsChange,
-        *,
-        require_room: bool = False,
-    ) -> bool:
-        """Apply the change with one atomic `$inc`, then move the status forward if due.
+    async def start_device_deployment(
+        self, tenant_id: str, device_deployment: DeviceDeployment, change: StatsChange
+    ) -> tuple[DeviceDeployment, bool] | None:
+        """Apply `change` while room is left and insert the device deployment, atomically.
 
-        With `require_room` the change applies only while fewer devices than `max_devices`
-        have started. Returns whether the change was applied.
+        None when the deployment has no room left; otherwise the stored device deployment
+        and whether it was created now (False: the device already had a live one, and
+        nothing was changed). A device deployment that ends at once is remembered as the
+        device's last status in the same transaction.
         """
         ...
 
-    async def finish_deployment(
-        self, tenant_id: str, deployment_id: str, *, stats: dict[str, int], now: datetime
-    ) -> None:
-        """Replace the statistics and mark the deployment finished."""
+    async def move_device_deployment(
+        self,
+        tenant_id: str,
+        device_deployment: DeviceDeployment,
+        *,
+        status: DeviceDeploymentStatus,
+        substate: str | None = None,
+        now: datetime,
+    ) -> DeviceDeployment | None:
+        """Move from the given document's status to `status` and its count with it, atomically.
+
+        Compare-and-set on the status; the deployment's status moves forward when due and a
+        finished device deployment is remembered as the device's last status, in the same
+        transaction. Returns the updated device deployment, or None if its status changed
+        meanwhile.
+        """
         ...
 
-    async def insert_device_deployment(
-        self, tenant_id: str, device_deployment: DeviceDeployment
-    ) -> tuple[DeviceDeployment, bool]:
-        """Insert unless the device already has a live one for the deployment.
+    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
+        """Abort the active device deployments and finish the deployment with their counts."""
+        ...
 
-        Returns the stored device deployment and whether it was created now.
+    async def unfinished_deployments(self) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's deployments that are not finished."""
+        ...
+
+    async def recount_stats(
+        self, tenant_id: str, deployment_id: str
+    ) -> tuple[dict[str, int], dict[str, int]] | None:
+        """Recount an unfinished deployment's statistics from its device deployments.
+
+        Returns the statistics before and after when they were wrong, else None.
         """
         ...
 
@@ -311,21 +319,6 @@ class DeploymentStore(Protocol):
         self, tenant_id: str, deployment_id: str, device_id: str
     ) -> DeviceDeployment | None:
         """The device's live device deployment in the deployment."""
-        ...
-
-    async def update_device_deployment_status(
-        self,
-        tenant_id: str,
-        device_deployment: DeviceDeployment,
-        *,
-        status: DeviceDeploymentStatus,
-        substate: str | None = None,
-        now: datetime,
-    ) -> DeviceDeployment | None:
-        """Move from the given document's status to `status` (compare-and-set).
-
-        Returns the updated device deployment, or None if its status changed meanwhile.
-        """
         ...
 
     async def save_device_deployment_request(
@@ -349,18 +342,6 @@ class DeploymentStore(Protocol):
         """A page of live device deployments and their number (capped at 10 000)."""
         ...
 
-    async def abort_device_deployments(
-        self, tenant_id: str, deployment_id: str, *, now: datetime
-    ) -> None:
-        """Set every active device deployment of the deployment to aborted."""
-        ...
-
-    async def count_device_deployments_by_status(
-        self, tenant_id: str, deployment_id: str
-    ) -> dict[str, int]:
-        """Status label → number of the deployment's live device deployments."""
-        ...
-
     async def delete_device_history(self, tenant_id: str, device_id: str, now: datetime) -> None:
         """Mark the device's finished device deployments deleted."""
         ...
@@ -379,10 +360,6 @@ class DeploymentStore(Protocol):
 
     async def set_log_available(self, tenant_id: str, deployment_id: str, device_id: str) -> None:
         """Flag the device deployment as having a log."""
-        ...
-
-    async def save_last_status(self, tenant_id: str, last: LastDeviceDeployment) -> None:
-        """Remember how the device's latest device deployment ended."""
         ...
 
     async def last_statuses(

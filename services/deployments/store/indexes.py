@@ -25,6 +25,7 @@ __all__ = [
     "LOGS",
     "RELEASES",
     "SETTINGS",
+    "STATS_BY_STATUS",
     "UPLOADS",
 ]
 
@@ -41,6 +42,10 @@ LIMITS: Final = "limits"
 SETTINGS: Final = "settings"
 UPLOADS: Final = "uploads"
 JOBS: Final = "generate_jobs"
+# The unfinished deployments of every tenant (recounted at start-up). Queries spanning
+# tenants name their index: the embedded server's planner only picks one by itself for
+# equality on the tenant.
+STATS_BY_STATUS: Final = "status_tenant_id"
 
 _T: Final = ("tenant_id", ASCENDING)
 # Every lookup by id also names the tenant; this index serves that pair directly. The
@@ -90,7 +95,12 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             partialFilterExpression={"active": True},
         ),
     ],
-    DEPLOYMENT_STATS: [_BY_ID, _by_id_and("room"), _by_id_and("status")],
+    DEPLOYMENT_STATS: [
+        _BY_ID,
+        _by_id_and("room"),
+        _by_id_and("status"),
+        IndexModel([("status", ASCENDING), _T], name=STATS_BY_STATUS),
+    ],
     DEVICE_DEPLOYMENTS: [
         _BY_ID,
         _by_id_and("status"),

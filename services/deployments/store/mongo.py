@@ -7,18 +7,22 @@ device deployments' `deviceid`/`deploymentid` and integer `status`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, transaction
+from common.mongo import Document, TenantCollection, atomically, transaction
 from services.deployments.models import (
     ACTIVE_STATUSES,
     STAT_NAMES,
@@ -60,6 +64,7 @@ from services.deployments.store.indexes import (
     LOGS,
     RELEASES,
     SETTINGS,
+    STATS_BY_STATUS,
     UPLOADS,
 )
 
@@ -343,6 +348,32 @@ def _dd(doc: Mapping[str, Any]) -> DeviceDeployment:
 
 
 _LIVE: Final = {"slot": ""}
+_T = TypeVar("_T")
+
+
+class _Serializer:
+    """Runs the blocks of one key one at a time in this process; idle keys are forgotten."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._users: Counter[tuple[str, str]] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Wait for the key's turn and hold it for the block."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
 # How many of a device's newest finished device deployments are looked at for a live one.
 _HISTORY_PROBE: Final = 1000
 
@@ -352,6 +383,7 @@ class MongoStore:
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._db = db
+        self._serial = _Serializer()
 
     def _c(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
@@ -653,13 +685,31 @@ class MongoStore:
         )
         return _deployment(doc, None) if doc else None
 
-    async def change_stats(
+    # counters -------------------------------------------------------------------------
+    #
+    # A device deployment's status and its count in the statistics change in one
+    # transaction, so no crash keeps one without the other. Every such transaction of a
+    # deployment writes its counters document: this process runs them one at a time per
+    # deployment (concurrent ones would conflict and start over); conflicts with other
+    # replicas are retried by `atomically`.
+
+    async def _serially(
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        work: Callable[[AsyncClientSession], Awaitable[_T]],
+    ) -> _T:
+        async with self._serial.hold((tenant_id, deployment_id)):
+            return await atomically(self._db.client, work)
+
+    async def _apply(
         self,
         tenant_id: str,
         deployment_id: str,
         change: StatsChange,
         *,
-        require_room: bool = False,
+        require_room: bool,
+        session: AsyncClientSession,
     ) -> bool:
         """`$inc` on the counters document, then a forward-only status move if due."""
         increments: dict[str, int] = {}
@@ -677,21 +727,22 @@ class MongoStore:
         if require_room:
             query["room"] = {"$gt": 0}
         counters = await self._c(DEPLOYMENT_STATS, tenant_id).find_one_and_update(
-            query, {"$inc": increments}, return_document=ReturnDocument.AFTER
+            query, {"$inc": increments}, return_document=ReturnDocument.AFTER, session=session
         )
         if counters is None:
             return False
-        await self._advance(tenant_id, deployment_id, counters)
+        await self._advance(tenant_id, deployment_id, counters, session=session)
         return True
 
     async def _advance(
-        self, tenant_id: str, deployment_id: str, counters: Mapping[str, Any]
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        counters: Mapping[str, Any],
+        *,
+        session: AsyncClientSession,
     ) -> None:
-        """Move the status forward (pending → inprogress → finished), never back.
-
-        The deployment document is updated before the counters' copy of the status, so a
-        crash in between is repaired by the next change.
-        """
+        """Move the status forward (pending → inprogress → finished), never back."""
         current = str(counters.get("status", "pending"))
         target = _derived_status(counters)
         if _STATUS_RANK[target] <= _STATUS_RANK.get(current, 0):
@@ -701,53 +752,201 @@ class MongoStore:
         if target == "finished":
             changes.update(active=False, finished=datetime.now(UTC))
         await self._c(DEPLOYMENTS, tenant_id).update_one(
-            {"_id": deployment_id, "status": {"$in": earlier}}, {"$set": changes}
+            {"_id": deployment_id, "status": {"$in": earlier}}, {"$set": changes}, session=session
         )
         await self._c(DEPLOYMENT_STATS, tenant_id).update_one(
-            {"_id": deployment_id, "status": {"$in": earlier}}, {"$set": {"status": target}}
+            {"_id": deployment_id, "status": {"$in": earlier}},
+            {"$set": {"status": target}},
+            session=session,
         )
 
-    async def finish_deployment(
-        self, tenant_id: str, deployment_id: str, *, stats: dict[str, int], now: datetime
+    async def _save_last(
+        self, tenant_id: str, dd: DeviceDeployment, *, session: AsyncClientSession
     ) -> None:
-        """Set the statistics and the finished state."""
-        await self._c(DEPLOYMENTS, tenant_id).update_one(
-            {"_id": deployment_id},
-            {"$set": {"status": "finished", "active": False, "finished": now}},
+        """Remember how the device's latest device deployment ended."""
+        last = LastDeviceDeployment(
+            device_id=dd.device_id,
+            deployment_id=dd.deployment_id,
+            device_deployment_id=dd.id,
+            status=dd.status.label,
         )
-        await self._c(DEPLOYMENT_STATS, tenant_id).update_one(
-            {"_id": deployment_id},
-            {
-                "$set": {
-                    "stats": {n: int(stats.get(n, 0)) for n in STAT_NAMES},
-                    "status": "finished",
-                    # No device may start a finished deployment any more.
-                    "room": 0,
-                }
-            },
+        await self._c(LAST_STATUS, tenant_id).update_one(
+            {"device_id": dd.device_id}, {"$set": last.model_dump()}, upsert=True, session=session
         )
+
+    async def _status_counts(
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        *,
+        live_only: bool,
+        session: AsyncClientSession,
+    ) -> dict[str, int]:
+        """Status label → number of the deployment's (live) device deployments."""
+        match: Document = {"deploymentid": deployment_id}
+        if live_only:
+            match.update(_LIVE)
+        cursor = await self._c(DEVICE_DEPLOYMENTS, tenant_id).aggregate(
+            [{"$match": match}, {"$group": {"_id": "$status", "count": {"$sum": 1}}}],
+            session=session,
+        )
+        counts = dict.fromkeys(STAT_NAMES, 0)
+        async for row in cursor:
+            counts[DeviceDeploymentStatus(row["_id"]).label] = int(row["count"])
+        return counts
+
+    async def start_device_deployment(
+        self, tenant_id: str, device_deployment: DeviceDeployment, change: StatsChange
+    ) -> tuple[DeviceDeployment, bool] | None:
+        """Claim room and insert, in one transaction; an existing live one wins."""
+        dd = device_deployment
+
+        async def work(session: AsyncClientSession) -> bool:
+            if not await self._apply(
+                tenant_id, dd.deployment_id, change, require_room=True, session=session
+            ):
+                return False
+            await self._c(DEVICE_DEPLOYMENTS, tenant_id).insert_one(_dd_doc(dd), session=session)
+            if not dd.active:
+                await self._save_last(tenant_id, dd, session=session)
+            return True
+
+        try:
+            if not await self._serially(tenant_id, dd.deployment_id, work):
+                return None
+        except DuplicateKeyError:
+            existing = await self.get_device_deployment(tenant_id, dd.deployment_id, dd.device_id)
+            if existing is None:  # history-deleted between the clash and the lookup
+                raise
+            return existing, False
+        return dd, True
+
+    async def move_device_deployment(
+        self,
+        tenant_id: str,
+        device_deployment: DeviceDeployment,
+        *,
+        status: DeviceDeploymentStatus,
+        substate: str | None = None,
+        now: datetime,
+    ) -> DeviceDeployment | None:
+        """Compare-and-set the status and move its count, in one transaction."""
+        dd = device_deployment
+        expected = dd.status
+        changes: dict[str, Any] = {"status": status, "active": status.active}
+        if not status.active:
+            changes["finished"] = now
+        if substate is not None:
+            changes["substate"] = substate
+        if expected is DeviceDeploymentStatus.PENDING and status is not expected:
+            changes["started"] = now
+        stored = {k: (int(v) if k == "status" else v) for k, v in changes.items()}
+        updated = dd.model_copy(update=changes)
+        change = StatsChange(decrement=expected.label, increment=status.label)
+
+        async def work(session: AsyncClientSession) -> bool:
+            # A plain update as compare-and-set: cheaper than findAndModify.
+            result = await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
+                {"_id": dd.id, "status": int(expected)}, {"$set": stored}, session=session
+            )
+            if result.matched_count == 0:
+                return False
+            await self._apply(
+                tenant_id, dd.deployment_id, change, require_room=False, session=session
+            )
+            if not status.active:
+                await self._save_last(tenant_id, updated, session=session)
+            return True
+
+        return updated if await self._serially(tenant_id, dd.deployment_id, work) else None
+
+    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
+        """Abort the active device deployments, recount and finish, in one transaction."""
+
+        async def work(session: AsyncClientSession) -> None:
+            await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_many(
+                {"deploymentid": deployment_id, "status": {"$in": _ACTIVE_INTS}},
+                {
+                    "$set": {
+                        "status": int(DeviceDeploymentStatus.ABORTED),
+                        "active": False,
+                        "finished": now,
+                    }
+                },
+                session=session,
+            )
+            # NOTE: as in Mender, an aborted deployment's statistics count its device
+            # deployments only: devices that never asked for it are in none of them.
+            stats = await self._status_counts(
+                tenant_id, deployment_id, live_only=True, session=session
+            )
+            await self._c(DEPLOYMENTS, tenant_id).update_one(
+                {"_id": deployment_id},
+                {"$set": {"status": "finished", "active": False, "finished": now}},
+                session=session,
+            )
+            await self._c(DEPLOYMENT_STATS, tenant_id).update_one(
+                {"_id": deployment_id},
+                # No device may start a finished deployment any more.
+                {"$set": {"stats": stats, "status": "finished", "room": 0}},
+                session=session,
+            )
+
+        await self._serially(tenant_id, deployment_id, work)
+
+    async def unfinished_deployments(self) -> list[tuple[str, str]]:
+        """(tenant, id) of the deployments of every tenant not finished yet.
+
+        Spans tenants, like `unfinished_jobs`: start-up recovery looks at all of them.
+        """
+        cursor = self._db[DEPLOYMENT_STATS].find(
+            {"status": {"$in": ["pending", "inprogress"]}, "tenant_id": {"$exists": True}},
+            projection={"tenant_id": 1},
+            hint=STATS_BY_STATUS,
+        )
+        return [(str(d["tenant_id"]), str(d["_id"])) async for d in cursor]
+
+    async def recount_stats(
+        self, tenant_id: str, deployment_id: str
+    ) -> tuple[dict[str, int], dict[str, int]] | None:
+        """Recount an unfinished deployment's statistics from its device deployments.
+
+        Every device deployment counts, history-deleted ones too (as in the counters);
+        devices that have not asked for the deployment yet are pending. One transaction, so
+        device deployments and counters are read as the last committed change left them.
+        """
+
+        async def work(
+            session: AsyncClientSession,
+        ) -> tuple[dict[str, int], dict[str, int]] | None:
+            stats_coll = self._c(DEPLOYMENT_STATS, tenant_id)
+            counters = await stats_coll.find_one(
+                {"_id": deployment_id, "status": {"$ne": "finished"}}, session=session
+            )
+            if counters is None:
+                return None
+            counts = await self._status_counts(
+                tenant_id, deployment_id, live_only=False, session=session
+            )
+            started = sum(n for name, n in counts.items() if name != "pending")
+            counts["pending"] = int(counters.get("max_devices", 0)) - started
+            stored = counters.get("stats") or {}
+            before = {name: int(stored.get(name, 0)) for name in STAT_NAMES}
+            if counts == before:
+                return None
+            updated = await stats_coll.find_one_and_update(
+                {"_id": deployment_id},
+                {"$set": {"stats": counts}},
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            if updated is not None:
+                await self._advance(tenant_id, deployment_id, updated, session=session)
+            return before, counts
+
+        return await self._serially(tenant_id, deployment_id, work)
 
     # device deployments ---------------------------------------------------------------
-
-    async def insert_device_deployment(
-        self, tenant_id: str, device_deployment: DeviceDeployment
-    ) -> tuple[DeviceDeployment, bool]:
-        """Insert; on a concurrent insert for the same device, return that one."""
-        coll = self._c(DEVICE_DEPLOYMENTS, tenant_id)
-        try:
-            await coll.insert_one(_dd_doc(device_deployment))
-        except DuplicateKeyError:
-            doc = await coll.find_one(
-                {
-                    "deploymentid": device_deployment.deployment_id,
-                    "deviceid": device_deployment.device_id,
-                    **_LIVE,
-                }
-            )
-            if doc is None:  # deleted between the clash and the lookup
-                raise
-            return _dd(doc), False
-        return device_deployment, True
 
     async def find_active_device_deployment(
         self, tenant_id: str, device_id: str
@@ -785,32 +984,6 @@ class MongoStore:
             {"deploymentid": deployment_id, "deviceid": device_id, **_LIVE}
         )
         return _dd(doc) if doc else None
-
-    async def update_device_deployment_status(
-        self,
-        tenant_id: str,
-        device_deployment: DeviceDeployment,
-        *,
-        status: DeviceDeploymentStatus,
-        substate: str | None = None,
-        now: datetime,
-    ) -> DeviceDeployment | None:
-        """Compare-and-set on the status field (a plain update: cheaper than findAndModify)."""
-        expected = device_deployment.status
-        changes: dict[str, Any] = {"status": status, "active": status.active}
-        if not status.active:
-            changes["finished"] = now
-        if substate is not None:
-            changes["substate"] = substate
-        if expected is DeviceDeploymentStatus.PENDING and status is not expected:
-            changes["started"] = now
-        stored = {k: (int(v) if k == "status" else v) for k, v in changes.items()}
-        result = await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
-            {"_id": device_deployment.id, "status": int(expected)}, {"$set": stored}
-        )
-        if result.matched_count == 0:
-            return None
-        return device_deployment.model_copy(update=changes)
 
     async def save_device_deployment_request(
         self, tenant_id: str, device_deployment: DeviceDeployment
@@ -860,36 +1033,6 @@ class MongoStore:
             return items, len(items)
         return items, await coll.count_documents(query, limit=_COUNT_CAP)
 
-    async def abort_device_deployments(
-        self, tenant_id: str, deployment_id: str, *, now: datetime
-    ) -> None:
-        """Active → aborted."""
-        await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_many(
-            {"deploymentid": deployment_id, "status": {"$in": _ACTIVE_INTS}},
-            {
-                "$set": {
-                    "status": int(DeviceDeploymentStatus.ABORTED),
-                    "active": False,
-                    "finished": now,
-                }
-            },
-        )
-
-    async def count_device_deployments_by_status(
-        self, tenant_id: str, deployment_id: str
-    ) -> dict[str, int]:
-        """Group the live device deployments by status."""
-        cursor = await self._c(DEVICE_DEPLOYMENTS, tenant_id).aggregate(
-            [
-                {"$match": {"deploymentid": deployment_id, **_LIVE}},
-                {"$group": {"_id": "$status", "count": {"$sum": 1}}},
-            ]
-        )
-        counts = dict.fromkeys(STAT_NAMES, 0)
-        async for row in cursor:
-            counts[DeviceDeploymentStatus(row["_id"]).label] = int(row["count"])
-        return counts
-
     async def delete_device_history(self, tenant_id: str, device_id: str, now: datetime) -> None:
         """Soft-delete finished ones; `slot` takes the id so the pair may live again."""
         await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_many(
@@ -923,12 +1066,6 @@ class MongoStore:
         await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
             {"deploymentid": deployment_id, "deviceid": device_id, **_LIVE},
             {"$set": {"log": True}},
-        )
-
-    async def save_last_status(self, tenant_id: str, last: LastDeviceDeployment) -> None:
-        """Upsert per device."""
-        await self._c(LAST_STATUS, tenant_id).update_one(
-            {"device_id": last.device_id}, {"$set": last.model_dump()}, upsert=True
         )
 
     async def last_statuses(
