@@ -93,8 +93,11 @@ async def transaction(client: AsyncMongoClient[Document]) -> AsyncIterator[Async
         yield session
 
 
-_TRANSACTION_ATTEMPTS: Final = 5
-_CONFLICT_BACKOFF: Final = 0.005  # seconds, doubled on each attempt
+_TRANSACTION_ATTEMPTS: Final = 10
+# Seconds: the pause before another attempt is random, up to this doubled on each attempt
+# and at most the cap (about 2 s in all before giving up).
+_CONFLICT_BACKOFF: Final = 0.005
+_CONFLICT_BACKOFF_CAP: Final = 0.5
 
 
 class TransactionConflict(ServiceUnavailable):
@@ -126,7 +129,8 @@ async def atomically(
                 raise
             if attempt >= attempts:
                 raise TransactionConflict() from exc
-        await asyncio.sleep(random.uniform(0, _CONFLICT_BACKOFF * 2**attempt))
+        pause = min(_CONFLICT_BACKOFF * 2**attempt, _CONFLICT_BACKOFF_CAP)
+        await asyncio.sleep(random.uniform(0, pause))
         attempt += 1
 
 

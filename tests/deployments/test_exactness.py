@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -27,7 +28,15 @@ from tests.deployments.helpers import ArtifactFactory, user_headers
 from tests.support import failing_commands
 
 _LAST: Final = "/api/internal/v1/deployments/tenants//devices/deployments/last"
+ARTIFACTS: Final = "/api/management/v1/deployments/artifacts"
+RELEASES: Final = "/api/management/v2/deployments/deployments/releases"
 _Mongo = AsyncMongoClient[Document]
+
+
+def _objects(service: Service) -> list[Path]:
+    """The artifact files in local storage (partial uploads aside)."""
+    root = service.settings.storage_path
+    return [p for p in root.rglob("*") if p.is_file() and ".partial" not in p.parts]
 
 
 def _stats(**counts: int) -> dict[str, int]:
@@ -234,3 +243,43 @@ class TestRecountAtStart:
                 assert response.status_code == 204
             assert await stats_of(restarted, deployment_id) == _stats(success=4)
             assert (await _deployment(restarted, deployment_id))["status"] == "finished"
+
+
+class TestArtifactUpload:
+    async def test_cut_at_the_release_write_records_nothing(
+        self, service: Service, artifacts_factory: ArtifactFactory, mongo: _Mongo
+    ) -> None:
+        content = artifacts_factory.make("app-3.0")
+        async with failing_commands(mongo, ["update"]):  # the release, after the artifact
+            with pytest.raises(OperationFailure, match="failCommand"):
+                await service.upload(content)
+        listed = await service.client.get(ARTIFACTS, headers=user_headers())
+        assert listed.json() == []
+        releases = await service.client.get(RELEASES, headers=user_headers())
+        assert releases.json() == []
+        # The file stays until the storage sweep finds no artifact refers to it.
+        assert len(_objects(service)) == 1
+        response = await service.upload(content)
+        assert response.status_code == 201
+        [artifact] = (await service.client.get(ARTIFACTS, headers=user_headers())).json()
+        [release] = (await service.client.get(RELEASES, headers=user_headers())).json()
+        assert release["name"] == "app-3.0"
+        assert [a["id"] for a in release["artifacts"]] == [artifact["id"]]
+
+    async def test_cut_at_the_release_write_deletes_nothing(
+        self, service: Service, artifacts_factory: ArtifactFactory, mongo: _Mongo
+    ) -> None:
+        assert (await service.upload(artifacts_factory.make("app-3.0"))).status_code == 201
+        [artifact] = (await service.client.get(ARTIFACTS, headers=user_headers())).json()
+        url = f"{ARTIFACTS}/{artifact['id']}"
+        async with failing_commands(mongo, ["update"]):  # the release, after the artifact
+            with pytest.raises(OperationFailure, match="failCommand"):
+                await service.client.delete(url, headers=user_headers())
+        assert (await service.client.get(url, headers=user_headers())).status_code == 200
+        [release] = (await service.client.get(RELEASES, headers=user_headers())).json()
+        assert release["artifacts_count"] == 1
+        assert len(_objects(service)) == 1
+        assert (await service.client.delete(url, headers=user_headers())).status_code == 204
+        assert (await service.client.get(url, headers=user_headers())).status_code == 404
+        assert (await service.client.get(RELEASES, headers=user_headers())).json() == []
+        assert _objects(service) == []

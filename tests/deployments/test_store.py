@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -203,36 +204,55 @@ async def store(mongo: AsyncMongoClient[Document], db_name: str) -> MongoStore:
 
 class TestArtifacts:
     async def test_conflict_names_the_combination(self, store: MongoStore) -> None:
-        await store.insert_artifact("", _artifact("n", ["a", "b"], checksum="1"))
+        await store.record_artifact("", _artifact("n", ["a", "b"], checksum="1"))
         with pytest.raises(DuplicateArtifact) as caught:
-            await store.insert_artifact("", _artifact("n", ["b"], checksum="1"))
+            await store.record_artifact("", _artifact("n", ["b"], checksum="1"))
         assert caught.value.conflict == {"checksum": "1", "device_type": "b"}
-        await store.insert_artifact("", _artifact("n", ["b"], checksum="2"))
-        await store.insert_artifact("other-tenant", _artifact("n", ["a"], checksum="1"))
+        await store.record_artifact("", _artifact("n", ["b"], checksum="2"))
+        await store.record_artifact("other-tenant", _artifact("n", ["a"], checksum="1"))
+        release = await store.get_release("", "n")
+        assert release is not None
+        assert release.artifacts_count == 2
 
     async def test_duplicate_id(self, store: MongoStore) -> None:
         artifact = _artifact("n", ["a"])
-        await store.insert_artifact("", artifact)
+        await store.record_artifact("", artifact)
         with pytest.raises(DuplicateId):
-            await store.insert_artifact(
+            await store.record_artifact(
                 "", artifact.model_copy(update={"meta": _artifact("m", ["a"]).meta})
             )
+        # The refused one left no release behind.
+        assert await store.get_release("", "m") is None
 
     async def test_release_follows_artifacts(self, store: MongoStore) -> None:
         first, second = _artifact("r", ["a"]), _artifact("r", ["b"])
-        for artifact in (first, second, second):
-            await store.add_to_release("", artifact)
+        for artifact in (first, second):
+            await store.record_artifact("", artifact)
         release = await store.get_release("", "r")
         assert release is not None
         assert release.artifacts_count == 2
         assert release.device_types == ["a", "b"]
-        await store.remove_from_release("", first)
-        await store.remove_from_release("", first)
+        described = await store.describe_artifact("", first.id, "new words", datetime.now(UTC))
+        assert described is not None
+        assert described.description == "new words"
+        release = await store.get_release("", "r")
+        assert release is not None
+        assert [a.description for a in release.artifacts] == ["new words", ""]
+        assert await store.forget_artifact("", first.id) == described
+        assert await store.forget_artifact("", first.id) is None
         release = await store.get_release("", "r")
         assert release is not None
         assert release.artifacts_count == 1
-        await store.remove_from_release("", second)
+        assert await store.forget_artifact("", second.id) is not None
         assert await store.get_release("", "r") is None
+
+    async def test_concurrent_first_artifacts_of_a_release(self, store: MongoStore) -> None:
+        artifacts = [_artifact("new", [f"type-{i}"]) for i in range(6)]
+        await asyncio.gather(*(store.record_artifact("", a) for a in artifacts))
+        release = await store.get_release("", "new")
+        assert release is not None
+        assert release.artifacts_count == 6
+        assert sorted(a.id for a in release.artifacts) == sorted(a.id for a in artifacts)
 
 
 def _device_deployment(

@@ -174,16 +174,16 @@ class ArtifactsApp:
             size=size,
             modified=datetime.now(UTC),
         )
+        # A crash from here on leaves an object no artifact refers to: the storage sweep
+        # removes it.
         try:
-            await self._store.insert_artifact(tenant_id, artifact)
+            await self._store.record_artifact(tenant_id, artifact)
         except DuplicateArtifact as exc:
             await self._discard(key)
             raise ArtifactConflict(exc.conflict) from None
         except DuplicateId:
             # Another upload claimed this id meanwhile; its object is the one stored now.
             raise Conflict("an artifact with the same ID already exists") from None
-        await self._store.add_to_release(tenant_id, artifact)
-        await self._store.add_artifact_to_deployments(tenant_id, artifact.name, artifact.id)
         return artifact
 
     async def _discard(self, key: str) -> None:
@@ -224,12 +224,11 @@ class ArtifactsApp:
             tenant_id, artifact_id=artifact_id, active_only=False
         ):
             raise ImageUsedInDeployment()
-        updated = await self._store.set_artifact_description(
+        updated = await self._store.describe_artifact(
             tenant_id, artifact_id, description, datetime.now(UTC)
         )
         if updated is None:
             raise NotFound("Resource not found")
-        await self._store.set_release_artifact_description(tenant_id, updated)
 
     async def delete(self, tenant_id: str, artifact_id: str) -> None:
         """Delete an artifact not used by an active deployment, with its file."""
@@ -241,13 +240,14 @@ class ArtifactsApp:
         await self.remove(tenant_id, [artifact_id])
 
     async def remove(self, tenant_id: str, artifact_ids: Sequence[str]) -> None:
-        """Delete artifacts, their release entries and files (no usage check)."""
+        """Delete artifacts with their release entries, then their files (no usage check).
+
+        The file goes last: a crash before it leaves an object no artifact refers to, which
+        the storage sweep removes, never an artifact without its file.
+        """
         for artifact_id in artifact_ids:
-            artifact = await self._store.delete_artifact(tenant_id, artifact_id)
-            if artifact is None:
-                continue
-            await self._store.remove_from_release(tenant_id, artifact)
-            await self._discard(object_key(tenant_id, artifact_id))
+            if await self._store.forget_artifact(tenant_id, artifact_id) is not None:
+                await self._discard(object_key(tenant_id, artifact_id))
 
     async def download_link(self, tenant_id: str, artifact_id: str, *, external_url: str) -> Link:
         """A 15-minute download link to the artifact file."""

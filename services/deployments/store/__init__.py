@@ -112,8 +112,12 @@ class StatsChange:
 class ArtifactStore(Protocol):
     """Artifacts (`images`)."""
 
-    async def insert_artifact(self, tenant_id: str, artifact: Artifact) -> None:
-        """Insert; `DuplicateArtifact` on a name/depends clash, `DuplicateId` on an id clash."""
+    async def record_artifact(self, tenant_id: str, artifact: Artifact) -> None:
+        """Insert the artifact, list it in its release, add it to the unfinished deployments
+        of its name, atomically.
+
+        `DuplicateArtifact` on a name/depends clash, `DuplicateId` on an id clash.
+        """
         ...
 
     async def get_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
@@ -142,31 +146,19 @@ class ArtifactStore(Protocol):
         """The smallest of the artifacts compatible with the device type."""
         ...
 
-    async def set_artifact_description(
+    async def describe_artifact(
         self, tenant_id: str, artifact_id: str, description: str, modified: datetime
     ) -> Artifact | None:
-        """Change the description; the updated artifact, or None if absent."""
+        """Change the description (with the release's copy), atomically; None if absent."""
         ...
 
-    async def delete_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
-        """Delete and return the artifact."""
+    async def forget_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
+        """Delete and return the artifact, dropping it from its release, atomically."""
         ...
 
 
 class ReleaseStore(Protocol):
     """Releases: one document per artifact name."""
-
-    async def add_to_release(self, tenant_id: str, artifact: Artifact) -> None:
-        """Record the artifact in its release (creating the release)."""
-        ...
-
-    async def remove_from_release(self, tenant_id: str, artifact: Artifact) -> None:
-        """Drop the artifact from its release (deleting a release left empty)."""
-        ...
-
-    async def set_release_artifact_description(self, tenant_id: str, artifact: Artifact) -> None:
-        """Refresh the release's copy of the artifact's description."""
-        ...
 
     async def get_release(self, tenant_id: str, name: str) -> Release | None:
         """The release with this name."""
@@ -228,12 +220,6 @@ class DeploymentStore(Protocol):
         self, tenant_id: str, filter_: DeploymentFilter, *, skip: int, limit: int
     ) -> tuple[list[Deployment], int]:
         """A page of matching deployments (by creation time) and the number of all matches."""
-        ...
-
-    async def add_artifact_to_deployments(
-        self, tenant_id: str, artifact_name: str, artifact_id: str
-    ) -> None:
-        """Make a new artifact available to the unfinished deployments of its name."""
         ...
 
     async def active_deployments_using(

@@ -194,6 +194,19 @@ def _artifact_filter(filter_: ArtifactFilter) -> Document:
     return query
 
 
+def _artifact_clash(exc: DuplicateKeyError, artifact_id: str) -> Exception:
+    """The domain error of a unique-index violation when recording an artifact."""
+    details = exc.details or {}
+    if "_id" in (details.get("keyPattern") or {}):
+        return DuplicateId(artifact_id)
+    raw = (details.get("keyValue") or {}).get("meta_artifact.depends_idx")
+    try:
+        conflict = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        conflict = {}
+    return DuplicateArtifact(conflict)
+
+
 # --- releases --------------------------------------------------------------------------
 
 
@@ -390,20 +403,38 @@ class MongoStore:
 
     # artifacts ------------------------------------------------------------------------
 
-    async def insert_artifact(self, tenant_id: str, artifact: Artifact) -> None:
-        """Insert; translate unique-index violations into domain errors."""
-        try:
-            await self._c(ARTIFACTS, tenant_id).insert_one(_artifact_doc(artifact))
-        except DuplicateKeyError as exc:
-            details = exc.details or {}
-            if "_id" in (details.get("keyPattern") or {}):
-                raise DuplicateId(artifact.id) from exc
-            raw = (details.get("keyValue") or {}).get("meta_artifact.depends_idx")
+    async def record_artifact(self, tenant_id: str, artifact: Artifact) -> None:
+        """Insert, list in its release, offer to unfinished deployments: one transaction."""
+
+        async def work(session: AsyncClientSession) -> None:
+            await self._c(ARTIFACTS, tenant_id).insert_one(_artifact_doc(artifact), session=session)
+            await self._c(RELEASES, tenant_id).update_one(
+                {"name": artifact.name, "artifacts.id": {"$ne": artifact.id}},
+                {
+                    "$push": {"artifacts": _release_entry(artifact)},
+                    "$inc": {"artifacts_count": 1},
+                    "$max": {"modified": artifact.modified},
+                    "$setOnInsert": {"tags": [], "notes": ""},
+                },
+                upsert=True,
+                session=session,
+            )
+            await self._c(DEPLOYMENTS, tenant_id).update_many(
+                {"artifact_name": artifact.name, "active": True, "type": "software"},
+                {"$addToSet": {"artifacts": artifact.id}},
+                session=session,
+            )
+
+        for attempt in (1, 2):
             try:
-                conflict = json.loads(raw) if isinstance(raw, str) else {}
-            except ValueError:
-                conflict = {}
-            raise DuplicateArtifact(conflict) from exc
+                await atomically(self._db.client, work)
+                return
+            except DuplicateKeyError as exc:
+                if "name" not in ((exc.details or {}).get("keyPattern") or {}):
+                    raise _artifact_clash(exc, artifact.id) from exc
+                if attempt == 2:
+                    raise
+                # A concurrent upload created the release first; it exists now.
 
     async def get_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
         """Find by id."""
@@ -455,62 +486,58 @@ class MongoStore:
                 return _artifact(doc)
         return None
 
-    async def set_artifact_description(
+    async def describe_artifact(
         self, tenant_id: str, artifact_id: str, description: str, modified: datetime
     ) -> Artifact | None:
-        """Update the description and modification time."""
-        doc = await self._c(ARTIFACTS, tenant_id).find_one_and_update(
-            {"_id": artifact_id},
-            {"$set": {"meta.description": description, "modified": modified}},
-        )
-        return _artifact(doc) if doc else None
+        """Set the description in the artifact and its release's copy: one transaction."""
 
-    async def delete_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
-        """Delete by id."""
-        doc = await self._c(ARTIFACTS, tenant_id).find_one_and_delete({"_id": artifact_id})
-        return _artifact(doc) if doc else None
+        async def work(session: AsyncClientSession) -> Artifact | None:
+            doc = await self._c(ARTIFACTS, tenant_id).find_one_and_update(
+                {"_id": artifact_id},
+                {"$set": {"meta.description": description, "modified": modified}},
+                session=session,
+            )
+            if doc is None:
+                return None
+            await self._c(RELEASES, tenant_id).update_one(
+                {"name": (doc.get("meta_artifact") or {}).get("name"), "artifacts.id": artifact_id},
+                {
+                    "$set": {
+                        "artifacts.$.description": description,
+                        "artifacts.$.modified": modified,
+                    },
+                    "$max": {"modified": modified},
+                },
+                session=session,
+            )
+            return _artifact(doc)
+
+        return await atomically(self._db.client, work)
+
+    async def forget_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
+        """Delete and drop from its release (an emptied release goes): one transaction."""
+
+        async def work(session: AsyncClientSession) -> Artifact | None:
+            doc = await self._c(ARTIFACTS, tenant_id).find_one_and_delete(
+                {"_id": artifact_id}, session=session
+            )
+            if doc is None:
+                return None
+            artifact = _artifact(doc)
+            releases = self._c(RELEASES, tenant_id)
+            await releases.update_one(
+                {"name": artifact.name, "artifacts.id": artifact.id},
+                {"$pull": {"artifacts": {"id": artifact.id}}, "$inc": {"artifacts_count": -1}},
+                session=session,
+            )
+            await releases.delete_one(
+                {"name": artifact.name, "artifacts_count": {"$lte": 0}}, session=session
+            )
+            return artifact
+
+        return await atomically(self._db.client, work)
 
     # releases -------------------------------------------------------------------------
-
-    async def add_to_release(self, tenant_id: str, artifact: Artifact) -> None:
-        """Push the artifact into its release (upserted); a repeat is a no-op."""
-        coll = self._c(RELEASES, tenant_id)
-        try:
-            await coll.update_one(
-                {"name": artifact.name, "artifacts.id": {"$ne": artifact.id}},
-                {
-                    "$push": {"artifacts": _release_entry(artifact)},
-                    "$inc": {"artifacts_count": 1},
-                    "$max": {"modified": artifact.modified},
-                    "$setOnInsert": {"tags": [], "notes": ""},
-                },
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            # The release already lists this artifact (the filter missed, the upsert clashed).
-            return
-
-    async def remove_from_release(self, tenant_id: str, artifact: Artifact) -> None:
-        """Pull the artifact; delete the release once no artifact is left."""
-        coll = self._c(RELEASES, tenant_id)
-        await coll.update_one(
-            {"name": artifact.name, "artifacts.id": artifact.id},
-            {"$pull": {"artifacts": {"id": artifact.id}}, "$inc": {"artifacts_count": -1}},
-        )
-        await coll.delete_one({"name": artifact.name, "artifacts_count": {"$lte": 0}})
-
-    async def set_release_artifact_description(self, tenant_id: str, artifact: Artifact) -> None:
-        """Update the release's copy of the description."""
-        await self._c(RELEASES, tenant_id).update_one(
-            {"name": artifact.name, "artifacts.id": artifact.id},
-            {
-                "$set": {
-                    "artifacts.$.description": artifact.description,
-                    "artifacts.$.modified": artifact.modified,
-                },
-                "$max": {"modified": artifact.modified},
-            },
-        )
 
     async def get_release(self, tenant_id: str, name: str) -> Release | None:
         """Find by name."""
@@ -642,15 +669,6 @@ class MongoStore:
         counters = await self._counters(tenant_id, [str(d["_id"]) for d in docs])
         items = [_deployment(d, counters.get(str(d["_id"]))) for d in docs]
         return items, await coll.count_documents(query)
-
-    async def add_artifact_to_deployments(
-        self, tenant_id: str, artifact_name: str, artifact_id: str
-    ) -> None:
-        """Append the id to unfinished deployments of the name."""
-        await self._c(DEPLOYMENTS, tenant_id).update_many(
-            {"artifact_name": artifact_name, "active": True, "type": "software"},
-            {"$addToSet": {"artifacts": artifact_id}},
-        )
 
     async def active_deployments_using(
         self,
