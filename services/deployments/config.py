@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,6 +28,13 @@ class Settings(BaseServiceSettings):
     storage_default: Literal["local", "aws"] = "local"
     # Directory of the local artifact store.
     storage_path: Path = Path(".fleetport/artifacts")
+    # The storage sweep, at start-up and then every `storage_sweep_interval`, removes partial
+    # uploads idle for `storage_partial_max_age` (an upload in progress writes all the time)
+    # and objects no artifact refers to once `storage_orphan_max_age` old (younger ones may
+    # be uploads whose artifact is being recorded).
+    storage_sweep_interval: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    storage_partial_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    storage_orphan_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
     # Largest artifact accepted by an upload (Mender: storage.max_image_size).
     max_image_size: Annotated[int, Field(ge=1)] = 10 * _GIB
     # Largest raw file accepted by `POST /artifacts/generate`.

@@ -25,6 +25,7 @@ from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
 from services.deployments.app.jobs import DirectUploadsApp, GenerateApp
 from services.deployments.app.releases import ReleasesApp
+from services.deployments.app.sweeper import StorageSweeper
 from services.deployments.app.tasks import BackgroundTasks
 from services.deployments.clients import Inventory, InventoryClient, NoInventory
 from services.deployments.config import Settings
@@ -105,7 +106,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resumed = await generate.recover() + await uploads.recover()
             if resumed:
                 _log.info("resuming %d unfinished artifact jobs", resumed)
-            tasks.spawn(deployments.recount_unfinished(), name="recount-statistics")
+            # Upkeep runs beside the requests, apart from the artifact jobs in `tasks`.
+            upkeep = BackgroundTasks()
+            stack.push_async_callback(upkeep.close)
+            upkeep.spawn(deployments.recount_unfinished(), name="recount-statistics")
+            sweeper = StorageSweeper(
+                store,
+                storage,
+                partial_max_age=settings.storage_partial_max_age,
+                orphan_max_age=settings.storage_orphan_max_age,
+            )
+            sweeping = sweeper.run(interval=settings.storage_sweep_interval)
+            upkeep.spawn(sweeping, name="storage-sweep")
             yield
 
     return create_service_app(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aioboto3
 import httpx
 import pytest
+from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
 from services.deployments.api.deps import Services
@@ -15,6 +18,10 @@ from services.deployments.config import Settings
 from services.deployments.main import create_app
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory, FakeInventory, multipart_body, user_headers
+from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedS3
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 from tests.support import LiveServer
 
 TEST_SECRET = "test-presign-secret"
@@ -35,6 +42,32 @@ async def _inventory_server() -> AsyncIterator[tuple[FakeInventory, LiveServer]]
         yield fake, server
     finally:
         await server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS S3 server for the session; tests keep to buckets of their own."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def s3(s3_server: SeaweedS3) -> AsyncIterator[S3Client]:
+    """A plain S3 client for checking what the backend left in the bucket."""
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        region_name="us-east-1",
+        config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    ) as client:
+        yield client
 
 
 @pytest.fixture

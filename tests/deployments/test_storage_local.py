@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from services.deployments.storage import (
     InvalidKey,
     ObjectNotFound,
     ObjectTooLarge,
+    StorageUnavailable,
     object_key,
     validate_key,
 )
@@ -130,6 +133,93 @@ class TestLocalStorage:
     async def test_health(self, storage: LocalStorage) -> None:
         await storage.health_check()
         assert storage.root.is_dir()
+
+
+def _age(path: Path, by: timedelta) -> None:
+    """Make a file look last written `by` ago."""
+    when = (datetime.now(UTC) - by).timestamp()
+    os.utime(path, (when, when))
+
+
+class _Stalled:
+    """An upload body that sends its first part, then waits to be let go."""
+
+    def __init__(self) -> None:
+        self.written = asyncio.Event()
+        self.proceed = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield b"first part "
+        # Asked for more: the first part is on disk.
+        self.written.set()
+        await self.proceed.wait()
+        yield b"second part"
+
+
+class TestListObjects:
+    async def test_every_object_but_partial_uploads(self, storage: LocalStorage) -> None:
+        await storage.put_stream("a", _chunks(b"12345"), size_limit=100)
+        await storage.put_stream("t1/b", _chunks(b"123"), size_limit=100)
+        (storage.root / ".partial" / "x.part").write_bytes(b"unfinished")
+        listed = {o.key: o for o in [o async for o in storage.list_objects()]}
+        assert set(listed) == {"a", "t1/b"}
+        assert listed["a"].size == 5
+        assert listed["t1/b"].size == 3
+        assert listed["a"].modified.tzinfo is not None
+        assert datetime.now(UTC) - listed["a"].modified < timedelta(minutes=1)
+
+    async def test_empty_or_missing_root(self, tmp_path: Path) -> None:
+        storage = LocalStorage(tmp_path / "never-created", URLSigner("secret"))
+        assert [o async for o in storage.list_objects()] == []
+
+
+class TestRemoveStalePartials:
+    async def test_only_idle_partial_files(self, storage: LocalStorage) -> None:
+        partials = storage.root / ".partial"
+        partials.mkdir(parents=True)
+        (partials / "old.part").write_bytes(b"90 MB, in spirit")
+        _age(partials / "old.part", timedelta(hours=2))
+        (partials / "new.part").write_bytes(b"being written")
+        (partials / "other.tmp").write_bytes(b"not ours")
+        _age(partials / "other.tmp", timedelta(hours=2))
+        removed = await storage.remove_stale_partials(
+            idle_since=datetime.now(UTC) - timedelta(hours=1)
+        )
+        assert [(r.key, r.size) for r in removed] == [(".partial/old.part", 16)]
+        assert sorted(p.name for p in partials.iterdir()) == ["new.part", "other.tmp"]
+        # Again (or by another replica): nothing left to remove.
+        assert (
+            await storage.remove_stale_partials(idle_since=datetime.now(UTC) - timedelta(hours=1))
+            == []
+        )
+
+    async def test_upload_in_progress_is_kept(self, storage: LocalStorage) -> None:
+        body = _Stalled()
+        upload = asyncio.create_task(storage.put_stream("k", body.chunks(), size_limit=100))
+        await body.written.wait()
+        removed = await storage.remove_stale_partials(
+            idle_since=datetime.now(UTC) - timedelta(hours=1)
+        )
+        assert removed == []
+        body.proceed.set()
+        assert await upload == 22
+        assert (storage.root / "k").read_bytes() == b"first part second part"
+
+    async def test_upload_whose_partial_was_swept_fails_cleanly(
+        self, storage: LocalStorage
+    ) -> None:
+        body = _Stalled()
+        upload = asyncio.create_task(storage.put_stream("k", body.chunks(), size_limit=100))
+        await body.written.wait()
+        # Idle past the limit: swept.
+        removed = await storage.remove_stale_partials(
+            idle_since=datetime.now(UTC) + timedelta(seconds=1)
+        )
+        assert [r.size for r in removed] == [11]
+        body.proceed.set()
+        with pytest.raises(StorageUnavailable, match="cannot store k"):
+            await upload
+        assert _files(storage.root) == []
 
 
 class TestSigner:

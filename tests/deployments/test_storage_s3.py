@@ -10,15 +10,13 @@ import asyncio
 import hashlib
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-import aioboto3
 import httpx
 import pytest
-from aiobotocore.config import AioConfig
 
 from common.embedded import free_port
 from services.deployments.storage import (
@@ -70,36 +68,10 @@ def new_bucket() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """One SeaweedFS server for the session."""
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
 async def storage(s3_server: SeaweedS3) -> AsyncIterator[S3Storage]:
     """The backend under test; it creates its bucket at start."""
     async with make_storage(s3_server, new_bucket()) as backend:
         yield backend
-
-
-@pytest.fixture(scope="session")
-async def s3(s3_server: SeaweedS3) -> AsyncIterator[S3Client]:
-    """A plain S3 client for checking what the backend left in the bucket."""
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        region_name="us-east-1",
-        config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
-    ) as client:
-        yield client
 
 
 @pytest.fixture
@@ -495,6 +467,59 @@ class TestDelete:
     async def test_invalid_key(self, storage: S3Storage) -> None:
         with pytest.raises(InvalidKey):
             await storage.delete("..")
+
+
+@pytest.fixture
+async def own_bucket(s3_server: SeaweedS3) -> AsyncIterator[S3Storage]:
+    """A backend on a bucket of its own: what a listing finds is the test's alone."""
+    async with make_storage(s3_server, new_bucket()) as backend:
+        yield backend
+
+
+class TestListObjects:
+    async def test_every_object_but_uploads_in_progress(
+        self, own_bucket: S3Storage, s3: S3Client
+    ) -> None:
+        await own_bucket.put_stream("a", chunked(b"12345"), size_limit=MIB)
+        await own_bucket.put_stream("t1/b", generated(PART + 3), size_limit=4 * PART)
+        await s3.create_multipart_upload(Bucket=own_bucket.bucket, Key="t1/unfinished")
+        listed = {o.key: o for o in [o async for o in own_bucket.list_objects()]}
+        assert set(listed) == {"a", "t1/b"}
+        assert listed["a"].size == 5
+        assert listed["t1/b"].size == PART + 3
+        assert listed["a"].modified.utcoffset() == timedelta(0)
+        assert datetime.now(UTC) - listed["a"].modified < timedelta(minutes=1)
+
+    async def test_empty_bucket(self, own_bucket: S3Storage) -> None:
+        assert [o async for o in own_bucket.list_objects()] == []
+
+
+class TestRemoveStalePartials:
+    async def test_aborts_idle_multipart_uploads_only(
+        self, own_bucket: S3Storage, s3: S3Client
+    ) -> None:
+        bucket = own_bucket.bucket
+        created = await s3.create_multipart_upload(Bucket=bucket, Key="t1/cut")
+        await s3.upload_part(
+            Bucket=bucket,
+            Key="t1/cut",
+            UploadId=created["UploadId"],
+            PartNumber=1,
+            Body=b"y" * 1000,
+        )
+        await own_bucket.put_stream("kept", chunked(b"whole"), size_limit=MIB)
+        # Started within the hour: an upload in progress is left alone.
+        hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        assert await own_bucket.remove_stale_partials(idle_since=hour_ago) == []
+        assert await pending_uploads(s3, bucket, "t1") == ["t1/cut"]
+        # Idle since before `idle_since`: aborted, with its parts.
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        removed = await own_bucket.remove_stale_partials(idle_since=later)
+        assert [(r.key, r.size) for r in removed] == [("t1/cut", 1000)]
+        assert await pending_uploads(s3, bucket, "t1") == []
+        assert [o.key async for o in own_bucket.list_objects()] == ["kept"]
+        # Again (or by another replica): nothing left to remove.
+        assert await own_bucket.remove_stale_partials(idle_since=later) == []
 
 
 class TestDownloadLink:

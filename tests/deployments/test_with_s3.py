@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import aioboto3
 import httpx
@@ -19,24 +18,13 @@ from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Seaweed
 ARTIFACTS = "/api/management/v1/deployments/artifacts"
 
 
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """A SeaweedFS S3 server for this module."""
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed-app"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def s3_settings(settings: Settings, seaweed: SeaweedS3) -> Settings:
+def s3_settings(settings: Settings, s3_server: SeaweedS3) -> Settings:
     """The service's settings with a fresh bucket."""
     return settings.model_copy(
         update={
             "storage_default": "aws",
-            "aws_uri": seaweed.endpoint,
+            "aws_uri": s3_server.endpoint,
             "aws_bucket": f"fleetport-app-{uuid.uuid4().hex[:12]}",
             "aws_auth_key": ACCESS_KEY_ID,
             "aws_auth_secret": SECRET_ACCESS_KEY,

@@ -3,6 +3,8 @@
 Keys are `/`-separated paths made of safe segments (`object_key` builds them); artifacts live
 under `<tenant>/<artifact id>` (just `<artifact id>` for the default tenant), as in Mender.
 A backend never keeps a partial object: `put_stream` either stores every byte or nothing.
+A crash can leave a partial upload behind, though (a `.part` file, an S3 multipart upload):
+`remove_stale_partials` clears those once idle.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailable",
+    "StoredObject",
     "object_key",
     "validate_key",
 ]
@@ -57,6 +60,15 @@ class Link:
     uri: str
     expire: datetime
     method: str = "GET"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What a listing tells about an object or a partial upload."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 def validate_key(key: str) -> str:
@@ -123,4 +135,16 @@ class Storage(Protocol):
 
     async def health_check(self) -> None:
         """Raise `StorageUnavailable` when the backend cannot serve requests."""
+        ...
+
+    def list_objects(self) -> AsyncIterator[StoredObject]:
+        """Iterate over every stored object (not partial uploads), in no particular order."""
+        ...
+
+    async def remove_stale_partials(self, *, idle_since: datetime) -> list[StoredObject]:
+        """Remove the partial uploads with no activity since `idle_since`; return them.
+
+        An upload in progress writes all the time; one idle that long was cut off. Safe to
+        run from several replicas at once: what another one removed first is skipped.
+        """
         ...

@@ -21,6 +21,7 @@ from services.deployments.storage import (
     ObjectNotFound,
     ObjectTooLarge,
     StorageUnavailable,
+    StoredObject,
     validate_key,
 )
 from services.deployments.storage.signing import URLSigner
@@ -32,6 +33,34 @@ OBJECTS_PATH: Final = "/api/devices/v1/deployments/download/objects/"
 _CHUNK: Final = 256 * 1024
 # Partial uploads live here; a leading dot can never be part of a valid key.
 _PARTIAL_DIR: Final = ".partial"
+
+
+def _write(handle: BinaryIO, chunk: bytes) -> None:
+    """Write a chunk through to the file: its mtime tells the upload's last activity."""
+    handle.write(chunk)
+    handle.flush()
+
+
+def _scan(directory: Path) -> list[tuple[Path, os.stat_result | None]]:
+    """The entries of a directory: files with their stat, subdirectories with None.
+
+    Symbolic links are left out, and so is a directory that does not exist (any more).
+    """
+    entries: list[tuple[Path, os.stat_result | None]] = []
+    try:
+        scan = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return entries
+    with scan:
+        for entry in scan:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    entries.append((Path(entry.path), None))
+                elif entry.is_file(follow_symlinks=False):
+                    entries.append((Path(entry.path), entry.stat(follow_symlinks=False)))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return entries
 
 
 class LocalStorage:
@@ -75,7 +104,7 @@ class LocalStorage:
                     size += len(chunk)
                     if size > size_limit:
                         raise ObjectTooLarge(f"object exceeds the limit of {size_limit} bytes")
-                    await asyncio.to_thread(handle.write, chunk)
+                    await asyncio.to_thread(_write, handle, chunk)
             finally:
                 await asyncio.to_thread(handle.close)
 
@@ -83,7 +112,10 @@ class LocalStorage:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(partial, target)
 
-            await asyncio.to_thread(_commit)
+            try:
+                await asyncio.to_thread(_commit)
+            except OSError as exc:  # e.g. the partial was swept away after idling too long
+                raise StorageUnavailable(f"cannot store {key}: {exc}") from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(partial.unlink, missing_ok=True)
@@ -151,6 +183,48 @@ class LocalStorage:
             base_url=external_url, method="PUT", path=OBJECTS_PATH + key, expire=when
         )
         return Link(uri=uri, expire=when, method="PUT")
+
+    async def list_objects(self) -> AsyncIterator[StoredObject]:
+        """Walk the root one directory at a time, leaving out partial uploads."""
+        directories = [self._root]
+        while directories:
+            directory = directories.pop()
+            entries = await asyncio.to_thread(_scan, directory)
+            for path, stat in entries:
+                if stat is None:
+                    if path != self._root / _PARTIAL_DIR:
+                        directories.append(path)
+                    continue
+                yield StoredObject(
+                    key=path.relative_to(self._root).as_posix(),
+                    size=stat.st_size,
+                    modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                )
+
+    async def remove_stale_partials(self, *, idle_since: datetime) -> list[StoredObject]:
+        """Unlink `.part` files not written to since `idle_since` (their mtime)."""
+        partial_dir = self._root / _PARTIAL_DIR
+
+        def _remove() -> list[StoredObject]:
+            removed = []
+            for path, stat in _scan(partial_dir):
+                if stat is None or path.suffix != ".part":
+                    continue
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                if modified >= idle_since:
+                    continue
+                try:
+                    path.unlink()
+                except FileNotFoundError:  # another replica was faster
+                    continue
+                key = f"{_PARTIAL_DIR}/{path.name}"
+                removed.append(StoredObject(key=key, size=stat.st_size, modified=modified))
+            return removed
+
+        try:
+            return await asyncio.to_thread(_remove)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot clean {partial_dir}: {exc}") from exc
 
     async def health_check(self) -> None:
         """The root directory must exist (it is created) and be writable."""

@@ -30,6 +30,7 @@ from services.deployments.storage import (
     ObjectTooLarge,
     StorageError,
     StorageUnavailable,
+    StoredObject,
     validate_key,
 )
 
@@ -54,6 +55,7 @@ _NOT_FOUND_CODES: Final = frozenset({"NoSuchKey", "NotFound", "404"})
 _BUCKET_MISSING_CODES: Final = frozenset({"NoSuchBucket", "NotFound", "404"})
 _BUCKET_EXISTS_CODES: Final = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 _INVALID_RANGE: Final = "InvalidRange"
+_NO_SUCH_UPLOAD: Final = "NoSuchUpload"
 # What a call to S3 raises when it fails (as opposed to a bug in the caller).
 _FAILURES: Final = (ClientError, BotoCoreError, aiohttp.ClientError)
 
@@ -430,6 +432,53 @@ class S3Storage:
         """HeadBucket must succeed."""
         with _translate("HeadBucket"):
             await self._s3().head_bucket(Bucket=self._bucket)
+
+    async def list_objects(self) -> AsyncIterator[StoredObject]:
+        """ListObjectsV2, a page of up to 1000 keys at a time."""
+        paginator = self._s3().get_paginator("list_objects_v2")
+        with _translate("ListObjectsV2"):
+            async for page in paginator.paginate(Bucket=self._bucket):
+                for item in page.get("Contents", []):
+                    modified = item["LastModified"].astimezone(UTC)
+                    yield StoredObject(key=item["Key"], size=item["Size"], modified=modified)
+
+    async def remove_stale_partials(self, *, idle_since: datetime) -> list[StoredObject]:
+        """Abort the multipart uploads that received no part since `idle_since`."""
+        with _translate("ListMultipartUploads"):
+            pages = self._s3().get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket)
+            uploads = [u async for page in pages for u in page.get("Uploads", [])]
+        removed = []
+        for upload in uploads:
+            if upload["Initiated"] < idle_since:
+                aborted = await self._abort_if_idle(
+                    upload["Key"], upload["UploadId"], upload["Initiated"], idle_since
+                )
+                if aborted is not None:
+                    removed.append(aborted)
+        return removed
+
+    async def _abort_if_idle(
+        self, key: str, upload_id: str, initiated: datetime, idle_since: datetime
+    ) -> StoredObject | None:
+        """Abort one multipart upload unless a part arrived since `idle_since`."""
+        client = self._s3()
+        try:
+            pages = client.get_paginator("list_parts").paginate(
+                Bucket=self._bucket, Key=key, UploadId=upload_id
+            )
+            parts = [p async for page in pages for p in page.get("Parts", [])]
+            last = max([initiated, *(p["LastModified"] for p in parts)])
+            if last >= idle_since:
+                return None
+            await client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _error_code(exc) == _NO_SUCH_UPLOAD:
+                return None  # completed, aborted or removed by another replica meanwhile
+            raise _storage_error("AbortMultipartUpload", exc) from exc
+        except _FAILURES as exc:
+            raise _storage_error("AbortMultipartUpload", exc) from exc
+        size = sum(p["Size"] for p in parts)
+        return StoredObject(key=key, size=size, modified=last.astimezone(UTC))
 
     @staticmethod
     def _expiry(expire: timedelta) -> tuple[int, datetime]:

@@ -392,6 +392,14 @@ class JobStore(Protocol):
         """Jobs of every tenant not done or failed (start-up recovery)."""
         ...
 
+    async def artifact_tenants(self, artifact_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(tenant, id) of the artifacts with these ids, whatever their tenant."""
+        ...
+
+    async def unfinished_upload_keys(self, ids: Sequence[str]) -> list[str]:
+        """Object keys held by unfinished generation jobs and upload intents with these ids."""
+        ...
+
     async def insert_intent(self, intent: UploadIntent) -> None:
         """Record a direct-upload intent."""
         ...

@@ -361,6 +361,8 @@ def _dd(doc: Mapping[str, Any]) -> DeviceDeployment:
 
 
 _LIVE: Final = {"slot": ""}
+# MongoDB's own index on `_id`, named by queries that span tenants.
+_ID_INDEX: Final = "_id_"
 _T = TypeVar("_T")
 
 
@@ -1153,6 +1155,29 @@ class MongoStore:
             {"tenant_id": {"$exists": True}, "state": {"$in": ["pending", "processing"]}}
         )
         return [_job(d) async for d in cursor]
+
+    async def artifact_tenants(self, artifact_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(tenant, id) of the artifacts with these ids, in whichever tenant.
+
+        Spans tenants (see `unfinished_jobs`): the storage sweep looks at every object.
+        """
+        cursor = self._db[ARTIFACTS].find(
+            {"_id": {"$in": list(artifact_ids)}, "tenant_id": {"$exists": True}},
+            projection={"tenant_id": 1},
+            hint=_ID_INDEX,
+        )
+        return [(str(d["tenant_id"]), str(d["_id"])) async for d in cursor]
+
+    async def unfinished_upload_keys(self, ids: Sequence[str]) -> list[str]:
+        """Object keys of the unfinished jobs and upload intents with these ids, any tenant."""
+        query: Document = {
+            "_id": {"$in": list(ids)},
+            "tenant_id": {"$exists": True},
+            "state": {"$in": ["pending", "processing"]},
+        }
+        jobs = self._db[JOBS].find(query, projection={"raw_key": 1}, hint=_ID_INDEX)
+        intents = self._db[UPLOADS].find(query, projection={"key": 1}, hint=_ID_INDEX)
+        return [str(d["raw_key"]) async for d in jobs] + [str(d["key"]) async for d in intents]
 
     async def insert_intent(self, intent: UploadIntent) -> None:
         """Insert an intent document."""
