@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from services.deployments.app.parser import ArtifactParser
+from services.deployments.artifact import ArtifactParser
 from services.deployments.storage.signing import URLSigner
 from tests.deployments.conftest import TEST_SECRET, Service
 from tests.deployments.flows import DEPLOYMENTS, poll, report, stats_of
