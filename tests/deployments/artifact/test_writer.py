@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from services.deployments.artifact import ArtifactParser, write_single_file_artifact
+from services.deployments.artifact import (
+    ArtifactParser,
+    PayloadFile,
+    write_artifact,
+    write_configuration_artifact,
+    write_single_file_artifact,
+)
 from tests.deployments.helpers import run_mender_artifact
 
 
@@ -58,3 +64,41 @@ class TestWriter:
                 filename="../x",
                 dest_dir="/d",
             )
+
+    def test_configuration_artifact(self) -> None:
+        configuration = {"timezone": "UTC", "ntp": {"servers": ["a", "b"]}}
+
+        artifact = write_configuration_artifact(
+            name="config-7", device_type="rpi4", configuration=configuration, mtime=1_700_000_000
+        )
+
+        parser = ArtifactParser()
+        parser.feed(artifact)
+        meta = parser.finish()
+        assert meta.name == "config-7"
+        assert meta.device_types_compatible == ["rpi4"]
+        assert meta.provides == {
+            "artifact_name": "config-7",
+            "data-partition.mender-configure.version": "config-7",
+        }
+        assert meta.clears_provides == ["data-partition.mender-configure.*"]
+        [update] = meta.updates
+        assert (update.type, update.files, update.meta_data) == (
+            "mender-configure",
+            [],
+            [configuration],
+        )
+
+    def test_refuses_duplicate_names(self) -> None:
+        out = io.BytesIO()
+        with pytest.raises(ValueError, match="payload file names must be unique"):
+            write_artifact(
+                out,
+                name="n",
+                device_types=["a"],
+                payload_type="app",
+                provides={},
+                clears_provides=[],
+                files=[PayloadFile("same", b"1"), PayloadFile("same", b"2")],
+            )
+        assert out.getvalue() == b""
