@@ -8,6 +8,7 @@ is small JSON, checked for shape here; the whole tar is capped once decompressed
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -59,15 +60,8 @@ def read_header(
     info = _header_info(label, files, "header-info")
     header = _header_info_v3(info) if version == 3 else _header_info_v2(info)
     payloads = header.payloads
-    seen: set[tuple[int, str]] = set()
-    for path, raw in files[1:]:
-        if path.startswith("scripts/"):
-            continue
-        index, rest = _header_path(label, path, payloads)
-        if (index, rest) in seen:
-            raise ArtifactError(f"{label} contains {path} twice")
-        seen.add((index, rest))
-        payload = payloads[index]
+    not_scripts = [(path, raw) for path, raw in files[1:] if not path.startswith("scripts/")]
+    for payload, path, rest, raw in _payload_files(label, not_scripts, payloads):
         if rest == "type-info":
             payload.type_info = _type_info(raw, path)
         elif rest == "meta-data":
@@ -109,13 +103,7 @@ def read_augment_header(
         payloads[index].augment_header_type = optional_string(
             entry_obj.get("type"), f"{label}: header-info.payloads[{index}].type"
         )
-    seen: set[tuple[int, str]] = set()
-    for path, raw in files[1:]:
-        index, rest = _header_path(label, path, payloads)
-        if (index, rest) in seen:
-            raise ArtifactError(f"{label} contains {path} twice")
-        seen.add((index, rest))
-        payload = payloads[index]
+    for payload, path, rest, raw in _payload_files(label, files[1:], payloads):
         if rest == "type-info":
             payload.augment_type_info = _type_info(raw, f"{label}: {path}")
         elif rest == "meta-data":
@@ -193,14 +181,22 @@ def _payloads(info: dict[str, Any], key: str) -> list[Payload]:
     return payloads
 
 
-def _header_path(label: str, path: str, payloads: list[Payload]) -> tuple[int, str]:
-    match = _HEADER_PATH.fullmatch(path)
-    if match is None:
-        raise ArtifactError(f"{label}: unexpected file {path}")
-    index = int(match.group(1))
-    if index >= len(payloads):
-        raise ArtifactError(f"{label}: {path} does not belong to any payload")
-    return index, match.group(2)
+def _payload_files(
+    label: str, files: list[tuple[str, bytes]], payloads: list[Payload]
+) -> Iterator[tuple[Payload, str, str, bytes]]:
+    """Each `headers/NNNN/<rest>` file as (its payload, path, rest, content), each once."""
+    seen: set[tuple[int, str]] = set()
+    for path, raw in files:
+        match = _HEADER_PATH.fullmatch(path)
+        if match is None:
+            raise ArtifactError(f"{label}: unexpected file {path}")
+        index, rest = int(match.group(1)), match.group(2)
+        if index >= len(payloads):
+            raise ArtifactError(f"{label}: {path} does not belong to any payload")
+        if (index, rest) in seen:
+            raise ArtifactError(f"{label} contains {path} twice")
+        seen.add((index, rest))
+        yield payloads[index], path, rest, raw
 
 
 def _payload_for(payloads: list[Payload], index: int, name: str, label: str) -> Payload:
