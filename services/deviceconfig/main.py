@@ -12,12 +12,7 @@ from services.deviceconfig.api import devices_router, internal_router, managemen
 from services.deviceconfig.api.deps import Services
 from services.deviceconfig.api.internal import PREFIX as INTERNAL_PREFIX
 from services.deviceconfig.app import DeviceConfigApp
-from services.deviceconfig.clients import (
-    DeploymentsClient,
-    HttpDeploymentsClient,
-    HttpDeviceconnectClient,
-    NoDeployments,
-)
+from services.deviceconfig.clients import HttpDeploymentsClient, HttpDeviceconnectClient
 from services.deviceconfig.config import Settings
 from services.deviceconfig.store.indexes import INDEXES
 from services.deviceconfig.store.mongo import MongoStore
@@ -31,10 +26,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
-        deployments: DeploymentsClient = (
+        deployments = (
             HttpDeploymentsClient(resources.http, settings.deployments_addr)
             if settings.deployments_addr
-            else NoDeployments()
+            else None
         )
         # A nudge is not worth a retry: the device polls anyway.
         deviceconnect = (

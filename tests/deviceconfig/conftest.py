@@ -95,24 +95,18 @@ async def deployments(
         storage_path=tmp_path_factory.mktemp("deployments-storage"),
         presign_secret=DEPLOYMENTS_SECRET,
     )
-    server = LiveServer(create_deployments_app(settings), lifespan="on")
-    await server.start()
-    try:
-        async with httpx.AsyncClient(base_url=server.url) as client:
-            yield Deployments(url=server.url, client=client)
-    finally:
-        await server.stop()
+    async with (
+        LiveServer(create_deployments_app(settings), lifespan="on") as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        yield Deployments(url=server.url, client=client)
 
 
 @pytest.fixture(scope="session")
 async def _deviceconnect_server() -> AsyncIterator[tuple[FakeDeviceconnect, LiveServer]]:
     fake = FakeDeviceconnect()
-    server = LiveServer(fake.app())
-    await server.start()
-    try:
+    async with LiveServer(fake.app()) as server:
         yield fake, server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -23,16 +23,6 @@ EDITED: Final = {"timezone": "Europe/Oslo", "ntp_server": "pool.ntp.org", "empty
 
 
 @pytest.fixture
-def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
-    """The management API as the admin."""
-    client = ManagementApi(stack.url, admin_token)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def device(stack: Stack, api: ManagementApi) -> Iterator[tuple[RawDevice, str]]:
     """An accepted device holding a token, and its id."""
     raw = RawDevice(stack.url, unique_identity("config"))

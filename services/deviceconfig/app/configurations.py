@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from common.errors import Conflict, ServiceError
+from common.errors import Conflict, ServiceError, ServiceUnavailable
 from services.deviceconfig.app.errors import (
     DeviceExists,
     DeviceNotFound,
@@ -76,13 +76,17 @@ def _now() -> datetime:
 
 
 class DeviceConfigApp:
-    """Device configurations and configuration deployments."""
+    """Device configurations and configuration deployments.
+
+    A peer given as None is not deployed: without deployments nothing can be deployed (503);
+    without deviceconnect a device finds its deployment at its next poll.
+    """
 
     def __init__(
         self,
         store: DataStore,
         *,
-        deployments: DeploymentsClient,
+        deployments: DeploymentsClient | None,
         deviceconnect: DeviceconnectClient | None = None,
     ) -> None:
         self._store = store
@@ -189,6 +193,8 @@ class DeviceConfigApp:
         device = await self.device(tenant_id, device_id)
         if update_control_map:
             raise UpdateControlMapForbidden()
+        if self._deployments is None:
+            raise ServiceUnavailable("deployments is not configured")
         deployment_id = str(uuid.uuid4())
         await self._deployments.create_configuration_deployment(
             tenant_id,

@@ -1,10 +1,6 @@
 """Typed clients of the peers deviceconfig calls."""
 
-from services.deviceconfig.clients.deployments import (
-    DeploymentsClient,
-    HttpDeploymentsClient,
-    NoDeployments,
-)
+from services.deviceconfig.clients.deployments import DeploymentsClient, HttpDeploymentsClient
 from services.deviceconfig.clients.deviceconnect import (
     DeviceconnectClient,
     HttpDeviceconnectClient,
@@ -15,5 +11,4 @@ __all__ = [
     "DeviceconnectClient",
     "HttpDeploymentsClient",
     "HttpDeviceconnectClient",
-    "NoDeployments",
 ]

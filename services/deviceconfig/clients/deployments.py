@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import quote
 
-from common.errors import ServiceUnavailable
 from common.peers import PeerClient
 from services.deviceconfig.models import Configuration
 
-__all__ = ["DeploymentsClient", "HttpDeploymentsClient", "NoDeployments"]
+__all__ = ["DeploymentsClient", "HttpDeploymentsClient"]
 
 
 class DeploymentsClient(Protocol):
@@ -60,21 +59,3 @@ class HttpDeploymentsClient(PeerClient):
             json={"name": name, "configuration": configuration, "retries": retries},
             expect=(201, 409),
         )
-
-
-class NoDeployments:
-    """Stands in when deployments is not deployed: nothing can be deployed."""
-
-    async def create_configuration_deployment(
-        self,
-        tenant_id: str,
-        *,
-        deployment_id: str,
-        device_id: str,
-        name: str,
-        configuration: Configuration,
-        retries: int,
-    ) -> None:
-        """Refuse: configuration deployments live in deployments."""
-        del tenant_id, deployment_id, device_id, name, configuration, retries
-        raise ServiceUnavailable("deployments is not configured")
