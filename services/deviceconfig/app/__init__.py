@@ -1,10 +1,5 @@
 """deviceconfig's use-cases."""
 
-from services.deviceconfig.app.configurations import (
-    MAX_ATTRIBUTES,
-    MAX_LENGTH,
-    DeviceConfigApp,
-    validate_configuration,
-)
+from services.deviceconfig.app.configurations import DeviceConfigApp
 
-__all__ = ["MAX_ATTRIBUTES", "MAX_LENGTH", "DeviceConfigApp", "validate_configuration"]
+__all__ = ["DeviceConfigApp"]
