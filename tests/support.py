@@ -50,3 +50,10 @@ class LiveServer:
         if self._task is not None:
             await self._task
             self._task = None
+
+    async def __aenter__(self) -> LiveServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -49,16 +49,6 @@ def inventory_outage(stack: Stack) -> Iterator[_Outage]:
 
 
 @pytest.fixture
-def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
-    """The management API as the admin."""
-    client = ManagementApi(stack.url, admin_token)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def raw_device(stack: Stack) -> Iterator[RawDevice]:
     """A device speaking the device API by hand, with a fresh identity."""
     device = RawDevice(stack.url, unique_identity("outage"))
