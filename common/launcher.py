@@ -335,7 +335,10 @@ def _configure_logging(log_file: Path) -> None:
 def _create_admin(stack: Stack, *, dev_mode: bool) -> None:
     credentials = admin_credentials(os.environ, dev_mode=dev_mode)
     if credentials is None:
-        print("No admin user created: set FLEETPORT_ADMIN_PASSWORD (and FLEETPORT_ADMIN_EMAIL).")
+        print(
+            "No admin user created: set FLEETPORT_ADMIN_PASSWORD (and FLEETPORT_ADMIN_EMAIL).",
+            flush=True,
+        )
         return
     email, password = credentials
     result = stack.run_module("useradm", "create-user", "--username", email, "--password", password)

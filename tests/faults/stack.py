@@ -23,7 +23,7 @@ from common.launcher import DATABASE, SERVICES
 from tests.e2e.api import wait_until
 from tests.support import child_pids, is_running
 
-__all__ = ["ADMIN", "READY", "REPO", "RunningLauncher", "environment"]
+__all__ = ["ADMIN", "READY", "REPO", "RunningLauncher", "cmdline", "environment"]
 
 REPO: Final = Path(__file__).parents[2]
 ADMIN: Final = ("owner@example.com", "owner-password-1")
@@ -40,6 +40,11 @@ def _read(path: Path) -> list[str]:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return []
     return data.split("\0")[:-1]
+
+
+def cmdline(pid: int) -> list[str]:
+    """A process's command line."""
+    return _read(Path(f"/proc/{pid}/cmdline"))
 
 
 def environment(pid: int) -> dict[str, str]:
@@ -127,9 +132,7 @@ class RunningLauncher:
         if not self.via_make:
             return self.proc.pid
         found = [
-            pid
-            for pid in self.stack_processes()
-            if _read(Path(f"/proc/{pid}/cmdline"))[1:3] == ["-m", "common.launcher"]
+            pid for pid in self.stack_processes() if cmdline(pid)[1:3] == ["-m", "common.launcher"]
         ]
         assert len(found) == 1, f"launcher processes: {found}"
         return found[0]
@@ -138,7 +141,7 @@ class RunningLauncher:
         """The launcher's live children by name: `database`, services, `gateway`."""
         named: dict[str, int] = {}
         for pid in child_pids(self.launcher_pid()):
-            name = _name(_read(Path(f"/proc/{pid}/cmdline")))
+            name = _name(cmdline(pid))
             if name is not None and is_running(pid):
                 named[name] = pid
         return named
@@ -155,12 +158,12 @@ class RunningLauncher:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            cmdline = _read(entry / "cmdline")
-            ours = port in cmdline or any(
-                state in item for item in (*cmdline, *_read(entry / "environ"))
+            command = _read(entry / "cmdline")
+            ours = port in command or any(
+                state in item for item in (*command, *_read(entry / "environ"))
             )
             if ours and is_running(int(entry.name)):
-                found[int(entry.name)] = " ".join(cmdline)
+                found[int(entry.name)] = " ".join(command)
         return found
 
     def wait_all_gone(self, timeout: float = 30.0) -> None:

@@ -53,11 +53,12 @@ class TestMakeRun:
 class TestLauncher:
     def test_signals_while_starting(self, launch: Launch) -> None:
         launcher = launch()
-        children = wait_until(
-            lambda: (found := launcher.children()).keys() > {DATABASE} and found,
-            timeout=120,
-            what="the services started",
-        )
+
+        def services_started() -> dict[str, int] | None:
+            children = launcher.children()
+            return children if children.keys() > {DATABASE} else None
+
+        children = wait_until(services_started, timeout=120, what="the services started")
         launcher.signal(signal.SIGTERM)
         launcher.signal(signal.SIGINT)
 

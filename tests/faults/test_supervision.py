@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -20,7 +20,7 @@ from common.launcher import DATABASE
 from common.supervisor import MAX_CRASHES
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
 from tests.faults.conftest import Launch
-from tests.faults.stack import RunningLauncher
+from tests.faults.stack import RunningLauncher, cmdline
 from tests.support import is_running
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
@@ -41,25 +41,21 @@ def _restarted(launcher: RunningLauncher, name: str, old_pid: int) -> int:
     return wait_until(new_pid, timeout=RESTARTED, what=f"{name} restarted")
 
 
+def _answered(request: Callable[[], httpx.Response], status: int, what: str) -> httpx.Response:
+    """Repeat a request until it is answered with `status` (the stack recovering)."""
+
+    def probe() -> httpx.Response | None:
+        response = request()
+        return response if response.status_code == status else None
+
+    return wait_until(probe, timeout=HEALTHY, what=what)
+
+
 def _login_token(launcher: RunningLauncher) -> str:
     """Log in through the gateway as soon as it works again; the token."""
-    response = wait_until(
-        lambda: (r := launcher.login()).status_code == 200 and r,
-        timeout=HEALTHY,
-        what="a login through the gateway",
-    )
+    response = _answered(launcher.login, 200, "a login through the gateway")
     assert response.headers["content-type"] == "application/jwt"
     return response.text
-
-
-@pytest.fixture
-def device(shared_launcher: RunningLauncher) -> Iterator[RawDevice]:
-    """A device with a fresh identity, speaking the device API through the gateway."""
-    raw = RawDevice(shared_launcher.url, unique_identity("faults"))
-    try:
-        yield raw
-    finally:
-        raw.close()
 
 
 class TestKilledProcessComesBack:
@@ -80,22 +76,19 @@ class TestKilledProcessComesBack:
             assert "useradm was killed by SIGKILL; restarting it in 0.5 s" in text
             assert f"useradm restarted (pid {pid})" in text
 
-    def test_database(self, shared_launcher: RunningLauncher, device: RawDevice) -> None:
+    def test_database(self, shared_launcher: RunningLauncher) -> None:
         before = shared_launcher.children()
-        command = _cmdline(before[DATABASE])
+        command = cmdline(before[DATABASE])
         os.kill(before[DATABASE], signal.SIGKILL)
 
         pid = _restarted(shared_launcher, DATABASE, before[DATABASE])
         assert not Path(f"/proc/{before[DATABASE]}").exists(), "the killed process not reaped"
-        assert _cmdline(pid) == command  # the same port and storage
+        assert cmdline(pid) == command  # the same port and storage
         # The admin created before the crash logs in: the data survived it.
-        api = ManagementApi(shared_launcher.url, _login_token(shared_launcher))
-        try:
-            refused = wait_until(
-                lambda: (r := device.auth_request()).status_code == 401 and r,
-                timeout=HEALTHY,
-                what="the device's auth request answered",
-            )
+        token = _login_token(shared_launcher)
+        device = RawDevice(shared_launcher.url, unique_identity("faults"))
+        with closing(ManagementApi(shared_launcher.url, token)) as api, closing(device):
+            refused = _answered(device.auth_request, 401, "the device's auth request")
             assert set(refused.json()) == {"error", "request_id"}
             pending = api.wait_for_device(device.identity, status="pending")
             api.accept(pending)
@@ -105,8 +98,6 @@ class TestKilledProcessComesBack:
                 what="the device provisioned in inventory",
             )
             assert device.check_next().status_code == 204
-        finally:
-            api.close()
         # The services were not restarted: they reconnected to the database by themselves.
         assert shared_launcher.children() == {**before, DATABASE: pid}
         for text in (shared_launcher.console(), shared_launcher.launcher_log()):
@@ -159,10 +150,6 @@ def _status(url: str) -> int | None:
         return httpx.get(url, timeout=5.0).status_code
     except httpx.TransportError:
         return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 @contextmanager
