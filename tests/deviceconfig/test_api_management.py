@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from common.embedded import free_port
-from services.deployments.app.parser import ArtifactParser
+from services.deployments.artifact import ArtifactParser
 from services.deviceconfig.config import Settings
 from services.deviceconfig.main import create_app
 from tests.conftest import ClientFactory

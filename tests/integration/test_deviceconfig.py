@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from common.launcher import Stack
-from services.deployments.app.parser import ArtifactParser
+from services.deployments.artifact import ArtifactParser
 from tests.e2e.api import DEVICECONFIG, ManagementApi, RawDevice, unique_identity, wait_until
 
 pytestmark = pytest.mark.timeout(120)
