@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from pymongo import AsyncMongoClient
@@ -13,7 +14,7 @@ from starlette.types import ASGIApp
 from common.embedded import free_port
 from common.mongo import Document
 
-__all__ = ["LiveServer", "eventually", "failing_commands"]
+__all__ = ["LiveServer", "child_pids", "eventually", "failing_commands", "is_running"]
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -85,3 +86,27 @@ class LiveServer:
         if self._task is not None:
             await self._task
             self._task = None
+
+    async def __aenter__(self) -> LiveServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+def child_pids(pid: int) -> set[int]:
+    """The ids of a process's direct children."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "\nState:\tZ" not in status

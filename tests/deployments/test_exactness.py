@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +29,7 @@ from tests.deployments.helpers import ArtifactFactory, user_headers
 from tests.support import failing_commands
 
 _LAST: Final = "/api/internal/v1/deployments/tenants//devices/deployments/last"
+_CONFIGURATION: Final = "/api/internal/v1/deployments/tenants//configuration/deployments"
 ARTIFACTS: Final = "/api/management/v1/deployments/artifacts"
 RELEASES: Final = "/api/management/v2/deployments/deployments/releases"
 _Mongo = AsyncMongoClient[Document]
@@ -129,6 +131,31 @@ class TestStatusReport:
         # A repeated report finds the status set and changes nothing.
         assert (await report(service.client, "dev", deployment_id, "success")).status_code == 204
         assert await stats_of(service.client, deployment_id) == _stats(success=1)
+
+    async def test_cut_when_a_failure_starts_another_attempt(
+        self, service: Service, mongo: _Mongo
+    ) -> None:
+        deployment_id = str(uuid.uuid4())
+        created = await service.client.post(
+            f"{_CONFIGURATION}/{deployment_id}/devices/dev",
+            json={"name": "retried", "configuration": {"a": "b"}, "retries": 1},
+        )
+        assert created.status_code == 201, created.text
+        assert (await poll(service.client, "dev")).status_code == 200
+        for status in ("downloading", "installing"):
+            assert (await report(service.client, "dev", deployment_id, status)).status_code == 204
+        async with failing_commands(mongo, ["findAndModify"]):  # the counters' `$inc`
+            with pytest.raises(OperationFailure, match="failCommand"):
+                await report(service.client, "dev", deployment_id, "failure")
+        assert await _device_statuses(service.client, deployment_id) == {"dev": "installing"}
+        assert await stats_of(service.client, deployment_id) == _stats(installing=1)
+        # The retried report starts the second attempt once; the device gets it again.
+        assert (await report(service.client, "dev", deployment_id, "failure")).status_code == 204
+        assert await _device_statuses(service.client, deployment_id) == {"dev": "pending"}
+        assert await stats_of(service.client, deployment_id) == _stats(pending=1)
+        again = await poll(service.client, "dev")
+        assert again.status_code == 200
+        assert again.json()["id"] == deployment_id
 
 
 class TestFirstPoll:

@@ -272,6 +272,15 @@ class DeploymentStore(Protocol):
         """
         ...
 
+    async def restart_device_deployment(
+        self, tenant_id: str, device_deployment: DeviceDeployment
+    ) -> DeviceDeployment | None:
+        """Put it back to pending as its next attempt, and its count with it, atomically.
+
+        Compare-and-set on the status; None if it changed meanwhile.
+        """
+        ...
+
     async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
         """Abort the active device deployments and finish the deployment with their counts."""
         ...

@@ -332,6 +332,8 @@ def _dd_doc(dd: DeviceDeployment) -> Document:
         "deployment_type": dd.deployment_type,
         "force_installation": dd.force_installation,
         "artifact_name": dd.artifact_name,
+        "retries": dd.retries,
+        "attempts": dd.attempts,
         "slot": "",
     }
 
@@ -357,6 +359,8 @@ def _dd(doc: Mapping[str, Any]) -> DeviceDeployment:
         deployment_type=doc.get("deployment_type") or "software",
         force_installation=bool(doc.get("force_installation", False)),
         artifact_name=doc.get("artifact_name") or "",
+        retries=int(doc.get("retries", 0)),
+        attempts=int(doc.get("attempts", 1)),
     )
 
 
@@ -851,23 +855,47 @@ class MongoStore:
         now: datetime,
     ) -> DeviceDeployment | None:
         """Compare-and-set the status and move its count, in one transaction."""
-        dd = device_deployment
-        expected = dd.status
         changes: dict[str, Any] = {"status": status, "active": status.active}
         if not status.active:
             changes["finished"] = now
         if substate is not None:
             changes["substate"] = substate
-        if expected is DeviceDeploymentStatus.PENDING and status is not expected:
+        if device_deployment.status is DeviceDeploymentStatus.PENDING and status is not (
+            DeviceDeploymentStatus.PENDING
+        ):
             changes["started"] = now
+        return await self._move(tenant_id, device_deployment, changes)
+
+    async def restart_device_deployment(
+        self, tenant_id: str, device_deployment: DeviceDeployment
+    ) -> DeviceDeployment | None:
+        """Back to pending for the next attempt, with its count, in one transaction."""
+        changes: dict[str, Any] = {
+            "status": DeviceDeploymentStatus.PENDING,
+            "active": True,
+            "request": None,
+            "substate": "",
+            "attempts": device_deployment.attempts + 1,
+        }
+        return await self._move(tenant_id, device_deployment, changes)
+
+    async def _move(
+        self, tenant_id: str, dd: DeviceDeployment, changes: dict[str, Any]
+    ) -> DeviceDeployment | None:
+        """Apply `changes` (with a new `status`) if the status is still the document's.
+
+        In the same transaction the status's count moves and a finished device deployment
+        becomes the device's last status. None when the status changed meanwhile.
+        """
+        status: DeviceDeploymentStatus = changes["status"]
         stored = {k: (int(v) if k == "status" else v) for k, v in changes.items()}
         updated = dd.model_copy(update=changes)
-        change = StatsChange(decrement=expected.label, increment=status.label)
+        change = StatsChange(decrement=dd.status.label, increment=status.label)
 
         async def work(session: AsyncClientSession) -> bool:
             # A plain update as compare-and-set: cheaper than findAndModify.
             result = await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
-                {"_id": dd.id, "status": int(expected)}, {"$set": stored}, session=session
+                {"_id": dd.id, "status": int(dd.status)}, {"$set": stored}, session=session
             )
             if result.matched_count == 0:
                 return False
