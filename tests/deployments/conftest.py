@@ -13,9 +13,12 @@ import pytest
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
+from common.mongo import create_client, ensure_indexes
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
 from services.deployments.main import create_app
+from services.deployments.store.indexes import INDEXES
+from services.deployments.store.mongo import MongoStore
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory, FakeInventory, multipart_body, user_headers
 from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedS3
@@ -68,6 +71,17 @@ async def s3(s3_server: SeaweedS3) -> AsyncIterator[S3Client]:
         config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
+    """A store on a fresh database with its indexes, its client watched for tenant scoping."""
+    client = create_client(mongo_url)
+    try:
+        await ensure_indexes(client[db_name], INDEXES)
+        yield MongoStore(client[db_name])
+    finally:
+        await client.close()
 
 
 @pytest.fixture

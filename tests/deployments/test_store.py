@@ -11,7 +11,7 @@ from typing import Any, Final
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from common.mongo import Document, ensure_indexes
+from common.mongo import Document
 from services.deployments.models import (
     STAT_NAMES,
     Artifact,
@@ -21,7 +21,6 @@ from services.deployments.models import (
     DeviceDeploymentStatus,
 )
 from services.deployments.store import DuplicateArtifact, DuplicateId, StatsChange
-from services.deployments.store.indexes import INDEXES
 from services.deployments.store.mongo import MongoStore
 from tests.deployments.conftest import Service
 from tests.deployments.flows import create_deployment, poll, report
@@ -193,13 +192,6 @@ def _deployment(devices: list[str]) -> Deployment:
         stats=stats,
         created=datetime.now(UTC),
     )
-
-
-@pytest.fixture
-async def store(mongo: AsyncMongoClient[Document], db_name: str) -> MongoStore:
-    """A store on a fresh database with its indexes."""
-    await ensure_indexes(mongo[db_name], INDEXES)
-    return MongoStore(mongo[db_name])
 
 
 class TestArtifacts:

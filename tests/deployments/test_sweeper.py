@@ -11,9 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-import pytest
-
-from common.mongo import create_client, ensure_indexes
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.sweeper import StorageSweeper
 from services.deployments.config import Settings
@@ -23,7 +20,6 @@ from services.deployments.storage import Storage, object_key
 from services.deployments.storage.local import LocalStorage
 from services.deployments.storage.s3 import S3Storage
 from services.deployments.storage.signing import URLSigner
-from services.deployments.store.indexes import INDEXES
 from services.deployments.store.mongo import MongoStore
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory
@@ -41,17 +37,6 @@ async def _bytes(data: bytes) -> AsyncIterator[bytes]:
 
 def _new_key(tenant: str, suffix: str = "") -> str:
     return object_key(tenant, f"{uuid.uuid4()}{suffix}")
-
-
-@pytest.fixture
-async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
-    """A store on a fresh database, on a client the tenant-scoping guard watches."""
-    client = create_client(mongo_url)
-    try:
-        await ensure_indexes(client[db_name], INDEXES)
-        yield MongoStore(client[db_name])
-    finally:
-        await client.close()
 
 
 async def _populate(

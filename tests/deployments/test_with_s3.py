@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
-import aioboto3
 import httpx
 import pytest
 
@@ -14,6 +14,9 @@ from tests.conftest import ClientFactory
 from tests.deployments.flows import create_deployment, poll
 from tests.deployments.helpers import ArtifactFactory, multipart_body, user_headers
 from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedS3
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 ARTIFACTS = "/api/management/v1/deployments/artifacts"
 
@@ -36,6 +39,7 @@ def s3_settings(settings: Settings, s3_server: SeaweedS3) -> Settings:
 async def test_upload_and_device_download(
     asgi_client: ClientFactory,
     s3_settings: Settings,
+    s3: S3Client,
     artifacts_factory: ArtifactFactory,
 ) -> None:
     data = artifacts_factory.make("s3-app-1.0", payload_size=20_000)
@@ -61,15 +65,7 @@ async def test_upload_and_device_download(
         ranged = await plain.get(uri, headers={"Range": "bytes=100-"})
         assert ranged.status_code == 206
         assert ranged.content == data[100:]
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=s3_settings.aws_uri,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        region_name="us-east-1",
-    ) as s3:
-        listed = await s3.list_objects_v2(Bucket=s3_settings.aws_bucket)
+    listed = await s3.list_objects_v2(Bucket=s3_settings.aws_bucket)
     # Only the valid artifact is kept; the rejected upload left nothing behind.
     keys = [item["Key"] for item in listed.get("Contents", [])]
     assert keys == [created.headers["Location"].rsplit("/", 1)[1]]
