@@ -597,16 +597,18 @@ def _report(runs: list[Run], load_before: str) -> str:
         "| --- | ---: | --- |",
         "| poll, nothing to do | 3 | active device deployment, newest finished one, next"
         " deployment listing the device |",
-        "| poll, first of a deployment | 6 | the 3 above, smallest compatible artifact, atomic"
-        " counter claim (`$inc` with room check), insert of the device deployment |",
+        "| poll, first of a deployment | 7 | the 3 above, smallest compatible artifact, then"
+        " one transaction: counter claim (`$inc` with room check), insert of the device"
+        " deployment, commit |",
         "| poll, update under way | 1 | the active device deployment (it embeds its artifact) |",
-        "| status report | 3 | device deployment, compare-and-set of its status, counter"
-        " `$inc`; +1 when the deployment status moves (twice per deployment at most), +1"
-        " upsert of the device's last status when it finishes |",
+        "| status report | 4 | device deployment, then one transaction: compare-and-set of its"
+        " status, counter `$inc`, commit; +2 when the deployment status moves (twice per"
+        " deployment at most), +1 upsert of the device's last status when it finishes |",
         "",
         "Every one of them is served by an index (the test checks each query plan). The runs",
         "below count the operations the database actually served in each phase (its `top`",
-        "command, per database) and divide by the requests of the phase.",
+        "command, per database; commits are not in it) and divide by the requests of the",
+        "phase.",
         "",
     ]
     for run in runs:
