@@ -5,7 +5,8 @@
 - `errors`: domain errors carrying their HTTP status
 - `identity`: caller identity decoded from the bearer token (`DeviceIdentity`, `UserIdentity`)
 - `paging`: `PageDep`, `parse_page`, `set_page_headers`
-- `mongo`: client creation, `TenantCollection`, `transaction`, `ensure_indexes`
+- `mongo`: client creation, `TenantCollection`, `transaction`, `atomically` (retried on
+  conflicts), `ensure_indexes`
 - `outbox`: `Effect`, `Outbox`, `OutboxRelay` for cross-service effects
 - `peers`: `PeerClient`, base of typed internal httpx clients
 - `tokens`: JWT signing/verification (RS256, EdDSA) and key files
