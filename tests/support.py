@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvicorn
@@ -11,7 +11,7 @@ from starlette.types import ASGIApp
 
 from common.embedded import free_port
 
-__all__ = ["LiveServer", "child_pids", "eventually", "is_running"]
+__all__ = ["LiveServer", "child_pids", "eventually", "eventually_async", "is_running"]
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -19,6 +19,15 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def eventually_async(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until an async predicate holds; fail the test if it does not in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await predicate():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
 
@@ -41,7 +50,8 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        """Start serving and return once the socket accepts connections."""
+        """Start serving (again, after `stop`) and return once the socket accepts connections."""
+        self._server.should_exit = self._server.started = False
         self._task = asyncio.create_task(self._server.serve())
         await eventually(lambda: self._server.started)
 
