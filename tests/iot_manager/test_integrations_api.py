@@ -379,3 +379,11 @@ class TestUnregisterDevice:
         r = await client.delete(f"{MGMT}/devices/nope", headers=USER)
         assert r.status_code == 404
         assert r.json()["error"] == "device not found"
+
+
+class TestHealth:
+    async def test_health_and_alive(self, client: httpx.AsyncClient) -> None:
+        for path in ("health", "alive"):
+            r = await client.get(f"/api/internal/v1/iot-manager/{path}")
+            assert r.status_code == 204
+            assert r.content == b""

@@ -14,14 +14,12 @@ __all__ = [
     "IntegrationInUse",
     "IntegrationNotFound",
     "InvalidCredentials",
-    "UnknownIntegration",
 ]
 
 _INTEGRATION_NOT_FOUND: Final = "integration not found"
 _INTEGRATION_EXISTS: Final = "integration already exists"
 _IN_USE: Final = "cannot remove integration in use by devices"
 _DEVICE_NOT_FOUND: Final = "device not found"
-_UNKNOWN: Final = "unknown integration provider"
 _STATE_CONFLICT: Final = "conflict when updating the device state"
 
 
@@ -50,13 +48,6 @@ class DeviceNotFound(NotFound):
     """No integration knows the device (404)."""
 
     def __init__(self, message: str = _DEVICE_NOT_FOUND) -> None:
-        super().__init__(message)
-
-
-class UnknownIntegration(NotFound):
-    """The integration has no device state (a webhook) (404)."""
-
-    def __init__(self, message: str = _UNKNOWN) -> None:
         super().__init__(message)
 
 

@@ -15,7 +15,6 @@ from services.iot_manager.app.errors import (
     IntegrationInUse,
     IntegrationNotFound,
     InvalidCredentials,
-    UnknownIntegration,
 )
 from services.iot_manager.clients import (
     CloudConflict,
@@ -156,8 +155,8 @@ class IntegrationsApp:
             raise IntegrationNotFound()
         integration = await self.get_integration(tenant, integration_id)
         registry = self._clouds.registry(integration)
-        if registry is None:
-            raise UnknownIntegration()
+        if registry is None:  # only cloud integrations are linked to devices
+            raise IntegrationNotFound()
         return registry
 
     async def _check(self, provider: Provider, credentials: Credentials) -> None:

@@ -122,11 +122,13 @@ class _CoreRegistry:
                 await iot.create_thing(thingName=device_id)
             if not principals:
                 cert = await iot.create_keys_and_certificate(setAsActive=enabled)
-                arn = cert["certificateArn"]
-                await iot.attach_policy(policyName=self._keys.device_policy_name, target=arn)
-                await iot.attach_thing_principal(thingName=device_id, principal=arn)
-                return
+                await iot.attach_thing_principal(
+                    thingName=device_id, principal=cert["certificateArn"]
+                )
+                principals = [cert["certificateArn"]]
             for arn in principals:
+                # Idempotent: a step that failed before is done now.
+                await iot.attach_policy(policyName=self._keys.device_policy_name, target=arn)
                 cert_id = arn.rsplit("/", 1)[-1]
                 found = await iot.describe_certificate(certificateId=cert_id)
                 if found["certificateDescription"].get("status") != status:
