@@ -3,9 +3,6 @@ when the receiver is down for a while."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +14,7 @@ import pytest
 from common.embedded import free_port
 from common.launcher import Stack
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
+from tests.iot_manager.conftest import Delivery, mender_signature
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,22 +24,11 @@ SECRET: Final = "5ec12e7a11ce"
 
 
 @dataclass
-class _Received:
-    body: bytes
-    headers: dict[str, str]
-
-    @property
-    def event(self) -> dict[str, Any]:
-        event: dict[str, Any] = json.loads(self.body)
-        return event
-
-
-@dataclass
 class _Receiver:
     """A webhook receiver on 127.0.0.1 that can be stopped and started on the same port."""
 
     port: int = field(default_factory=free_port)
-    received: list[_Received] = field(default_factory=list)
+    received: list[Delivery] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -54,7 +41,7 @@ class _Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                received.append(_Received(body, {k.lower(): v for k, v in self.headers.items()}))
+                received.append(Delivery(body, {k.lower(): v for k, v in self.headers.items()}))
                 self.send_response(204)
                 self.end_headers()
 
@@ -70,17 +57,8 @@ class _Receiver:
             self._server.server_close()
             self._server = None
 
-    def events_of(self, device_id: str) -> list[_Received]:
+    def events_of(self, device_id: str) -> list[Delivery]:
         return [r for r in list(self.received) if r.event["data"]["id"] == device_id]
-
-
-@pytest.fixture
-def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
-    client = ManagementApi(stack.url, admin_token)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -110,11 +88,11 @@ def integration(api: ManagementApi, receiver: _Receiver) -> Iterator[str]:
         assert api.http.delete(f"{INTEGRATIONS}/{integration_id}").status_code == 204
 
 
-def _signed(received: _Received) -> bool:
-    expected = hmac.new(bytes.fromhex(SECRET), received.body, hashlib.sha256).hexdigest()
-    return (
-        received.headers.get("x-men-algorithm") == "MEN-HMAC-SHA256-Payload"
-        and received.headers.get("x-men-signature") == expected
+def _signed(received: Delivery) -> bool:
+    algorithm = received.headers.get("x-men-algorithm")
+    signature = received.headers.get("x-men-signature")
+    return algorithm == "MEN-HMAC-SHA256-Payload" and signature == mender_signature(
+        SECRET, received.body
     )
 
 

@@ -6,18 +6,20 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from pymongo import AsyncMongoClient
 
+from common.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory
-from tests.support import LiveServer
+from tests.support import LiveServer, eventually_async
 
 MGMT: Final = "/api/management/v1/iot-manager"
 INTERNAL: Final = "/api/internal/v1/iot-manager"
@@ -129,6 +131,22 @@ async def client(
     """A client of an iot-manager app that may call loopback targets, lifespan running."""
     async with asgi_client(create_app(make_settings(), environ={})) as c:
         yield c
+
+
+Drained = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def drained(mongo: AsyncMongoClient[Document], db_name: str) -> Drained:
+    """Wait until the app's outbox is empty: every delivery done, none set aside."""
+
+    async def wait() -> None:
+        async def empty() -> bool:
+            return await mongo[db_name]["outbox"].count_documents({}) == 0
+
+        await eventually_async(empty)
+
+    return wait
 
 
 def webhook(url: str, secret: str | None = SECRET, **extra: Any) -> dict[str, Any]:

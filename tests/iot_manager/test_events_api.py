@@ -20,6 +20,7 @@ from tests.iot_manager.conftest import (
     MGMT,
     SECRET,
     USER,
+    Drained,
     Receiver,
     create_integration,
     list_events,
@@ -75,13 +76,6 @@ async def _decommission(client: httpx.AsyncClient, device_id: str) -> None:
     assert r.status_code == 202, r.text
 
 
-async def _outbox_empty(mongo: AsyncMongoClient[Document], db_name: str) -> None:
-    async def empty() -> bool:
-        return await mongo[db_name]["outbox"].count_documents({}) == 0
-
-    await eventually_async(empty)
-
-
 class TestWebhookDelivery:
     async def test_provisioned_device_is_posted_signed(
         self, client: httpx.AsyncClient, receiver: Receiver
@@ -132,8 +126,7 @@ class TestWebhookDelivery:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         await create_integration(client, webhook(receiver.url))
         await _set_status(client, "pending", "dev-1")
@@ -150,7 +143,7 @@ class TestWebhookDelivery:
         ]
         for delivery in receiver.deliveries:
             assert delivery.headers["x-men-signature"] == mender_signature(SECRET, delivery.body)
-        await _outbox_empty(mongo, db_name)
+        await drained()
         # The log lists them newest first (events of one request share their time).
         logged = await list_events(client)
         assert {e["id"] for e in logged} == {e["id"] for e in receiver.events()}
@@ -162,8 +155,7 @@ class TestWebhookDelivery:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         integration_id = await create_integration(client, webhook(receiver.url))
         receiver.status = 503
@@ -179,7 +171,7 @@ class TestWebhookDelivery:
         assert {e["type"] for e in receiver.events()} == {"device-provisioned"}
         receiver.status = 200
         await eventually(lambda: receiver.events()[-1]["type"] == "device-decommissioned")
-        await _outbox_empty(mongo, db_name)
+        await drained()
 
         decommissioned, provisioned = await list_events(client)
         latest, *earlier = provisioned["delivery_statuses"]
@@ -201,8 +193,7 @@ class TestWebhookDelivery:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         integration_id = await create_integration(client, webhook(receiver.url))
         await receiver.server.stop()
@@ -222,7 +213,7 @@ class TestWebhookDelivery:
 
         await receiver.server.start()
         await eventually(lambda: len(receiver.deliveries) == 1)
-        await _outbox_empty(mongo, db_name)
+        await drained()
         [event] = await list_events(client)
         assert event["delivery_statuses"][0]["success"] is True
         assert receiver.events()[0]["id"] == event["id"]
@@ -231,8 +222,7 @@ class TestWebhookDelivery:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         await create_integration(client, webhook(receiver.url))
         receiver.status = 400
@@ -240,7 +230,7 @@ class TestWebhookDelivery:
         await _decommission(client, "dev-2")
         await eventually(lambda: len(receiver.deliveries) == 2)
         # Not set aside as dead either: the event's log is the record of the refusal.
-        await _outbox_empty(mongo, db_name)
+        await drained()
         for event in await list_events(client):
             [status] = event["delivery_statuses"]
             assert status["status_code"] == 400
@@ -259,15 +249,14 @@ class TestWebhookDelivery:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         await create_integration(client, webhook(receiver.url))
         await _provision(client, "dev-1", **{"Idempotency-Key": "effect-1"})
         await _provision(client, "dev-1", **{"Idempotency-Key": "effect-1"})
         await _provision(client, "dev-1", **{"Idempotency-Key": "effect-2"})
         await eventually(lambda: len(receiver.deliveries) == 2)
-        await _outbox_empty(mongo, db_name)
+        await drained()
         assert len(await list_events(client)) == 2
         assert len({e["id"] for e in receiver.events()}) == 2
 
@@ -275,8 +264,7 @@ class TestWebhookDelivery:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         integration_id = await create_integration(client, webhook(receiver.url + "/missing"))
         await _decommission(client, "dev-1")
@@ -294,14 +282,13 @@ class TestWebhookDelivery:
         await eventually(lambda: len(receiver.deliveries) == 1)
         [delivery] = receiver.deliveries
         assert delivery.headers["x-men-signature"] == mender_signature("abcd", delivery.body)
-        await _outbox_empty(mongo, db_name)
+        await drained()
 
     async def test_removing_the_integration_drops_its_deliveries(
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         integration_id = await create_integration(client, webhook(receiver.url))
         receiver.status = 503
@@ -309,7 +296,7 @@ class TestWebhookDelivery:
         await eventually(lambda: len(receiver.deliveries) >= 1)
         r = await client.delete(f"{MGMT}/integrations/{integration_id}", headers=USER)
         assert r.status_code == 204
-        await _outbox_empty(mongo, db_name)
+        await drained()
         attempts = len(receiver.deliveries)
         receiver.status = 200
         await _decommission(client, "dev-2")  # no integration: nothing to deliver
@@ -323,15 +310,14 @@ class TestAddressGuard:
         asgi_client: ClientFactory,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         # Created where loopback was allowed; delivered by an app that forbids it.
         integration_id = await create_integration(client, webhook(receiver.url))
         strict = create_app(make_settings(domain_skipverify=False), environ={})
         async with asgi_client(strict) as strict_client:
             await _decommission(strict_client, "dev-1")
-            await _outbox_empty(mongo, db_name)
+            await drained()
             [event] = await list_events(strict_client)
         assert receiver.deliveries == []
         [status] = event["delivery_statuses"]
@@ -407,13 +393,12 @@ class TestGetEvents:
         self,
         client: httpx.AsyncClient,
         receiver: Receiver,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         integration_id = await create_integration(client, webhook(receiver.url))
         for n in range(5):
             await _decommission(client, f"dev-{n}")
-        await _outbox_empty(mongo, db_name)
+        await drained()
         page = await list_events(client, page=2, per_page=2)
         assert [e["data"]["id"] for e in page] == ["dev-2", "dev-1"]
         mine = await list_events(client, integration_id=integration_id)

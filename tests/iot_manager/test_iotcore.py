@@ -13,14 +13,19 @@ import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
-from pymongo import AsyncMongoClient
 
 from common.embedded import free_port
-from common.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory
-from tests.iot_manager.conftest import INTERNAL, MGMT, USER, create_integration, list_events
+from tests.iot_manager.conftest import (
+    INTERNAL,
+    MGMT,
+    USER,
+    Drained,
+    create_integration,
+    list_events,
+)
 from tests.support import eventually_async
 
 REGION: Final = "eu-west-1"
@@ -111,6 +116,14 @@ async def _set_status(client: httpx.AsyncClient, device_id: str, status: str) ->
     assert r.status_code == 202
 
 
+async def _provisioned(client: httpx.AsyncClient) -> str:
+    """An IoT Core integration with dev-1 provisioned to it; its id."""
+    integration_id = await create_integration(client, _integration())
+    await _provision(client, "dev-1")
+    await _delivered(client, 1)
+    return integration_id
+
+
 class TestLifecycle:
     async def test_thing_and_certificate_follow_the_device(
         self, client: httpx.AsyncClient, aws: Any
@@ -153,7 +166,7 @@ class TestLifecycle:
         assert r.json()["error"] == "device not found"
 
     async def test_a_failing_step_is_retried(
-        self, client: httpx.AsyncClient, aws: Any, mongo: AsyncMongoClient[Document], db_name: str
+        self, client: httpx.AsyncClient, aws: Any, drained: Drained
     ) -> None:
         await create_integration(client, _integration(policy="not-yet"))
         await _provision(client, "dev-1")
@@ -176,12 +189,10 @@ class TestLifecycle:
         assert cert["status"] == "ACTIVE"
         attached = aws.list_attached_policies(target=cert["certificateArn"])["policies"]
         assert [p["policyName"] for p in attached] == ["not-yet"]
-        assert await mongo[db_name]["outbox"].count_documents({}) == 0
+        await drained()
 
     async def test_an_integration_in_use_stays(self, client: httpx.AsyncClient, aws: Any) -> None:
-        integration_id = await create_integration(client, _integration())
-        await _provision(client, "dev-1")
-        await _delivered(client, 1)
+        integration_id = await _provisioned(client)
         r = await client.delete(f"{MGMT}/integrations/{integration_id}", headers=USER)
         assert r.status_code == 409
         assert r.json()["error"] == "cannot remove integration in use by devices"
@@ -195,9 +206,7 @@ class TestDeviceState:
     async def test_desired_state_is_replaced_and_reported_state_read(
         self, client: httpx.AsyncClient, aws: Any, shadows: Any
     ) -> None:
-        integration_id = await create_integration(client, _integration())
-        await _provision(client, "dev-1")
-        await _delivered(client, 1)
+        integration_id = await _provisioned(client)
         state_url = f"{MGMT}/devices/dev-1/state/{integration_id}"
 
         r = await client.get(state_url, headers=USER)
@@ -224,9 +233,7 @@ class TestDeviceState:
         assert r.json() == {integration_id: {"desired": {"b": {"d": 3}}, "reported": {"a": 1}}}
 
     async def test_unknown_device_or_integration(self, client: httpx.AsyncClient, aws: Any) -> None:
-        integration_id = await create_integration(client, _integration())
-        await _provision(client, "dev-1")
-        await _delivered(client, 1)
+        integration_id = await _provisioned(client)
         other = "5e9c3a4e-0000-4000-8000-000000000000"
         for url in (
             f"{MGMT}/devices/dev-2/state/{integration_id}",
@@ -242,9 +249,7 @@ class TestDeviceState:
         assert r.json()["error"] == "integration ID is not a valid UUID"
 
     async def test_bad_body(self, client: httpx.AsyncClient, aws: Any) -> None:
-        integration_id = await create_integration(client, _integration())
-        await _provision(client, "dev-1")
-        await _delivered(client, 1)
+        integration_id = await _provisioned(client)
         r = await client.put(
             f"{MGMT}/devices/dev-1/state/{integration_id}", json={"desired": [1]}, headers=USER
         )
@@ -258,9 +263,7 @@ class TestDeviceState:
         client: httpx.AsyncClient,
         aws: Any,
     ) -> None:
-        integration_id = await create_integration(client, _integration())
-        await _provision(client, "dev-1")
-        await _delivered(client, 1)
+        integration_id = await _provisioned(client)
         unreachable = f"http://127.0.0.1:{free_port()}"
         app = create_app(make_settings(aws_endpoint_url=unreachable), environ={})
         async with asgi_client(app) as broken:

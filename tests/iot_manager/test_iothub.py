@@ -12,13 +12,18 @@ from typing import Any, Final
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
 
-from common.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory
-from tests.iot_manager.conftest import INTERNAL, MGMT, USER, create_integration, list_events
+from tests.iot_manager.conftest import (
+    INTERNAL,
+    MGMT,
+    USER,
+    Drained,
+    create_integration,
+    list_events,
+)
 from tests.iot_manager.iothub import Certificates, HubStandIn, make_certificates
 from tests.support import LiveServer, eventually_async
 
@@ -95,6 +100,14 @@ async def _settled(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]
     return await list_events(client)
 
 
+async def _provisioned(client: httpx.AsyncClient, connection_string: str) -> str:
+    """An IoT Hub integration with dev-1 provisioned to it; its id."""
+    integration_id = await create_integration(client, _integration(connection_string))
+    await client.post(f"{INTERNAL}/tenants//devices", json={"id": "dev-1"})
+    await _settled(client, 1)
+    return integration_id
+
+
 class TestLifecycle:
     async def test_identity_follows_the_device(
         self, client: httpx.AsyncClient, hub: tuple[HubStandIn, str]
@@ -131,8 +144,7 @@ class TestLifecycle:
         self,
         client: httpx.AsyncClient,
         hub: tuple[HubStandIn, str],
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        drained: Drained,
     ) -> None:
         stand_in, connection_string = hub
         wrong = connection_string.rsplit("=", 2)[0] + "=" + base64.b64encode(b"x" * 32).decode()
@@ -145,7 +157,7 @@ class TestLifecycle:
         assert status["status_code"] == 401
         assert "IotHubUnauthorizedAccess" in status["error"]
         assert stand_in.devices == {}
-        assert await mongo[db_name]["outbox"].count_documents({}) == 0
+        await drained()
         assert stand_in.requests == [("GET", "/devices/dev-1")]
 
 
@@ -154,9 +166,7 @@ class TestDeviceState:
         self, client: httpx.AsyncClient, hub: tuple[HubStandIn, str]
     ) -> None:
         stand_in, connection_string = hub
-        integration_id = await create_integration(client, _integration(connection_string))
-        await client.post(f"{INTERNAL}/tenants//devices", json={"id": "dev-1"})
-        await _settled(client, 1)
+        integration_id = await _provisioned(client, connection_string)
         url = f"{MGMT}/devices/dev-1/state/{integration_id}"
 
         r = await client.get(url, headers=USER)
@@ -179,9 +189,7 @@ class TestDeviceState:
         self, client: httpx.AsyncClient, hub: tuple[HubStandIn, str]
     ) -> None:
         stand_in, connection_string = hub
-        integration_id = await create_integration(client, _integration(connection_string))
-        await client.post(f"{INTERNAL}/tenants//devices", json={"id": "dev-1"})
-        await _settled(client, 1)
+        integration_id = await _provisioned(client, connection_string)
         stand_in.race_next_twin_read = True
         r = await client.put(
             f"{MGMT}/devices/dev-1/state/{integration_id}", json={"desired": {"a": 1}}, headers=USER
