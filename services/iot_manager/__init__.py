@@ -1,2 +1,1 @@
-"""iot-manager: integrations that push the device lifecycle to webhooks, AWS IoT Core and
-Azure IoT Hub."""
+"""iot-manager: integrations pushing the device lifecycle out (webhooks, AWS, Azure)."""

@@ -70,7 +70,7 @@ def create_app(
             webhooks=WebhookClient(outbound),
             clouds=clouds,
             event_lifetime=timedelta(seconds=config.event_exp_timeout),
-            wake=lambda: relay.wake(),
+            wake=lambda: relay.wake(),  # the relay, made below, delivers what is recorded
         )
         relay = OutboxRelay(
             res.db,

@@ -233,8 +233,6 @@ class EventType(StrEnum):
 class AuthSet(_Model):
     """An authentication set of a device, as deviceauth describes it."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
     id: str = ""
     device_id: str = ""
     identity_data: dict[str, Any] = Field(default_factory=dict)
@@ -258,8 +256,6 @@ class AuthSet(_Model):
 
 class DeviceEvent(_Model):
     """The device an event is about: its id, and more depending on the event."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
     status: str | None = None

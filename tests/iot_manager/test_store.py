@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -222,3 +223,28 @@ class TestSettings:
     def test_bad_key(self, value: str) -> None:
         with pytest.raises(ValidationError, match="aes_encryption_key"):
             Settings(dev_mode=True, aes_encryption_key=value)
+
+
+class TestIndexes:
+    @pytest.mark.parametrize(
+        ("collection", "query", "sort"),
+        [
+            ("integrations", {"tenant_id": "t1"}, None),
+            ("devices", {"tenant_id": "t1", "integration_ids": "i1"}, None),
+            ("events", {"tenant_id": "t1"}, "event_ts"),
+            ("events", {"tenant_id": "t1", "integration_ids": "i1"}, "event_ts"),
+        ],
+    )
+    async def test_queries_use_an_index(
+        self,
+        client_and_db: tuple[AsyncMongoClient[Document], str],
+        mongo: AsyncMongoClient[Document],
+        collection: str,
+        query: dict[str, str],
+        sort: str | None,
+    ) -> None:
+        cursor = mongo[client_and_db[1]][collection].find(query)
+        if sort is not None:
+            cursor = cursor.sort(sort, -1)
+        plan = (await cursor.explain())["queryPlanner"]["winningPlan"]
+        assert "IXSCAN" in json.dumps(plan)

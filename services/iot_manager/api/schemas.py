@@ -21,6 +21,7 @@ from services.iot_manager.models import (
 )
 
 __all__ = [
+    "DeliveryStatusOut",
     "DeviceStateIn",
     "DeviceStateOut",
     "EventOut",

@@ -50,19 +50,27 @@ def _bypassed(host: str, port: int, no_proxy: str) -> bool:
         if entry_port and entry_port != str(port):
             continue
         name = name.strip("[]").lstrip(".")
-        try:
-            if _is_ip(host) and ipaddress.ip_address(host) in ipaddress.ip_network(name):
-                return True
-        except ValueError:
-            pass
+        if _is_ip(host) and _in_network(host, name):
+            return True
         if host == name or host.endswith("." + name):
             return True
     return False
 
 
+def _in_network(address: str, network: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) in ipaddress.ip_network(network, strict=False)
+    except ValueError:  # not a network: a host name
+        return False
+
+
 def _reserved(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     return not ip.is_global or ip.is_multicast
+
+
+def _port(target: httpx.URL) -> int:
+    return target.port or (443 if target.scheme == "https" else 80)
 
 
 def _is_ip(host: str) -> bool:
@@ -154,17 +162,16 @@ class OutboundClient:
 
     def _proxy_for(self, target: httpx.URL) -> str | None:
         proxy = self._proxies.get(target.scheme)
-        port = target.port or (443 if target.scheme == "https" else 80)
-        if proxy is None or _bypassed(target.host, port, self._proxies.get("no", "")):
+        if proxy is None or _bypassed(target.host, _port(target), self._proxies.get("no", "")):
             return None
         return proxy
 
     async def _addresses(self, target: httpx.URL) -> list[str]:
         """The host's addresses, all of them allowed (or TargetRefused / ConnectError)."""
-        host, port = target.host, target.port or (443 if target.scheme == "https" else 80)
+        host = target.host
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
+                host, _port(target), type=socket.SOCK_STREAM
             )
         except OSError as exc:
             raise httpx.ConnectError(f"cannot resolve host {host!r}: {exc}") from None
