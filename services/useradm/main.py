@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from common.app import Resources, create_service_app
 from services.useradm.api import internal_router, management_v1, management_v2
+from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
 from services.useradm.app import (
     AuthApp,
@@ -44,10 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions_per_user=config.limit_sessions_per_user,
             tokens_per_user=config.limit_tokens_per_user,
         )
-        app.state.users = UsersApp(store, hasher)
-        app.state.auth = AuthApp(store, hasher, keys, policy)
-        app.state.settings_app = SettingsApp(store)
-        app.state.plans = PlansApp()
+        app.state.services = Services(
+            settings=config,
+            users=UsersApp(store, hasher),
+            auth=AuthApp(store, hasher, keys, policy),
+            user_settings=SettingsApp(store),
+            plans=PlansApp(),
+        )
         yield
 
     return create_service_app(
