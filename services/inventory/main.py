@@ -16,6 +16,7 @@ from services.inventory.api import (
     management_v2,
     management_v2alpha1,
 )
+from services.inventory.api.deps import Services
 from services.inventory.api.internal import PREFIX_V1
 from services.inventory.app import InventoryApp
 from services.inventory.clients import HttpDevicemonitorClient
@@ -35,11 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         devicemonitor = None
         if settings.devicemonitor_addr:
             devicemonitor = HttpDevicemonitorClient(resources.http, settings.devicemonitor_addr)
-        app.state.inventory = InventoryApp(
-            MongoStore(resources.db),
-            limit_attributes=settings.limit_attributes,
-            limit_tags=settings.limit_tags,
-            devicemonitor=devicemonitor,
+        app.state.services = Services(
+            settings=settings,
+            inventory=InventoryApp(
+                MongoStore(resources.db),
+                limit_attributes=settings.limit_attributes,
+                limit_tags=settings.limit_tags,
+                devicemonitor=devicemonitor,
+            ),
         )
         yield
 

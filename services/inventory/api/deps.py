@@ -1,20 +1,40 @@
-"""Dependencies shared by the inventory's routes."""
+"""Dependencies shared by the inventory's routes.
+
+The lifespan builds one `Services` object; routes take its parts through the `…Dep` aliases.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from common.identity import DeviceIdentity, UserIdentity
 from services.inventory.app import InventoryApp
+from services.inventory.config import Settings
 
-__all__ = ["DeviceIdentity", "InventoryAppDep", "UserIdentity"]
+__all__ = ["DeviceIdentity", "InventoryAppDep", "Services", "ServicesDep", "UserIdentity"]
 
 
-def _inventory(request: Request) -> InventoryApp:
-    app: InventoryApp = request.app.state.inventory
-    return app
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the lifespan builds: the settings and the use-cases."""
+
+    settings: Settings
+    inventory: InventoryApp
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def _inventory(services: ServicesDep) -> InventoryApp:
+    return services.inventory
 
 
 InventoryAppDep = Annotated[InventoryApp, Depends(_inventory)]
