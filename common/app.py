@@ -1,4 +1,20 @@
-"""The app factory every service uses: errors, request ids, body limits, health, lifespan."""
+"""The app factory every service uses: errors, request ids, body limits, health, lifespan.
+
+Every service has the same shape. Its `main.create_app(settings)` calls `create_service_app`
+with a `setup`: an async context manager that receives the shared `Resources` (settings,
+Mongo client and database, httpx client), builds the service's stores and use-cases, and
+yields them as one frozen dataclass, `Services`, declared in the service's `api/deps.py`.
+That module turns its parts into `Annotated` aliases for the routes:
+
+    ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
+
+    def _users(services: ServicesDep) -> UsersApp:
+        return services.users
+
+    UsersAppDep = Annotated[UsersApp, Depends(_users)]
+
+Tests reach the same object with `services_of(app, Services)`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +23,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -25,7 +42,15 @@ from common.mongo import Document, create_client, ensure_indexes, ping
 from common.requestid import RequestIdMiddleware, current_request_id
 from common.settings import BaseServiceSettings
 
-__all__ = ["Resources", "create_service_app", "error_response", "resources"]
+__all__ = [
+    "Resources",
+    "Setup",
+    "create_service_app",
+    "error_response",
+    "resources",
+    "services_dependency",
+    "services_of",
+]
 
 _log = logging.getLogger("common.app")
 
@@ -40,13 +65,34 @@ class Resources:
     http: httpx.AsyncClient
 
 
-Setup = Callable[[FastAPI, Resources], AbstractAsyncContextManager[None]]
+# Builds a service's typed `Services` object from the shared resources and yields it for the
+# app's lifetime; what follows the yield runs at shutdown.
+Setup = Callable[[Resources], AbstractAsyncContextManager[object]]
+
+_S = TypeVar("_S")
 
 
 def resources(request: Request) -> Resources:
     """Return the resources of the app serving the request."""
     res: Resources = request.app.state.resources
     return res
+
+
+def services_of(app: FastAPI, kind: type[_S]) -> _S:
+    """Return the services object the app's setup yielded, checked to be a `kind`."""
+    services = getattr(app.state, "services", None)
+    if not isinstance(services, kind):
+        raise TypeError(f"the app's services are {type(services).__name__}, not {kind.__name__}")
+    return services
+
+
+def services_dependency(kind: type[_S]) -> Callable[[Request], _S]:
+    """Build a route dependency that returns the app's services object of type `kind`."""
+
+    def services(request: Request) -> _S:
+        return services_of(request.app, kind)
+
+    return services
 
 
 def error_response(
@@ -187,8 +233,9 @@ def create_service_app(
 ) -> FastAPI:
     """Build a service app: the shared behaviour plus the service's routers and set-up.
 
-    `setup(app, resources)` is an async context manager run inside the lifespan: it builds
-    the service's stores and use-cases onto `app.state` and starts/stops background work.
+    `setup(resources)` is an async context manager run inside the lifespan: it builds the
+    service's stores and use-cases, starts its background work, and yields its `Services`
+    object, which routes then reach through `services_dependency`.
     `stream_paths` are regular expressions of the paths whose bodies the routes stream
     themselves (uploads): the JSON body limit does not apply to them.
     """
@@ -207,7 +254,8 @@ def create_service_app(
                 if setup is None:
                     yield
                 else:
-                    async with setup(app, res):
+                    async with setup(res) as services:
+                        app.state.services = services
                         yield
             finally:
                 await mongo.close()

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     config = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+    async def setup(res: Resources) -> AsyncIterator[Services]:
         signer = _signing_key(config)
         keys = [signer]
         if config.server_fallback_priv_key_path is not None:
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
         )
         async with relay.running():
-            app.state.services = Services(
+            yield Services(
                 settings=config,
                 devauth=DevAuthApp(
                     MongoStore(res.mongo, res.db),
@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     clock=clock,
                 ),
             )
-            yield
 
     return create_service_app(
         config,

@@ -32,11 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    async def setup(resources: Resources) -> AsyncIterator[Services]:
         devicemonitor = None
         if settings.devicemonitor_addr:
             devicemonitor = HttpDevicemonitorClient(resources.http, settings.devicemonitor_addr)
-        app.state.services = Services(
+        yield Services(
             settings=settings,
             inventory=InventoryApp(
                 MongoStore(resources.db),
@@ -45,7 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 devicemonitor=devicemonitor,
             ),
         )
-        yield
 
     return create_service_app(
         settings,

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     config = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+    async def setup(res: Resources) -> AsyncIterator[Services]:
         keys = load_key_ring(
             config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
         )
@@ -45,14 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions_per_user=config.limit_sessions_per_user,
             tokens_per_user=config.limit_tokens_per_user,
         )
-        app.state.services = Services(
+        yield Services(
             settings=config,
             users=UsersApp(store, hasher),
             auth=AuthApp(store, hasher, keys, policy),
             user_settings=SettingsApp(store),
             plans=PlansApp(),
         )
-        yield
 
     return create_service_app(
         config,

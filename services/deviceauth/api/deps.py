@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from common.app import services_dependency
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.config import Settings
 
@@ -24,12 +25,7 @@ class Services:
     devauth: DevAuthApp
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
 def _devauth(services: ServicesDep) -> DevAuthApp:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from common.app import services_dependency
 from common.identity import DeviceIdentity, UserIdentity
 from services.inventory.app import InventoryApp
 from services.inventory.config import Settings
@@ -25,12 +26,7 @@ class Services:
     inventory: InventoryApp
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
 def _inventory(services: ServicesDep) -> InventoryApp:

@@ -14,6 +14,7 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request
 from pydantic import ValidationError
 
+from common.app import services_dependency
 from common.errors import BadRequest, UnsupportedMediaType
 from common.identity import UserIdentity, bearer_token
 from services.useradm.api.schemas import LoginOptionsIn
@@ -54,12 +55,7 @@ class Services:
     plans: PlansApp
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
 def _users(services: ServicesDep) -> UsersApp:
