@@ -13,7 +13,8 @@ That module turns its parts into `Annotated` aliases for the routes:
 
     UsersAppDep = Annotated[UsersApp, Depends(_users)]
 
-Tests reach the same object with `services_of(app, Services)`.
+Tests reach the same object with `services_of(app, Services)`. The service's `__main__`
+is `serve(create_app, Settings())`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,6 +50,7 @@ __all__ = [
     "create_service_app",
     "error_response",
     "resources",
+    "serve",
     "services_dependency",
     "services_of",
 ]
@@ -70,6 +73,7 @@ class Resources:
 Setup = Callable[[Resources], AbstractAsyncContextManager[object]]
 
 _S = TypeVar("_S")
+_Settings = TypeVar("_Settings", bound=BaseServiceSettings)
 
 
 def resources(request: Request) -> Resources:
@@ -270,3 +274,14 @@ def create_service_app(
     )
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def serve(create_app: Callable[[_Settings], FastAPI], settings: _Settings) -> None:
+    """Serve a service's app with uvicorn on its configured address until interrupted."""
+    # Logging is configured by create_service_app; uvicorn's own configuration would undo it.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_config=None,
+    )
