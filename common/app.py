@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import httpx
 import uvicorn
@@ -41,7 +42,7 @@ import common.routing  # noqa: F401  (registers the `tenant` path convertor)
 from common.errors import ServiceError
 from common.logging import configure_logging
 from common.mongo import Document, create_client, ensure_indexes, ping
-from common.requestid import RequestIdMiddleware, current_request_id
+from common.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
 from common.settings import BaseServiceSettings
 
 __all__ = [
@@ -152,6 +153,46 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ConnectionFailure, database_unavailable)
     app.add_exception_handler(Exception, unexpected)
+
+
+_REQUEST_ID_KEY: Final = REQUEST_ID_HEADER.lower().encode()
+_MAX_REQUEST_ID_LEN: Final = 128
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == _REQUEST_ID_KEY:
+            text: str = value.decode("latin-1").strip()
+            if text and len(text) <= _MAX_REQUEST_ID_LEN and text.isprintable():
+                return text
+    return str(uuid.uuid4())
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware: sets the request id contextvar and echoes the header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        rid = _incoming_request_id(scope)
+        token = request_id_var.set(rid)
+        raw = rid.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != _REQUEST_ID_KEY]
+                headers.append((_REQUEST_ID_KEY, raw))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:
