@@ -16,6 +16,8 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from common.processes import spawn, stop_all
+
 __all__ = ["EmbeddedMongo", "free_port"]
 
 
@@ -65,8 +67,7 @@ class EmbeddedMongo:
         """Start the server and wait until it answers a ping."""
         if isinstance(self.storage, Path):
             self.storage.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab") if self.log else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [
                 _executable(),
                 "--host",
@@ -78,9 +79,7 @@ class EmbeddedMongo:
                 "--log-level",
                 "WARNING",
             ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log=self.log,
         )
         deadline = time.monotonic() + timeout
         client: MongoClient[dict[str, object]]
@@ -97,13 +96,17 @@ class EmbeddedMongo:
                         raise RuntimeError("embedded database did not start in time") from None
                     time.sleep(0.2)
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, once started."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit status once it has exited (and is reaped), else None."""
+        return None if self._proc is None else self._proc.poll()
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc is not None:
+            stop_all([self._proc])
