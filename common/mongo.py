@@ -35,11 +35,10 @@ __all__ = [
     "transaction",
 ]
 
-T = TypeVar("T")
-
 Document = dict[str, Any]
 _Filter = Mapping[str, Any]
 _Session = AsyncClientSession | None
+_T = TypeVar("_T")
 
 
 _listeners: list[monitoring.CommandListener] = []
@@ -109,10 +108,10 @@ class TransactionConflict(ServiceUnavailable):
 
 async def atomically(
     client: AsyncMongoClient[Document],
-    work: Callable[[AsyncClientSession], Awaitable[T]],
+    work: Callable[[AsyncClientSession], Awaitable[_T]],
     *,
     attempts: int = _TRANSACTION_ATTEMPTS,
-) -> T:
+) -> _T:
     """Run `work` in one transaction, again from the start when it conflicts with another.
 
     A conflict (the `TransientTransactionError` label: another transaction wrote the same

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,7 +14,14 @@ from starlette.types import ASGIApp
 from common.embedded import free_port
 from common.mongo import Document
 
-__all__ = ["LiveServer", "child_pids", "eventually", "failing_commands", "is_running"]
+__all__ = [
+    "LiveServer",
+    "child_pids",
+    "eventually",
+    "eventually_async",
+    "failing_commands",
+    "is_running",
+]
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -58,14 +65,39 @@ async def failing_commands(
         await mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
+async def eventually_async(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until an async predicate holds; fail the test if it does not in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 class LiveServer:
     """An ASGI app served by uvicorn on a free loopback port inside the test's event loop."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        lifespan: str = "off",
+        tls: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """Serve `app`; `tls` is (certificate file, key file) for HTTPS, `host` names the URL."""
         self.port = free_port()
+        self._scheme = "https" if tls else "http"
+        self._host = host
         self._server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_config=None, lifespan=lifespan
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan=lifespan,
+                ssl_certfile=tls[0] if tls else None,
+                ssl_keyfile=tls[1] if tls else None,
             )
         )
         self._task: asyncio.Task[None] | None = None
@@ -73,10 +105,11 @@ class LiveServer:
     @property
     def url(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://{self._host}:{self.port}"
 
     async def start(self) -> None:
-        """Start serving and return once the socket accepts connections."""
+        """Start serving (again, after `stop`) and return once the socket accepts connections."""
+        self._server.should_exit = self._server.started = False
         self._task = asyncio.create_task(self._server.serve())
         await eventually(lambda: self._server.started)
 

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    async def setup(resources: Resources) -> AsyncIterator[Services]:
         signer = URLSigner(settings.presign_secret)
         async with contextlib.AsyncExitStack() as stack:
             storage: Storage
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             uploads = DirectUploadsApp(
                 store, storage, artifacts, tasks, enabled=settings.enable_direct_upload
             )
-            app.state.services = Services(
+            services = Services(
                 settings=settings,
                 storage=storage,
                 signer=signer,
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             sweeping = sweeper.run(interval=settings.storage_sweep_interval)
             upkeep.spawn(sweeping, name="storage-sweep")
-            yield
+            yield services
 
     return create_service_app(
         settings,

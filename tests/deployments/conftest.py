@@ -13,6 +13,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
+from common.app import services_of
 from common.mongo import create_client, ensure_indexes
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
@@ -122,8 +123,7 @@ class Service:
     @property
     def services(self) -> Services:
         """The use-cases built by the lifespan."""
-        services: Services = self.app.state.services
-        return services
+        return services_of(self.app, Services)
 
     async def upload(
         self,

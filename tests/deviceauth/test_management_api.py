@@ -425,8 +425,10 @@ class TestUpdateAuthSetStatus:
         assert (await set_status(client, view["id"], auth_id, "accepted")).status_code == 204
         [accepted] = await list_devices(client)
         assert accepted["status"] == "accepted"
-        provisions = await outbox.count_documents({"path": {"$regex": "status/accepted$"}})
-        assert provisions == 1
+        told = await outbox.count_documents(
+            {"peer": "inventory", "path": {"$regex": "status/accepted$"}}
+        )
+        assert told == 1
         assert (await device.authenticate(client)).status_code == 200
 
     async def test_accepting_one_key_rejects_the_other(
@@ -648,6 +650,7 @@ class TestDecommissionDevice:
             ("deviceconnect", f"/api/internal/v1/deviceconnect/tenants//devices/{device_id}"),
             ("deviceconfig", f"/api/internal/v1/deviceconfig/tenants//devices/{device_id}"),
             ("inventory", f"/api/internal/v1/inventory/tenants//devices/{device_id}"),
+            ("iot_manager", f"/api/internal/v1/iot-manager/tenants//devices/{device_id}"),
         }
         # A decommissioned device that comes back is a new, pending device.
         assert (await device.authenticate(client)).status_code == 401
@@ -675,7 +678,10 @@ class TestDecommissionDevice:
         assert (await verify(client, token)).status_code == 401
         for coll in ("devices", "auth_sets", "tokens"):
             assert await mongo[db_name][coll].count_documents({}) == 0
-        assert await outbox.count_documents({"method": "DELETE"}) == 4
+        # Every peer is told once.
+        deletes = await outbox.find({"method": "DELETE"}).to_list()
+        told = sorted(e["peer"] for e in deletes)
+        assert told == ["deployments", "deviceconfig", "deviceconnect", "inventory", "iot_manager"]
 
     async def test_not_found(self, client: httpx.AsyncClient) -> None:
         r = await client.delete(f"{MGMT}/devices/nope", headers=USER)
