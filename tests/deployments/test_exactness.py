@@ -26,7 +26,7 @@ from tests.conftest import ClientFactory
 from tests.deployments.conftest import Service
 from tests.deployments.flows import DEPLOYMENTS, create_deployment, poll, report, stats_of
 from tests.deployments.helpers import ArtifactFactory, user_headers
-from tests.support import failing_commands
+from tests.support import eventually_async, failing_commands
 
 _LAST: Final = "/api/internal/v1/deployments/tenants//devices/deployments/last"
 _CONFIGURATION: Final = "/api/internal/v1/deployments/tenants//configuration/deployments"
@@ -257,11 +257,11 @@ class TestRecountAtStart:
         )
         truth = _stats(pending=2, success=2)
         async with asgi_client(create_app(service.settings)) as restarted:
-            for _ in range(200):
-                if await stats_of(restarted, deployment_id) == truth:
-                    break
-                await asyncio.sleep(0.05)
-            assert await stats_of(restarted, deployment_id) == truth
+
+            async def recounted() -> bool:
+                return await stats_of(restarted, deployment_id) == truth
+
+            await eventually_async(recounted)
             assert (await _deployment(restarted, deployment_id))["status"] == "inprogress"
             # The counters go on from the truth.
             for device_id in devices[2:]:

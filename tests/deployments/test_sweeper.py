@@ -3,7 +3,6 @@ partial uploads and the old objects nothing refers to go."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -24,6 +23,7 @@ from services.deployments.store.mongo import MongoStore
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory
 from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedS3
+from tests.support import eventually
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -171,18 +171,11 @@ class TestService:
         _age(root, [orphan], 2 * HOUR)
         often = settings.model_copy(update={"storage_sweep_interval": timedelta(seconds=0.1)})
         async with asgi_client(create_app(often)):
-            await _until_gone(root / orphan, partials / "cut.part")
+            await eventually(lambda: not (root / orphan).exists())
+            await eventually(lambda: not (partials / "cut.part").exists())
             assert (root / young).exists()
             # Left behind later, found by a later sweep.
             (root / later).write_bytes(b"orphan")
             _age(root, [later], 2 * HOUR)
-            await _until_gone(root / later)
+            await eventually(lambda: not (root / later).exists())
             assert (root / young).exists()
-
-
-async def _until_gone(*paths: Path) -> None:
-    for _ in range(200):
-        if not any(p.exists() for p in paths):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"still there: {[p for p in paths if p.exists()]}")

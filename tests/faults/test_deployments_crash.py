@@ -28,7 +28,7 @@ from services.deployments.artifact.writer import write_single_file_artifact
 from services.deployments.models import STAT_NAMES
 from tests.deployments.flows import DEPLOYMENTS, NEXT_V2, stats_of
 from tests.deployments.helpers import DEVICE_TYPE, device_headers, multipart_body, user_headers
-from tests.support import eventually
+from tests.support import eventually, eventually_async
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -70,15 +70,15 @@ class _Deployments:
                 start_new_session=True,
             )
         async with httpx.AsyncClient(base_url=self.url) as client:
-            for _ in range(600):
+
+            async def healthy() -> bool:
                 try:
                     health = await client.get("/api/internal/v1/deployments/health")
-                    if health.status_code == 204:
-                        return
                 except httpx.TransportError:
-                    pass  # not listening yet
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"deployments did not start; see {self.log}")
+                    return False  # not listening yet
+                return health.status_code == 204
+
+            await eventually_async(healthy, within=60)
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown, no cleanup."""
