@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import DEV_PLACEHOLDER, BaseServiceSettings
+from common.core.settings import DEV_PLACEHOLDER, BaseServiceSettings
 
 __all__ = ["Settings"]
 

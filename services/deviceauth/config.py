@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
 
 __all__ = ["Settings"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
 
 __all__ = ["Settings"]
 

@@ -11,7 +11,7 @@ from typing import Annotated, Final
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
 
 __all__ = ["DEV_ENCRYPTION_KEY", "Settings"]
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from common.launcher import SERVICES, Service, built
+from common.localstack.launcher import SERVICES, Service, built
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 BUILT = [s for s in SERVICES if built(s)]
-HEALTHCHECK = ["CMD", "python", "-m", "common.healthcheck"]
+HEALTHCHECK = ["CMD", "python", "-m", "common.core.healthcheck"]
 
 
 def _resource_name(service: Service) -> str:

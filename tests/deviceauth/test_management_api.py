@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceauth.conftest import (
     MGMT,
     USER,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 
-from common.launcher import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, Stack, admin_credentials
+from common.localstack.launcher import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, Stack, admin_credentials
 
 LOGIN = "/api/management/v1/useradm/auth/login"
 LOGOUT = "/api/management/v1/useradm/auth/logout"

@@ -1,14 +1,15 @@
 """Run the whole server on one machine: the embedded database, every service, the gateway.
 
-`make run` calls `python -m common.launcher`. Services are started as child processes by
-module name (`python -m services.<name>`), each on a free loopback port, and wired together
-through environment variables; the gateway listens on `GATEWAY_PORT` (default 8080). All
-state lives under `FLEETPORT_STATE_DIR` (default `./.fleetport`). `MONGO_URL` points every
-service at an external MongoDB instead of the embedded server.
+`make run` calls `python -m common.localstack.launcher`. Services are started as child
+processes by module name (`python -m services.<name>`), each on a free loopback port, and
+wired together through environment variables; the gateway listens on `GATEWAY_PORT` (default
+8080). All state lives under `FLEETPORT_STATE_DIR` (default `./.fleetport`). `MONGO_URL`
+points every service at an external MongoDB instead of the embedded server.
 
-The launcher supervises its children (`common.supervisor`): a crashed one is restarted, the
-database before the services. SIGINT and SIGTERM, however many and in whatever order, stop
-everything once; children started here die with the launcher even if it is killed outright.
+The launcher supervises its children (`common.localstack.supervisor`): a crashed one is
+restarted, the database before the services. SIGINT and SIGTERM, however many and in
+whatever order, stop everything once; children started here die with the launcher even if it
+is killed outright.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Final
 
 import httpx
 
-from common.embedded import EmbeddedMongo, free_port
-from common.keygen import ensure_keys
-from common.processes import describe_exit, spawn, stop_all
-from common.supervisor import CrashLoop, Supervisor
+from common.localstack.embedded import EmbeddedMongo, free_port
+from common.localstack.keygen import ensure_keys
+from common.localstack.processes import describe_exit, spawn, stop_all
+from common.localstack.supervisor import CrashLoop, Supervisor
 
 __all__ = ["DATABASE", "SERVICES", "Service", "Stack", "admin_credentials", "built", "main"]
 
@@ -89,8 +90,8 @@ DATABASE: Final = "database"
 # How often the launcher looks for exited children and stop signals.
 _TICK: Final = 0.25
 
-# Named, not __name__: `python -m common.launcher` runs this module as __main__.
-_log = logging.getLogger("common.launcher")
+# Named, not __name__: `python -m common.localstack.launcher` runs this module as __main__.
+_log = logging.getLogger("common.localstack.launcher")
 
 
 def _never() -> bool:
@@ -334,7 +335,7 @@ def _configure_logging(log_file: Path) -> None:
     console.setFormatter(logging.Formatter("%(message)s"))
     file = logging.FileHandler(log_file)
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("common")
+    logger = logging.getLogger("common.localstack")
     logger.handlers[:] = [console, file]
     logger.setLevel(logging.INFO)
     logger.propagate = False
