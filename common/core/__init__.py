@@ -4,6 +4,7 @@ Use-cases, stores, peer clients and the gateway import these modules; so may `co
 
 - `errors`: domain errors carrying their HTTP status
 - `settings`: `BaseServiceSettings` (pydantic-settings; subclasses set the env prefix)
+- `servicespec`: `ServiceSpec`, how a service declares itself (`services/<name>/service.py`)
 - `mongo`: client creation, `TenantCollection`, `transaction`, `ensure_indexes`
 - `outbox`: `Effect`, `Outbox`, `OutboxRelay` for cross-service effects
 - `peers`: `PeerClient`, base of typed internal httpx clients

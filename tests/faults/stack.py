@@ -20,7 +20,8 @@ from typing import Final
 import httpx
 
 from common.localstack.embedded import free_port
-from common.localstack.launcher import DATABASE, SERVICES
+from common.localstack.launcher import DATABASE
+from common.localstack.registry import discover
 from tests.e2e.api import wait_until
 from tests.support import child_pids, is_running
 
@@ -191,7 +192,7 @@ class RunningLauncher:
 
     def health_url(self, name: str) -> str:
         """A service's internal health endpoint, on the port in its process's environment."""
-        svc = next(s for s in SERVICES if s.name == name)
+        svc = next(s for s in discover() if s.name == name)
         port = environment(self.children()[name])[f"{svc.env_prefix}LISTEN_PORT"]
         return f"http://127.0.0.1:{port}{svc.health_path}"
 
