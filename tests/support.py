@@ -11,8 +11,8 @@ import uvicorn
 from pymongo import AsyncMongoClient
 from starlette.types import ASGIApp
 
-from common.embedded import free_port
-from common.mongo import Document
+from common.core.mongo import Document
+from common.localstack.embedded import free_port
 
 __all__ = [
     "LiveServer",

@@ -9,7 +9,13 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from common.mongo import Document, TenantCollection, TransactionConflict, atomically, create_client
+from common.core.mongo import (
+    Document,
+    TenantCollection,
+    TransactionConflict,
+    atomically,
+    create_client,
+)
 from tests import conftest
 from tests.support import failing_commands
 

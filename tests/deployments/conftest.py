@@ -13,8 +13,8 @@ import pytest
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
-from common.app import services_of
-from common.mongo import create_client, ensure_indexes
+from common.core.mongo import create_client, ensure_indexes
+from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
 from services.deployments.main import create_app

@@ -19,7 +19,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deployments.main import create_app
 from services.deployments.models import STAT_NAMES, DeviceDeploymentStatus
 from tests.conftest import ClientFactory

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from services.deployments.storage import (
     InvalidKey,
     ObjectNotFound,

@@ -11,7 +11,7 @@ from typing import Any, Final
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deployments.models import (
     STAT_NAMES,
     Artifact,

@@ -11,7 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceauth.conftest import (
     MGMT,
     USER,

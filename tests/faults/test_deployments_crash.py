@@ -23,7 +23,7 @@ from typing import Final
 import httpx
 import pytest
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from services.deployments.artifact.writer import write_single_file_artifact
 from services.deployments.models import STAT_NAMES
 from tests.deployments.flows import DEPLOYMENTS, NEXT_V2, stats_of

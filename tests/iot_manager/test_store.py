@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document, create_client, ensure_indexes
+from common.core.mongo import Document, create_client, ensure_indexes
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from services.iot_manager.models import (

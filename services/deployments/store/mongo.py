@@ -22,7 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, atomically, transaction
+from common.core.mongo import Document, TenantCollection, atomically, transaction
 from services.deployments.models import (
     ACTIVE_STATUSES,
     STAT_NAMES,

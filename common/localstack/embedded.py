@@ -16,7 +16,7 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from common.processes import spawn, stop_all
+from common.localstack.processes import spawn, stop_all
 
 __all__ = ["EmbeddedMongo", "free_port"]
 

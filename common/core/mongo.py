@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
-from common.errors import ServiceUnavailable
+from common.core.errors import ServiceUnavailable
 
 __all__ = [
     "Document",
