@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 from common.app import create_service_app, resources
 from common.embedded import free_port
-from common.errors import Conflict
+from common.errors import BadRequest, Conflict
 from common.identity import DeviceIdentity
-from common.paging import PageDep, set_page_headers
+from common.paging import MAX_PAGE, MAX_PER_PAGE, Page, PageDep, set_page_headers
 from common.routing import TENANT
 from common.settings import BaseServiceSettings
 from tests.conftest import ClientFactory
@@ -152,11 +152,41 @@ class TestPaging:
         assert 'page=3&per_page=20>; rel="next"' in link
         assert 'page=3&per_page=20>; rel="last"' in link
 
-    @pytest.mark.parametrize("query", ["page=0", "per_page=501", "per_page=abc", "page=-1"])
-    async def test_bad_values(self, client: httpx.AsyncClient, query: str) -> None:
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("page=0", "invalid page: must be at least 1"),
+            ("page=-1", "invalid page: must be at least 1"),
+            ("per_page=501", "invalid per_page: must be at most 500"),
+            ("per_page=0", "invalid per_page: must be at least 1"),
+            ("per_page=abc", 'invalid per_page query: "abc" is not a number'),
+            ("page=18446744073709551617", f"invalid page: must be at most {MAX_PAGE}"),
+            (f"page={MAX_PAGE + 1}", f"invalid page: must be at most {MAX_PAGE}"),
+        ],
+    )
+    async def test_bad_values(self, client: httpx.AsyncClient, query: str, message: str) -> None:
         r = await client.get(f"/api/management/v1/demo/things?{query}")
         assert r.status_code == 400
-        assert "page" in r.json()["error"]
+        assert r.json() == {"error": message, "request_id": r.headers["X-MEN-RequestID"]}
+
+    def test_the_last_page_is_the_last_a_signed_64_bit_skip_reaches(self) -> None:
+        assert Page(page=MAX_PAGE, per_page=MAX_PER_PAGE).skip <= 2**63 - 1
+        assert MAX_PAGE * MAX_PER_PAGE > 2**63 - 1  # where a page after it would start
+
+    @pytest.mark.parametrize(
+        ("page", "per_page", "message"),
+        [
+            (0, 20, "invalid page: must be at least 1"),
+            (MAX_PAGE + 1, 20, f"invalid page: must be at most {MAX_PAGE}"),
+            (1, 501, "invalid per_page: must be at most 500"),
+        ],
+    )
+    def test_out_of_range_page_refused_however_made(
+        self, page: int, per_page: int, message: str
+    ) -> None:
+        with pytest.raises(BadRequest) as refused:
+            Page(page=page, per_page=per_page)
+        assert refused.value.message == message
 
 
 class TestTenantPath:
