@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import httpx
 import pytest
 from fastapi import APIRouter, Request, Response
@@ -36,6 +39,10 @@ def _app(mongo_url: str, db_name: str) -> object:
     async def list_things(request: Request, response: Response, page: PageDep) -> list[int]:
         set_page_headers(request, response, page, total=45)
         return list(range(page.skip, min(45, page.skip + page.per_page)))
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
 
     @router.get("/count")
     async def count(request: Request) -> int:
@@ -132,6 +139,31 @@ class TestErrors:
         assert r.status_code == 503
         assert r.json()["error"] == "database is unreachable"
         assert health.status_code == 503
+
+
+class TestUnhandledError:
+    async def test_500_carries_the_request_id(
+        self, mongo_url: str, db_name: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        app = _app(mongo_url, db_name)
+        # As a server does: the app's exception reaches the server after the 500 went out.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            given = await client.get(
+                "/api/management/v1/demo/boom", headers={"X-MEN-RequestID": "rid-500"}
+            )
+            made = await client.get("/api/management/v1/demo/boom")
+
+        assert given.status_code == 500
+        assert given.json() == {"error": "internal error", "request_id": "rid-500"}
+        assert given.headers["X-MEN-RequestID"] == "rid-500"
+        assert made.status_code == 500
+        assert made.json()["request_id"] == made.headers["X-MEN-RequestID"]
+        assert uuid.UUID(made.json()["request_id"])
+        logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        errors = [e for e in logged if e["msg"] == "unhandled error"]
+        assert [e["request_id"] for e in errors] == ["rid-500", made.json()["request_id"]]
+        assert all("RuntimeError: a bug" in e["exc"] for e in errors)
 
 
 class TestHealth:
