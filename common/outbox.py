@@ -3,8 +3,11 @@
 A store writes `Effect`s into its own database in the same transaction as the change (so a
 crash can never keep one without the other); `OutboxRelay` sends them to the peers'
 internal APIs in order, per peer, retrying with backoff until the peer accepts. Delivery is
-at-least-once, so receivers are idempotent. Effects for a peer that is not configured wait
-until it is.
+at-least-once, so receivers are idempotent.
+
+A peer without an address is not deployed: effects for it are not written (logged once per
+peer), and those written while it was deployed are deleted, with a log line, when the relay
+starts. Otherwise they would pile up forever, for nobody.
 """
 
 from __future__ import annotations
@@ -55,15 +58,28 @@ def _now() -> datetime:
 
 
 class Outbox:
-    """Writes effects into the service's `outbox` collection."""
+    """Writes effects for the deployed `peers` into the service's `outbox` collection."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], peers: Collection[str]) -> None:
         self._coll = db[_COLLECTION]
+        self._peers = frozenset(peers)
+        self._dropped: set[str] = set()
+
+    def _deployed(self, effects: Sequence[Effect]) -> list[Effect]:
+        for effect in effects:
+            if effect.peer not in self._peers and effect.peer not in self._dropped:
+                self._dropped.add(effect.peer)
+                _log.warning(
+                    "outbox: effects for %s are dropped: it is not deployed (no address)",
+                    effect.peer,
+                )
+        return [e for e in effects if e.peer in self._peers]
 
     async def add(
         self, effects: Sequence[Effect], *, session: AsyncClientSession | None = None
     ) -> None:
         """Record effects; pass the session of the transaction making the change."""
+        effects = self._deployed(effects)
         if not effects:
             return
         now = _now()
@@ -112,14 +128,31 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
+        # The writing side, keeping effects for exactly the peers delivered to.
+        self.outbox = Outbox(db, self._peers)
 
     def wake(self) -> None:
         """Deliver now instead of at the next poll (call after writing effects)."""
         self._wake.set()
 
+    async def drop_undeployed(self) -> int:
+        """Delete the pending effects of peers that are not deployed; return how many."""
+        query: Document = {"peer": {"$nin": list(self._peers)}, "state": "pending"}
+        dropped = 0
+        for peer in await self._coll.distinct("peer", query):
+            result = await self._coll.delete_many({"peer": peer, "state": "pending"})
+            _log.warning(
+                "outbox: %d queued effects for %s dropped: it is not deployed (no address)",
+                result.deleted_count,
+                peer,
+            )
+            dropped += result.deleted_count
+        return dropped
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[OutboxRelay]:
-        """Run the delivery loop for the duration of the block."""
+        """Drop what no deployed peer will take, then deliver for the duration of the block."""
+        await self.drop_undeployed()
         task = asyncio.create_task(self._loop(), name="outbox-relay")
         try:
             yield self

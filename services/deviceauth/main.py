@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         )
         async with relay.running():
             app.state.devauth = DevAuthApp(
-                MongoStore(res.mongo, res.db),
+                MongoStore(res.mongo, res.db, outbox=relay.outbox),
                 signer=signer,
                 verifier=TokenVerifier(keys),
                 issuer=config.jwt_issuer,

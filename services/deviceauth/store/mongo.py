@@ -97,12 +97,13 @@ class MongoStore(DataStore):
         client: AsyncMongoClient[Document],
         db: AsyncDatabase[Document],
         *,
+        outbox: Outbox,
         session: AsyncClientSession | None = None,
     ) -> None:
         self._client = client
         self._db = db
+        self._outbox = outbox
         self._session = session
-        self._outbox = Outbox(db)
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
@@ -115,7 +116,8 @@ class MongoStore(DataStore):
         while True:
             try:
                 async with transaction(self._client) as session:
-                    return await work(MongoStore(self._client, self._db, session=session))
+                    bound = MongoStore(self._client, self._db, outbox=self._outbox, session=session)
+                    return await work(bound)
             except PyMongoError as exc:
                 if (
                     not exc.has_error_label("TransientTransactionError")
