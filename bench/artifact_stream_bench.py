@@ -89,9 +89,7 @@ def _comm(pid: int) -> str:
 
 def stack_processes(stack: Stack) -> dict[str, int]:
     """Every process of the stack by name, with any children they started."""
-    top: dict[str, int] = {name: proc.pid for name, proc in stack._procs.items()}
-    if stack._db is not None and stack._db._proc is not None:
-        top["database"] = stack._db._proc.pid
+    top = stack.pids()
     found: dict[str, int] = {}
     for name, pid in sorted(top.items()):
         found[name] = pid

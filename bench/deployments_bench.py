@@ -392,8 +392,8 @@ async def run_direct(
     ops = OpCounter(database.url)
     try:
         base = f"http://127.0.0.1:{port}"
-        assert database._proc is not None
-        pids = {"deployments": service.pid, "database": database._proc.pid}
+        assert database.pid is not None
+        pids = {"deployments": service.pid, "database": database.pid}
         tokens = {
             f"device-{i:06d}": _token({"sub": f"device-{i:06d}", "mender.device": True})
             for i in range(devices_count)
@@ -501,9 +501,8 @@ async def run_gateway(
         )
         if created.returncode != 0:
             raise RuntimeError(f"create-user failed: {created.stderr}")
-        assert database._proc is not None
-        pids = {name: proc.pid for name, proc in sorted(stack._procs.items())}
-        pids["database"] = database._proc.pid
+        assert database.pid is not None
+        pids = {**dict(sorted(stack.pids().items())), "database": database.pid}
         async with _session(connections) as session:
             login = {"Authorization": _basic(*ADMIN)}
             async with session.post(stack.url + LOGIN, headers=login) as response:
@@ -526,7 +525,7 @@ async def run_gateway(
             provisioned = time.monotonic() - started
             print(f"  {devices_count} devices registered in {provisioned:.0f} s", flush=True)
             run.setup = (
-                f"Every built service and the gateway (`Stack`: {', '.join(stack._procs)}), "
+                f"Every built service and the gateway (`Stack`: {', '.join(stack.pids())}), "
                 "one uvicorn worker each"
                 + (f", their Mongo URL carrying `{mongo_options}`" if mongo_options else "")
                 + ". The devices were preauthorized with Ed25519 keys and authenticated "

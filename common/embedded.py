@@ -27,6 +27,8 @@ from typing import Final
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from common.processes import spawn, stop_all
+
 __all__ = ["EmbeddedMongo", "free_port"]
 
 # Set in the environment, this makes the server skip its journal's fsync whatever its flags.
@@ -79,8 +81,7 @@ class EmbeddedMongo:
         """Start the server and wait until it answers a ping."""
         if isinstance(self.storage, Path):
             self.storage.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab") if self.log else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [
                 _executable(),
                 "--host",
@@ -94,9 +95,7 @@ class EmbeddedMongo:
                 "--sync-on-commit",
             ],
             env={k: v for k, v in os.environ.items() if k != _FAST_STORAGE_ENV},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log=self.log,
         )
         deadline = time.monotonic() + timeout
         client: MongoClient[dict[str, object]]
@@ -119,13 +118,17 @@ class EmbeddedMongo:
             self._proc.kill()
             self._proc.wait()
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, once started."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit status once it has exited (and is reaped), else None."""
+        return None if self._proc is None else self._proc.poll()
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc is not None:
+            stop_all([self._proc])

@@ -5,27 +5,35 @@ module name (`python -m services.<name>`), each on a free loopback port, and wir
 through environment variables; the gateway listens on `GATEWAY_PORT` (default 8080). All
 state lives under `FLEETPORT_STATE_DIR` (default `./.fleetport`). `MONGO_URL` points every
 service at an external MongoDB instead of the embedded server.
+
+The launcher supervises its children (`common.supervisor`): a crashed one is restarted, the
+database before the services. SIGINT and SIGTERM, however many and in whatever order, stop
+everything once; children started here die with the launcher even if it is killed outright.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Final
 
 import httpx
 
 from common.embedded import EmbeddedMongo, free_port
 from common.keygen import ensure_keys
+from common.processes import describe_exit, spawn, stop_all
+from common.supervisor import CrashLoop, Supervisor
 
-__all__ = ["SERVICES", "Service", "Stack", "admin_credentials", "built", "main"]
+__all__ = ["DATABASE", "SERVICES", "Service", "Stack", "admin_credentials", "built", "main"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,13 @@ SERVICES: Final = (
     ),
     Service("inventory", "INVENTORY_", "inventory", "inventory", ("devicemonitor",)),
     Service("deployments", "DEPLOYMENTS_", "deployments", "deployment_service", ("inventory",)),
-    Service("deviceconfig", "DEVICECONFIG_", "deviceconfig", "deviceconfig", ("deployments",)),
+    Service(
+        "deviceconfig",
+        "DEVICECONFIG_",
+        "deviceconfig",
+        "deviceconfig",
+        ("deployments", "deviceconnect"),
+    ),
     Service("deviceconnect", "DEVICECONNECT_", "deviceconnect", "deviceconnect", ("inventory",)),
     Service("auditlogs", "AUDITLOGS_", "auditlogs", "auditlogs"),
     Service("devicemonitor", "DEVICEMONITOR_", "devicemonitor", "devicemonitor", ("inventory",)),
@@ -69,6 +83,17 @@ SERVICES: Final = (
 
 DEV_ADMIN_EMAIL: Final = "admin@fleetport.local"
 DEV_ADMIN_PASSWORD: Final = "fleetport-dev"
+# The embedded database's name among the stack's processes.
+DATABASE: Final = "database"
+# How often the launcher looks for exited children and stop signals.
+_TICK: Final = 0.25
+
+# Named, not __name__: `python -m common.launcher` runs this module as __main__.
+_log = logging.getLogger("common.launcher")
+
+
+def _never() -> bool:
+    return False
 
 
 def built(service: Service) -> bool:
@@ -81,7 +106,11 @@ def built(service: Service) -> bool:
 
 @dataclass
 class Stack:
-    """The whole server as child processes; `start()` returns once everything is healthy."""
+    """The whole server as child processes; `start()` returns once everything is healthy.
+
+    Nothing is restarted behind the caller's back: the launcher's loop hands the stack to a
+    `Supervisor`, and a process stopped with `stop_process` is not watched until started.
+    """
 
     state_dir: Path
     gateway_port: int = 8080
@@ -117,16 +146,15 @@ class Stack:
             "DEPLOYMENTS_PRESIGN_SECRET": keys.presign_secret_value(),
         }
 
-    def _spawn(self, name: str) -> None:
+    def _spawn(self, name: str) -> int:
         module, env = self._commands[name]
-        log = (self.logs / f"{name}.log").open("ab")
-        self._procs[name] = subprocess.Popen(
+        proc = spawn(
             [sys.executable, "-m", module],
             env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log=self.logs / f"{name}.log",
         )
+        self._procs[name] = proc
+        return proc.pid
 
     def _service_env(self, svc: Service, base_env: Mapping[str, str]) -> dict[str, str]:
         return {
@@ -142,8 +170,11 @@ class Stack:
             **self.extra_env,
         }
 
-    def start(self, timeout: float = 90.0) -> None:
-        """Start the database (unless external), the services and the gateway."""
+    def start(self, timeout: float = 90.0, *, cancelled: Callable[[], bool] = _never) -> None:
+        """Start the database (unless external), the services and the gateway.
+
+        Returns early, with whatever has started still running, once `cancelled()` is true.
+        """
         base_env = self._prepare()
         if self.mongo_url is None:
             self._db = EmbeddedMongo(self.state_dir / "db", log=self.logs / "database.log")
@@ -166,7 +197,7 @@ class Stack:
         try:
             for name in self._commands:
                 self._spawn(name)
-            self._wait_healthy(list(self._commands), timeout)
+            self._wait_healthy(list(self._commands), timeout, cancelled=cancelled)
         except BaseException:
             self.stop()
             raise
@@ -184,16 +215,18 @@ class Stack:
         svc = next(s for s in self.services if s.name == name)
         return self.addrs[name] + svc.health_path
 
-    def _wait_healthy(self, names: list[str], timeout: float) -> None:
+    def _wait_healthy(
+        self, names: list[str], timeout: float, *, cancelled: Callable[[], bool] = _never
+    ) -> None:
         checks = {name: self._health_url(name) for name in names}
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
-            while checks:
+            while checks and not cancelled():
                 for name, url in list(checks.items()):
                     proc = self._procs[name]
                     if proc.poll() is not None:
                         raise RuntimeError(
-                            f"{name} exited with {proc.returncode}; see {self.logs / name}.log"
+                            f"{name} {describe_exit(proc.returncode)}; see {self.logs / name}.log"
                         )
                     try:
                         if client.get(url).status_code == 204:
@@ -207,18 +240,39 @@ class Stack:
 
     def stop_process(self, name: str) -> None:
         """Stop one service (or the gateway) of a running stack, e.g. to test an outage."""
-        proc = self._procs.pop(name)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_all([self._procs.pop(name)])
 
     def start_process(self, name: str, timeout: float = 60.0) -> None:
         """Start a stopped service again, on its old port, and wait until it is healthy."""
         self._spawn(name)
         self._wait_healthy([name], timeout)
+
+    def pids(self) -> dict[str, int]:
+        """The process id of every child by name, the embedded database as `DATABASE`."""
+        pids = {name: proc.pid for name, proc in self._procs.items()}
+        if self._db is not None and self._db.pid is not None:
+            pids = {DATABASE: self._db.pid, **pids}
+        return pids
+
+    def down(self) -> dict[str, int]:
+        """Children that exited on their own (now reaped) and their exit status, in start order."""
+        down: dict[str, int] = {}
+        if self._db is not None and (status := self._db.returncode) is not None:
+            down[DATABASE] = status
+        for name, proc in self._procs.items():
+            if (status := proc.poll()) is not None:
+                down[name] = status
+        return down
+
+    def restart(self, name: str) -> int:
+        """Start an exited child again on its old port (the database on its old storage)."""
+        if name == DATABASE:
+            assert self._db is not None, "no embedded database"
+            self._db.stop()  # sweeps anything the exited server left behind
+            self._db.start()
+            return self.pids()[DATABASE]
+        stop_all([self._procs[name]])
+        return self._spawn(name)
 
     def run_module(self, service: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a service's command line (e.g. useradm create-user) against this stack."""
@@ -233,18 +287,11 @@ class Stack:
         )
 
     def stop(self) -> None:
-        """Stop the gateway, the services and the database, in that order."""
-        procs = list(self._procs.items())
-        procs.sort(key=lambda item: item[0] != "gateway")
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        """Stop the gateway, then the services, then the database, and all they started."""
+        gateway = self._procs.pop("gateway", None)
+        if gateway is not None:
+            stop_all([gateway])
+        stop_all(list(self._procs.values()))
         self._procs.clear()
         if self._db is not None:
             self._db.stop()
@@ -262,8 +309,79 @@ def admin_credentials(environ: Mapping[str, str], *, dev_mode: bool) -> tuple[st
     return None
 
 
+class _StopSignals:
+    """Records SIGINT and SIGTERM instead of raising: the launcher stops once, at its pace."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._record)
+
+    def _record(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def __call__(self) -> bool:
+        """Whether a stop was requested."""
+        return self.received is not None
+
+
+def _configure_logging(log_file: Path) -> None:
+    """The launcher's messages: plain lines on the console, with timestamps in `log_file`."""
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    file = logging.FileHandler(log_file)
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("common")
+    logger.handlers[:] = [console, file]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _create_admin(stack: Stack, *, dev_mode: bool) -> None:
+    credentials = admin_credentials(os.environ, dev_mode=dev_mode)
+    if credentials is None:
+        print(
+            "No admin user created: set FLEETPORT_ADMIN_PASSWORD (and FLEETPORT_ADMIN_EMAIL).",
+            flush=True,
+        )
+        return
+    email, password = credentials
+    result = stack.run_module("useradm", "create-user", "--username", email, "--password", password)
+    if result.returncode == 0:
+        print(f"Created admin user {email} (password: {password})", flush=True)
+    elif result.returncode == 3:
+        print(f"Admin user {email} already exists", flush=True)
+    else:
+        print(f"Could not create the admin user: {result.stderr.strip()}", flush=True)
+
+
+def _run(stack: Stack, stop_requested: _StopSignals, *, dev_mode: bool) -> int:
+    """Start the stack and supervise it until a stop signal; the exit status of `make run`."""
+    try:
+        stack.start(cancelled=stop_requested)
+    except RuntimeError as exc:
+        _log.error("Fleetport failed to start: %s", exc)
+        return 1
+    if not stop_requested():
+        _create_admin(stack, dev_mode=dev_mode)
+        _log.info("Fleetport ready at %s", stack.url)
+    supervisor = Supervisor(stack, first=DATABASE)
+    try:
+        while not stop_requested():
+            supervisor.check()
+            time.sleep(_TICK)
+    except CrashLoop as exc:
+        _log.error("%s (see %s); stopping Fleetport", exc, stack.logs / f"{exc.name}.log")
+        return 1
+    _log.info("Stopping Fleetport ...")
+    return 0
+
+
 def main() -> int:
-    """Entry point of `make run`."""
+    """Entry point of `make run`: start everything, keep it running, stop it on a signal."""
+    # First of all: from here on a signal is a request to stop cleanly, never an exception.
+    stop_requested = _StopSignals()
     dev_mode = os.environ.get("FLEETPORT_DEV_MODE", "true").lower() in ("1", "true", "yes")
     stack = Stack(
         state_dir=Path(os.environ.get("FLEETPORT_STATE_DIR", ".fleetport")).resolve(),
@@ -271,45 +389,14 @@ def main() -> int:
         mongo_url=os.environ.get("MONGO_URL") or None,
         dev_mode=dev_mode,
     )
-
-    def request_stop(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, request_stop)
-    print(f"Starting Fleetport (state in {stack.state_dir}, logs in {stack.logs}) ...", flush=True)
+    stack.logs.mkdir(parents=True, exist_ok=True)
+    _configure_logging(stack.logs / "launcher.log")
+    _log.info("Starting Fleetport (state in %s, logs in %s) ...", stack.state_dir, stack.logs)
     try:
-        stack.start()
-        credentials = admin_credentials(os.environ, dev_mode=dev_mode)
-        if credentials is None:
-            print(
-                "No admin user created: set FLEETPORT_ADMIN_PASSWORD (and FLEETPORT_ADMIN_EMAIL)."
-            )
-        else:
-            email, password = credentials
-            result = stack.run_module(
-                "useradm", "create-user", "--username", email, "--password", password
-            )
-            if result.returncode == 0:
-                print(f"Created admin user {email} (password: {password})", flush=True)
-            elif result.returncode == 3:
-                print(f"Admin user {email} already exists", flush=True)
-            else:
-                print(f"Could not create the admin user: {result.stderr.strip()}", flush=True)
-        print(f"Fleetport ready at {stack.url}", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("Stopping Fleetport ...", flush=True)
-        return 0
-    except RuntimeError as exc:
-        print(f"Fleetport failed to start: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return _run(stack, stop_requested, dev_mode=dev_mode)
     finally:
-        # A second Ctrl-C or SIGTERM (uv and make pass signals on too) must not cut the
-        # clean-up short and leave children behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        _log.info("Fleetport stopped")
 
 
 if __name__ == "__main__":

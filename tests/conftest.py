@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient, monitoring
 from common.embedded import EmbeddedMongo, free_port
 from common.launcher import Stack
 from common.mongo import Document, add_command_listener
+from tests.e2e.api import ManagementApi
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +104,16 @@ def admin_token(stack: Stack, admin: tuple[str, str]) -> str:
     response = httpx.post(f"{stack.url}/api/management/v1/useradm/auth/login", auth=admin)
     assert response.status_code == 200, response.text
     return response.text
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
+    """The management API through the gateway, as the admin."""
+    client = ManagementApi(stack.url, admin_token)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 class _TenantGuard(monitoring.CommandListener):

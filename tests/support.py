@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from common.embedded import free_port
 
-__all__ = ["LiveServer", "eventually", "eventually_async"]
+__all__ = ["LiveServer", "child_pids", "eventually", "eventually_async", "is_running"]
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -59,3 +60,27 @@ class LiveServer:
         if self._task is not None:
             await self._task
             self._task = None
+
+    async def __aenter__(self) -> LiveServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
+def child_pids(pid: int) -> set[int]:
+    """The ids of a process's direct children."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "\nState:\tZ" not in status

@@ -1,4 +1,5 @@
-"""The deployment files describe the system that exists: every service, with real settings."""
+"""The deployment files describe the system that exists: every service, with real settings,
+restarted when it fails and health-checked on its real endpoints."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from common.launcher import SERVICES, Service, built
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 BUILT = [s for s in SERVICES if built(s)]
+HEALTHCHECK = ["CMD", "python", "-m", "common.healthcheck"]
 
 
 def _compose() -> dict[str, Any]:
@@ -57,18 +59,70 @@ class TestCompose:
         assert services["gateway"]["ports"] == ["80:8080"]
         assert services["mongo"]["image"].startswith("mongo:")
 
+    def test_every_long_running_container_is_restarted(self) -> None:
+        services = _compose()["services"]
+        assert "restart" not in services["keys"]  # a one-off job
+        for name, service in services.items():
+            if name != "keys":
+                assert service["restart"] == "unless-stopped", name
+
+    def test_health_checks_on_the_real_endpoints(self) -> None:
+        services = _compose()["services"]
+        expected = {svc.name: svc.health_path for svc in BUILT} | {"gateway": "/status"}
+        for name, path in expected.items():
+            check = services[name]["healthcheck"]
+            assert check["test"] == [*HEALTHCHECK, f"http://127.0.0.1:8080{path}"], name
+            assert check["retries"] >= 1
+            assert "start_period" in check
+        assert "healthcheck" in services["mongo"]
+
+    def test_started_once_what_they_need_is_healthy(self) -> None:
+        services = _compose()["services"]
+        for svc in BUILT:
+            assert services[svc.name]["depends_on"] == {
+                "mongo": {"condition": "service_healthy"},
+                "keys": {"condition": "service_completed_successfully"},
+            }
+        assert services["gateway"]["depends_on"] == {
+            svc.name: {"condition": "service_healthy"} for svc in BUILT
+        }
+
 
 class TestKubernetes:
     def _deployments(self) -> dict[str, dict[str, Any]]:
         return {d["metadata"]["name"]: d for d in _kubernetes() if d["kind"] == "Deployment"}
+
+    def _containers(self) -> dict[str, dict[str, Any]]:
+        return {
+            container["name"]: container
+            for d in _kubernetes()
+            if d["kind"] in ("Deployment", "StatefulSet")
+            for container in d["spec"]["template"]["spec"]["containers"]
+        }
 
     def test_every_built_service_runs(self) -> None:
         deployments = self._deployments()
         for svc in BUILT:
             container = deployments[svc.name]["spec"]["template"]["spec"]["containers"][0]
             assert container["args"] == [svc.module]
-            probe = container["readinessProbe"]["httpGet"]["path"]
-            assert probe == svc.health_path
+
+    def test_every_container_is_probed(self) -> None:
+        containers = self._containers()
+        assert set(containers) >= {"mongo", "gateway", *(svc.name for svc in BUILT)}
+        for name, container in containers.items():
+            assert "livenessProbe" in container, name
+            assert "readinessProbe" in container, name
+
+    def test_probes_on_the_real_endpoints(self) -> None:
+        containers = self._containers()
+        for svc in BUILT:
+            probes = containers[svc.name]
+            assert probes["readinessProbe"]["httpGet"] == {"path": svc.health_path, "port": 8080}
+            # Alive, not healthy: a database outage must not restart every service.
+            alive = svc.health_path.removesuffix("/health") + "/alive"
+            assert probes["livenessProbe"]["httpGet"] == {"path": alive, "port": 8080}
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert containers["gateway"][probe]["httpGet"] == {"path": "/status", "port": 8080}
 
     @pytest.mark.parametrize("svc", BUILT, ids=lambda s: s.name)
     def test_only_real_settings(self, svc: Service) -> None:

@@ -57,16 +57,6 @@ def _e2e_prerequisites() -> None:
 
 
 @pytest.fixture(scope="session")
-def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
-    """The management API as the admin."""
-    client = ManagementApi(stack.url, admin_token)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="session")
 def cli(
     stack: Stack, admin: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> MenderCli:

@@ -20,7 +20,7 @@ from common.mongo import Document, transaction
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.api import DEVAUTH, ManagementApi, RawDevice, unique_identity, wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 LOGIN: Final = "/api/management/v1/useradm/auth/login"
 # Writes acknowledged by each kind of writer before the database is killed under them.
@@ -83,7 +83,8 @@ class TestAcknowledgedWrites:
         finally:
             await client.close()
 
-        await asyncio.to_thread(database.start)
+        # From this thread: the server is stopped when the thread that started it ends.
+        database.start()
         reopened: AsyncMongoClient[Document] = AsyncMongoClient(database.url)
         try:
             db = reopened["crash"]

@@ -254,6 +254,7 @@ async def post_device_configuration_deployment(
         device_id=device_id,
         name=body.name,
         configuration=configuration,
+        retries=body.retries,
     )
     return Response(
         status_code=201,

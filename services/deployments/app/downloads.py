@@ -11,7 +11,7 @@ from typing import Any, Final
 from common.errors import NotFound, ServiceError
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.jobs import DirectUploadsApp
-from services.deployments.app.writer import write_configuration_artifact
+from services.deployments.artifact import write_configuration_artifact
 from services.deployments.storage import InvalidKey, ObjectNotFound, Storage
 from services.deployments.storage.signing import URLSigner
 

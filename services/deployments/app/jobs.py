@@ -21,7 +21,7 @@ from common.errors import BadRequest, NotFound, ServiceError, UnprocessableEntit
 from services.deployments.app.artifacts import MAX_DESCRIPTION, ArtifactsApp, parse_uuid
 from services.deployments.app.errors import ArtifactTooLarge
 from services.deployments.app.tasks import BackgroundTasks
-from services.deployments.app.writer import PAYLOAD_FILE_NAME, write_single_file_artifact
+from services.deployments.artifact import PAYLOAD_FILE_NAME, write_single_file_artifact
 from services.deployments.models import GenerateJob, UploadIntent
 from services.deployments.storage import (
     Link,

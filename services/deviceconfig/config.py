@@ -1,0 +1,22 @@
+"""Settings of the deviceconfig service (environment prefix `DEVICECONFIG_`)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import BaseServiceSettings
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseServiceSettings):
+    """deviceconfig settings; unset peer addresses mean the peer is not deployed."""
+
+    model_config = SettingsConfigDict(env_prefix="DEVICECONFIG_", extra="ignore", frozen=True)
+
+    mongo_db: str = "deviceconfig"
+    # deployments' internal address: configuration deployments are created there.
+    deployments_addr: str | None = None
+    # deviceconnect's internal address: a connected device is told to check for the new
+    # deployment at once. Unset: the device finds it on its next poll.
+    deviceconnect_addr: str | None = None
