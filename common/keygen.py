@@ -1,12 +1,14 @@
 """Create the keys and secrets a fresh installation needs, keeping any that already exist.
 
 `python -m common.keygen DIR` writes `DIR/useradm/private.id.1.pem` (user tokens),
-`DIR/deviceauth.pem` (device tokens) and `DIR/presign.secret` (download-link HMAC). The
-launcher calls it for `make run`; docker compose runs it once into a shared volume.
+`DIR/deviceauth.pem` (device tokens), `DIR/presign.secret` (download-link HMAC) and
+`DIR/iot-manager.key` (encrypts integration credentials at rest). The launcher calls it for
+`make run`; docker compose runs it once into a shared volume.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
 import sys
 from dataclasses import dataclass
@@ -24,10 +26,21 @@ class KeyPaths:
     useradm: Path
     deviceauth: Path
     presign_secret: Path
+    iot_manager_key: Path
 
     def presign_secret_value(self) -> str:
         """The download-link secret."""
         return self.presign_secret.read_text().strip()
+
+    def iot_manager_key_value(self) -> str:
+        """iot-manager's credentials key (32 bytes, base64)."""
+        return self.iot_manager_key.read_text().strip()
+
+
+def _write_secret(path: Path, value: str) -> None:
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(value)
 
 
 def ensure_keys(directory: Path) -> KeyPaths:
@@ -36,12 +49,12 @@ def ensure_keys(directory: Path) -> KeyPaths:
         useradm=directory / "useradm" / "private.id.1.pem",
         deviceauth=directory / "deviceauth.pem",
         presign_secret=directory / "presign.secret",
+        iot_manager_key=directory / "iot-manager.key",
     )
     generate_key_file(paths.useradm)
     generate_key_file(paths.deviceauth)
-    if not paths.presign_secret.exists():
-        paths.presign_secret.touch(mode=0o600)
-        paths.presign_secret.write_text(secrets.token_urlsafe(32))
+    _write_secret(paths.presign_secret, secrets.token_urlsafe(32))
+    _write_secret(paths.iot_manager_key, base64.b64encode(secrets.token_bytes(32)).decode())
     return paths
 
 

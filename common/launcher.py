@@ -65,7 +65,7 @@ SERVICES: Final = (
         "DEVICEAUTH_",
         "devauth",
         "deviceauth",
-        ("inventory", "deployments", "deviceconnect", "deviceconfig"),
+        ("inventory", "deployments", "deviceconnect", "deviceconfig", "iot_manager"),
     ),
     Service("inventory", "INVENTORY_", "inventory", "inventory", ("devicemonitor",)),
     Service("deployments", "DEPLOYMENTS_", "deployments", "deployment_service", ("inventory",)),
@@ -77,6 +77,7 @@ SERVICES: Final = (
         ("deployments", "deviceconnect"),
     ),
     Service("deviceconnect", "DEVICECONNECT_", "deviceconnect", "deviceconnect", ("inventory",)),
+    Service("iot_manager", "IOT_MANAGER_", "iot-manager", "iot-manager"),
     Service("auditlogs", "AUDITLOGS_", "auditlogs", "auditlogs"),
     Service("devicemonitor", "DEVICEMONITOR_", "devicemonitor", "devicemonitor", ("inventory",)),
 )
@@ -144,6 +145,7 @@ class Stack:
             "DEVICEAUTH_SERVER_PRIV_KEY_PATH": str(keys.deviceauth),
             "DEPLOYMENTS_STORAGE_PATH": str(self.state_dir / "artifacts"),
             "DEPLOYMENTS_PRESIGN_SECRET": keys.presign_secret_value(),
+            "IOT_MANAGER_AES_ENCRYPTION_KEY": keys.iot_manager_key_value(),
         }
 
     def _spawn(self, name: str) -> int:

@@ -6,9 +6,10 @@ Every query a store makes goes through `TenantCollection`, which adds the caller
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -16,12 +17,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 __all__ = [
     "Document",
     "TenantCollection",
     "add_command_listener",
+    "atomically",
     "create_client",
     "ensure_indexes",
     "ping",
@@ -31,6 +34,7 @@ __all__ = [
 Document = dict[str, Any]
 _Filter = Mapping[str, Any]
 _Session = AsyncClientSession | None
+_T = TypeVar("_T")
 
 
 _listeners: list[monitoring.CommandListener] = []
@@ -82,6 +86,26 @@ async def transaction(client: AsyncMongoClient[Document]) -> AsyncIterator[Async
     """Run the block in one multi-document transaction (committed on normal exit)."""
     async with client.start_session() as session, await session.start_transaction():
         yield session
+
+
+async def atomically(
+    client: AsyncMongoClient[Document],
+    work: Callable[[AsyncClientSession], Awaitable[_T]],
+    *,
+    attempts: int = 5,
+) -> _T:
+    """Run `work(session)` in one transaction, again when it lost a race with another one."""
+    attempt = 1
+    while True:
+        try:
+            async with transaction(client) as session:
+                return await work(session)
+        except PyMongoError as exc:
+            if not exc.has_error_label("TransientTransactionError") or attempt >= attempts:
+                raise
+            # A concurrent transaction wrote the same document: let it finish first.
+            await asyncio.sleep(0.005 * attempt)
+            attempt += 1
 
 
 class TenantCollection:

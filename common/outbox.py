@@ -3,19 +3,26 @@
 A store writes `Effect`s into its own database in the same transaction as the change (so a
 crash can never keep one without the other); `OutboxRelay` sends them to the peers'
 internal APIs in order, per peer, retrying with backoff until the peer accepts. Delivery is
-at-least-once, so receivers are idempotent.
+at-least-once: every request carries the effect's id as `Idempotency-Key`, the same on each
+retry, so receivers can recognise a repeat.
 
-A peer without an address is not deployed: effects for it are not written (logged once per
-peer), and those written while it was deployed are deleted, with a log line, when the relay
-starts. Otherwise they would pile up forever, for nobody.
+A service may also deliver effects itself (webhooks, cloud APIs): it registers a `Sender`
+for a peer name, and the effects of that peer are queued in lanes (e.g. one per target),
+each lane delivered in order and independently of the others.
+
+A peer with neither an address nor a sender is not deployed: effects for it are not written
+(logged once per peer), and those written while it was deployed are deleted, with a log
+line, when the relay starts. Otherwise they would pile up forever, for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import functools
 import logging
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -29,28 +36,82 @@ from pymongo.asynchronous.database import AsyncDatabase
 from common.mongo import Document
 from common.requestid import REQUEST_ID_HEADER, current_request_id
 
-__all__ = ["OUTBOX_INDEXES", "Effect", "Outbox", "OutboxRelay"]
+__all__ = [
+    "IDEMPOTENCY_KEY_HEADER",
+    "OUTBOX_INDEXES",
+    "Attempt",
+    "Effect",
+    "Outbox",
+    "OutboxRelay",
+    "Outcome",
+    "Sender",
+    "outcome_of",
+]
 
 _log = logging.getLogger("common.outbox")
 _COLLECTION: Final = "outbox"
 _LEASE: Final = timedelta(seconds=30)
 _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
-_BATCH: Final = 100  # pending effects of a peer read per query
+_BATCH: Final = 100  # pending effects of a lane read per query
+IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
 
+# One index serves the lanes of a peer (peer, state) and each lane's queue in order.
 OUTBOX_INDEXES: Final = {
-    _COLLECTION: [IndexModel([("peer", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)])]
+    _COLLECTION: [
+        IndexModel(
+            [("peer", ASCENDING), ("state", ASCENDING), ("lane", ASCENDING), ("_id", ASCENDING)]
+        )
+    ]
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """One call to make on a peer's internal API."""
+    """One call to make on a peer's internal API (or one delivery a `Sender` makes).
+
+    `lane` orders effects of a peer that has a `Sender`: each lane is delivered in order,
+    independently of the others.
+    """
 
     peer: str
     method: str
     path: str
     body: Any = None
     ok: Collection[int] = field(default=(200, 201, 202, 204))
+    lane: str | None = None
+
+
+class Outcome(enum.Enum):
+    """How a delivery attempt ended, and so what becomes of the effect."""
+
+    # Delivered (or nothing is left to deliver): the effect is removed.
+    DONE = "done"
+    # Failed for now: tried again after a backoff; the effects behind it wait.
+    RETRY = "retry"
+    # The target refuses it: set aside as dead; the effects behind it go on.
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one delivery attempt and what to log about it."""
+
+    outcome: Outcome
+    detail: str = ""
+
+
+# Delivers one pending effect (the stored document) and tells how it went.
+Sender = Callable[[Mapping[str, Any]], Awaitable[Attempt]]
+
+
+def outcome_of(status: int, ok: Collection[int]) -> Outcome:
+    """Classify an HTTP answer: an `ok` status is done, a client error (but for a few
+    that may pass, like 404 or 429) is refused, anything else is retried."""
+    if status in ok:
+        return Outcome.DONE
+    if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        return Outcome.REFUSED
+    return Outcome.RETRY
 
 
 def _now() -> datetime:
@@ -70,7 +131,7 @@ class Outbox:
             if effect.peer not in self._peers and effect.peer not in self._dropped:
                 self._dropped.add(effect.peer)
                 _log.warning(
-                    "outbox: effects for %s are dropped: it is not deployed (no address)",
+                    "outbox: effects for %s are dropped: it is not deployed",
                     effect.peer,
                 )
         return [e for e in effects if e.peer in self._peers]
@@ -91,6 +152,7 @@ class Outbox:
                 "path": e.path,
                 "body": e.body,
                 "ok": list(e.ok),
+                "lane": e.lane,
                 "state": "pending",
                 "request_id": current_request_id(),
                 "created_ts": now,
@@ -111,7 +173,7 @@ class Outbox:
 
 
 class OutboxRelay:
-    """Background delivery of outbox effects to the configured peers."""
+    """Background delivery of outbox effects to the configured peers and senders."""
 
     def __init__(
         self,
@@ -119,17 +181,22 @@ class OutboxRelay:
         http: httpx.AsyncClient,
         peers: Mapping[str, str | None],
         *,
+        senders: Mapping[str, Sender] | None = None,
         poll_interval: float = 1.0,
         max_backoff: float = 60.0,
     ) -> None:
         self._coll = db[_COLLECTION]
         self._http = http
         self._peers = {name: url.rstrip("/") for name, url in peers.items() if url}
+        self._senders = dict(senders or {})
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
-        # The writing side, keeping effects for exactly the peers delivered to.
-        self.outbox = Outbox(db, self._peers)
+
+    @property
+    def deployed(self) -> frozenset[str]:
+        """The peers delivered to (with an address or a sender): the `Outbox` keeps theirs."""
+        return frozenset(self._peers) | frozenset(self._senders)
 
     def wake(self) -> None:
         """Deliver now instead of at the next poll (call after writing effects)."""
@@ -137,12 +204,12 @@ class OutboxRelay:
 
     async def drop_undeployed(self) -> int:
         """Delete the pending effects of peers that are not deployed; return how many."""
-        query: Document = {"peer": {"$nin": list(self._peers)}, "state": "pending"}
+        query: Document = {"peer": {"$nin": sorted(self.deployed)}, "state": "pending"}
         dropped = 0
         for peer in await self._coll.distinct("peer", query):
             result = await self._coll.delete_many({"peer": peer, "state": "pending"})
             _log.warning(
-                "outbox: %d queued effects for %s dropped: it is not deployed (no address)",
+                "outbox: %d queued effects for %s dropped: it is not deployed",
                 result.deleted_count,
                 peer,
             )
@@ -177,30 +244,37 @@ class OutboxRelay:
             self._wake.clear()
 
     async def deliver_due(self) -> int:
-        """Deliver what is due, in order per peer; return how many were delivered."""
+        """Deliver what is due, in order per peer (per lane); return how many were handled."""
         delivered = 0
         for peer, base_url in self._peers.items():
-            delivered += await self._deliver_peer(peer, base_url)
+            send = functools.partial(self._send_http, base_url=base_url)
+            delivered += await self._deliver_lane(peer, None, send)
+        for peer, sender in self._senders.items():
+            lanes = await self._coll.distinct("lane", {"peer": peer, "state": "pending"})
+            counts = await asyncio.gather(
+                *(self._deliver_lane(peer, lane, sender) for lane in lanes)
+            )
+            delivered += sum(counts)
         return delivered
 
-    async def _deliver_peer(self, peer: str, base_url: str) -> int:
-        """Deliver a peer's effects oldest first, up to the first that cannot go now."""
+    async def _deliver_lane(self, peer: str, lane: str | None, send: Sender) -> int:
+        """Deliver a lane's effects oldest first, up to the first that cannot go now."""
         delivered = 0
         while True:
             batch = (
-                await self._coll.find({"peer": peer, "state": "pending"})
+                await self._coll.find({"peer": peer, "state": "pending", "lane": lane})
                 .sort("_id", ASCENDING)
                 .limit(_BATCH)
                 .to_list()
             )
             for head in batch:
-                if not await self._deliver(head, base_url):
+                if not await self._deliver(head, send):
                     return delivered
                 delivered += 1
             if len(batch) < _BATCH:
                 return delivered
 
-    async def _deliver(self, head: Document, base_url: str) -> bool:
+    async def _deliver(self, head: Document, send: Sender) -> bool:
         """Send one effect unless it waits for a retry or another replica holds it."""
         now = _now()
         if head["next_attempt"] > now or head["lease_until"] > now:
@@ -211,35 +285,39 @@ class OutboxRelay:
         )
         if claimed is None:  # another replica took it
             return False
-        headers = {REQUEST_ID_HEADER: head["request_id"]} if head.get("request_id") else {}
+        attempt = await send(head)
+        if attempt.outcome is Outcome.DONE:
+            await self._coll.delete_one({"_id": head["_id"]})
+            return True
+        if attempt.outcome is Outcome.REFUSED:
+            # Retrying cannot help. Keep it for inspection and let the effects behind it go on.
+            _log.error(
+                "outbox: %s refused %s %s: %s",
+                head["peer"],
+                head["method"],
+                head["path"],
+                attempt.detail[:500],
+            )
+            await self._coll.update_one(
+                {"_id": head["_id"]}, {"$set": {"state": "dead", "last_error": attempt.detail}}
+            )
+            return True
+        await self._retry_later(head, attempt.detail)
+        return False
+
+    async def _send_http(self, head: Mapping[str, Any], base_url: str) -> Attempt:
+        """Make the effect's call on the peer's internal API."""
+        headers = {IDEMPOTENCY_KEY_HEADER: str(head["_id"])}
+        if head.get("request_id"):
+            headers[REQUEST_ID_HEADER] = head["request_id"]
         try:
             response = await self._http.request(
                 head["method"], base_url + head["path"], json=head["body"], headers=headers
             )
         except httpx.HTTPError as exc:
-            await self._retry_later(head, f"{type(exc).__name__}: {exc}")
-            return False
+            return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
         status = response.status_code
-        if status in head["ok"]:
-            await self._coll.delete_one({"_id": head["_id"]})
-            return True
-        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-            # The peer refuses the request itself: retrying cannot help. Keep it for
-            # inspection and let the effects behind it go on.
-            _log.error(
-                "outbox: %s refused %s %s with %s: %s",
-                head["peer"],
-                head["method"],
-                head["path"],
-                status,
-                response.text[:500],
-            )
-            await self._coll.update_one(
-                {"_id": head["_id"]}, {"$set": {"state": "dead", "last_error": response.text}}
-            )
-            return True
-        await self._retry_later(head, f"HTTP {status}: {response.text[:200]}")
-        return False
+        return Attempt(outcome_of(status, head["ok"]), f"HTTP {status}: {response.text[:500]}")
 
     async def _retry_later(self, head: Document, error: str) -> None:
         attempts = head["attempts"] + 1

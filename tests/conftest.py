@@ -76,6 +76,8 @@ def stack(mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         state_dir=tmp_path_factory.mktemp("fleetport"),
         gateway_port=free_port(),
         mongo_url=mongo_url,
+        # Webhook receivers in the tests listen on 127.0.0.1; retries stay a few seconds apart.
+        extra_env={"IOT_MANAGER_DOMAIN_SKIPVERIFY": "true", "IOT_MANAGER_RETRY_MAX_BACKOFF": "2"},
     )
     running.start()
     try:

@@ -24,7 +24,7 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
 
 
 async def eventually_async(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Wait until an async predicate holds; fail the test if it does not within `within`."""
+    """Wait until an async predicate holds; fail the test if it does not in time."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not await predicate():
@@ -35,11 +35,27 @@ async def eventually_async(predicate: Callable[[], Awaitable[bool]], within: flo
 class LiveServer:
     """An ASGI app served by uvicorn on a free loopback port inside the test's event loop."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        lifespan: str = "off",
+        tls: tuple[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """Serve `app`; `tls` is (certificate file, key file) for HTTPS, `host` names the URL."""
         self.port = free_port()
+        self._scheme = "https" if tls else "http"
+        self._host = host
         self._server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_config=None, lifespan=lifespan
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan=lifespan,
+                ssl_certfile=tls[0] if tls else None,
+                ssl_keyfile=tls[1] if tls else None,
             )
         )
         self._task: asyncio.Task[None] | None = None
@@ -47,10 +63,11 @@ class LiveServer:
     @property
     def url(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://{self._host}:{self.port}"
 
     async def start(self) -> None:
-        """Start serving and return once the socket accepts connections."""
+        """Start serving (again, after `stop`) and return once the socket accepts connections."""
+        self._server.should_exit = self._server.started = False
         self._task = asyncio.create_task(self._server.serve())
         await eventually(lambda: self._server.started)
 

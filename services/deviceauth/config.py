@@ -33,6 +33,7 @@ class Settings(BaseServiceSettings):
     deployments_addr: str | None = None
     deviceconnect_addr: str | None = None
     deviceconfig_addr: str | None = None
+    iot_manager_addr: str | None = None
     # How often the outbox relay looks for effects when nothing woke it, in seconds.
     outbox_poll_interval: Annotated[float, Field(gt=0)] = 1.0
 
@@ -49,4 +50,5 @@ class Settings(BaseServiceSettings):
             "deployments": self.deployments_addr or None,
             "deviceconnect": self.deviceconnect_addr or None,
             "deviceconfig": self.deviceconfig_addr or None,
+            "iot_manager": self.iot_manager_addr or None,
         }

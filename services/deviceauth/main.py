@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
 from common.app import Resources, create_service_app
-from common.outbox import OutboxRelay
+from common.outbox import Outbox, OutboxRelay
 from common.tokens import SigningKey, TokenVerifier, load_signing_key
 from services.deviceauth.api import devices_router, internal_router, management_router
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         )
         async with relay.running():
             app.state.devauth = DevAuthApp(
-                MongoStore(res.mongo, res.db, outbox=relay.outbox),
+                MongoStore(res.mongo, res.db, outbox=Outbox(res.db, relay.deployed)),
                 signer=signer,
                 verifier=TokenVerifier(keys),
                 issuer=config.jwt_issuer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -13,11 +13,13 @@ from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient, monitoring
 
 from common.mongo import Document, transaction
-from common.outbox import Effect, Outbox, OutboxRelay
+from common.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
 from tests.support import LiveServer, eventually, eventually_async
 
 # The outbox of a service whose one peer, inventory, is deployed.
 DEPLOYED = {"inventory"}
+# The outbox of a service delivering its own effects with a sender.
+HOOKS = {"hooks"}
 
 
 class _Peer(LiveServer):
@@ -25,6 +27,7 @@ class _Peer(LiveServer):
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str, Any]] = []
+        self.keys: list[str | None] = []
         self.status = 204
         app = FastAPI()
 
@@ -32,6 +35,7 @@ class _Peer(LiveServer):
         async def record(path: str, request: Request) -> Response:
             body = await request.body()
             self.received.append((request.method, "/" + path, body.decode() or None))
+            self.keys.append(request.headers.get("Idempotency-Key"))
             return Response(status_code=self.status)
 
         super().__init__(app)
@@ -156,6 +160,91 @@ class TestDelivery:
         assert [p for _, p, _ in peer.received] == [f"/{n}" for n in range(250)]
         assert finds.count == 3  # 100 + 100 + 50
 
+    async def test_a_retry_carries_the_same_idempotency_key(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db, DEPLOYED).add([Effect("inventory", "POST", "/once")])
+        [effect] = await Outbox(db, DEPLOYED).pending()
+        peer.status = 503
+        relay = OutboxRelay(db, http, {"inventory": peer.url}, max_backoff=0.0)
+        assert await relay.deliver_due() == 0
+        peer.status = 204
+        assert await relay.deliver_due() == 1
+        assert peer.keys == [str(effect["_id"]), str(effect["_id"])]
+        assert await Outbox(db, DEPLOYED).pending() == []
+
+
+class _Lanes:
+    """A sender that records what it delivers and answers per lane as told."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.outcomes: dict[str, Outcome] = {}
+
+    async def __call__(self, effect: Mapping[str, Any]) -> Attempt:
+        self.sent.append((effect["lane"], effect["path"]))
+        return Attempt(self.outcomes.get(effect["lane"], Outcome.DONE), "as told")
+
+
+class TestSenders:
+    async def test_lanes_are_delivered_in_order_and_independently(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db, HOOKS).add(
+            [
+                Effect("hooks", "POST", "/a1", lane="a"),
+                Effect("hooks", "POST", "/b1", lane="b"),
+                Effect("hooks", "POST", "/a2", lane="a"),
+                Effect("hooks", "POST", "/b2", lane="b"),
+            ]
+        )
+        sender = _Lanes()
+        sender.outcomes["a"] = Outcome.RETRY
+        relay = OutboxRelay(db, http, {}, senders={"hooks": sender}, max_backoff=0.0)
+
+        assert await relay.deliver_due() == 2
+        assert sorted(sender.sent) == [("a", "/a1"), ("b", "/b1"), ("b", "/b2")]
+        pending = await Outbox(db, HOOKS).pending("hooks")
+        assert [(p["path"], p["attempts"], p.get("last_error")) for p in pending] == [
+            ("/a1", 1, "as told"),
+            ("/a2", 0, None),
+        ]
+
+        sender.outcomes["a"] = Outcome.DONE
+        sender.sent.clear()
+        assert await relay.deliver_due() == 2
+        assert sender.sent == [("a", "/a1"), ("a", "/a2")]
+        assert await Outbox(db, HOOKS).pending() == []
+
+    async def test_a_refused_delivery_is_set_aside(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db, HOOKS).add(
+            [Effect("hooks", "POST", "/bad", lane="a"), Effect("hooks", "POST", "/good", lane="a")]
+        )
+        sender = _Lanes()
+        sender.outcomes["a"] = Outcome.REFUSED
+        relay = OutboxRelay(db, http, {}, senders={"hooks": sender})
+        assert await relay.deliver_due() == 2
+        dead = await db.outbox.find({"state": "dead"}).sort("_id", 1).to_list()
+        assert [(d["path"], d["last_error"]) for d in dead] == [
+            ("/bad", "as told"),
+            ("/good", "as told"),
+        ]
+
+    async def test_a_peer_with_a_sender_is_deployed(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        relay = OutboxRelay(db, http, {"inventory": None}, senders={"hooks": _Lanes()})
+        assert relay.deployed == HOOKS
+        await Outbox(db, relay.deployed).add([Effect("hooks", "POST", "/x", lane="a")])
+        assert await relay.drop_undeployed() == 0
+        assert [p["path"] for p in await Outbox(db, HOOKS).pending()] == ["/x"]
+
 
 class TestPeerNotDeployed:
     async def test_its_effects_are_not_queued(
@@ -168,11 +257,12 @@ class TestPeerNotDeployed:
     ) -> None:
         db = mongo[db_name]
         relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
+        outbox = Outbox(db, relay.deployed)
         caplog.set_level(logging.WARNING, logger="common.outbox")
         for n in range(2):
             async with transaction(mongo) as session:
                 await db.things.insert_one({"_id": n}, session=session)
-                await relay.outbox.add(
+                await outbox.add(
                     [
                         Effect("deviceconnect", "POST", f"/connect/{n}"),
                         Effect("inventory", "POST", f"/inventory/{n}"),
@@ -181,14 +271,14 @@ class TestPeerNotDeployed:
                     session=session,
                 )
 
-        assert [(e["peer"], e["path"]) for e in await relay.outbox.pending()] == [
+        assert [(e["peer"], e["path"]) for e in await outbox.pending()] == [
             ("inventory", "/inventory/0"),
             ("inventory", "/inventory/1"),
         ]
         assert await db.things.count_documents({}) == 2
         assert [r.getMessage() for r in caplog.records] == [
-            "outbox: effects for deviceconnect are dropped: it is not deployed (no address)",
-            "outbox: effects for auditlogs are dropped: it is not deployed (no address)",
+            "outbox: effects for deviceconnect are dropped: it is not deployed",
+            "outbox: effects for auditlogs are dropped: it is not deployed",
         ]
         assert await relay.deliver_due() == 2
         assert peer.received == [("POST", "/inventory/0", None), ("POST", "/inventory/1", None)]
@@ -226,7 +316,7 @@ class TestPeerNotDeployed:
             await eventually_async(delivered)
 
         assert [r.getMessage() for r in caplog.records] == [
-            "outbox: 2 queued effects for deviceconnect dropped: it is not deployed (no address)"
+            "outbox: 2 queued effects for deviceconnect dropped: it is not deployed"
         ]
         assert peer.received == [("POST", "/inventory/1", None)]
         assert await earlier.pending() == []

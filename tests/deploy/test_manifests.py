@@ -17,6 +17,11 @@ BUILT = [s for s in SERVICES if built(s)]
 HEALTHCHECK = ["CMD", "python", "-m", "common.healthcheck"]
 
 
+def _resource_name(service: Service) -> str:
+    """The service's name in compose and Kubernetes, where `_` is not allowed."""
+    return service.name.replace("_", "-")
+
+
 def _compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     return data
@@ -43,13 +48,14 @@ class TestCompose:
     def test_every_built_service_runs(self) -> None:
         services = _compose()["services"]
         for svc in BUILT:
-            assert svc.name in services, f"{svc.name} missing from docker-compose.yml"
-            assert services[svc.name]["command"] == [svc.module]
+            name = _resource_name(svc)
+            assert name in services, f"{name} missing from docker-compose.yml"
+            assert services[name]["command"] == [svc.module]
 
     def test_only_real_settings(self) -> None:
         services = _compose()["services"]
         for svc in BUILT:
-            unknown = set(services[svc.name]["environment"]) - _setting_names(svc)
+            unknown = set(services[_resource_name(svc)]["environment"]) - _setting_names(svc)
             assert not unknown, f"{svc.name}: unknown settings {unknown}"
         unknown = set(services["gateway"]["environment"]) - _gateway_setting_names()
         assert not unknown, f"gateway: unknown settings {unknown}"
@@ -68,7 +74,7 @@ class TestCompose:
 
     def test_health_checks_on_the_real_endpoints(self) -> None:
         services = _compose()["services"]
-        expected = {svc.name: svc.health_path for svc in BUILT} | {"gateway": "/status"}
+        expected = {_resource_name(svc): svc.health_path for svc in BUILT} | {"gateway": "/status"}
         for name, path in expected.items():
             check = services[name]["healthcheck"]
             assert check["test"] == [*HEALTHCHECK, f"http://127.0.0.1:8080{path}"], name
@@ -79,12 +85,12 @@ class TestCompose:
     def test_started_once_what_they_need_is_healthy(self) -> None:
         services = _compose()["services"]
         for svc in BUILT:
-            assert services[svc.name]["depends_on"] == {
+            assert services[_resource_name(svc)]["depends_on"] == {
                 "mongo": {"condition": "service_healthy"},
                 "keys": {"condition": "service_completed_successfully"},
             }
         assert services["gateway"]["depends_on"] == {
-            svc.name: {"condition": "service_healthy"} for svc in BUILT
+            _resource_name(svc): {"condition": "service_healthy"} for svc in BUILT
         }
 
 
@@ -103,12 +109,12 @@ class TestKubernetes:
     def test_every_built_service_runs(self) -> None:
         deployments = self._deployments()
         for svc in BUILT:
-            container = deployments[svc.name]["spec"]["template"]["spec"]["containers"][0]
-            assert container["args"] == [svc.module]
+            template = deployments[_resource_name(svc)]["spec"]["template"]
+            assert template["spec"]["containers"][0]["args"] == [svc.module]
 
     def test_every_container_is_probed(self) -> None:
         containers = self._containers()
-        assert set(containers) >= {"mongo", "gateway", *(svc.name for svc in BUILT)}
+        assert set(containers) >= {"mongo", "gateway", *(_resource_name(svc) for svc in BUILT)}
         for name, container in containers.items():
             assert "livenessProbe" in container, name
             assert "readinessProbe" in container, name
@@ -116,7 +122,7 @@ class TestKubernetes:
     def test_probes_on_the_real_endpoints(self) -> None:
         containers = self._containers()
         for svc in BUILT:
-            probes = containers[svc.name]
+            probes = containers[_resource_name(svc)]
             assert probes["readinessProbe"]["httpGet"] == {"path": svc.health_path, "port": 8080}
             # Alive, not healthy: a database outage must not restart every service.
             alive = svc.health_path.removesuffix("/health") + "/alive"
@@ -126,6 +132,7 @@ class TestKubernetes:
 
     @pytest.mark.parametrize("svc", BUILT, ids=lambda s: s.name)
     def test_only_real_settings(self, svc: Service) -> None:
-        container = self._deployments()[svc.name]["spec"]["template"]["spec"]["containers"][0]
+        deployment = self._deployments()[_resource_name(svc)]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
         unknown = {e["name"] for e in container["env"]} - _setting_names(svc)
         assert not unknown, f"{svc.name}: unknown settings {unknown}"

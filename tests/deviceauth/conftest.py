@@ -180,7 +180,7 @@ def clock() -> Clock:
 # Every peer deployed where nothing answers: their effects stay queued for a test to inspect.
 _PEERS_AWAY: Final = {
     f"{peer}_addr": "http://127.0.0.1:1"
-    for peer in ("inventory", "deployments", "deviceconnect", "deviceconfig")
+    for peer in ("inventory", "deployments", "deviceconnect", "deviceconfig", "iot_manager")
 }
 
 
