@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Annotated, Final
 
 from fastapi import Depends, Request, Response
@@ -35,14 +35,19 @@ def _check_range(name: str, value: int, maximum: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A page request; out-of-range values are refused (400) however the page was given."""
+    """A page request; out-of-range values are refused (400) however the page was given.
+
+    `from_query` only words the refusal: `invalid page query: …`, else `invalid page: …`.
+    """
 
     page: int
     per_page: int
+    from_query: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
-        _check_range("page", self.page, MAX_PAGE)
-        _check_range("per_page", self.per_page, MAX_PER_PAGE)
+    def __post_init__(self, from_query: bool) -> None:
+        given = " query" if from_query else ""
+        _check_range(f"page{given}", self.page, MAX_PAGE)
+        _check_range(f"per_page{given}", self.per_page, MAX_PER_PAGE)
 
     @property
     def skip(self) -> int:

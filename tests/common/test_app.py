@@ -187,13 +187,13 @@ class TestPaging:
     @pytest.mark.parametrize(
         ("query", "message"),
         [
-            ("page=0", "invalid page: must be at least 1"),
-            ("page=-1", "invalid page: must be at least 1"),
-            ("per_page=501", "invalid per_page: must be at most 500"),
-            ("per_page=0", "invalid per_page: must be at least 1"),
+            ("page=0", "invalid page query: must be at least 1"),
+            ("page=-1", "invalid page query: must be at least 1"),
+            ("per_page=501", "invalid per_page query: must be at most 500"),
+            ("per_page=0", "invalid per_page query: must be at least 1"),
             ("per_page=abc", 'invalid per_page query: "abc" is not a number'),
-            ("page=18446744073709551617", f"invalid page: must be at most {MAX_PAGE}"),
-            (f"page={MAX_PAGE + 1}", f"invalid page: must be at most {MAX_PAGE}"),
+            ("page=18446744073709551617", f"invalid page query: must be at most {MAX_PAGE}"),
+            (f"page={MAX_PAGE + 1}", f"invalid page query: must be at most {MAX_PAGE}"),
         ],
     )
     async def test_bad_values(self, client: httpx.AsyncClient, query: str, message: str) -> None:
@@ -217,7 +217,7 @@ class TestPaging:
         self, page: int, per_page: int, message: str
     ) -> None:
         with pytest.raises(BadRequest) as refused:
-            Page(page=page, per_page=per_page)
+            Page(page=page, per_page=per_page, from_query=False)
         assert refused.value.message == message
 
 

@@ -149,7 +149,7 @@ class TestListDevices:
         r = await client.get(f"{MGMT}/devices", params={"page": 2**64 + 1}, headers=USER)
         assert r.status_code == 400
         assert r.json() == {
-            "error": f"invalid page: must be at most {MAX_PAGE}",
+            "error": f"invalid page query: must be at most {MAX_PAGE}",
             "request_id": r.headers["X-MEN-RequestID"],
         }
         r = await client.get(

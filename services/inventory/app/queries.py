@@ -224,7 +224,7 @@ def _projection(selected: list[SelectParams] | None) -> tuple[AttributeRef, ...]
 
 def search_page(page: int | None, per_page: int | None) -> Page:
     """Paging of a search body: absent or 0 means the default, as in Mender."""
-    return Page(page=page or 1, per_page=per_page or DEFAULT_PER_PAGE)
+    return Page(page=page or 1, per_page=per_page or DEFAULT_PER_PAGE, from_query=False)
 
 
 def search_query(params: SearchParams) -> tuple[DeviceQuery, Page]:
