@@ -1,14 +1,34 @@
-"""The app factory every service uses: errors, request ids, body limits, health, lifespan."""
+"""The app factory every service uses: errors, request ids, body limits, health, lifespan.
+
+Every service has the same shape. Its `main.create_app(settings)` calls `create_service_app`
+with a `setup`: an async context manager that receives the shared `Resources` (settings,
+Mongo client and database, httpx client), builds the service's stores and use-cases, and
+yields them as one frozen dataclass, `Services`, declared in the service's `api/deps.py`.
+That module turns its parts into `Annotated` aliases for the routes:
+
+    ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
+
+    def _users(services: ServicesDep) -> UsersApp:
+        return services.users
+
+    UsersAppDep = Annotated[UsersApp, Depends(_users)]
+
+Tests reach the same object with `services_of(app, Services)`. The service's `__main__`
+is `serve(create_app, Settings())`.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Final, TypeVar
 
 import httpx
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,10 +42,19 @@ import common.routing  # noqa: F401  (registers the `tenant` path convertor)
 from common.errors import ServiceError
 from common.logging import configure_logging
 from common.mongo import Document, create_client, ensure_indexes, ping
-from common.requestid import RequestIdMiddleware, current_request_id
+from common.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
 from common.settings import BaseServiceSettings
 
-__all__ = ["Resources", "create_service_app", "error_response", "resources"]
+__all__ = [
+    "Resources",
+    "Setup",
+    "create_service_app",
+    "error_response",
+    "resources",
+    "serve",
+    "services_dependency",
+    "services_of",
+]
 
 _log = logging.getLogger("common.app")
 
@@ -40,13 +69,35 @@ class Resources:
     http: httpx.AsyncClient
 
 
-Setup = Callable[[FastAPI, Resources], AbstractAsyncContextManager[None]]
+# Builds a service's typed `Services` object from the shared resources and yields it for the
+# app's lifetime; what follows the yield runs at shutdown.
+Setup = Callable[[Resources], AbstractAsyncContextManager[object]]
+
+_S = TypeVar("_S")
+_Settings = TypeVar("_Settings", bound=BaseServiceSettings)
 
 
 def resources(request: Request) -> Resources:
     """Return the resources of the app serving the request."""
     res: Resources = request.app.state.resources
     return res
+
+
+def services_of(app: FastAPI, kind: type[_S]) -> _S:
+    """Return the services object the app's setup yielded, checked to be a `kind`."""
+    services = getattr(app.state, "services", None)
+    if not isinstance(services, kind):
+        raise TypeError(f"the app's services are {type(services).__name__}, not {kind.__name__}")
+    return services
+
+
+def services_dependency(kind: type[_S]) -> Callable[[Request], _S]:
+    """Build a route dependency that returns the app's services object of type `kind`."""
+
+    def services(request: Request) -> _S:
+        return services_of(request.app, kind)
+
+    return services
 
 
 def error_response(
@@ -102,6 +153,46 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ConnectionFailure, database_unavailable)
     app.add_exception_handler(Exception, unexpected)
+
+
+_REQUEST_ID_KEY: Final = REQUEST_ID_HEADER.lower().encode()
+_MAX_REQUEST_ID_LEN: Final = 128
+
+
+def _incoming_request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == _REQUEST_ID_KEY:
+            text: str = value.decode("latin-1").strip()
+            if text and len(text) <= _MAX_REQUEST_ID_LEN and text.isprintable():
+                return text
+    return str(uuid.uuid4())
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware: sets the request id contextvar and echoes the header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        rid = _incoming_request_id(scope)
+        token = request_id_var.set(rid)
+        raw = rid.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != _REQUEST_ID_KEY]
+                headers.append((_REQUEST_ID_KEY, raw))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:
@@ -196,8 +287,9 @@ def create_service_app(
 ) -> FastAPI:
     """Build a service app: the shared behaviour plus the service's routers and set-up.
 
-    `setup(app, resources)` is an async context manager run inside the lifespan: it builds
-    the service's stores and use-cases onto `app.state` and starts/stops background work.
+    `setup(resources)` is an async context manager run inside the lifespan: it builds the
+    service's stores and use-cases, starts its background work, and yields its `Services`
+    object, which routes then reach through `services_dependency`.
     `stream_paths` are regular expressions of the paths whose bodies the routes stream
     themselves (uploads): the JSON body limit does not apply to them.
     """
@@ -216,7 +308,8 @@ def create_service_app(
                 if setup is None:
                     yield
                 else:
-                    async with setup(app, res):
+                    async with setup(res) as services:
+                        app.state.services = services
                         yield
             finally:
                 await mongo.close()
@@ -230,3 +323,14 @@ def create_service_app(
         BodyLimitMiddleware, limit=settings.request_size_limit, exempt=tuple(stream_paths)
     )
     return app
+
+
+def serve(create_app: Callable[[_Settings], FastAPI], settings: _Settings) -> None:
+    """Serve a service's app with uvicorn on its configured address until interrupted."""
+    # Logging is configured by create_service_app; uvicorn's own configuration would undo it.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_config=None,
+    )

@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    async def setup(resources: Resources) -> AsyncIterator[Services]:
         deployments = (
             HttpDeploymentsClient(resources.http, settings.deployments_addr)
             if settings.deployments_addr
@@ -37,12 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.deviceconnect_addr
             else None
         )
-        app.state.services = Services(
+        yield Services(
+            settings=settings,
             configurations=DeviceConfigApp(
                 MongoStore(resources.db), deployments=deployments, deviceconnect=deviceconnect
             ),
         )
-        yield
 
     return create_service_app(
         settings,

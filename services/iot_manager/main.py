@@ -51,7 +51,7 @@ def create_app(
     proxies = proxies_from(os.environ if environ is None else environ)
 
     @asynccontextmanager
-    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+    async def setup(res: Resources) -> AsyncIterator[Services]:
         if not config.aes_encryption_key:
             _log.warning("no aes_encryption_key: credentials are stored with the development key")
         outbound = OutboundClient(
@@ -85,7 +85,7 @@ def create_app(
             poll_interval=config.outbox_poll_interval,
             max_backoff=config.retry_max_backoff,
         )
-        app.state.services = Services(
+        services = Services(
             settings=config,
             integrations=IntegrationsApp(
                 store, outbound=outbound, clouds=clouds, trusted_hosts=config.trusted_hosts()
@@ -94,7 +94,7 @@ def create_app(
         )
         try:
             async with relay.running():
-                yield
+                yield services
         finally:
             await outbound.aclose()
 

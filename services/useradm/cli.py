@@ -57,16 +57,10 @@ async def _create_user(settings: Settings, email: str, password: str, user_id: s
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
+    from common.app import serve
     from services.useradm.main import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_config=None,
-    )
+    serve(create_app, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

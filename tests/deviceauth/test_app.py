@@ -13,7 +13,7 @@ import pytest
 from common.errors import ServiceError
 from common.mongo import create_client, ensure_indexes
 from common.outbox import Outbox
-from common.paging import Page
+from common.pages import Page
 from common.tokens import TokenVerifier, load_signing_key
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.app.errors import DeviceExists, DeviceUnauthorized

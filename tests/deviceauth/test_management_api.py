@@ -11,7 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.mongo import Document
-from common.paging import MAX_PAGE, MAX_PER_PAGE
+from common.pages import MAX_PAGE, MAX_PER_PAGE
 from tests.deviceauth.conftest import (
     MGMT,
     USER,

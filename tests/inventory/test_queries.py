@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from common.errors import BadRequest
-from common.paging import Page
+from common.pages import Page
 from services.inventory.app.queries import (
     identity_search_query,
     list_query,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from common.errors import ServiceError
-from common.paging import Page
+from common.pages import Page
 from common.tokens import SigningKey, TokenExpired, TokenInvalid
 from services.useradm.app import AuthApp, KeyRing, PasswordHasher, PlansApp, TokenPolicy, errors
 from services.useradm.app.users import check_password, normalize_email

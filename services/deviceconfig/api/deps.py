@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, Request
+from fastapi import Body, Depends
 
+from common.app import services_dependency
 from common.identity import DeviceIdentity, UserIdentity
 from services.deviceconfig.app import DeviceConfigApp
+from services.deviceconfig.config import Settings
 
 __all__ = [
     "ConfigurationBody",
@@ -22,17 +24,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What the lifespan builds: the use-cases, on their store and peer clients."""
+    """What the lifespan builds: the settings and the use-cases (on their store and peers)."""
 
+    settings: Settings
     configurations: DeviceConfigApp
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
 def _configurations(services: ServicesDep) -> DeviceConfigApp:

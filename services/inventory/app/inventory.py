@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 from typing import Final
 
 from common.errors import BadRequest, ServiceUnavailable
-from common.paging import Page
+from common.pages import Page
 from services.inventory.app.errors import (
     DeviceNotFound,
     ETagMismatch,

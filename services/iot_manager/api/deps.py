@@ -6,8 +6,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Final
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 
+from common.app import services_dependency
 from common.errors import BadRequest
 from common.identity import UserIdentity
 from common.outbox import IDEMPOTENCY_KEY_HEADER
@@ -37,12 +38,7 @@ class Services:
     events: EventsApp
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
 def _integrations(services: ServicesDep) -> IntegrationsApp:

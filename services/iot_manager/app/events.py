@@ -19,7 +19,7 @@ from typing import Any, Final
 import httpx
 
 from common.outbox import Attempt, Effect, Outcome, outcome_of
-from common.paging import Page
+from common.pages import Page
 from services.iot_manager.clients import (
     CloudError,
     CloudRegistry,
