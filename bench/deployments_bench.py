@@ -10,9 +10,9 @@ The runs (`--runs`), each on fresh processes and a fresh in-memory embedded Mong
   would verify), `--devices` devices over `--connections` connections (default 1000 / 8);
 - `direct-high`: the same at `--high-connections` concurrent connections (default 300) with
   `--high-devices` devices (default 1500);
-- `gateway`: the whole server (`common.launcher.Stack`: every built service and the gateway)
-  with `--high-devices` real devices (Ed25519 keys, preauthorized and authenticated through
-  the gateway, each with its own device JWT) polling through the gateway over
+- `gateway`: the whole server (`common.localstack.launcher.Stack`: every service and the
+  gateway) with `--high-devices` real devices (Ed25519 keys, preauthorized and authenticated
+  through the gateway, each with its own device JWT) polling through the gateway over
   `--high-connections` connections; the gateway verifies every token (signature, and its
   cached state from deviceauth). The devices join in batches of 100, each provisioned in
   inventory by deviceauth's outbox before the next, so the phases start on a quiet stack;
@@ -61,8 +61,8 @@ sys.path.insert(0, str(ROOT))
 
 from procstats import cpu_seconds  # noqa: E402
 
-from common.embedded import EmbeddedMongo, free_port  # noqa: E402
-from common.launcher import Stack  # noqa: E402
+from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
+from common.localstack.launcher import Stack  # noqa: E402
 
 NEXT: Final = "/api/devices/v2/deployments/device/deployments/next"
 STATUS: Final = "/api/devices/v1/deployments/device/deployments/{}/status"
@@ -75,7 +75,8 @@ INVENTORY_DEVICES: Final = "/api/management/v1/inventory/devices"
 ADMIN: Final = ("bench@example.com", "bench-password-1")
 RUNS: Final = ("direct", "direct-high", "direct-high-retry", "gateway", "gateway-retry")
 # The variants ending in `-retry` turn retryable writes back on, which the embedded server
-# slows down once it has recorded 10,000 of them (see `common.embedded.EmbeddedMongo.url`).
+# slows down once it has recorded 10,000 of them (see
+# `common.localstack.embedded.EmbeddedMongo.url`).
 RETRY: Final = "retryWrites=true"
 _SYSTEM_DBS: Final = frozenset({"admin", "local", "config"})
 # How long deviceauth's outbox may take to provision a batch of new devices in inventory.

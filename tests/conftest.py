@@ -13,9 +13,9 @@ import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient, monitoring
 
-from common.embedded import EmbeddedMongo, free_port
-from common.launcher import Stack
-from common.mongo import Document, add_command_listener
+from common.core.mongo import Document, add_command_listener
+from common.localstack.embedded import EmbeddedMongo, free_port
+from common.localstack.launcher import Stack
 from tests.e2e.api import ManagementApi
 
 
@@ -170,7 +170,7 @@ add_command_listener(_tenant_guard)
 def tenant_scoping_guard() -> Iterator[None]:
     """Fail a test whose service code touched a collection without `TenantCollection`.
 
-    Only clients made by `common.mongo.create_client` (the services') are watched; the
+    Only clients made by `common.core.mongo.create_client` (the services') are watched; the
     `mongo` fixture's client is free to inspect and prepare raw documents.
     """
     _tenant_guard.violations.clear()
@@ -180,6 +180,6 @@ def tenant_scoping_guard() -> Iterator[None]:
     finally:
         _tenant_guard.active = False
     assert not _tenant_guard.violations, (
-        "collections queried without tenant scoping (use common.mongo.TenantCollection):\n"
+        "collections queried without tenant scoping (use common.core.mongo.TenantCollection):\n"
         + "\n".join(_tenant_guard.violations[:10])
     )

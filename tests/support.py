@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 
 __all__ = ["LiveServer", "child_pids", "eventually", "eventually_async", "is_running"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.app import serve
+from common.web.app import serve
 from services.deployments.config import Settings
 from services.deployments.main import create_app
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.deployments.api.deps import Services
 from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
 from services.deployments.api.devices import router as devices_router

@@ -11,9 +11,9 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
-from common.outbox import Outbox, OutboxRelay
-from common.tokens import SigningKey, TokenVerifier, load_signing_key
+from common.core.outbox import Outbox, OutboxRelay
+from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
+from common.web.app import Resources, create_service_app
 from services.deviceauth.api import devices_router, internal_router, management_router
 from services.deviceauth.api.deps import Services
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.app import serve
+from common.web.app import serve
 from services.deviceconfig.config import Settings
 from services.deviceconfig.main import create_app
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
+from services.deviceconfig.service import SERVICE
 
 __all__ = ["Settings"]
 
@@ -12,9 +13,9 @@ __all__ = ["Settings"]
 class Settings(BaseServiceSettings):
     """deviceconfig settings; unset peer addresses mean the peer is not deployed."""
 
-    model_config = SettingsConfigDict(env_prefix="DEVICECONFIG_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = "deviceconfig"
+    mongo_db: str = SERVICE.database
     # deployments' internal address: configuration deployments are created there.
     deployments_addr: str | None = None
     # deviceconnect's internal address: a connected device is told to check for the new

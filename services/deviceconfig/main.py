@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.deviceconfig.api import devices_router, internal_router, management_router
 from services.deviceconfig.api.deps import Services
 from services.deviceconfig.api.internal import PREFIX as INTERNAL_PREFIX

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.app import serve
+from common.web.app import serve
 from services.inventory.config import Settings
 from services.inventory.main import create_app
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.inventory.api import (
     devices_router,
     internal_v1,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.app import serve
+from common.web.app import serve
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 

@@ -11,7 +11,8 @@ from typing import Annotated, Final
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
+from services.iot_manager.service import SERVICE
 
 __all__ = ["DEV_ENCRYPTION_KEY", "Settings"]
 
@@ -33,9 +34,9 @@ def _decode_key(value: str) -> bytes:
 class Settings(BaseServiceSettings):
     """iot-manager settings; the names follow Mender's iot-manager where it has one."""
 
-    model_config = SettingsConfigDict(env_prefix="IOT_MANAGER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = "iot-manager"
+    mongo_db: str = SERVICE.database
     # Key that encrypts stored credentials (32 bytes, base64); a fallback key still
     # decrypts what the previous key encrypted (key rotation).
     aes_encryption_key: str = ""

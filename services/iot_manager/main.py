@@ -12,8 +12,8 @@ from typing import Final
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
-from common.outbox import Outbox, OutboxRelay
+from common.core.outbox import Outbox, OutboxRelay
+from common.web.app import Resources, create_service_app
 from services.iot_manager.api import internal_router, management_router
 from services.iot_manager.api.deps import Services
 from services.iot_manager.api.internal import PREFIX as INTERNAL_PREFIX

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.useradm.api import internal_router, management_v1, management_v2
 from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX

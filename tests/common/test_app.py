@@ -14,14 +14,20 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from common.app import Resources, create_service_app, resources, services_dependency, services_of
-from common.embedded import free_port
-from common.errors import BadRequest, Conflict
-from common.identity import DeviceIdentity
-from common.pages import MAX_PAGE, MAX_PER_PAGE, Page
-from common.paging import PageDep, set_page_headers
-from common.routing import TENANT
-from common.settings import BaseServiceSettings
+from common.core.errors import BadRequest, Conflict
+from common.core.pages import MAX_PAGE, MAX_PER_PAGE, Page
+from common.core.settings import BaseServiceSettings
+from common.localstack.embedded import free_port
+from common.web.app import (
+    Resources,
+    create_service_app,
+    resources,
+    services_dependency,
+    services_of,
+)
+from common.web.identity import DeviceIdentity
+from common.web.paging import PageDep, set_page_headers
+from common.web.routing import TENANT
 from tests.conftest import ClientFactory
 
 

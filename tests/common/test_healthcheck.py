@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from common.embedded import free_port
-from common.healthcheck import main, problem
+from common.core.healthcheck import main, problem
+from common.localstack.embedded import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,12 +61,12 @@ class TestMain:
 
     def test_usage(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main([]) == 2
-        assert capsys.readouterr().err == "usage: python -m common.healthcheck URL\n"
+        assert capsys.readouterr().err == "usage: python -m common.core.healthcheck URL\n"
 
     def test_as_the_container_runs_it(self, server: str) -> None:
         for path, status in (("/health", 0), ("/other", 1)):
             run = subprocess.run(
-                [sys.executable, "-m", "common.healthcheck", server + path],
+                [sys.executable, "-m", "common.core.healthcheck", server + path],
                 capture_output=True,
                 text=True,
                 timeout=30,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from common.keygen import ensure_keys
+from common.localstack.keygen import ensure_keys
 
 
 class TestEnsureKeys:

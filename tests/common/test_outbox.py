@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient, monitoring
 
-from common.mongo import Document, transaction
-from common.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
+from common.core.mongo import Document, transaction
+from common.core.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
 from tests.support import LiveServer, eventually, eventually_async
 
 # The outbox of a service whose one peer, inventory, is deployed.

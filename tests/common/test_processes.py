@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from common.processes import describe_exit, spawn, stop_all
+from common.localstack.processes import describe_exit, spawn, stop_all
 from tests.e2e.api import wait_until
 from tests.support import is_running
 
@@ -62,7 +62,7 @@ class TestSpawn:
             f"""
             import sys, time
             from pathlib import Path
-            from common.processes import spawn
+            from common.localstack.processes import spawn
             child = spawn([sys.executable, "-c", {_NOTES_SIGTERM!r}], log=Path({str(log)!r}))
             print(child.pid, flush=True)
             time.sleep(60)

@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from common.supervisor import FIRST_DELAY, MAX_CRASHES, STABLE_AFTER, CrashLoop, Supervisor
+from common.localstack.supervisor import (
+    FIRST_DELAY,
+    MAX_CRASHES,
+    STABLE_AFTER,
+    CrashLoop,
+    Supervisor,
+)
 
 
 class _Clock:
@@ -87,7 +93,7 @@ class TestRestart:
         clock: _Clock,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        caplog.set_level(logging.WARNING, logger="common.supervisor")
+        caplog.set_level(logging.WARNING, logger="common.localstack.supervisor")
         children.exited["useradm"] = -signal.SIGKILL
         supervisor.check()
         assert children.restarts == []
@@ -161,7 +167,7 @@ class TestGiveUp:
         clock: _Clock,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        caplog.set_level(logging.WARNING, logger="common.supervisor")
+        caplog.set_level(logging.WARNING, logger="common.localstack.supervisor")
         children.failing.add("database")
         children.exited["database"] = -signal.SIGKILL
         _run_until(supervisor, clock, lambda: len(children.restarts) == MAX_CRASHES - 1)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from common.app import services_of
+from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
 from services.deployments.main import create_app

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.app import services_of
-from common.mongo import Document
+from common.core.mongo import Document
+from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
 from services.deployments.main import create_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from common.errors import BadRequest
+from common.core.errors import BadRequest
 from services.deployments.app.deployments import REPORTABLE_STATUSES, status_filter
 from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
 from services.deployments.app.releases import normalize_tags

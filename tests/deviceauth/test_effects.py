@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import MGMT, USER, FakeDevice, admit, register

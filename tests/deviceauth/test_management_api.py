@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
-from common.pages import MAX_PAGE, MAX_PER_PAGE
+from common.core.mongo import Document
+from common.core.pages import MAX_PAGE, MAX_PER_PAGE
 from tests.deviceauth.conftest import (
     MGMT,
     USER,

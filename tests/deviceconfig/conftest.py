@@ -14,8 +14,8 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from pymongo import monitoring
 
-from common.mongo import add_command_listener
-from common.routing import TENANT
+from common.core.mongo import add_command_listener
+from common.web.routing import TENANT
 from services.deployments.config import Settings as DeploymentsSettings
 from services.deployments.main import create_app as create_deployments_app
 from services.deviceconfig.config import Settings

@@ -7,7 +7,7 @@ from datetime import datetime
 import httpx
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceconfig.conftest import (
     DEVICE_API,
     INTERNAL,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceconfig.conftest import (
     DEVICE_API,
     INTERNAL,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from services.deployments.artifact import ArtifactParser
 from services.deviceconfig.config import Settings
 from services.deviceconfig.main import create_app

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document, create_client, ensure_indexes
+from common.core.mongo import Document, create_client, ensure_indexes
 from services.deviceconfig.models import DeviceConfiguration
 from services.deviceconfig.store import DeviceIdTaken
 from services.deviceconfig.store.indexes import INDEXES

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import pytest
 
-from common.launcher import Stack
+from common.localstack.launcher import Stack
 from tests.e2e.api import ManagementApi, unique_identity, wait_until
 from tests.e2e.tools import (
     DBUS_DAEMON,

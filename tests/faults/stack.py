@@ -1,9 +1,10 @@
 """The whole server as `make run` starts it, a real process tree that tests kill and signal.
 
-`RunningLauncher` starts `python -m common.launcher` (or the real chain `make run` → `uv run`
-→ launcher) in its own session, with a private state directory and a free gateway port, and
-finds its processes through /proc: the launcher's children by name, and every process that
-still belongs to the stack (its state directory in the command line or environment).
+`RunningLauncher` starts `python -m common.localstack.launcher` (or the real chain
+`make run` → `uv run` → launcher) in its own session, with a private state directory and a free
+gateway port, and finds its processes through /proc: the launcher's children by name, and
+every process that still belongs to the stack (its state directory in the command line or
+environment).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Final
 
 import httpx
 
-from common.embedded import free_port
-from common.launcher import DATABASE, SERVICES
+from common.localstack.embedded import free_port
+from common.localstack.launcher import DATABASE
+from common.localstack.registry import discover
 from tests.e2e.api import wait_until
 from tests.support import child_pids, is_running
 
@@ -91,7 +93,7 @@ class RunningLauncher:
         argv = (
             ["make", "--no-print-directory", "run", f"UV={_uv()}"]
             if via_make
-            else [sys.executable, "-m", "common.launcher"]
+            else [sys.executable, "-m", "common.localstack.launcher"]
         )
         with self.console_path.open("wb") as console:
             # Its own session: a signal to its group is a Ctrl-C that spares pytest.
@@ -128,11 +130,13 @@ class RunningLauncher:
         wait_until(ready, timeout=START_TIMEOUT, what="the stack ready", details=self.console)
 
     def launcher_pid(self) -> int:
-        """The process id of `python -m common.launcher` (a grandchild under make and uv)."""
+        """The process id of the launcher process (a grandchild under make and uv)."""
         if not self.via_make:
             return self.proc.pid
         found = [
-            pid for pid in self.stack_processes() if cmdline(pid)[1:3] == ["-m", "common.launcher"]
+            pid
+            for pid in self.stack_processes()
+            if cmdline(pid)[1:3] == ["-m", "common.localstack.launcher"]
         ]
         assert len(found) == 1, f"launcher processes: {found}"
         return found[0]
@@ -188,7 +192,7 @@ class RunningLauncher:
 
     def health_url(self, name: str) -> str:
         """A service's internal health endpoint, on the port in its process's environment."""
-        svc = next(s for s in SERVICES if s.name == name)
+        svc = next(s for s in discover() if s.name == name)
         port = environment(self.children()[name])[f"{svc.env_prefix}LISTEN_PORT"]
         return f"http://127.0.0.1:{port}{svc.health_path}"
 

@@ -14,9 +14,9 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from common.embedded import EmbeddedMongo, free_port
-from common.launcher import Stack
-from common.mongo import Document, transaction
+from common.core.mongo import Document, transaction
+from common.localstack.embedded import EmbeddedMongo, free_port
+from common.localstack.launcher import Stack
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.api import DEVAUTH, ManagementApi, RawDevice, unique_identity, wait_until
 

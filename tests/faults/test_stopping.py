@@ -1,6 +1,6 @@
 """Stopping `make run` leaves nothing behind, however the signal arrives.
 
-Through the real chain `make run` → `uv run` → `python -m common.launcher` → children: a
+Through the real chain `make run` → `uv run` → `python -m common.localstack.launcher` → children: a
 Ctrl-C reaches the whole foreground process group, a service manager or `timeout` signals
 `make` alone; and a launcher killed outright takes its children with it.
 """
@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from common.launcher import DATABASE
+from common.localstack.launcher import DATABASE
 from tests.e2e.api import wait_until
 from tests.faults.conftest import Launch
 from tests.faults.stack import READY, RunningLauncher

@@ -16,8 +16,8 @@ from typing import Final
 import httpx
 import pytest
 
-from common.launcher import DATABASE
-from common.supervisor import MAX_CRASHES
+from common.localstack.launcher import DATABASE
+from common.localstack.supervisor import MAX_CRASHES
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
 from tests.faults.conftest import Launch
 from tests.faults.stack import RunningLauncher, cmdline

@@ -11,7 +11,7 @@ from typing import Final
 import httpx
 import pytest
 
-from common.launcher import Stack
+from common.localstack.launcher import Stack
 from services.deployments.artifact import ArtifactParser
 from tests.e2e.api import DEVICECONFIG, ManagementApi, RawDevice, unique_identity, wait_until
 

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
-from common.launcher import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, Stack, admin_credentials
+from common.localstack.launcher import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, Stack, admin_credentials
+from tests.faults.stack import environment
 
 LOGIN = "/api/management/v1/useradm/auth/login"
 LOGOUT = "/api/management/v1/useradm/auth/logout"
@@ -60,3 +63,39 @@ class TestMakeRun:
         assert admin_credentials({}, dev_mode=True) == (DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
         given = {"FLEETPORT_ADMIN_EMAIL": "a@b.io", "FLEETPORT_ADMIN_PASSWORD": "long-enough"}
         assert admin_credentials(given, dev_mode=False) == ("a@b.io", "long-enough")
+
+
+class TestStackWiring:
+    def test_each_service_gets_what_its_declaration_asks_for(self, stack: Stack) -> None:
+        pids = stack.pids()
+        for svc in stack.services:
+            env = environment(pids[svc.name])
+            prefix = svc.env_prefix
+            assert env[f"{prefix}MONGO_DB"] == svc.database
+            assert stack.addrs[svc.name].endswith(":" + env[f"{prefix}LISTEN_PORT"])
+            for peer in svc.peers:
+                # A peer that is not built here is absent, not pointed at nothing.
+                assert env.get(f"{prefix}{peer.upper()}_ADDR") == stack.addrs.get(peer), peer
+            for name in svc.local_env:
+                assert env[f"{prefix}{name}"], name
+            others = {
+                f"{other.env_prefix}{name}"
+                for other in stack.services
+                if other is not svc
+                for name in other.local_env
+            }
+            assert not others & set(env), f"{svc.name} got another service's keys"
+
+    def test_keys_are_generated_into_the_state_directory(self, stack: Stack) -> None:
+        pids = stack.pids()
+        useradm = Path(environment(pids["useradm"])["USERADM_SERVER_PRIV_KEY_PATH"])
+        deviceauth = Path(environment(pids["deviceauth"])["DEVICEAUTH_SERVER_PRIV_KEY_PATH"])
+        for key in (useradm, deviceauth):
+            assert key.is_relative_to(stack.state_dir / "keys")
+            assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+        assert useradm != deviceauth
+
+    def test_the_gateway_knows_every_service(self, stack: Stack) -> None:
+        env = environment(stack.pids()["gateway"])
+        for svc in stack.services:
+            assert env[f"GATEWAY_{svc.name.upper()}_ADDR"] == stack.addrs[svc.name]

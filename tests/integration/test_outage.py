@@ -8,8 +8,8 @@ from typing import Final
 
 import pytest
 
-from common.launcher import DATABASE, Stack
-from common.supervisor import Supervisor
+from common.localstack.launcher import DATABASE, Stack
+from common.localstack.supervisor import Supervisor
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -11,8 +11,8 @@ from typing import Any, Final
 
 import pytest
 
-from common.embedded import free_port
-from common.launcher import Stack
+from common.localstack.embedded import free_port
+from common.localstack.launcher import Stack
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
 from tests.iot_manager.conftest import Delivery, mender_signature
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.pages import MAX_PAGE, MAX_PER_PAGE
+from common.core.pages import MAX_PAGE, MAX_PER_PAGE
 from tests.inventory.conftest import (
     INTERNAL_V1,
     MGMT_V1,

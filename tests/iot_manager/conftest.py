@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory

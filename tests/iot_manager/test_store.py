@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document, create_client, ensure_indexes
-from common.outbox import Outbox
+from common.core.mongo import Document, create_client, ensure_indexes
+from common.core.outbox import Outbox
 from services.iot_manager.app import DELIVERIES
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app

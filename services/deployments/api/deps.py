@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from common.app import services_dependency
+from common.web.app import services_dependency
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.downloads import DownloadsApp

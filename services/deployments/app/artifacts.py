@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from common.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from services.deployments.app.errors import (
     ArtifactConflict,
     ArtifactInUse,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.errors import BadRequest, Conflict, NotFound
+from common.core.errors import BadRequest, Conflict, NotFound
 from services.deployments.app.artifacts import parse_uuid
 from services.deployments.app.errors import (
     DeploymentAborted,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from common.errors import NotFound, ServiceError
+from common.core.errors import NotFound, ServiceError
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.jobs import DirectUploadsApp
 from services.deployments.artifact import write_configuration_artifact

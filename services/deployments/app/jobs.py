@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from common.errors import BadRequest, NotFound, ServiceError, UnprocessableEntity
+from common.core.errors import BadRequest, NotFound, ServiceError, UnprocessableEntity
 from services.deployments.app.artifacts import MAX_DESCRIPTION, ArtifactsApp, parse_uuid
 from services.deployments.app.errors import ArtifactTooLarge
 from services.deployments.app.tasks import BackgroundTasks

@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, transaction
+from common.core.mongo import Document, TenantCollection, transaction
 from services.deployments.models import (
     ACTIVE_STATUSES,
     STAT_NAMES,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from common.app import services_dependency
+from common.web.app import services_dependency
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.config import Settings
 

@@ -6,7 +6,7 @@ from typing import Final
 
 from fastapi import APIRouter, Request, Response
 
-from common.errors import UnsupportedMediaType
+from common.core.errors import UnsupportedMediaType
 from services.deviceauth.api.deps import DevAuthAppDep
 
 __all__ = ["PREFIX", "router"]

@@ -6,9 +6,9 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request, Response
 
-from common.errors import BadRequest
-from common.paging import PageDep, set_page_headers
-from common.routing import TENANT
+from common.core.errors import BadRequest
+from common.web.paging import PageDep, set_page_headers
+from common.web.routing import TENANT
 from services.deviceauth.api.deps import DevAuthAppDep
 from services.deviceauth.api.schemas import (
     CountOut,

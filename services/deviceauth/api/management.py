@@ -6,9 +6,9 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request, Response
 
-from common.errors import Conflict
-from common.identity import UserIdentity
-from common.paging import PageDep, set_page_headers
+from common.core.errors import Conflict
+from common.web.identity import UserIdentity
+from common.web.paging import PageDep, set_page_headers
 from services.deviceauth.api.deps import DevAuthAppDep
 from services.deviceauth.api.schemas import (
     CountOut,

@@ -8,10 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.claims import decode_claims
-from common.errors import BadRequest, Conflict, Unauthorized
-from common.pages import Page
-from common.tokens import SigningKey, TokenExpired, TokenInvalid, TokenVerifier
+from common.core.claims import decode_claims
+from common.core.errors import BadRequest, Conflict, Unauthorized
+from common.core.pages import Page
+from common.core.tokens import SigningKey, TokenExpired, TokenInvalid, TokenVerifier
 from services.deviceauth.app.authreq import AuthRequest, parse_auth_request
 from services.deviceauth.app.errors import (
     AuthSetNotFound,

@@ -11,8 +11,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, atomically
-from common.outbox import Effect, Outbox
+from common.core.mongo import Document, TenantCollection, atomically
+from common.core.outbox import Effect, Outbox
 from services.deviceauth.models import (
     AuthSet,
     AuthStatus,

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends
 
-from common.app import services_dependency
-from common.identity import DeviceIdentity, UserIdentity
+from common.web.app import services_dependency
+from common.web.identity import DeviceIdentity, UserIdentity
 from services.deviceconfig.app import DeviceConfigApp
 from services.deviceconfig.config import Settings
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from fastapi import APIRouter, Response
 
-from common.routing import TENANT
+from common.web.routing import TENANT
 from services.deviceconfig.api.deps import ConfigurationBody, DeviceConfigAppDep
 from services.deviceconfig.api.schemas import DeployIn, DeployOut, NewDeviceIn, NewTenantIn
 

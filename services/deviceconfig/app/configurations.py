@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from common.errors import Conflict, ServiceError, ServiceUnavailable
+from common.core.errors import Conflict, ServiceError, ServiceUnavailable
 from services.deviceconfig.app.errors import (
     DeviceExists,
     DeviceNotFound,

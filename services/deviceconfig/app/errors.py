@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from common.errors import BadRequest, Conflict, Forbidden, NotFound
+from common.core.errors import BadRequest, Conflict, Forbidden, NotFound
 
 __all__ = [
     "DeviceExists",

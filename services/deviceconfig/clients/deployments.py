@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import quote
 
-from common.peers import PeerClient
+from common.core.peers import PeerClient
 from services.deviceconfig.models import Configuration
 
 __all__ = ["DeploymentsClient", "HttpDeploymentsClient"]

@@ -13,7 +13,7 @@ from typing import Any, Final
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection
+from common.core.mongo import Document, TenantCollection
 from services.deviceconfig.models import Configuration, DeviceConfiguration
 from services.deviceconfig.store import DeviceIdTaken
 from services.deviceconfig.store.indexes import DEVICES

@@ -10,8 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from common.app import services_dependency
-from common.identity import DeviceIdentity, UserIdentity
+from common.web.app import services_dependency
+from common.web.identity import DeviceIdentity, UserIdentity
 from services.inventory.app import InventoryApp
 from services.inventory.config import Settings
 

@@ -8,10 +8,10 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Header
 
-from common.app import services_dependency
-from common.errors import BadRequest
-from common.identity import UserIdentity
-from common.outbox import IDEMPOTENCY_KEY_HEADER
+from common.core.errors import BadRequest
+from common.core.outbox import IDEMPOTENCY_KEY_HEADER
+from common.web.app import services_dependency
+from common.web.identity import UserIdentity
 from services.iot_manager.app import EventsApp, IntegrationsApp
 from services.iot_manager.config import Settings
 

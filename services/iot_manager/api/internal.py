@@ -6,8 +6,8 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Response
 
-from common.errors import BadRequest
-from common.routing import TENANT
+from common.core.errors import BadRequest
+from common.web.routing import TENANT
 from services.iot_manager.api.deps import EventsAppDep, IdempotencyKey
 from services.iot_manager.api.schemas import NewDeviceIn, StatusDeviceIn
 from services.iot_manager.models import DeviceEvent

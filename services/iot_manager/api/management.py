@@ -6,7 +6,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Query, Response
 
-from common.paging import PageDep
+from common.web.paging import PageDep
 from services.iot_manager.api.deps import (
     EventsAppDep,
     IntegrationId,

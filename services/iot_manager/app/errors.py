@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from common.errors import BadGateway, BadRequest, Conflict, NotFound
+from common.core.errors import BadGateway, BadRequest, Conflict, NotFound
 
 __all__ = [
     "CloudFailure",

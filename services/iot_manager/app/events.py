@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import httpx
 
-from common.outbox import Attempt, Effect, Outcome, outcome_of
-from common.pages import Page
+from common.core.outbox import Attempt, Effect, Outcome, outcome_of
+from common.core.pages import Page
 from services.iot_manager.clients import (
     CloudError,
     CloudRegistry,

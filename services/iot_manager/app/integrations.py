@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from common.pages import Page
+from common.core.pages import Page
 from services.iot_manager.app.errors import (
     CloudFailure,
     DeviceNotFound,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from common.outbox import Effect
+from common.core.outbox import Effect
 from services.iot_manager.models import Credentials, DeliveryStatus, Device, Event, Integration
 
 __all__ = ["DataStore", "DuplicateIntegration", "Removal"]

@@ -9,7 +9,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from common.errors import InternalError
+from common.core.errors import InternalError
 
 __all__ = ["SecretBox", "SecretUnreadable"]
 

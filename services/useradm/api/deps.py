@@ -14,9 +14,9 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request
 from pydantic import ValidationError
 
-from common.app import services_dependency
-from common.errors import BadRequest, UnsupportedMediaType
-from common.identity import UserIdentity, bearer_token
+from common.core.errors import BadRequest, UnsupportedMediaType
+from common.web.app import services_dependency
+from common.web.identity import UserIdentity, bearer_token
 from services.useradm.api.schemas import LoginOptionsIn
 from services.useradm.app import AuthApp, PlansApp, SettingsApp, UsersApp
 from services.useradm.app.errors import BadAuthHeader, InvalidToken

@@ -12,7 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, atomically
+from common.core.mongo import Document, TenantCollection, atomically
 from services.useradm.models import StoredSettings, StoredToken, User, UserChange, UserFilter
 from services.useradm.store import (
     DataStore,

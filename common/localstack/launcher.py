@@ -1,19 +1,22 @@
 """Run the whole server on one machine: the embedded database, every service, the gateway.
 
-`make run` calls `python -m common.launcher`. Services are started as child processes by
-module name (`python -m services.<name>`), each on a free loopback port, and wired together
-through environment variables; the gateway listens on `GATEWAY_PORT` (default 8080). All
-state lives under `FLEETPORT_STATE_DIR` (default `./.fleetport`). `MONGO_URL` points every
-service at an external MongoDB instead of the embedded server.
+`make run` calls `python -m common.localstack.launcher`. It starts every service that
+declares itself in `services/<name>/service.py` (`common.localstack.registry`) as a child
+process by module name (`python -m services.<name>`), each on a free loopback port, and wires
+them together through environment variables: its database, the addresses of the peers it
+names that run here, and the keys and directories it asks for. The gateway listens on
+`GATEWAY_PORT` (default 8080). All state lives under `FLEETPORT_STATE_DIR` (default
+`./.fleetport`). `MONGO_URL` points every service at an external MongoDB instead of the
+embedded server.
 
-The launcher supervises its children (`common.supervisor`): a crashed one is restarted, the
-database before the services. SIGINT and SIGTERM, however many and in whatever order, stop
-everything once; children started here die with the launcher even if it is killed outright.
+The launcher supervises its children (`common.localstack.supervisor`): a crashed one is
+restarted, the database before the services. SIGINT and SIGTERM, however many and in
+whatever order, stop everything once; children started here die with the launcher even if it
+is killed outright.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -28,59 +31,14 @@ from typing import Final
 
 import httpx
 
-from common.embedded import EmbeddedMongo, free_port
-from common.keygen import ensure_keys
-from common.processes import describe_exit, spawn, stop_all
-from common.supervisor import CrashLoop, Supervisor
+from common.core.servicespec import LocalResource, ServiceSpec
+from common.localstack.embedded import EmbeddedMongo, free_port
+from common.localstack.keygen import ensure_keys
+from common.localstack.processes import describe_exit, spawn, stop_all
+from common.localstack.registry import discover
+from common.localstack.supervisor import CrashLoop, Supervisor
 
-__all__ = ["DATABASE", "SERVICES", "Service", "Stack", "admin_credentials", "built", "main"]
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """A service the launcher knows how to start."""
-
-    name: str
-    env_prefix: str
-    internal_name: str
-    database: str
-    # Peers whose internal address this service is given (`<PREFIX>_<PEER>_ADDR`).
-    peers: tuple[str, ...] = ()
-
-    @property
-    def module(self) -> str:
-        """The module run with `python -m`."""
-        return f"services.{self.name}"
-
-    @property
-    def health_path(self) -> str:
-        """The internal health endpoint."""
-        return f"/api/internal/v1/{self.internal_name}/health"
-
-
-SERVICES: Final = (
-    Service("useradm", "USERADM_", "useradm", "useradm"),
-    Service(
-        "deviceauth",
-        "DEVICEAUTH_",
-        "devauth",
-        "deviceauth",
-        ("inventory", "deployments", "deviceconnect", "deviceconfig", "iot_manager"),
-    ),
-    Service("inventory", "INVENTORY_", "inventory", "inventory", ("devicemonitor",)),
-    Service("deployments", "DEPLOYMENTS_", "deployments", "deployment_service", ("inventory",)),
-    Service(
-        "deviceconfig",
-        "DEVICECONFIG_",
-        "deviceconfig",
-        "deviceconfig",
-        ("deployments", "deviceconnect"),
-    ),
-    Service("deviceconnect", "DEVICECONNECT_", "deviceconnect", "deviceconnect", ("inventory",)),
-    Service("iot_manager", "IOT_MANAGER_", "iot-manager", "iot-manager"),
-    Service("auditlogs", "AUDITLOGS_", "auditlogs", "auditlogs"),
-    Service("devicemonitor", "DEVICEMONITOR_", "devicemonitor", "devicemonitor", ("inventory",)),
-)
+__all__ = ["DATABASE", "Stack", "admin_credentials", "main"]
 
 DEV_ADMIN_EMAIL: Final = "admin@fleetport.local"
 DEV_ADMIN_PASSWORD: Final = "fleetport-dev"
@@ -89,20 +47,12 @@ DATABASE: Final = "database"
 # How often the launcher looks for exited children and stop signals.
 _TICK: Final = 0.25
 
-# Named, not __name__: `python -m common.launcher` runs this module as __main__.
-_log = logging.getLogger("common.launcher")
+# Named, not __name__: `python -m common.localstack.launcher` runs this module as __main__.
+_log = logging.getLogger("common.localstack.launcher")
 
 
 def _never() -> bool:
     return False
-
-
-def built(service: Service) -> bool:
-    """Whether the service's package exists in this checkout."""
-    return (
-        importlib.util.find_spec(service.module) is not None
-        and importlib.util.find_spec(f"{service.module}.__main__") is not None
-    )
 
 
 @dataclass
@@ -118,9 +68,7 @@ class Stack:
     mongo_url: str | None = None
     dev_mode: bool = True
     extra_env: Mapping[str, str] = field(default_factory=dict)
-    services: tuple[Service, ...] = field(
-        default_factory=lambda: tuple(s for s in SERVICES if built(s))
-    )
+    services: tuple[ServiceSpec, ...] = field(default_factory=discover)
     _db: EmbeddedMongo | None = None
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _commands: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -136,16 +84,17 @@ class Stack:
         """Where each process writes its log (`<name>.log`)."""
         return self.state_dir / "logs"
 
-    def _prepare(self) -> dict[str, str]:
+    def _prepare(self) -> dict[LocalResource, str]:
+        """Create the state directory, keys and secrets; what the services may ask for."""
         for sub in ("keys", "logs", "artifacts"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         keys = ensure_keys(self.state_dir / "keys")
         return {
-            "USERADM_SERVER_PRIV_KEY_PATH": str(keys.useradm),
-            "DEVICEAUTH_SERVER_PRIV_KEY_PATH": str(keys.deviceauth),
-            "DEPLOYMENTS_STORAGE_PATH": str(self.state_dir / "artifacts"),
-            "DEPLOYMENTS_PRESIGN_SECRET": keys.presign_secret_value(),
-            "IOT_MANAGER_AES_ENCRYPTION_KEY": keys.iot_manager_key_value(),
+            LocalResource.USER_TOKEN_KEY: str(keys.useradm),
+            LocalResource.DEVICE_TOKEN_KEY: str(keys.deviceauth),
+            LocalResource.DOWNLOAD_LINK_SECRET: keys.presign_secret_value(),
+            LocalResource.CREDENTIALS_KEY: keys.iot_manager_key_value(),
+            LocalResource.ARTIFACTS_DIR: str(self.state_dir / "artifacts"),
         }
 
     def _spawn(self, name: str) -> int:
@@ -158,14 +107,16 @@ class Stack:
         self._procs[name] = proc
         return proc.pid
 
-    def _service_env(self, svc: Service, base_env: Mapping[str, str]) -> dict[str, str]:
+    def _service_env(self, svc: ServiceSpec, local: Mapping[LocalResource, str]) -> dict[str, str]:
+        prefix = svc.env_prefix
         return {
-            **base_env,
-            f"{svc.env_prefix}MONGO_URL": self._mongo_url,
-            f"{svc.env_prefix}MONGO_DB": svc.database,
-            f"{svc.env_prefix}DEV_MODE": str(self.dev_mode).lower(),
+            f"{prefix}MONGO_URL": self._mongo_url,
+            f"{prefix}MONGO_DB": svc.database,
+            f"{prefix}DEV_MODE": str(self.dev_mode).lower(),
+            **{f"{prefix}{name}": local[resource] for name, resource in svc.local_env.items()},
+            # A peer that is not built here is simply not given: the service runs without it.
             **{
-                f"{svc.env_prefix}{peer.upper()}_ADDR": self.addrs[peer]
+                f"{prefix}{peer.upper()}_ADDR": self.addrs[peer]
                 for peer in svc.peers
                 if peer in self.addrs
             },
@@ -177,14 +128,14 @@ class Stack:
 
         Returns early, with whatever has started still running, once `cancelled()` is true.
         """
-        base_env = self._prepare()
+        local = self._prepare()
         if self.mongo_url is None:
             self._db = EmbeddedMongo(self.state_dir / "db", log=self.logs / "database.log")
             self._db.start()
         ports = {s.name: free_port() for s in self.services}
         self.addrs = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         for svc in self.services:
-            env = self._service_env(svc, base_env)
+            env = self._service_env(svc, local)
             env[f"{svc.env_prefix}LISTEN_PORT"] = str(ports[svc.name])
             self._commands[svc.name] = (svc.module, env)
         self._commands["gateway"] = (
@@ -334,7 +285,7 @@ def _configure_logging(log_file: Path) -> None:
     console.setFormatter(logging.Formatter("%(message)s"))
     file = logging.FileHandler(log_file)
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("common")
+    logger = logging.getLogger("common.localstack")
     logger.handlers[:] = [console, file]
     logger.setLevel(logging.INFO)
     logger.propagate = False

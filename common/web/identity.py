@@ -1,6 +1,6 @@
 """Who is calling, as route dependencies: the identity in the request's bearer token.
 
-The token is decoded by `common.claims`, which the use-cases may import without FastAPI.
+The token is decoded by `common.core.claims`, which the use-cases may import without FastAPI.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from common.claims import Identity, identity_from_token
-from common.errors import Unauthorized
+from common.core.claims import Identity, identity_from_token
+from common.core.errors import Unauthorized
 
 __all__ = ["DeviceIdentity", "OptionalIdentity", "UserIdentity", "bearer_token"]
 

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from common.requestid import current_request_id
+from common.core.requestid import current_request_id
 
 __all__ = ["configure_logging"]
 

@@ -1,6 +1,6 @@
 """Create the keys and secrets a fresh installation needs, keeping any that already exist.
 
-`python -m common.keygen DIR` writes `DIR/useradm/private.id.1.pem` (user tokens),
+`python -m common.localstack.keygen DIR` writes `DIR/useradm/private.id.1.pem` (user tokens),
 `DIR/deviceauth.pem` (device tokens), `DIR/presign.secret` (download-link HMAC) and
 `DIR/iot-manager.key` (encrypts integration credentials at rest). The launcher calls it for
 `make run`; docker compose runs it once into a shared volume.
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.tokens import generate_key_file
+from common.core.tokens import generate_key_file
 
 __all__ = ["KeyPaths", "ensure_keys"]
 
@@ -60,5 +60,5 @@ def ensure_keys(directory: Path) -> KeyPaths:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m common.keygen DIR")
+        sys.exit("usage: python -m common.localstack.keygen DIR")
     ensure_keys(Path(sys.argv[1]))

@@ -1,6 +1,6 @@
 """Page requests: a validated `page` and `per_page`, free of any web framework.
 
-The use-cases take a `Page`; `common.paging` reads it from a query string and writes the
+The use-cases take a `Page`; `common.web.paging` reads it from a query string and writes the
 paging headers of the answer.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import InitVar, dataclass
 from typing import Final
 
-from common.errors import BadRequest
+from common.core.errors import BadRequest
 
 __all__ = ["DEFAULT_PER_PAGE", "MAX_PAGE", "MAX_PER_PAGE", "Page", "parse_page"]
 

@@ -1,4 +1,4 @@
-"""`python -m common.healthcheck URL`: exit 0 when URL answers 2xx, else 1 with the reason.
+"""`python -m common.core.healthcheck URL`: exit 0 when URL answers 2xx, else 1 with the reason.
 
 The container health check of every Fleetport process (the image has Python, not curl):
 docker-compose.yml runs it against each service's internal health endpoint and the
@@ -34,7 +34,7 @@ def problem(url: str, *, timeout: float = _TIMEOUT) -> str | None:
 def main(argv: Sequence[str]) -> int:
     """Check the one URL given; the exit status of the health check."""
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m common.healthcheck URL\n")
+        sys.stderr.write("usage: python -m common.core.healthcheck URL\n")
         return 2
     reason = problem(argv[0])
     if reason is not None:

@@ -27,7 +27,7 @@ from typing import Final
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from common.processes import spawn, stop_all
+from common.localstack.processes import spawn, stop_all
 
 __all__ = ["EmbeddedMongo", "free_port"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from common.processes import describe_exit
+from common.localstack.processes import describe_exit
 
 __all__ = ["FIRST_DELAY", "MAX_CRASHES", "STABLE_AFTER", "CrashLoop", "Supervised", "Supervisor"]
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import Unauthorized
+from common.core.errors import Unauthorized
 
 __all__ = ["Identity", "decode_claims", "identity_from_token"]
 

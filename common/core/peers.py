@@ -9,12 +9,12 @@ from typing import Any, Final
 
 import httpx
 
-from common.errors import BadGateway, ServiceUnavailable
-from common.requestid import REQUEST_ID_HEADER, current_request_id
+from common.core.errors import BadGateway, ServiceUnavailable
+from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
 __all__ = ["PeerClient"]
 
-_log = logging.getLogger("common.peers")
+_log = logging.getLogger("common.core.peers")
 _RETRY_STATUSES: Final = frozenset({502, 503, 504})
 
 

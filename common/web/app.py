@@ -38,12 +38,12 @@ from pymongo.errors import ConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import common.routing  # noqa: F401  (registers the `tenant` path convertor)
-from common.errors import ServiceError
-from common.logging import configure_logging
-from common.mongo import Document, create_client, ensure_indexes, ping
-from common.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
-from common.settings import BaseServiceSettings
+import common.web.routing  # noqa: F401  (registers the `tenant` path convertor)
+from common.core.errors import ServiceError
+from common.core.logging import configure_logging
+from common.core.mongo import Document, create_client, ensure_indexes, ping
+from common.core.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
+from common.core.settings import BaseServiceSettings
 
 __all__ = [
     "Resources",
@@ -56,7 +56,7 @@ __all__ = [
     "services_of",
 ]
 
-_log = logging.getLogger("common.app")
+_log = logging.getLogger("common.web.app")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Paging over HTTP: the `page`/`per_page` query and the `Link`/`X-Total-Count` headers.
 
-The `Page` itself lives in `common.pages`, which the use-cases import without FastAPI.
+The `Page` itself lives in `common.core.pages`, which the use-cases import without FastAPI.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from common.pages import Page, parse_page
+from common.core.pages import Page, parse_page
 
 __all__ = ["PageDep", "set_page_headers"]
 

@@ -33,8 +33,8 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.mongo import Document
-from common.requestid import REQUEST_ID_HEADER, current_request_id
+from common.core.mongo import Document
+from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
 __all__ = [
     "IDEMPOTENCY_KEY_HEADER",
@@ -48,7 +48,7 @@ __all__ = [
     "outcome_of",
 ]
 
-_log = logging.getLogger("common.outbox")
+_log = logging.getLogger("common.core.outbox")
 _COLLECTION: Final = "outbox"
 _LEASE: Final = timedelta(seconds=30)
 _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})

@@ -1,6 +1,6 @@
 """Request ids: the id of the request being handled, kept in a contextvar.
 
-`common.app`'s middleware reads or creates it per request and echoes it on the response;
+`common.web.app`'s middleware reads or creates it per request and echoes it on the response;
 log lines, error bodies and calls to peers carry it.
 """
 
