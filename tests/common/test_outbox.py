@@ -258,7 +258,7 @@ class TestPeerNotDeployed:
         db = mongo[db_name]
         relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
         outbox = Outbox(db, relay.deployed)
-        caplog.set_level(logging.WARNING, logger="common.outbox")
+        caplog.set_level(logging.WARNING, logger="common.core.outbox")
         for n in range(2):
             async with transaction(mongo) as session:
                 await db.things.insert_one({"_id": n}, session=session)
@@ -305,7 +305,7 @@ class TestPeerNotDeployed:
             {"peer": "deviceconnect", "path": "/refused", "state": "dead", "body": None}
         )
         relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
-        caplog.set_level(logging.WARNING, logger="common.outbox")
+        caplog.set_level(logging.WARNING, logger="common.core.outbox")
 
         async with relay.running():
             assert await earlier.pending("deviceconnect") == []
