@@ -17,6 +17,9 @@ from common.embedded import EmbeddedMongo, free_port
 from common.launcher import Stack
 from common.mongo import Document, add_command_listener
 
+# The shared toolkit (assert_error, eventually, clocks, live servers), with its fixtures.
+pytest_plugins = ["tests.toolkit"]
+
 
 @pytest.fixture(scope="session")
 def mongo_url() -> Iterator[str]:

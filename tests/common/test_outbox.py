@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from common.mongo import Document, transaction
 from common.outbox import Effect, Outbox, OutboxRelay
-from tests.support import LiveServer, eventually
+from tests.toolkit import LiveServer, eventually
 
 
 class _Peer(LiveServer):
@@ -67,7 +67,12 @@ class TestDelivery:
         relay = OutboxRelay(db, http, {"inventory": peer.url}, poll_interval=0.1)
         async with relay.running():
             relay.wake()
-            await eventually(lambda: len(peer.received) == 2)
+
+            async def drained() -> bool:
+                # Delivered means acknowledged: received by the peer, then removed here.
+                return await outbox.pending() == []
+
+            await eventually(drained, what="the outbox drained")
         assert peer.received == [
             ("PATCH", "/tenants//device/d1", '[{"name":"a"}]'),
             ("DELETE", "/tenants//devices/d1", None),

@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.toolkit import wait_until
 
 __all__ = [
     "DEPLOYMENTS",
@@ -31,7 +32,6 @@ __all__ = [
     "public_pem",
     "same_key",
     "unique_identity",
-    "wait_until",
 ]
 
 DEVAUTH: Final = "/api/management/v2/devauth"
@@ -47,28 +47,6 @@ DEVICE_NEXT_V1: Final = "/api/devices/v1/deployments/device/deployments/next"
 _HTTP_TIMEOUT: Final = 30.0
 _POLL_INTERVAL: Final = 1.0
 _PER_PAGE: Final = 500
-
-T = TypeVar("T")
-
-
-def wait_until(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float = 30.0,
-    interval: float = _POLL_INTERVAL,
-    what: str = "condition",
-    details: Callable[[], str] | None = None,
-) -> T:
-    """Call `probe` until it returns something truthy and return that; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{details()}" if details is not None else ""
-            raise AssertionError(f"{what}: not reached within {timeout:g} s{extra}")
-        time.sleep(interval)
 
 
 def unique_identity(prefix: str) -> dict[str, str]:
@@ -169,7 +147,8 @@ class ManagementApi:
 
         return wait_until(
             probe,
-            timeout=timeout,
+            within=timeout,
+            interval=_POLL_INTERVAL,
             what=f"device {identity} with status {status or 'any'} in deviceauth",
             details=lambda: f"last seen: {self.find_device(identity)}",
         )
@@ -237,7 +216,8 @@ class ManagementApi:
 
         return wait_until(
             probe,
-            timeout=timeout,
+            within=timeout,
+            interval=_POLL_INTERVAL,
             what=f"inventory attributes {dict(expected)} of {device_id}",
             details=lambda: f"last seen: {seen}",
         )
@@ -246,7 +226,8 @@ class ManagementApi:
         """Wait until inventory no longer has the device."""
         wait_until(
             lambda: self.inventory_device(device_id) is None,
-            timeout=timeout,
+            within=timeout,
+            interval=_POLL_INTERVAL,
             what=f"device {device_id} removed from inventory",
             details=lambda: f"still there: {self.inventory_device(device_id)}",
         )
@@ -292,7 +273,8 @@ class ManagementApi:
         """Wait until an artifact with this name is listed; the artifact."""
         return wait_until(
             lambda: next((a for a in self.artifacts() if a["name"] == name), None),
-            timeout=timeout,
+            within=timeout,
+            interval=_POLL_INTERVAL,
             what=f"artifact {name} listed",
         )
 
@@ -347,7 +329,8 @@ class ManagementApi:
 
         return wait_until(
             probe,
-            timeout=timeout,
+            within=timeout,
+            interval=_POLL_INTERVAL,
             what=f"statistics {dict(expected)} of deployment {deployment_id}",
             details=lambda: f"last seen: {seen}",
         )
@@ -361,7 +344,8 @@ class ManagementApi:
 
         return wait_until(
             probe,
-            timeout=timeout,
+            within=timeout,
+            interval=_POLL_INTERVAL,
             what=f"deployment {deployment_id} finished",
             details=lambda: f"last seen: {self.deployment(deployment_id)}",
         )

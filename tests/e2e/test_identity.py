@@ -16,10 +16,10 @@ from tests.e2e.api import (
     public_pem,
     same_key,
     unique_identity,
-    wait_until,
 )
 from tests.e2e.conftest import AUTHORIZED, DeviceFactory
 from tests.e2e.tools import MenderCli, generate_device_key
+from tests.toolkit import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -44,7 +44,7 @@ def _assert_unauthorized(raw: RawDevice) -> None:
     # (a write let through in that window would change what the test checks afterwards).
     refused = wait_until(
         probe,
-        timeout=REVOCATION_WINDOW,
+        within=REVOCATION_WINDOW,
         interval=0.5,
         what="the revoked device token refused",
     )

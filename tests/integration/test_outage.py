@@ -9,7 +9,8 @@ from typing import Final
 import pytest
 
 from common.launcher import Stack
-from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
+from tests.e2e.api import ManagementApi, RawDevice, unique_identity
+from tests.toolkit import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,7 +91,7 @@ class TestInventoryOutage:
         assert response.content == b""
         wait_until(
             lambda: raw_device.check_next().status_code == 401,
-            timeout=10.0,
+            within=10.0,
             interval=0.5,
             what="the decommissioned device's token refused",
         )

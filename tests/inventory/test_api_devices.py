@@ -14,13 +14,13 @@ from tests.inventory.conftest import (
     DEVICES_API,
     INTERNAL_V1,
     USER,
-    assert_error,
     attrs_by_key,
     device_headers,
     get_device,
     put_inventory,
     set_status,
 )
+from tests.toolkit import assert_error
 
 DEV = device_headers("dev-1")
 

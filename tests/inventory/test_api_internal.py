@@ -16,12 +16,12 @@ from tests.inventory.conftest import (
     INTERNAL_V2,
     MGMT_V1,
     USER,
-    assert_error,
     attrs_by_key,
     get_device,
     put_inventory,
     set_status,
 )
+from tests.toolkit import assert_error
 
 
 def _status_url(status: str, tenant: str = "") -> str:

@@ -22,6 +22,7 @@ from common.mongo import Document
 from common.tokens import SigningKey, generate_key_file, load_signing_key
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     FORWARDED,
@@ -30,7 +31,6 @@ from tests.useradm.conftest import (
     PASSWORD,
     USERS,
     VERIFY,
-    assert_error,
     bearer,
     claims_of,
     create_user,

@@ -10,12 +10,12 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.mongo import Document
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     INTERNAL,
     LOGIN,
     PASSWORD,
-    assert_error,
     bearer,
     create_user,
     login,

@@ -15,9 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from common.mongo import Document
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     MGMT_V1,
-    assert_error,
     bearer,
     claims_of,
     create_user,

@@ -11,13 +11,13 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.mongo import Document
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     LOGIN,
     MGMT_V2,
     PASSWORD,
     USERS,
-    assert_error,
     bearer,
     claims_of,
     create_user,

@@ -1,31 +1,23 @@
-"""Small helpers for tests that run real servers and wait for real effects."""
+"""Real servers inside the test's event loop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from common.embedded import free_port
+from tests.toolkit.polling import eventually
 
-__all__ = ["LiveServer", "eventually"]
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until `predicate()` holds; fail the test if it does not within `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+__all__ = ["LiveServer"]
 
 
 class LiveServer:
     """An ASGI app served by uvicorn on a free loopback port inside the test's event loop."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: Literal["auto", "on", "off"] = "off") -> None:
         self.port = free_port()
         self._server = uvicorn.Server(
             uvicorn.Config(
@@ -42,7 +34,7 @@ class LiveServer:
     async def start(self) -> None:
         """Start serving and return once the socket accepts connections."""
         self._task = asyncio.create_task(self._server.serve())
-        await eventually(lambda: self._server.started)
+        await eventually(lambda: self._server.started, what="the server started")
 
     async def stop(self) -> None:
         """Stop serving."""
