@@ -6,7 +6,6 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from common.tokens import generate_key_file
 from services.deviceauth.config import Settings
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import ManualClock
 
 AUTH_REQUESTS = "/api/devices/v1/authentication/auth_requests"
 MGMT = "/api/management/v2/devauth"
@@ -114,20 +114,6 @@ class FakeDevice:
         )
 
 
-class Clock:
-    """A clock the test moves by hand (starts at the real time)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        """Move the clock forward."""
-        self.now += delta
-
-
 @pytest.fixture(scope="session")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory of server signing keys (RSA and Ed25519)."""
@@ -172,15 +158,9 @@ def make_settings(mongo_url: str, db_name: str, key_dir: Path) -> Callable[..., 
 
 
 @pytest.fixture
-def clock() -> Clock:
-    """The hand-moved clock given to the app."""
-    return Clock()
-
-
-@pytest.fixture
-def app(make_settings: Callable[..., Settings], clock: Clock) -> FastAPI:
-    """A deviceauth app with default settings."""
-    return create_app(make_settings(), clock=clock)
+def app(make_settings: Callable[..., Settings], clock: ManualClock) -> FastAPI:
+    """A deviceauth app with default settings, on the test's hand-moved clock."""
+    return create_app(make_settings(), clock=clock.now)
 
 
 @pytest.fixture

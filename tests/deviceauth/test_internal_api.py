@@ -25,7 +25,6 @@ from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import (
     INTERNAL,
     MGMT,
-    Clock,
     FakeDevice,
     admit,
     list_devices,
@@ -33,6 +32,7 @@ from tests.deviceauth.conftest import (
     user_token,
     verify,
 )
+from tests.toolkit import ManualClock
 
 TENANT_A = {"Authorization": f"Bearer {user_token('tenant-a')}"}
 
@@ -206,7 +206,7 @@ class TestVerifyToken:
         self,
         client: httpx.AsyncClient,
         device: FakeDevice,
-        clock: Clock,
+        clock: ManualClock,
         mongo: AsyncMongoClient[Document],
         db_name: str,
     ) -> None:
