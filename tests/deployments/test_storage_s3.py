@@ -570,6 +570,8 @@ class TestDownloadLink:
         response = await get(urlunsplit(internal))
 
         assert response.status_code == 403
+        assert "<Code>SignatureDoesNotMatch</Code>" in response.text
+        assert stored[1] not in response.content
 
     async def test_forged_key(
         self, storage: S3Storage, stored: tuple[str, bytes], prefix: str
@@ -593,6 +595,8 @@ class TestDownloadLink:
         response = await get(link.uri.replace("a.mender", "b.exe"))
 
         assert response.status_code == 403
+        assert "<Code>SignatureDoesNotMatch</Code>" in response.text
+        assert stored[1] not in response.content
 
     async def test_hostile_filename(self, storage: S3Storage, stored: tuple[str, bytes]) -> None:
         link = await storage.download_link(
