@@ -355,8 +355,11 @@ class TestDeviceRevocation:
             f"/api/management/v2/devauth/tokens/{jti}?status=202", headers=_bearer(admin)
         )
         assert r.status_code == 202
+        calls = len(verifier.calls)
         verifier.status = 401
         assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 401
+        # No longer served from the cache: deviceauth was asked about it again.
+        assert [c["path"] for c in verifier.calls[calls:]] == [DEVICE_VERIFY]
 
     async def test_reads_and_failures_keep_the_cache(
         self, gw: RunningGateway, verifier: VerifierControl

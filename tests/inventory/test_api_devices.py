@@ -274,3 +274,8 @@ class TestUpdateAttributes:
             DEVICES_API, json=[{"name": f"a{i}", "value": "v"} for i in range(10)], headers=DEV
         )
         assert r.status_code == 200, r.text
+        stored = attrs_by_key(await get_device(client, "dev-1"))
+        assert {key for key in stored if key.startswith("inventory/")} == {
+            f"inventory/a{i}" for i in range(10)
+        }
+        assert {f"identity/id{i}" for i in range(9)} <= set(stored)

@@ -11,6 +11,7 @@ def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
     """Check the status, the `{"error", "request_id"}` body, the echoed request id and that
     the message contains every fragment; return the message."""
     assert response.status_code == status, response.text
+    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
     body = response.json()
     assert isinstance(body, dict), body
     assert set(body) == {"error", "request_id"}, body
