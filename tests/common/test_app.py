@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from common.app import create_service_app, resources
@@ -24,7 +26,7 @@ class _Body(BaseModel):
     count: int
 
 
-def _app(mongo_url: str, db_name: str) -> object:
+def _app(mongo_url: str, db_name: str) -> FastAPI:
     router = APIRouter(prefix="/api/management/v1/demo")
 
     @router.post("/things", status_code=201)
@@ -59,8 +61,10 @@ def _app(mongo_url: str, db_name: str) -> object:
 
 
 @pytest.fixture
-async def client(mongo_url: str, db_name: str, asgi_client: ClientFactory):  # type: ignore[no-untyped-def]
-    async with asgi_client(_app(mongo_url, db_name)) as c:  # type: ignore[arg-type]
+async def client(
+    mongo_url: str, db_name: str, asgi_client: ClientFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(_app(mongo_url, db_name)) as c:
         yield c
 
 
@@ -107,7 +111,7 @@ class TestErrors:
         assert_error(r, 413, "request body exceeds the limit of 2048 bytes")
 
     async def test_chunked_body_over_limit(self, client: httpx.AsyncClient) -> None:
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(10):
                 yield b" " * 1000
 
@@ -126,7 +130,7 @@ class TestErrors:
 
     async def test_database_down(self, db_name: str, asgi_client: ClientFactory) -> None:
         nowhere = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
-        async with asgi_client(_app(nowhere, db_name)) as client:  # type: ignore[arg-type]
+        async with asgi_client(_app(nowhere, db_name)) as client:
             r = await client.get("/api/management/v1/demo/count")
             health = await client.get("/api/internal/v1/demo/health")
 

@@ -97,7 +97,7 @@ class TestCreateDeployment:
 
     async def test_bad_bodies(self, service: Service, artifacts_factory: ArtifactFactory) -> None:
         await service.upload(artifacts_factory.make("app"))
-        for body in (
+        bodies: list[object] = [
             {"artifact_name": "app", "devices": ["d"]},
             {"name": "", "artifact_name": "app", "devices": ["d"]},
             {"name": "x", "artifact_name": "app"},
@@ -107,7 +107,8 @@ class TestCreateDeployment:
             {"name": 5, "artifact_name": "app", "devices": ["d"]},
             {"name": "x", "artifact_name": "app", "devices": [""]},
             [],
-        ):
+        ]
+        for body in bodies:
             response = await service.client.post(DEPLOYMENTS, json=body, headers=user_headers())
             assert response.status_code == 400, body
             assert response.json()["error"]

@@ -580,6 +580,8 @@ class TestInternalReads:
         assert (await service.client.put(url, json=settings)).status_code == 204
         assert (await service.client.get(url)).json() == settings
         assert (await service.client.put(url, json={"bucket": "b"})).status_code == 400
-        clear = {"content": b"null", "headers": {"Content-Type": "application/json"}}
-        assert (await service.client.put(url, **clear)).status_code == 204
+        clear = await service.client.put(
+            url, content=b"null", headers={"Content-Type": "application/json"}
+        )
+        assert clear.status_code == 204
         assert (await service.client.get(url)).json() == {}

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -434,6 +434,7 @@ class TestOpenStream:
     ) -> None:
         key, data = stored
         stream = storage.open_stream(key)
+        assert isinstance(stream, AsyncGenerator)
         first = await anext(stream)
         await stream.aclose()
 

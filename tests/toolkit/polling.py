@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 __all__ = ["eventually", "wait_until"]
 
@@ -18,14 +18,36 @@ def _timed_out(what: str, within: float, details: Callable[[], str] | None) -> A
     return AssertionError(f"{what}: not reached within {within:g} s{extra}")
 
 
+@overload
 async def eventually(
-    probe: Callable[[], T | Awaitable[T | None] | None],
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+    details: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T | None],
+    *,
+    within: float = ...,
+    interval: float = ...,
+    what: str = ...,
+    details: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], object],
     *,
     within: float = 10.0,
     interval: float = 0.02,
     what: str = "condition",
     details: Callable[[], str] | None = None,
-) -> T:
+) -> object:
     """Await `probe` (plain or async) until it returns something truthy; return that value.
 
     Fails the test after `within` seconds, with `details()` in the message if given.

@@ -189,7 +189,8 @@ async def auth() -> tuple[AuthApp, _MemoryStore]:
     policy = TokenPolicy(
         issuer="test", expiration=timedelta(hours=1), sessions_per_user=0, tokens_per_user=1
     )
-    app = AuthApp(store, hasher, KeyRing(SigningKey(_RSA, kid=1)), policy)
+    # The memory store has only what the auth use-cases call.
+    app = AuthApp(store, hasher, KeyRing(SigningKey(_RSA, kid=1)), policy)  # type: ignore[arg-type]
     return app, store
 
 
