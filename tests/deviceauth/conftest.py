@@ -14,7 +14,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
+from common.mongo import Document
 from common.tokens import generate_key_file
 from services.deviceauth.config import Settings
 from services.deviceauth.main import create_app
@@ -168,6 +171,15 @@ async def client(app: FastAPI, asgi_client: ClientFactory) -> AsyncIterator[http
     """An HTTP client for the app, with its lifespan running."""
     async with asgi_client(app) as c:
         yield c
+
+
+Records = AsyncCollection[Document]
+
+
+@pytest.fixture
+def device_records(mongo: AsyncMongoClient[Document], db_name: str) -> Records:
+    """The raw `devices` collection of the test's database, to check what was stored."""
+    return mongo[db_name]["devices"]
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from tests.deviceauth.conftest import (
     INTERNAL,
     MGMT,
     FakeDevice,
+    Records,
     admit,
     list_devices,
     register,
@@ -445,19 +446,15 @@ class TestUpdateDevice:
         assert_error(r, 404, "device not found")
 
     async def test_bad_body(
-        self,
-        client: httpx.AsyncClient,
-        device: FakeDevice,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        self, client: httpx.AsyncClient, device: FakeDevice, device_records: Records
     ) -> None:
         view = await register(client, device)
-        before = await mongo[db_name]["devices"].find_one({"_id": view["id"]})
+        before = await device_records.find_one({"_id": view["id"]})
         r = await client.patch(
             f"{INTERNAL}/tenants//devices/{view['id']}", json={"provisioned": "yes"}
         )
         assert_error(r, 400, "provisioned")
-        assert await mongo[db_name]["devices"].find_one({"_id": view["id"]}) == before
+        assert await device_records.find_one({"_id": view["id"]}) == before
 
 
 class TestSetExternalIdentity:
@@ -482,18 +479,13 @@ class TestSetExternalIdentity:
         assert_error(r, 404, "device not found")
 
     async def test_bad_body(
-        self,
-        client: httpx.AsyncClient,
-        device: FakeDevice,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        self, client: httpx.AsyncClient, device: FakeDevice, device_records: Records
     ) -> None:
         view = await register(client, device)
+        before = await device_records.find_one({"_id": view["id"]})
         r = await client.put(f"{INTERNAL}/tenants//devices/{view['id']}/external", json={"id": "x"})
         assert_error(r, 400, "name", "provider")
-        stored = await mongo[db_name]["devices"].find_one({"_id": view["id"]})
-        assert stored is not None
-        assert stored.get("external") is None
+        assert await device_records.find_one({"_id": view["id"]}) == before
 
 
 class TestHealth:
