@@ -53,11 +53,6 @@ class Operation:
     responses: tuple[str, ...]
 
     @property
-    def surface(self) -> str:
-        """`devices`, `management` or `internal`."""
-        return self.document.split("_")[0]
-
-    @property
     def route(self) -> tuple[str, str]:
         """The method and the normalised path."""
         return self.method, normalise(self.path)

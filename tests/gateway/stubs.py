@@ -125,8 +125,7 @@ class StubService:
     name: str
     verifier: VerifierControl
     ws_log: list[dict[str, Any]] = field(default_factory=list)
-    # Paths of the requests that arrived, whose body arrived complete, and of downloads cut
-    # short.
+    # Paths of requests as they arrive, once their body is complete, and of downloads cut short.
     started: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     aborted_downloads: list[str] = field(default_factory=list)

@@ -8,8 +8,7 @@ __all__ = ["assert_error"]
 
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
-    """Check the status, the `{"error", "request_id"}` body, the echoed request id and that
-    the message contains every fragment; return the message."""
+    """Check a refusal's status, error body, echoed request id and message; return the message."""
     assert response.status_code == status, response.text
     assert response.headers.get("content-type", "").startswith("application/json"), response.headers
     body = response.json()
