@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from common.logging import configure_logging
+from common.core.logging import configure_logging
 from gateway.app import Gateway
 from gateway.config import Settings
 

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from common.mongo import Document
-from common.tokens import generate_key_file
+from common.core.mongo import Document
+from common.core.tokens import generate_key_file
 from services.deviceauth.config import Settings
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory

@@ -44,7 +44,7 @@ def _assert_unauthorized(raw: RawDevice) -> None:
     # (a write let through in that window would change what the test checks afterwards).
     refused = wait_until(
         probe,
-        within=REVOCATION_WINDOW,
+        timeout=REVOCATION_WINDOW,
         interval=0.5,
         what="the revoked device token refused",
     )

@@ -67,17 +67,17 @@ async def eventually(
 def wait_until(
     probe: Callable[[], T | None],
     *,
-    within: float = 30.0,
+    timeout: float = 30.0,
     interval: float = 0.2,
     what: str = "condition",
     details: Callable[[], str] | None = None,
 ) -> T:
     """Call `probe` until it returns something truthy and return that (blocking version)."""
-    deadline = time.monotonic() + within
+    deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise _timed_out(what, within, details)
+            raise _timed_out(what, timeout, details)
         time.sleep(interval)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.embedded import free_port
-from common.mongo import Document
+from common.core.mongo import Document
+from common.localstack.embedded import free_port
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
 from tests.toolkit import wait_until
@@ -163,6 +163,6 @@ class TestServe:
             except httpx.TransportError:
                 return None
 
-        r = wait_until(health, within=30, interval=0.1, what="the server answering")
+        r = wait_until(health, timeout=30, interval=0.1, what="the server answering")
         assert r.status_code == 204
         assert r.content == b""

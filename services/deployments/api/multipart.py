@@ -14,7 +14,7 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from common.errors import BadRequest
+from common.core.errors import BadRequest
 
 __all__ = ["FIELD_LIMIT", "MultipartStream"]
 

@@ -5,12 +5,13 @@ from services.deviceauth.clients.effects import (
     DEVICECONFIG,
     DEVICECONNECT,
     INVENTORY,
+    IOT_MANAGER,
     decommission_effects,
+    dismissal_effects,
     inventory_check_in,
-    inventory_delete_device,
     inventory_identity,
-    inventory_status,
     provision_effects,
+    status_effects,
 )
 
 __all__ = [
@@ -18,10 +19,11 @@ __all__ = [
     "DEVICECONFIG",
     "DEVICECONNECT",
     "INVENTORY",
+    "IOT_MANAGER",
     "decommission_effects",
+    "dismissal_effects",
     "inventory_check_in",
-    "inventory_delete_device",
     "inventory_identity",
-    "inventory_status",
     "provision_effects",
+    "status_effects",
 ]
