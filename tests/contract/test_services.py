@@ -14,8 +14,12 @@ from services.deployments.config import Settings as DeploymentsSettings
 from services.deployments.main import create_app as deployments_app
 from services.deviceauth.config import Settings as DeviceauthSettings
 from services.deviceauth.main import create_app as deviceauth_app
+from services.deviceconfig.config import Settings as DeviceconfigSettings
+from services.deviceconfig.main import create_app as deviceconfig_app
 from services.inventory.config import Settings as InventorySettings
 from services.inventory.main import create_app as inventory_app
+from services.iot_manager.config import Settings as IotManagerSettings
+from services.iot_manager.main import create_app as iot_manager_app
 from services.useradm.config import Settings as UseradmSettings
 from services.useradm.main import create_app as useradm_app
 from tests.contract.facts import Operation, app_operations, covers, documents, operations
@@ -58,8 +62,20 @@ SERVICES: Final = {
         # The document says 201; Mender's handler answers 204 No Content.
         other_success={("DELETE", "/api/internal/v1/devauth/tenants/{}/devices/{}"): "204"},
     ),
+    "deviceconfig": _Service(
+        lambda: deviceconfig_app(DeviceconfigSettings(mongo_url=_NO_DB, dev_mode=True)),
+        # Mender's deviceconfig routes this internal update without documenting it.
+        undocumented=frozenset(
+            {("PATCH", "/api/internal/v1/deviceconfig/tenants/{}/configurations/device/{}")}
+        ),
+    ),
     "inventory": _Service(
         lambda: inventory_app(InventorySettings(mongo_url=_NO_DB, dev_mode=True)),
+    ),
+    "iot-manager": _Service(
+        lambda: iot_manager_app(IotManagerSettings(mongo_url=_NO_DB, dev_mode=True), environ={}),
+        # Mender routes GET of one integration too, though its document leaves it out.
+        undocumented=frozenset({("GET", "/api/management/v1/iot-manager/integrations/{}")}),
     ),
     "useradm": _Service(
         lambda: useradm_app(UseradmSettings(mongo_url=_NO_DB, dev_mode=True)),
