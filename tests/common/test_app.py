@@ -161,7 +161,7 @@ class TestUnhandledError:
     ) -> None:
         app = _app(mongo_url, db_name)
         # As a server does: the app's exception reaches the server after the 500 went out.
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             given = await client.get(
                 "/api/management/v1/demo/boom", headers={"X-MEN-RequestID": "rid-500"}
