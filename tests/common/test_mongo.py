@@ -17,7 +17,7 @@ from common.core.mongo import (
     create_client,
 )
 from tests import conftest
-from tests.support import failing_commands
+from tests.toolkit import failing_commands
 
 _TRANSIENT: Final = "TransientTransactionError"
 

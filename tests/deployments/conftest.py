@@ -23,10 +23,10 @@ from services.deployments.store.mongo import MongoStore
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory, FakeInventory, multipart_body, user_headers
 from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedS3
+from tests.toolkit import LiveServer
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
-from tests.support import LiveServer
 
 TEST_SECRET = "test-presign-secret"
 

@@ -26,7 +26,7 @@ from tests.conftest import ClientFactory
 from tests.deployments.conftest import Service
 from tests.deployments.flows import DEPLOYMENTS, create_deployment, poll, report, stats_of
 from tests.deployments.helpers import ArtifactFactory, user_headers
-from tests.support import eventually_async, failing_commands
+from tests.toolkit import eventually, failing_commands
 
 _LAST: Final = "/api/internal/v1/deployments/tenants//devices/deployments/last"
 _CONFIGURATION: Final = "/api/internal/v1/deployments/tenants//configuration/deployments"
@@ -261,7 +261,7 @@ class TestRecountAtStart:
             async def recounted() -> bool:
                 return await stats_of(restarted, deployment_id) == truth
 
-            await eventually_async(recounted)
+            await eventually(recounted)
             assert (await _deployment(restarted, deployment_id))["status"] == "inprogress"
             # The counters go on from the truth.
             for device_id in devices[2:]:

@@ -23,7 +23,7 @@ from services.deployments.store.mongo import MongoStore
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory
 from tests.deployments.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SeaweedS3
-from tests.support import eventually
+from tests.toolkit import eventually
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -28,7 +28,7 @@ from services.deployments.artifact.writer import write_single_file_artifact
 from services.deployments.models import STAT_NAMES
 from tests.deployments.flows import DEPLOYMENTS, NEXT_V2, stats_of
 from tests.deployments.helpers import DEVICE_TYPE, device_headers, multipart_body, user_headers
-from tests.support import eventually, eventually_async
+from tests.toolkit import eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -78,7 +78,7 @@ class _Deployments:
                     return False  # not listening yet
                 return health.status_code == 204
 
-            await eventually_async(healthy, within=60)
+            await eventually(healthy, within=60)
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown, no cleanup."""

@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from common.localstack.embedded import free_port
 from tests.gateway.conftest import GatewayFactory, RunningGateway, Upstreams
 from tests.gateway.stubs import DEVICE_VERIFY, USER_VERIFY, VerifierControl, make_token
+from tests.toolkit import eventually
 
 DEVICE_WS = "/api/devices/v1/deviceconnect/connect"
 USER_WS = "/api/management/v1/deviceconnect/devices/{id}/connect"
@@ -87,10 +88,7 @@ class TestDeviceConnect:
             await ws.recv()
             await ws.close(code=4002, reason="done")
         log = upstreams.stubs["deviceconnect"].ws_log
-        for _ in range(100):
-            if "close_code" in log[0]:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: "close_code" in log[0], what="the upstream saw the close")
         assert log[0]["close_code"] == 4002
         assert log[0]["close_reason"] == "done"
 
@@ -150,7 +148,9 @@ class TestDeviceConnect:
             with pytest.raises(InvalidStatus) as caught:
                 async with _open(gw, DEVICE_WS, make_token()):
                     pass
-            assert caught.value.response.status_code == 503
+            response = caught.value.response
+            assert response.status_code == 503
+            assert json.loads(response.body or b"")["error"] == "deviceconnect is not available"
 
     async def test_rate_limited(self, gateway_factory: GatewayFactory) -> None:
         async with gateway_factory(rate_limit_per_second=0.2, rate_limit_burst=1) as gw:

@@ -11,13 +11,13 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.mongo import Document
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     LOGIN,
     MGMT_V2,
     PASSWORD,
     USERS,
-    assert_error,
     bearer,
     claims_of,
     create_user,
@@ -27,6 +27,8 @@ from tests.useradm.conftest import (
 
 OTHER = "second@example.com"
 OTHER_PASSWORD = "another-secret-1"
+# Mender's answer to an email another user has (422).
+DUPLICATE_EMAIL = "user with a given email already exists"
 
 
 async def _add(client: httpx.AsyncClient, token: str, email: str, password: str) -> str:
@@ -70,18 +72,19 @@ class TestCreateUser:
         r = await client.post(
             USERS, json={"email": EMAIL.upper(), "password": OTHER_PASSWORD}, headers=bearer(token)
         )
-        assert_error(r, 409, "already exists")
+        assert_error(r, 422, DUPLICATE_EMAIL)
         assert await db["users"].count_documents({}) == 1
 
     async def test_email_taken_in_another_tenant(
-        self, client: httpx.AsyncClient, admin: tuple[str, str]
+        self, client: httpx.AsyncClient, admin: tuple[str, str], db: AsyncDatabase[Document]
     ) -> None:
         _, token = admin
         await create_user(client, OTHER, tenant="tenant-b")
         r = await client.post(
             USERS, json={"email": OTHER, "password": OTHER_PASSWORD}, headers=bearer(token)
         )
-        assert_error(r, 409)
+        assert_error(r, 422, DUPLICATE_EMAIL)
+        assert await db["users"].distinct("tenant_id", {"email": OTHER}) == ["tenant-b"]
 
     @pytest.mark.parametrize(
         ("body", "fragment"),
@@ -316,7 +319,8 @@ class TestUpdateUser:
             await client.post(LOGIN, auth=("renamed@example.com", OTHER_PASSWORD))
         ).status_code == 200
         # A new login name ends the user's sessions.
-        assert (await verify(client, their_session)).status_code == 401
+        assert_error(await verify(client, their_session), 401, "unauthorized")
+        assert_error(await client.post(LOGIN, auth=(OTHER, OTHER_PASSWORD)), 401, "unauthorized")
 
     async def test_password_of_another_user(
         self, client: httpx.AsyncClient, admin: tuple[str, str]
@@ -334,7 +338,10 @@ class TestUpdateUser:
         _, token = admin
         other_id = await _add(client, token, OTHER, OTHER_PASSWORD)
         r = await client.put(f"{USERS}/{other_id}", json={"email": EMAIL}, headers=bearer(token))
-        assert_error(r, 409, "already exists")
+        assert_error(r, 422, DUPLICATE_EMAIL)
+        unchanged = await client.get(f"{USERS}/{other_id}", headers=bearer(token))
+        assert unchanged.json()["email"] == OTHER
+        assert (await client.post(LOGIN, auth=(OTHER, OTHER_PASSWORD))).status_code == 200
 
     async def test_not_found(self, client: httpx.AsyncClient, admin: tuple[str, str]) -> None:
         _, token = admin
@@ -384,6 +391,7 @@ class TestUpdateOwnPasswordV2:
         )
         assert r.status_code == 204, r.text
         assert (await client.post(LOGIN, auth=(EMAIL, "brand-new-secret"))).status_code == 200
+        assert_error(await client.post(LOGIN, auth=(EMAIL, PASSWORD)), 401, "unauthorized")
 
     @pytest.mark.parametrize(
         ("body", "status", "fragment"),
@@ -442,10 +450,12 @@ class TestDeleteUser:
         assert (await client.post(LOGIN, auth=(OTHER, OTHER_PASSWORD))).status_code == 401
 
     async def test_absent_user(self, client: httpx.AsyncClient, admin: tuple[str, str]) -> None:
-        _, token = admin
-        assert (
-            await client.delete(f"{USERS}/no-such-user", headers=bearer(token))
-        ).status_code == 204
+        admin_id, token = admin
+        r = await client.delete(f"{USERS}/no-such-user", headers=bearer(token))
+        assert r.status_code == 204
+        assert r.content == b""
+        listed = (await client.get(USERS, headers=bearer(token))).json()
+        assert [u["id"] for u in listed] == [admin_id]
 
     async def test_user_of_another_tenant_is_untouched(
         self, client: httpx.AsyncClient, admin: tuple[str, str], db: AsyncDatabase[Document]
