@@ -11,4 +11,5 @@
 - `tokens`: JWT signing/verification (RS256, EdDSA) and key files
 - `routing`: `TENANT` path segment that accepts an empty tenant id
 - `embedded`: the embedded Mongo-wire server process
+- `multipart`: `MultipartStream`, incremental multipart/form-data reading for streamed uploads
 """

@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from common.errors import Unauthorized
 
@@ -23,7 +24,9 @@ __all__ = [
     "UserIdentity",
     "bearer_token",
     "decode_claims",
+    "device_identity",
     "identity_from_token",
+    "user_identity",
 ]
 
 
@@ -71,8 +74,8 @@ def identity_from_token(token: str) -> Identity:
     )
 
 
-def bearer_token(request: Request) -> str | None:
-    """Return the bearer token of the request, if it has one."""
+def bearer_token(request: HTTPConnection) -> str | None:
+    """Return the bearer token of the request (or websocket handshake), if it has one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -80,30 +83,34 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def _optional_identity(request: Request) -> Identity | None:
+def _optional_identity(request: HTTPConnection) -> Identity | None:
     token = bearer_token(request)
     return identity_from_token(token) if token else None
 
 
-def _any_identity(request: Request) -> Identity:
+def _any_identity(request: HTTPConnection) -> Identity:
     identity = _optional_identity(request)
     if identity is None:
         raise Unauthorized("Authorization not present in header")
     return identity
 
 
-def _device_identity(identity: Annotated[Identity, Depends(_any_identity)]) -> Identity:
+def device_identity(request: HTTPConnection) -> Identity:
+    """The calling device (Unauthorized when the token is missing or not a device's)."""
+    identity = _any_identity(request)
     if not identity.is_device:
         raise Unauthorized("the token does not belong to a device")
     return identity
 
 
-def _user_identity(identity: Annotated[Identity, Depends(_any_identity)]) -> Identity:
+def user_identity(request: HTTPConnection) -> Identity:
+    """The calling user (Unauthorized when the token is missing or not a user's)."""
+    identity = _any_identity(request)
     if not identity.is_user:
         raise Unauthorized("the token does not belong to a user")
     return identity
 
 
-DeviceIdentity = Annotated[Identity, Depends(_device_identity)]
-UserIdentity = Annotated[Identity, Depends(_user_identity)]
+DeviceIdentity = Annotated[Identity, Depends(device_identity)]
+UserIdentity = Annotated[Identity, Depends(user_identity)]
 OptionalIdentity = Annotated[Identity | None, Depends(_optional_identity)]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from common.embedded import free_port
 
-__all__ = ["LiveServer", "eventually"]
+__all__ = ["LiveServer", "eventually", "eventually_async"]
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -18,6 +18,15 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until `await check()` holds; fail the test if it does not within `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
 
