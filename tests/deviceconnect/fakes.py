@@ -64,6 +64,7 @@ def user_token(user_id: str = "user-1", tenant: str = "") -> str:
 async def open_ws(url: str, token: str | None, **options: Any) -> AsyncIterator[ClientConnection]:
     """A websocket to `url` with the token as bearer."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    options.setdefault("max_size", 16 * 1024 * 1024)
     async with connect(url, additional_headers=headers, **options) as ws:
         yield ws
 

@@ -116,10 +116,15 @@ class Pipe:
                 return
             self._received = seq
             self._partial += msg.data
-            if headers.get("M") != "1":
-                self._incoming.append((seq, bytes(self._partial)))
-                self._partial.clear()
-                self._arrived.set()
+            if headers.get("M") == "1":
+                # Parts of a frame larger than the window are credited as they arrive (the
+                # frame itself is bounded by the websocket message limit).
+                with contextlib.suppress(NatsError):
+                    await self._publish(b"", {"K": "a", "N": str(seq)})
+                return
+            self._incoming.append((seq, bytes(self._partial)))
+            self._partial.clear()
+            self._arrived.set()
         elif kind == "a":
             acked = int(headers.get("N", "0"))
             while self._in_flight and self._in_flight[0][0] <= acked:
