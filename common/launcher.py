@@ -62,7 +62,7 @@ SERVICES: Final = (
     Service("inventory", "INVENTORY_", "inventory", "inventory", ("devicemonitor",)),
     Service("deployments", "DEPLOYMENTS_", "deployments", "deployment_service", ("inventory",)),
     Service("deviceconfig", "DEVICECONFIG_", "deviceconfig", "deviceconfig", ("deployments",)),
-    Service("deviceconnect", "DEVICECONNECT_", "deviceconnect", "deviceconnect", ("inventory",)),
+    Service("deviceconnect", "DEVICECONNECT_", "deviceconnect", "deviceconnect", ("auditlogs",)),
     Service("auditlogs", "AUDITLOGS_", "auditlogs", "auditlogs"),
     Service("devicemonitor", "DEVICEMONITOR_", "devicemonitor", "devicemonitor", ("inventory",)),
 )
