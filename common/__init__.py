@@ -11,5 +11,6 @@
 - `tokens`: JWT signing/verification (RS256, EdDSA) and key files
 - `routing`: `TENANT` path segment that accepts an empty tenant id
 - `embedded`: the embedded Mongo-wire server process
+- `wsserver`: uvicorn's websocket protocol, logging a refused handshake as one access line
 - `multipart`: `MultipartStream`, incremental multipart/form-data reading for streamed uploads
 """

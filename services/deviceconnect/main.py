@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from common.app import Resources, create_service_app
 from common.outbox import OutboxRelay
+from common.wsserver import WebSocketProtocol
 from services.deviceconnect.api.deps import Services
 from services.deviceconnect.api.devices import router as devices_router
 from services.deviceconnect.api.internal import PREFIX as INTERNAL_PREFIX
@@ -112,7 +113,7 @@ def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvic
         "host": settings.listen_host,
         "port": settings.listen_port,
         "log_config": None,
-        "ws": "websockets-sansio",
+        "ws": WebSocketProtocol,
         "ws_max_size": settings.max_message_size,
         "ws_ping_interval": settings.ping_interval.total_seconds(),
         "ws_ping_timeout": settings.ping_timeout.total_seconds(),
