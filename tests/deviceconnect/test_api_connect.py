@@ -119,11 +119,11 @@ async def stored_status(
     return doc is not None and doc["status"] == status
 
 
-async def eventually_status(dc: Running, device_id: str, status: str) -> None:
+async def eventually_status(dc: Running, device_id: str, status: str, tenant: str = "") -> None:
     """Wait until the device's status, as a user sees it, is `status`."""
 
     async def check() -> bool:
-        return await status_of(dc, device_id) == status
+        return await status_of(dc, device_id, tenant) == status
 
     await eventually_async(check)
 
@@ -184,6 +184,22 @@ class TestDecommission:
 
     async def test_unknown_device(self, dc: Running) -> None:
         response = await dc.client.delete(f"{INTERNAL}/tenants//devices/{uuid.uuid4()}")
+        assert response.status_code == 202
+
+
+class TestDisconnect:
+    async def test_cuts_off_but_keeps_the_device(self, dc: Running) -> None:
+        device_id = str(uuid.uuid4())
+        async with dc.device(device_id, tenant="t1") as device:
+            response = await dc.client.post(f"{INTERNAL}/tenants/t1/devices/{device_id}/disconnect")
+            assert response.status_code == 202
+            await device.ws.wait_closed()
+            assert device.ws.close_code == 1008
+            assert device.ws.close_reason == "the device is no longer accepted"
+        await eventually_status(dc, device_id, "disconnected", tenant="t1")
+
+    async def test_not_connected(self, dc: Running) -> None:
+        response = await dc.client.post(f"{INTERNAL}/tenants//devices/{uuid.uuid4()}/disconnect")
         assert response.status_code == 202
 
 

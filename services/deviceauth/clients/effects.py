@@ -19,6 +19,7 @@ __all__ = [
     "DEVICECONNECT",
     "INVENTORY",
     "decommission_effects",
+    "deviceconnect_disconnect",
     "inventory_check_in",
     "inventory_delete_device",
     "inventory_identity",
@@ -110,6 +111,16 @@ def provision_effects(tenant_id: str, device_id: str) -> list[Effect]:
             ok=(200, 201, 204, 409),
         ),
     ]
+
+
+def deviceconnect_disconnect(tenant_id: str, device_id: str) -> Effect:
+    """Cut the remote-access connection of a device that is no longer accepted."""
+    return Effect(
+        peer=DEVICECONNECT,
+        method="POST",
+        path=f"{_DEVICECONNECT}/{_seg(tenant_id)}/devices/{_seg(device_id)}/disconnect",
+        ok=(200, 202, 204, 404),
+    )
 
 
 def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:

@@ -53,6 +53,15 @@ async def decommission_device(tenant_id: str, device_id: str, devices: DevicesAp
     return Response(status_code=202)
 
 
+# NOTE: not in Mender's API: deviceauth calls it when a device stops being accepted, so that
+# its open connection is cut at once (Mender leaves it open until the device reconnects).
+@router.post(f"/tenants/{TENANT}/devices/{{device_id}}/disconnect", status_code=202)
+async def disconnect_device(tenant_id: str, device_id: str, devices: DevicesAppDep) -> Response:
+    """Cut the connection of a device that is no longer accepted."""
+    await devices.disconnect(tenant_id, device_id)
+    return Response(status_code=202)
+
+
 @router.post(f"/tenants/{TENANT}/devices/{{device_id}}/check-update", status_code=202)
 async def check_update(tenant_id: str, device_id: str, sessions: SessionsAppDep) -> JSONResponse:
     """Have the device's Mender client check for an update now."""
