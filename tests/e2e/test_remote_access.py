@@ -138,6 +138,23 @@ class TestConnection:
         )
 
 
+    def test_rejected_device_is_cut_off(
+        self, connected: tuple[MenderDevice, str], api: ManagementApi
+    ) -> None:
+        _, device_id = connected
+        found = api.devauth_device(device_id)
+        assert found is not None
+        api.set_auth_status(device_id, found["auth_sets"][0]["id"], "rejected")
+        wait_until(
+            lambda: connection_status(api, device_id) == "disconnected",
+            timeout=15,
+            what="disconnected once rejected",
+        )
+        # Its reconnection attempts are refused: it stays disconnected.
+        time.sleep(6)
+        assert connection_status(api, device_id) == "disconnected"
+
+
 class TestTerminal:
     def test_runs_a_command_and_the_session_plays_back(
         self,
