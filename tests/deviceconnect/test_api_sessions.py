@@ -167,6 +167,16 @@ class TestHostileFrames:
                 assert ws.close_code == 1009
                 assert device.received == []
 
+    async def test_device_cannot_reach_another_devices_session(self, dc: Running) -> None:
+        device_a, device_b = str(uuid.uuid4()), str(uuid.uuid4())
+        async with dc.device(device_a), dc.device(device_b) as other, user_ws(dc, device_a) as ws:
+            sid = await start_shell(ws)
+            forged = Frame(SHELL, "shell", sid, {"status": 1}, b"injected")
+            await other.send(forged)
+            await ws.send(encode(Frame(SHELL, "shell", body=b"real\n")))
+            # The next output is the session's own device's, not the injected frame.
+            assert (await next_frame(ws, "shell")).body == b"echo:real\n"
+
 
 class TestSlowUser:
     async def test_user_that_never_reads_loses_the_session(self, serve_with: ServeFactory) -> None:

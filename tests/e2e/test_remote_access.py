@@ -137,7 +137,6 @@ class TestConnection:
             what="disconnected after mender-connect stopped",
         )
 
-
     def test_rejected_device_is_cut_off(
         self, connected: tuple[MenderDevice, str], api: ManagementApi
     ) -> None:
