@@ -34,9 +34,10 @@ class Settings(BaseServiceSettings):
     # Websocket keep-alive: a ping every interval; no answer within the timeout closes it.
     ping_interval: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
     ping_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
-    # Device output buffered per session for a reader that falls behind; past it the
-    # session is dropped.
+    # Device output buffered per session for a reader that falls behind; past it the device
+    # is read no further until the reader catches up, or the stall timeout drops the session.
     session_buffer_size: Annotated[int, Field(ge=64 * _KIB)] = _MIB
+    session_stall_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=10)
     # Terminal output recorded per session; past it the session is stopped (Mender: 8 MiB).
     recording_max_size: Annotated[int, Field(ge=_KIB)] = 8 * _MIB
     # How long recordings are kept.

@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 store,
                 instance_id=instance_id,
                 buffer_limit=settings.session_buffer_size,
+                stall_timeout=settings.session_stall_timeout.total_seconds(),
                 clock=_now,
                 peers=peers,
             )

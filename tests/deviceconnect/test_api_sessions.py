@@ -180,7 +180,7 @@ class TestHostileFrames:
 
 class TestSlowUser:
     async def test_user_that_never_reads_loses_the_session(self, serve_with: ServeFactory) -> None:
-        async with serve_with(session_buffer_size=64 * 1024) as dc:
+        async with serve_with(session_buffer_size=64 * 1024, session_stall_timeout=0.5) as dc:
             device_id = str(uuid.uuid4())
             async with dc.device(device_id) as device, user_ws(dc, device_id) as ws:
                 sid = await start_shell(ws)
@@ -199,6 +199,38 @@ class TestSlowUser:
                 assert ws.close_reason == "session output not read fast enough"
                 # The device itself stays connected.
                 assert device.ws.close_code is None
+
+    async def test_fast_output_waits_for_a_slow_reader(self, serve_with: ServeFactory) -> None:
+        async with serve_with(
+            session_buffer_size=64 * 1024,
+            session_stall_timeout=5,
+            recording_max_size=128 * 1024 * 1024,
+        ) as dc:
+            device_id = str(uuid.uuid4())
+            async with dc.device(device_id) as device, user_ws(dc, device_id) as ws:
+                sid = await start_shell(ws)
+                ws.transport.pause_reading()
+                chunk = encode(Frame(SHELL, "shell", sid, {"status": 1}, b"w" * 4096))
+
+                # 64 MiB: more than the kernel's socket buffers of both hops hold.
+                frames = 16_384
+
+                async def flood() -> None:
+                    for _ in range(frames):
+                        await device.ws.send(chunk)
+
+                sender = asyncio.create_task(flood())
+                await asyncio.sleep(1)
+                # The device is held back while the user does not read...
+                assert not sender.done()
+                ws.transport.resume_reading()
+                received = 0
+                while received < frames * 4096:
+                    received += len((await next_frame(ws, "shell")).body)
+                await sender
+                # ...and nothing was lost once the user read again.
+                assert received == frames * 4096
+                assert not any(f.typ == "stop" for f in device.received)
 
 
 class TestRecordingAndPlayback:

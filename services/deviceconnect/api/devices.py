@@ -57,6 +57,6 @@ async def connect(websocket: WebSocket, connections: ConnectionsDep) -> None:
                 _log.warning("device %s sent a malformed message: %s", link.device_id, exc)
                 await socket.close(CLOSE_UNSUPPORTED, "malformed message")
                 break
-            link.route(frame.sid, data)
+            await link.route(frame.sid, data)
     finally:
         await connections.disconnected(link)

@@ -96,12 +96,14 @@ class Connections:
         *,
         instance_id: str,
         buffer_limit: int,
+        stall_timeout: float,
         clock: Callable[[], datetime],
         peers: Peers | None = None,
     ) -> None:
         self._store = store
         self.instance_id = instance_id
         self._buffer_limit = buffer_limit
+        self._stall_timeout = stall_timeout
         self._clock = clock
         self.peers: Peers = peers or NoPeers()
         self.hub = Hub()
@@ -123,7 +125,13 @@ class Connections:
         """Take a device's new websocket: it replaces any older connection, here or elsewhere."""
         if self.draining:
             raise ShuttingDown()
-        link = DeviceLink(tenant_id, device_id, socket, buffer_limit=self._buffer_limit)
+        link = DeviceLink(
+            tenant_id,
+            device_id,
+            socket,
+            buffer_limit=self._buffer_limit,
+            stall_timeout=self._stall_timeout,
+        )
         async with self._device_lock(link.key):
             replaced = self.hub.register(link)
             version, previous = await self._store.set_connected(

@@ -2,10 +2,13 @@
 
 A device's websocket is a `DeviceLink`. Every session on it (a user's terminal, a file
 transfer, a command) has a `SessionSink`: the device's frames for that session, buffered up
-to a byte limit. A reader that falls behind by more than the limit loses its session instead
-of making the server buffer without bound, and one slow session never stalls the device's
-other sessions. The user side talks to the device through a `Channel`: `LocalChannel` when
-the device is connected here, a NATS pipe when it is connected to another instance.
+to a byte limit. When a session's reader falls that far behind, the server stops reading from
+the device until the reader catches up (TCP then slows the device down), so fast output
+flows at the pace of its reader; a reader that does not catch up within the stall timeout
+loses its session, which frees the device for its other sessions. The server never buffers
+more than the limit (and one frame) per session. The user side talks to the device through a
+`Channel`: `LocalChannel` when the device is connected here, a NATS pipe when it is
+connected to another instance.
 """
 
 from __future__ import annotations
@@ -62,26 +65,39 @@ class ChannelClosed(Exception):
 class SessionSink:
     """The device's frames for one session, in order, buffered up to `limit` bytes."""
 
-    __slots__ = ("_done", "_frames", "_limit", "_size", "_wake", "reason")
+    __slots__ = ("_done", "_drained", "_frames", "_limit", "_size", "_wake", "reason")
 
     def __init__(self, limit: int) -> None:
         self._frames: collections.deque[bytes] = collections.deque()
         self._size = 0
         self._limit = limit
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
         self._done = asyncio.Event()
         self.reason: str | None = None
 
     def put(self, data: bytes) -> None:
-        """Queue a frame; past the limit the session ends as overflowed."""
+        """Queue a frame (the caller then waits for `drained` when `full`)."""
         if self.reason is not None:
-            return
-        if self._size + len(data) > self._limit and self._frames:
-            self.end(OVERFLOW)
             return
         self._frames.append(data)
         self._size += len(data)
         self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer holds more than the limit."""
+        return self._size > self._limit
+
+    async def drained(self, stall_timeout: float) -> None:
+        """Wait until the reader caught up to half the limit; end the session if it stalls."""
+        while self.full and self.reason is None:
+            self._drained.clear()
+            try:
+                async with asyncio.timeout(stall_timeout):
+                    await self._drained.wait()
+            except TimeoutError:
+                self.end(OVERFLOW)
 
     def end(self, reason: str) -> None:
         """End the session: queued frames are dropped, `get` returns None."""
@@ -90,6 +106,7 @@ class SessionSink:
             self._frames.clear()
             self._size = 0
             self._wake.set()
+            self._drained.set()
             self._done.set()
 
     async def ended(self) -> None:
@@ -104,6 +121,8 @@ class SessionSink:
             if self._frames:
                 data = self._frames.popleft()
                 self._size -= len(data)
+                if self._size <= self._limit // 2:
+                    self._drained.set()
                 return data
             self._wake.clear()
             await self._wake.wait()
@@ -113,7 +132,13 @@ class DeviceLink:
     """A device's websocket on this instance and the sessions routed over it."""
 
     def __init__(
-        self, tenant_id: str, device_id: str, socket: FrameSocket, *, buffer_limit: int
+        self,
+        tenant_id: str,
+        device_id: str,
+        socket: FrameSocket,
+        *,
+        buffer_limit: int,
+        stall_timeout: float,
     ) -> None:
         self.tenant_id = tenant_id
         self.device_id = device_id
@@ -122,6 +147,7 @@ class DeviceLink:
         self._lock = asyncio.Lock()
         self._sessions: dict[str, SessionSink] = {}
         self._buffer_limit = buffer_limit
+        self._stall_timeout = stall_timeout
         self.closed: str | None = None
 
     @property
@@ -136,12 +162,17 @@ class DeviceLink:
         async with self._lock:
             await self._socket.send(data)
 
-    def route(self, sid: str, data: bytes) -> bool:
-        """Hand a frame from the device to its session; False when no such session."""
+    async def route(self, sid: str, data: bytes) -> bool:
+        """Hand a frame from the device to its session; False when no such session.
+
+        Returns once the session's buffer is below its limit: reading the device waits.
+        """
         sink = self._sessions.get(sid)
         if sink is None:
             return False
         sink.put(data)
+        if sink.full:
+            await sink.drained(self._stall_timeout)
         return True
 
     def attach(self, sid: str) -> SessionSink:
