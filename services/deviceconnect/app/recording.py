@@ -2,13 +2,16 @@
 
 A recording is a sequence of events `(gap_ms, kind, payload)`: terminal output (bytes) or a
 resize (`[width, height]`), each with the time elapsed since the previous event. Events are
-packed with msgpack, compressed, and stored in chunks of about 16 KiB of output (or every
-couple of seconds of activity), so a crash loses at most the last chunk. A session's output
-is bounded: past `limit` bytes the session is stopped, as Mender does.
+packed with msgpack, compressed, and stored in chunks of about 64 KiB of output (or every
+couple of seconds of activity), so a crash loses at most the last chunk. A chunk is written
+while the next one fills (one write in flight at a time), so the database's latency does not
+slow the terminal down. A session's output is bounded: past `limit` bytes the session is
+stopped, as Mender does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +26,7 @@ __all__ = ["OUTPUT", "RESIZE", "Event", "Recorder", "replay"]
 
 OUTPUT: Final = 0
 RESIZE: Final = 1
-_FLUSH_BYTES: Final = 16 * 1024
+_FLUSH_BYTES: Final = 64 * 1024
 _FLUSH_SECONDS: Final = 2.0
 
 Event = tuple[int, int, Any]
@@ -53,6 +56,7 @@ class Recorder:
         self._seq = 0
         self._last_event = time.monotonic()
         self._last_flush = self._last_event
+        self._writing: asyncio.Task[None] | None = None
         self.recorded = 0
 
     def _gap(self) -> int:
@@ -69,28 +73,41 @@ class Recorder:
         self._events.append((self._gap(), OUTPUT, data))
         self._pending += len(data)
         if self._pending >= _FLUSH_BYTES or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
-            await self.flush()
+            await self._write_behind()
         return True
 
     async def resize(self, width: int, height: int) -> None:
         """Record a change of the terminal size."""
         self._events.append((self._gap(), RESIZE, [width, height]))
 
+    async def _write_behind(self) -> None:
+        """Start writing the buffered events; wait first for the write still in flight."""
+        if self._writing is not None:
+            await self._writing
+        self._writing = asyncio.create_task(self._write(self._take()))
+
     async def flush(self) -> None:
-        """Store what is buffered."""
+        """Store everything recorded so far (at the end of the session)."""
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+        await self._write(self._take())
+
+    def _take(self) -> list[Event]:
         self._last_flush = time.monotonic()
-        if not self._events:
+        events, self._events, self._pending = self._events, [], 0
+        return events
+
+    async def _write(self, events: list[Event]) -> None:
+        if not events:
             return
-        events: bytes = msgpack.packb(self._events, use_bin_type=True)
-        self._events = []
-        self._pending = 0
         self._seq += 1
         now = self._clock()
         await self._store.add_recording(
             self._tenant,
             self._sid,
             seq=self._seq,
-            events=zlib.compress(events),
+            events=zlib.compress(msgpack.packb(events, use_bin_type=True)),
             now=now,
             expire_ts=now + self._expire,
         )
