@@ -18,7 +18,7 @@ $(CURDIR)/.tools/bin/uv:
 install: .venv/.synced
 
 run: install
-	$(UV) run --frozen python -m common.launcher
+	$(UV) run --frozen python -m common.localstack.launcher
 
 test: install
 	$(UV) run --frozen pytest

@@ -3,15 +3,15 @@
     uv run python bench/artifact_stream_bench.py                    # 1 GiB, gzip (~3 min)
     uv run python bench/artifact_stream_bench.py --size 256MiB --compression none
 
-Starts the whole server with `common.launcher.Stack` (the embedded database, every built
-service and the gateway, each its own process, state in a temporary directory), creates an
-admin with useradm's command line and logs in through the gateway. It then writes a payload
-of pseudo-random bytes to a file, builds a real artifact from it with `mender-artifact write
-module-image -T single-file`, uploads it through the gateway as `mender-cli` does (a chunked
-multipart body with `size`, `description` and `artifact`, read from disk as it is sent),
-fetches its download link and downloads it through the gateway to /dev/null, checking the
-SHA-256 against the file. Meanwhile the resident memory (`VmRSS`) of every process of the
-stack is sampled. Results go to `bench/results/artifact_stream.md`.
+Starts the whole server with `common.localstack.launcher.Stack` (the embedded database,
+every built service and the gateway, each its own process, state in a temporary directory),
+creates an admin with useradm's command line and logs in through the gateway. It then writes
+a payload of pseudo-random bytes to a file, builds a real artifact from it with
+`mender-artifact write module-image -T single-file`, uploads it through the gateway as
+`mender-cli` does (a chunked multipart body with `size`, `description` and `artifact`, read
+from disk as it is sent), fetches its download link and downloads it through the gateway to
+/dev/null, checking the SHA-256 against the file. Meanwhile the resident memory (`VmRSS`) of
+every process of the stack is sampled. Results go to `bench/results/artifact_stream.md`.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 
-from common.embedded import free_port  # noqa: E402
-from common.launcher import Stack  # noqa: E402
+from common.localstack.embedded import free_port  # noqa: E402
+from common.localstack.launcher import Stack  # noqa: E402
 
 RESULTS: Final = ROOT / "bench" / "results" / "artifact_stream.md"
 LOGIN: Final = "/api/management/v1/useradm/auth/login"
@@ -89,9 +89,7 @@ def _comm(pid: int) -> str:
 
 def stack_processes(stack: Stack) -> dict[str, int]:
     """Every process of the stack by name, with any children they started."""
-    top: dict[str, int] = {name: proc.pid for name, proc in stack._procs.items()}
-    if stack._db is not None and stack._db._proc is not None:
-        top["database"] = stack._db._proc.pid
+    top = stack.pids()
     found: dict[str, int] = {}
     for name, pid in sorted(top.items()):
         found[name] = pid

@@ -10,9 +10,9 @@ The runs (`--runs`), each on fresh processes and a fresh in-memory embedded Mong
   would verify), `--devices` devices over `--connections` connections (default 1000 / 8);
 - `direct-high`: the same at `--high-connections` concurrent connections (default 300) with
   `--high-devices` devices (default 1500);
-- `gateway`: the whole server (`common.launcher.Stack`: every built service and the gateway)
-  with `--high-devices` real devices (Ed25519 keys, preauthorized and authenticated through
-  the gateway, each with its own device JWT) polling through the gateway over
+- `gateway`: the whole server (`common.localstack.launcher.Stack`: every service and the
+  gateway) with `--high-devices` real devices (Ed25519 keys, preauthorized and authenticated
+  through the gateway, each with its own device JWT) polling through the gateway over
   `--high-connections` connections; the gateway verifies every token (signature, and its
   cached state from deviceauth). The devices join in batches of 100, each provisioned in
   inventory by deviceauth's outbox before the next, so the phases start on a quiet stack;
@@ -61,8 +61,8 @@ sys.path.insert(0, str(ROOT))
 
 from procstats import cpu_seconds  # noqa: E402
 
-from common.embedded import EmbeddedMongo, free_port  # noqa: E402
-from common.launcher import Stack  # noqa: E402
+from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
+from common.localstack.launcher import Stack  # noqa: E402
 
 NEXT: Final = "/api/devices/v2/deployments/device/deployments/next"
 STATUS: Final = "/api/devices/v1/deployments/device/deployments/{}/status"
@@ -75,7 +75,8 @@ INVENTORY_DEVICES: Final = "/api/management/v1/inventory/devices"
 ADMIN: Final = ("bench@example.com", "bench-password-1")
 RUNS: Final = ("direct", "direct-high", "direct-high-retry", "gateway", "gateway-retry")
 # The variants ending in `-retry` turn retryable writes back on, which the embedded server
-# slows down once it has recorded 10,000 of them (see `common.embedded.EmbeddedMongo.url`).
+# slows down once it has recorded 10,000 of them (see
+# `common.localstack.embedded.EmbeddedMongo.url`).
 RETRY: Final = "retryWrites=true"
 _SYSTEM_DBS: Final = frozenset({"admin", "local", "config"})
 # How long deviceauth's outbox may take to provision a batch of new devices in inventory.
@@ -392,8 +393,8 @@ async def run_direct(
     ops = OpCounter(database.url)
     try:
         base = f"http://127.0.0.1:{port}"
-        assert database._proc is not None
-        pids = {"deployments": service.pid, "database": database._proc.pid}
+        assert database.pid is not None
+        pids = {"deployments": service.pid, "database": database.pid}
         tokens = {
             f"device-{i:06d}": _token({"sub": f"device-{i:06d}", "mender.device": True})
             for i in range(devices_count)
@@ -501,9 +502,8 @@ async def run_gateway(
         )
         if created.returncode != 0:
             raise RuntimeError(f"create-user failed: {created.stderr}")
-        assert database._proc is not None
-        pids = {name: proc.pid for name, proc in sorted(stack._procs.items())}
-        pids["database"] = database._proc.pid
+        assert database.pid is not None
+        pids = {**dict(sorted(stack.pids().items())), "database": database.pid}
         async with _session(connections) as session:
             login = {"Authorization": _basic(*ADMIN)}
             async with session.post(stack.url + LOGIN, headers=login) as response:
@@ -526,7 +526,7 @@ async def run_gateway(
             provisioned = time.monotonic() - started
             print(f"  {devices_count} devices registered in {provisioned:.0f} s", flush=True)
             run.setup = (
-                f"Every built service and the gateway (`Stack`: {', '.join(stack._procs)}), "
+                f"Every built service and the gateway (`Stack`: {', '.join(stack.pids())}), "
                 "one uvicorn worker each"
                 + (f", their Mongo URL carrying `{mongo_options}`" if mongo_options else "")
                 + ". The devices were preauthorized with Ed25519 keys and authenticated "

@@ -54,8 +54,8 @@ sys.path.insert(0, str(ROOT))
 
 from procstats import machine, rss_kib  # noqa: E402
 
-from common.embedded import EmbeddedMongo, free_port  # noqa: E402
-from common.launcher import Stack  # noqa: E402
+from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
+from common.localstack.launcher import Stack  # noqa: E402
 from services.deviceconnect.app.protocol import (  # noqa: E402
     CONTROL,
     FILE_TRANSFER,

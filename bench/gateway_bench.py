@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 
-from common.embedded import free_port  # noqa: E402
+from common.localstack.embedded import free_port  # noqa: E402
 
 RESULTS: Final = ROOT / "bench" / "results" / "gateway.md"
 BENCH_PATH: Final = "/api/devices/v1/inventory/bench"

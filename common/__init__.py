@@ -1,16 +1,12 @@
-"""Shared library for every Fleetport service and the gateway.
+"""Code shared by every Fleetport service and the gateway, in three parts.
 
-- `app`: `create_service_app` (error shape, request ids, body limit, health, lifespan)
-- `settings`: `BaseServiceSettings` (pydantic-settings; subclasses set the env prefix)
-- `errors`: domain errors carrying their HTTP status
-- `identity`: caller identity decoded from the bearer token (`DeviceIdentity`, `UserIdentity`)
-- `paging`: `PageDep`, `parse_page`, `set_page_headers`
-- `mongo`: client creation, `TenantCollection`, `transaction`, `ensure_indexes`
-- `outbox`: `Effect`, `Outbox`, `OutboxRelay` for cross-service effects
-- `peers`: `PeerClient`, base of typed internal httpx clients
-- `tokens`: JWT signing/verification (RS256, EdDSA) and key files
-- `routing`: `TENANT` path segment that accepts an empty tenant id
-- `embedded`: the embedded Mongo-wire server process
-- `wsserver`: uvicorn's websocket protocol, logging a refused handshake as one access line
-- `multipart`: `MultipartStream`, incremental multipart/form-data reading for streamed uploads
+- `common.core`: the framework-free library every process may use (errors, settings,
+  MongoDB access, the outbox, tokens, peers, request ids, paging and claims, logging).
+- `common.web`: what a FastAPI service is built from (the app factory and `serve`, paging
+  headers, caller identity, path conventions).
+- `common.localstack`: the tooling that runs the whole server on one machine for `make run`
+  and the tests (launcher, embedded database, keys, process supervision). Product code never
+  imports it.
+
+The import contracts in `pyproject.toml` keep the parts apart.
 """

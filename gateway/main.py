@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from common.logging import configure_logging
-from common.wsserver import WebSocketProtocol
+from common.core.logging import configure_logging
+from common.web.wsserver import WebSocketProtocol
 from gateway.app import Gateway
 from gateway.config import Settings
 

@@ -20,7 +20,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from common.requestid import request_id_var
+from common.core.requestid import request_id_var
 from gateway._types import Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP, REQUEST_ID
 from gateway.responses import send_error

@@ -13,9 +13,10 @@ import pytest
 from fastapi import FastAPI
 from pymongo import AsyncMongoClient, monitoring
 
-from common.embedded import EmbeddedMongo, free_port
-from common.launcher import Stack
-from common.mongo import Document, add_command_listener
+from common.core.mongo import Document, add_command_listener
+from common.localstack.embedded import EmbeddedMongo, free_port
+from common.localstack.launcher import Stack
+from tests.e2e.api import ManagementApi
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +76,8 @@ def stack(mongo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         state_dir=tmp_path_factory.mktemp("fleetport"),
         gateway_port=free_port(),
         mongo_url=mongo_url,
+        # Webhook receivers in the tests listen on 127.0.0.1; retries stay a few seconds apart.
+        extra_env={"IOT_MANAGER_DOMAIN_SKIPVERIFY": "true", "IOT_MANAGER_RETRY_MAX_BACKOFF": "2"},
     )
     running.start()
     try:
@@ -103,6 +106,16 @@ def admin_token(stack: Stack, admin: tuple[str, str]) -> str:
     response = httpx.post(f"{stack.url}/api/management/v1/useradm/auth/login", auth=admin)
     assert response.status_code == 200, response.text
     return response.text
+
+
+@pytest.fixture(scope="session")
+def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
+    """The management API through the gateway, as the admin."""
+    client = ManagementApi(stack.url, admin_token)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 class _TenantGuard(monitoring.CommandListener):
@@ -157,7 +170,7 @@ add_command_listener(_tenant_guard)
 def tenant_scoping_guard() -> Iterator[None]:
     """Fail a test whose service code touched a collection without `TenantCollection`.
 
-    Only clients made by `common.mongo.create_client` (the services') are watched; the
+    Only clients made by `common.core.mongo.create_client` (the services') are watched; the
     `mongo` fixture's client is free to inspect and prepare raw documents.
     """
     _tenant_guard.violations.clear()
@@ -167,6 +180,6 @@ def tenant_scoping_guard() -> Iterator[None]:
     finally:
         _tenant_guard.active = False
     assert not _tenant_guard.violations, (
-        "collections queried without tenant scoping (use common.mongo.TenantCollection):\n"
+        "collections queried without tenant scoping (use common.core.mongo.TenantCollection):\n"
         + "\n".join(_tenant_guard.violations[:10])
     )

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import DEV_PLACEHOLDER, BaseServiceSettings
+from common.core.settings import DEV_PLACEHOLDER, BaseServiceSettings
+from services.deployments.service import SERVICE
 
 __all__ = ["Settings"]
 
@@ -19,9 +20,9 @@ _MIB = 1024**2
 class Settings(BaseServiceSettings):
     """Deployments settings; unset peer addresses mean the peer is not deployed."""
 
-    model_config = SettingsConfigDict(env_prefix="DEPLOYMENTS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = "deployment_service"
+    mongo_db: str = SERVICE.database
     # Where artifact files live: the local directory, or an S3-compatible bucket
     # (Mender's `storage.default`, whose S3 value is "aws").
     storage_default: Literal["local", "aws"] = "local"

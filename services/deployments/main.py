@@ -10,7 +10,7 @@ from typing import Final
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.deployments.api.deps import Services
 from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
 from services.deployments.api.devices import router as devices_router
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    async def setup(resources: Resources) -> AsyncIterator[Services]:
         signer = URLSigner(settings.presign_secret)
         async with contextlib.AsyncExitStack() as stack:
             storage: Storage
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             uploads = DirectUploadsApp(
                 store, storage, artifacts, tasks, enabled=settings.enable_direct_upload
             )
-            app.state.services = Services(
+            services = Services(
                 settings=settings,
                 storage=storage,
                 signer=signer,
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resumed = await generate.recover() + await uploads.recover()
             if resumed:
                 _log.info("resuming %d unfinished artifact jobs", resumed)
-            yield
+            yield services
 
     return create_service_app(
         settings,

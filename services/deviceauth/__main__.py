@@ -1,23 +1,10 @@
-"""`python -m services.deviceauth`: serve deviceauth on the configured address."""
+"""`python -m services.deviceauth`: serve deviceauth on its configured address."""
 
 from __future__ import annotations
 
-import uvicorn
-
+from common.web.app import serve
 from services.deviceauth.config import Settings
 from services.deviceauth.main import create_app
 
-
-def main() -> None:
-    """Run the service until interrupted."""
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_config=None,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(create_app, Settings())

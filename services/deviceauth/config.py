@@ -8,7 +8,8 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
+from services.deviceauth.service import SERVICE
 
 __all__ = ["Settings"]
 
@@ -16,9 +17,9 @@ __all__ = ["Settings"]
 class Settings(BaseServiceSettings):
     """Configuration of deviceauth; every field is read from `DEVICEAUTH_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="DEVICEAUTH_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = "deviceauth"
+    mongo_db: str = SERVICE.database
     # PEM private key (RSA → RS256, Ed25519 → EdDSA) that signs device tokens. Without it,
     # development mode signs with a key generated at start-up (tokens die with the process).
     server_priv_key_path: Path | None = None
@@ -33,6 +34,7 @@ class Settings(BaseServiceSettings):
     deployments_addr: str | None = None
     deviceconnect_addr: str | None = None
     deviceconfig_addr: str | None = None
+    iot_manager_addr: str | None = None
     # How often the outbox relay looks for effects when nothing woke it, in seconds.
     outbox_poll_interval: Annotated[float, Field(gt=0)] = 1.0
 
@@ -49,4 +51,5 @@ class Settings(BaseServiceSettings):
             "deployments": self.deployments_addr or None,
             "deviceconnect": self.deviceconnect_addr or None,
             "deviceconfig": self.deviceconfig_addr or None,
+            "iot_manager": self.iot_manager_addr or None,
         }

@@ -11,10 +11,11 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
-from common.outbox import OutboxRelay
-from common.tokens import SigningKey, TokenVerifier, load_signing_key
+from common.core.outbox import OutboxRelay
+from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
+from common.web.app import Resources, create_service_app
 from services.deviceauth.api import devices_router, internal_router, management_router
+from services.deviceauth.api.deps import Services
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
 from services.deviceauth.app import Clock, DevAuthApp
 from services.deviceauth.config import Settings
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     config = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+    async def setup(res: Resources) -> AsyncIterator[Services]:
         signer = _signing_key(config)
         keys = [signer]
         if config.server_fallback_priv_key_path is not None:
@@ -49,17 +50,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
         )
         async with relay.running():
-            app.state.devauth = DevAuthApp(
-                MongoStore(res.mongo, res.db),
-                signer=signer,
-                verifier=TokenVerifier(keys),
-                issuer=config.jwt_issuer,
-                token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
-                default_max_devices=config.max_devices,
-                wake=relay.wake,
-                clock=clock,
+            yield Services(
+                settings=config,
+                devauth=DevAuthApp(
+                    MongoStore(res.mongo, res.db),
+                    signer=signer,
+                    verifier=TokenVerifier(keys),
+                    issuer=config.jwt_issuer,
+                    token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
+                    default_max_devices=config.max_devices,
+                    wake=relay.wake,
+                    clock=clock,
+                ),
             )
-            yield
 
     return create_service_app(
         config,

@@ -8,7 +8,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
+from services.deviceconnect.service import SERVICE
 
 __all__ = ["Settings"]
 
@@ -20,9 +21,9 @@ _GIB = 1024**3
 class Settings(BaseServiceSettings):
     """deviceconnect settings; an unset NATS address means a single instance."""
 
-    model_config = SettingsConfigDict(env_prefix="DEVICECONNECT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = "deviceconnect"
+    mongo_db: str = SERVICE.database
     # NATS server shared by the replicas (e.g. nats://nats:4222); unset: one instance alone.
     nats_uri: str | None = None
     # Largest websocket message accepted from a device or a user (Mender: 8 MiB).

@@ -12,9 +12,9 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
-from common.outbox import OutboxRelay
-from common.wsserver import WebSocketProtocol
+from common.core.outbox import OutboxRelay
+from common.web.app import Resources, create_service_app
+from common.web.wsserver import WebSocketProtocol
 from services.deviceconnect.api.deps import Services
 from services.deviceconnect.api.devices import router as devices_router
 from services.deviceconnect.api.internal import PREFIX as INTERNAL_PREFIX
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    async def setup(resources: Resources) -> AsyncIterator[Services]:
         instance_id = uuid.uuid4().hex
         store = MongoStore(resources.mongo, resources.db)
         relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if peers is not None:
                 await stack.enter_async_context(peers.serving(connections))
             await stack.enter_async_context(relay.running())
-            app.state.services = Services(
+            yield Services(
                 settings=settings,
                 connections=connections,
                 devices=DevicesApp(store, connections, clock=_now),
@@ -95,7 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 playback=PlaybackApp(store),
             )
-            yield
 
     return create_service_app(
         settings,

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ConnectionStatus", "Device", "Model", "Session", "SessionKind"]
+__all__ = [
+    "Channel",
+    "ChannelClosed",
+    "ConnectionStatus",
+    "Device",
+    "Model",
+    "Session",
+    "SessionKind",
+]
 
 
 class Model(BaseModel):
@@ -57,3 +66,36 @@ class Session(Model):
     end_ts: datetime | None = None
     kinds: tuple[SessionKind, ...] = ()
     bytes_recorded: int = 0
+
+
+class ChannelClosed(Exception):
+    """The other end of a session is gone; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Channel(Protocol):
+    """The user side of a session: frames to the device and the device's frames back."""
+
+    async def send(self, data: bytes) -> None:
+        """Send a frame to the device; raise `ChannelClosed` when it is gone."""
+        ...
+
+    async def recv(self) -> bytes | None:
+        """The device's next frame for this session; None once the session ended."""
+        ...
+
+    async def ended(self) -> None:
+        """Return once the session has ended (even while a send to the user is stuck)."""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """Why `recv` returned None."""
+        ...
+
+    async def close(self, reason: str = "closed") -> None:
+        """Leave the session, telling the other end why (idempotent)."""
+        ...

@@ -1,23 +1,10 @@
-"""`python -m services.inventory`: serve the inventory with uvicorn."""
+"""`python -m services.inventory`: serve the inventory on its configured address."""
 
 from __future__ import annotations
 
-import uvicorn
-
+from common.web.app import serve
 from services.inventory.config import Settings
 from services.inventory.main import create_app
 
-
-def main() -> None:
-    """Run the service on the configured address."""
-    settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_config=None,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    serve(create_app, Settings())

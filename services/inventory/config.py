@@ -7,7 +7,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
+from services.inventory.service import SERVICE
 
 __all__ = ["Settings"]
 
@@ -15,9 +16,9 @@ __all__ = ["Settings"]
 class Settings(BaseServiceSettings):
     """Inventory settings: database, attribute limits and the devicemonitor peer."""
 
-    model_config = SettingsConfigDict(env_prefix="INVENTORY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = "inventory"
+    mongo_db: str = SERVICE.database
     # Most attributes a device may have in one scope (0: unlimited), as Mender's
     # `limit_attributes`; tags have their own limit.
     limit_attributes: Annotated[int, Field(ge=0)] = 100

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.inventory.api import (
     devices_router,
     internal_v1,
@@ -16,6 +16,7 @@ from services.inventory.api import (
     management_v2,
     management_v2alpha1,
 )
+from services.inventory.api.deps import Services
 from services.inventory.api.internal import PREFIX_V1
 from services.inventory.app import InventoryApp
 from services.inventory.clients import HttpDevicemonitorClient
@@ -31,17 +32,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, resources: Resources) -> AsyncIterator[None]:
+    async def setup(resources: Resources) -> AsyncIterator[Services]:
         devicemonitor = None
         if settings.devicemonitor_addr:
             devicemonitor = HttpDevicemonitorClient(resources.http, settings.devicemonitor_addr)
-        app.state.inventory = InventoryApp(
-            MongoStore(resources.db),
-            limit_attributes=settings.limit_attributes,
-            limit_tags=settings.limit_tags,
-            devicemonitor=devicemonitor,
+        yield Services(
+            settings=settings,
+            inventory=InventoryApp(
+                MongoStore(resources.db),
+                limit_attributes=settings.limit_attributes,
+                limit_tags=settings.limit_tags,
+                devicemonitor=devicemonitor,
+            ),
         )
-        yield
 
     return create_service_app(
         settings,

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _create_user(settings: Settings, email: str, password: str, user_id: str | None) -> str:
     # Imported here: a command line that only parses its arguments should start quickly.
-    from common.mongo import create_client, ensure_indexes
+    from common.core.mongo import create_client, ensure_indexes
     from services.useradm.app.passwords import PasswordHasher
     from services.useradm.app.users import UsersApp
     from services.useradm.config import SERVICE_NAME
@@ -57,16 +57,10 @@ async def _create_user(settings: Settings, email: str, password: str, user_id: s
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
+    from common.web.app import serve
     from services.useradm.main import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_config=None,
-    )
+    serve(create_app, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pydantic import ValidationError
 
-    from common.errors import BadRequest, Conflict
+    from common.core.errors import BadRequest, Conflict
     from services.useradm.config import Settings
 
     try:

@@ -8,7 +8,8 @@ from typing import Annotated, Final
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from common.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings
+from services.useradm.service import SERVICE
 
 __all__ = ["SERVICE_NAME", "Settings"]
 
@@ -18,9 +19,9 @@ SERVICE_NAME: Final = "useradm"
 class Settings(BaseServiceSettings):
     """Configuration of useradm; every field is read from `USERADM_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="USERADM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    mongo_db: str = SERVICE_NAME
+    mongo_db: str = SERVICE.database
     # PEM private key (RSA → RS256, Ed25519 → EdDSA) that signs user tokens. A file named
     # `private.id.<N>.pem` gives the key id N (else 0); other `private.id.<M>.pem` files in
     # the same directory are loaded too, so tokens of rotated-out keys keep verifying.

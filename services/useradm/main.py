@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from common.app import Resources, create_service_app
+from common.web.app import Resources, create_service_app
 from services.useradm.api import internal_router, management_v1, management_v2
+from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
 from services.useradm.app import (
     AuthApp,
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     config = settings or Settings()
 
     @asynccontextmanager
-    async def setup(app: FastAPI, res: Resources) -> AsyncIterator[None]:
+    async def setup(res: Resources) -> AsyncIterator[Services]:
         keys = load_key_ring(
             config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
         )
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions_per_user=config.limit_sessions_per_user,
             tokens_per_user=config.limit_tokens_per_user,
         )
-        app.state.users = UsersApp(store, hasher)
-        app.state.auth = AuthApp(store, hasher, keys, policy)
-        app.state.settings_app = SettingsApp(store)
-        app.state.plans = PlansApp()
-        yield
+        yield Services(
+            settings=config,
+            users=UsersApp(store, hasher),
+            auth=AuthApp(store, hasher, keys, policy),
+            user_settings=SettingsApp(store),
+            plans=PlansApp(),
+        )
 
     return create_service_app(
         config,

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated
+
 import httpx
 import pytest
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from common.app import create_service_app, resources
-from common.embedded import free_port
-from common.errors import Conflict
-from common.identity import DeviceIdentity
-from common.paging import PageDep, set_page_headers
-from common.routing import TENANT
-from common.settings import BaseServiceSettings
+from common.core.errors import Conflict
+from common.core.settings import BaseServiceSettings
+from common.localstack.embedded import free_port
+from common.web.app import (
+    Resources,
+    create_service_app,
+    resources,
+    services_dependency,
+    services_of,
+)
+from common.web.identity import DeviceIdentity
+from common.web.paging import PageDep, set_page_headers
+from common.web.routing import TENANT
 from tests.conftest import ClientFactory
 
 
@@ -23,7 +34,7 @@ class _Body(BaseModel):
     count: int
 
 
-def _app(mongo_url: str, db_name: str) -> object:
+def _app(mongo_url: str, db_name: str) -> FastAPI:
     router = APIRouter(prefix="/api/management/v1/demo")
 
     @router.post("/things", status_code=201)
@@ -59,7 +70,7 @@ def _app(mongo_url: str, db_name: str) -> object:
 
 @pytest.fixture
 async def client(mongo_url: str, db_name: str, asgi_client: ClientFactory):  # type: ignore[no-untyped-def]
-    async with asgi_client(_app(mongo_url, db_name)) as c:  # type: ignore[arg-type]
+    async with asgi_client(_app(mongo_url, db_name)) as c:
         yield c
 
 
@@ -125,7 +136,7 @@ class TestErrors:
 
     async def test_database_down(self, db_name: str, asgi_client: ClientFactory) -> None:
         nowhere = f"mongodb://127.0.0.1:{free_port()}/?directConnection=true"
-        async with asgi_client(_app(nowhere, db_name)) as client:  # type: ignore[arg-type]
+        async with asgi_client(_app(nowhere, db_name)) as client:
             r = await client.get("/api/management/v1/demo/count")
             health = await client.get("/api/internal/v1/demo/health")
 
@@ -165,3 +176,71 @@ class TestTenantPath:
         assert r.json() == {"tenant": ""}
         r = await client.get("/api/internal/v1/demo/tenants/t1/echo")
         assert r.json() == {"tenant": "t1"}
+
+
+@dataclass
+class _Services:
+    """A service's typed services object, as its setup builds it."""
+
+    database: str
+    events: list[str] = field(default_factory=list)
+
+
+_ServicesDep = Annotated[_Services, Depends(services_dependency(_Services))]
+
+
+def _app_with_services(mongo_url: str, db_name: str, events: list[str]) -> FastAPI:
+    router = APIRouter(prefix="/api/management/v1/demo")
+
+    @router.get("/database")
+    async def database(services: _ServicesDep) -> dict[str, str]:
+        services.events.append("request")
+        return {"database": services.database}
+
+    @asynccontextmanager
+    async def setup(res: Resources) -> AsyncIterator[_Services]:
+        events.append("setup")
+        yield _Services(database=res.db.name, events=events)
+        events.append("teardown")
+
+    settings = BaseServiceSettings(mongo_url=mongo_url, mongo_db=db_name)
+    return create_service_app(
+        settings,
+        name="demo",
+        internal_prefix="/api/internal/v1/demo",
+        routers=[router],
+        setup=setup,
+    )
+
+
+class TestServices:
+    async def test_routes_get_what_the_setup_yielded(
+        self, mongo_url: str, db_name: str, asgi_client: ClientFactory
+    ) -> None:
+        events: list[str] = []
+        app = _app_with_services(mongo_url, db_name, events)
+        async with asgi_client(app) as client:
+            r = await client.get("/api/management/v1/demo/database")
+            services = services_of(app, _Services)
+            assert events == ["setup", "request"]
+
+        assert r.status_code == 200
+        assert r.json() == {"database": db_name}
+        assert services.database == db_name
+        assert events == ["setup", "request", "teardown"]
+
+    async def test_wrong_kind_is_refused(
+        self, mongo_url: str, db_name: str, asgi_client: ClientFactory
+    ) -> None:
+        app = _app_with_services(mongo_url, db_name, [])
+        async with asgi_client(app):
+            with pytest.raises(TypeError, match="the app's services are _Services, not Resources"):
+                services_of(app, Resources)
+
+    async def test_app_without_setup_has_none(
+        self, mongo_url: str, db_name: str, asgi_client: ClientFactory
+    ) -> None:
+        app = _app(mongo_url, db_name)
+        async with asgi_client(app):
+            with pytest.raises(TypeError, match="the app's services are NoneType, not _Services"):
+                services_of(app, _Services)

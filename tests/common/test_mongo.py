@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document, TenantCollection, create_client
+from common.core.mongo import Document, TenantCollection, create_client
 from tests import conftest
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient, monitoring
 
-from common.mongo import Document, transaction
-from common.outbox import Effect, Outbox, OutboxRelay
+from common.core.mongo import Document, transaction
+from common.core.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
 from tests.support import LiveServer, eventually
 
 
@@ -21,6 +21,7 @@ class _Peer(LiveServer):
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str, Any]] = []
+        self.keys: list[str | None] = []
         self.status = 204
         app = FastAPI()
 
@@ -28,6 +29,7 @@ class _Peer(LiveServer):
         async def record(path: str, request: Request) -> Response:
             body = await request.body()
             self.received.append((request.method, "/" + path, body.decode() or None))
+            self.keys.append(request.headers.get("Idempotency-Key"))
             return Response(status_code=self.status)
 
         super().__init__(app)
@@ -160,6 +162,90 @@ class TestDelivery:
 
         assert [p for _, p, _ in peer.received] == [f"/{n}" for n in range(250)]
         assert finds.count == 3  # 100 + 100 + 50
+
+    async def test_a_retry_carries_the_same_idempotency_key(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add([Effect("inventory", "POST", "/once")])
+        [effect] = await Outbox(db).pending()
+        peer.status = 503
+        relay = OutboxRelay(db, http, {"inventory": peer.url}, max_backoff=0.0)
+        assert await relay.deliver_due() == 0
+        peer.status = 204
+        assert await relay.deliver_due() == 1
+        assert peer.keys == [str(effect["_id"]), str(effect["_id"])]
+        assert await Outbox(db).pending() == []
+
+
+class _Lanes:
+    """A sender that records what it delivers and answers per lane as told."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.outcomes: dict[str, Outcome] = {}
+
+    async def __call__(self, effect: Mapping[str, Any]) -> Attempt:
+        self.sent.append((effect["lane"], effect["path"]))
+        return Attempt(self.outcomes.get(effect["lane"], Outcome.DONE), "as told")
+
+
+class TestSenders:
+    async def test_lanes_are_delivered_in_order_and_independently(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add(
+            [
+                Effect("hooks", "POST", "/a1", lane="a"),
+                Effect("hooks", "POST", "/b1", lane="b"),
+                Effect("hooks", "POST", "/a2", lane="a"),
+                Effect("hooks", "POST", "/b2", lane="b"),
+            ]
+        )
+        sender = _Lanes()
+        sender.outcomes["a"] = Outcome.RETRY
+        relay = OutboxRelay(db, http, {}, senders={"hooks": sender}, max_backoff=0.0)
+
+        assert await relay.deliver_due() == 2
+        assert sorted(sender.sent) == [("a", "/a1"), ("b", "/b1"), ("b", "/b2")]
+        pending = await Outbox(db).pending("hooks")
+        assert [(p["path"], p["attempts"], p.get("last_error")) for p in pending] == [
+            ("/a1", 1, "as told"),
+            ("/a2", 0, None),
+        ]
+
+        sender.outcomes["a"] = Outcome.DONE
+        sender.sent.clear()
+        assert await relay.deliver_due() == 2
+        assert sender.sent == [("a", "/a1"), ("a", "/a2")]
+        assert await Outbox(db).pending() == []
+
+    async def test_a_refused_delivery_is_set_aside(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add(
+            [Effect("hooks", "POST", "/bad", lane="a"), Effect("hooks", "POST", "/good", lane="a")]
+        )
+        sender = _Lanes()
+        sender.outcomes["a"] = Outcome.REFUSED
+        relay = OutboxRelay(db, http, {}, senders={"hooks": sender})
+        assert await relay.deliver_due() == 2
+        dead = await db.outbox.find({"state": "dead"}).sort("_id", 1).to_list()
+        assert [(d["path"], d["last_error"]) for d in dead] == [
+            ("/bad", "as told"),
+            ("/good", "as told"),
+        ]
+
+    async def test_peers_without_a_sender_or_address_wait(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db).add([Effect("hooks", "POST", "/x", lane="a")])
+        relay = OutboxRelay(db, http, {})
+        assert await relay.deliver_due() == 0
+        assert [p["path"] for p in await Outbox(db).pending()] == ["/x"]
 
 
 class _FindCounter(monitoring.CommandListener):

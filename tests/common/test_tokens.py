@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.tokens import (
+from common.core.tokens import (
     TokenExpired,
     TokenInvalid,
     TokenVerifier,

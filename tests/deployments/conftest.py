@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
 from services.deployments.main import create_app
@@ -75,8 +76,7 @@ class Service:
     @property
     def services(self) -> Services:
         """The use-cases built by the lifespan."""
-        services: Services = self.app.state.services
-        return services
+        return services_of(self.app, Services)
 
     async def upload(
         self,

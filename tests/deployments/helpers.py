@@ -15,7 +15,7 @@ from typing import Any, Final
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from common.routing import TENANT
+from common.web.routing import TENANT
 
 __all__ = [
     "DEVICE_TYPE",

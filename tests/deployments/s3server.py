@@ -14,7 +14,7 @@ from typing import Final
 
 import httpx
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 
 __all__ = ["ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SeaweedS3"]
 

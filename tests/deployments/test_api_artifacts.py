@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deployments.config import Settings
 from services.deployments.main import create_app
 from tests.conftest import ClientFactory

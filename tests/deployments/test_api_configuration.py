@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from services.deployments.app.parser import ArtifactParser
+from services.deployments.artifact import ArtifactParser
 from services.deployments.storage.signing import URLSigner
 from tests.deployments.conftest import TEST_SECRET, Service
 from tests.deployments.flows import DEPLOYMENTS, poll, report, stats_of
@@ -133,3 +133,95 @@ class TestConfigurationDownload:
             expire=datetime.now(UTC) + timedelta(minutes=1),
         )
         assert (await service.client.get(wrong_device)).status_code == 404
+
+
+async def _configuration_deployment(service: Service, *, retries: int) -> str:
+    deployment_id = str(uuid.uuid4())
+    response = await service.client.post(
+        _url("", deployment_id, "dev-1"),
+        json={"name": "retried", "configuration": {"a": "b"}, "retries": retries},
+    )
+    assert response.status_code == 201, response.text
+    return deployment_id
+
+
+async def _attempt(service: Service, deployment_id: str, outcome: str) -> None:
+    """One attempt of the device: it asks, downloads, installs and reports `outcome`."""
+    response = await poll(service.client, "dev-1", artifact_name="initial")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == deployment_id
+    for status in ("downloading", "installing", outcome):
+        assert (await report(service.client, "dev-1", deployment_id, status)).status_code == 204
+
+
+async def _device_status(service: Service, deployment_id: str) -> str:
+    response = await service.client.get(
+        f"{DEPLOYMENTS}/{deployment_id}/devices", headers=user_headers()
+    )
+    [device] = response.json()
+    status: str = device["status"]
+    return status
+
+
+class TestConfigurationRetries:
+    async def test_retries_shown_and_validated(self, service: Service) -> None:
+        deployment_id = await _configuration_deployment(service, retries=2)
+        shown = await service.client.get(f"{DEPLOYMENTS}/{deployment_id}", headers=user_headers())
+        assert shown.json()["retries"] == 2
+        for retries in (-1, "1", 1.5):
+            response = await service.client.post(
+                _url("", str(uuid.uuid4()), "dev-1"),
+                json={"name": "c", "configuration": {}, "retries": retries},
+            )
+            assert response.status_code == 400, retries
+            assert "retries" in response.json()["error"]
+        listed = await service.client.get(
+            f"{DEPLOYMENTS}?type=configuration", headers=user_headers()
+        )
+        assert [d["id"] for d in listed.json()] == [deployment_id]
+
+    async def test_failure_with_a_retry_left_starts_again(self, service: Service) -> None:
+        deployment_id = await _configuration_deployment(service, retries=1)
+        await _attempt(service, deployment_id, "failure")
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["pending"], stats["failure"], stats["installing"]) == (1, 0, 0)
+        assert await _device_status(service, deployment_id) == "pending"
+        shown = await service.client.get(f"{DEPLOYMENTS}/{deployment_id}", headers=user_headers())
+        assert shown.json()["status"] == "inprogress"
+
+        await _attempt(service, deployment_id, "failure")
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["pending"], stats["failure"]) == (0, 1)
+        assert await _device_status(service, deployment_id) == "failure"
+        shown = await service.client.get(f"{DEPLOYMENTS}/{deployment_id}", headers=user_headers())
+        assert shown.json()["status"] == "finished"
+        assert (await poll(service.client, "dev-1", artifact_name="initial")).status_code == 204
+
+    async def test_success_on_a_later_attempt(self, service: Service) -> None:
+        deployment_id = await _configuration_deployment(service, retries=3)
+        await _attempt(service, deployment_id, "failure")
+        await _attempt(service, deployment_id, "success")
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["success"], stats["failure"], stats["pending"]) == (1, 0, 0)
+        assert await _device_status(service, deployment_id) == "success"
+        shown = await service.client.get(f"{DEPLOYMENTS}/{deployment_id}", headers=user_headers())
+        assert shown.json()["status"] == "finished"
+
+    async def test_repeated_failure_report_is_not_another_attempt(self, service: Service) -> None:
+        deployment_id = await _configuration_deployment(service, retries=1)
+        await _attempt(service, deployment_id, "failure")
+        again = await report(service.client, "dev-1", deployment_id, "failure")
+        assert again.status_code == 204
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["pending"], stats["failure"]) == (1, 0)
+        # The one retry is still there.
+        await _attempt(service, deployment_id, "success")
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["success"], stats["failure"], stats["pending"]) == (1, 0, 0)
+
+    async def test_no_retries_fails_at_once(self, service: Service) -> None:
+        deployment_id = await _configuration_deployment(service, retries=0)
+        await _attempt(service, deployment_id, "failure")
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["pending"], stats["failure"]) == (0, 1)
+        assert await _device_status(service, deployment_id) == "failure"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deployments.conftest import Service
 from tests.deployments.flows import DEPLOYMENTS, create_deployment, poll, report, stats_of
 from tests.deployments.helpers import ArtifactFactory, FakeInventory, user_headers

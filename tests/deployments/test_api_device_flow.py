@@ -7,7 +7,7 @@ import uuid
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deployments.conftest import Service
 from tests.deployments.flows import (
     DEPLOYMENTS,

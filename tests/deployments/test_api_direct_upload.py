@@ -6,7 +6,7 @@ import uuid
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deployments.config import Settings
 from services.deployments.main import create_app
 from tests.conftest import ClientFactory

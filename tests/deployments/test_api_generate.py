@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
+from common.web.app import services_of
+from services.deployments.api.deps import Services
 from services.deployments.config import Settings
 from services.deployments.main import create_app
 from services.deployments.models import GenerateJob
@@ -195,7 +197,7 @@ class TestGenerateRecovery:
 
         app = create_app(settings)
         async with asgi_client(app) as client:
-            await app.state.services.tasks.wait_idle()
+            await services_of(app, Services).tasks.wait_idle()
             shown = await client.get(f"{ARTIFACTS}/{job_id}", headers=user_headers("t1"))
         assert shown.status_code == 200
         assert shown.json()["name"] == "recovered-1.0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deployments.conftest import Service
 from tests.deployments.flows import create_deployment
 from tests.deployments.helpers import ArtifactFactory, user_headers

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from common.errors import BadRequest, Forbidden
+from common.core.errors import BadRequest, Forbidden
 from services.deployments.storage import (
     InvalidKey,
     ObjectNotFound,

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aiobotocore.config import AioConfig
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from services.deployments.storage import (
     InvalidKey,
     ObjectNotFound,

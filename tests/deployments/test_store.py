@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from common.mongo import Document, ensure_indexes
+from common.core.mongo import Document, ensure_indexes
 from services.deployments.models import (
     STAT_NAMES,
     Artifact,

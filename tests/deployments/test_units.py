@@ -1,24 +1,18 @@
-"""Unit tests of small pure pieces: ranges, tokens, depends, tags, statuses, the writer."""
+"""Unit tests of small pure pieces: ranges, tokens, depends, tags, statuses, settings."""
 
 from __future__ import annotations
-
-import io
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from common.errors import BadRequest
+from common.core.errors import BadRequest
 from services.deployments.app.deployments import REPORTABLE_STATUSES, status_filter
 from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
-from services.deployments.app.parser import ArtifactParser
 from services.deployments.app.releases import normalize_tags
-from services.deployments.app.writer import write_single_file_artifact
 from services.deployments.config import Settings
 from services.deployments.models import ACTIVE_STATUSES, STAT_NAMES, DeviceDeploymentStatus
 from services.deployments.store import StatsChange
 from services.deployments.store.mongo import depends_combinations, search_tokens
-from tests.deployments.helpers import run_mender_artifact
 
 
 class TestByteRange:
@@ -112,55 +106,6 @@ class TestStatuses:
         assert change.inverse() == StatsChange(
             decrement="success", increment="pending", devices=-1, add_size=-7
         )
-
-
-class TestWriter:
-    async def test_single_file_artifact(self, tmp_path: Path) -> None:
-        source = tmp_path / "motd"
-        source.write_bytes(b"welcome\n" * 1000)
-        out = io.BytesIO()
-        write_single_file_artifact(
-            out,
-            name="motd-1",
-            device_types=["a", "b"],
-            source=source,
-            filename="motd",
-            dest_dir="/etc",
-            permissions="600",
-            mtime=1_700_000_000,
-        )
-        parser = ArtifactParser()
-        parser.feed(out.getvalue())
-        meta = parser.finish()
-        assert meta.name == "motd-1"
-        assert meta.device_types_compatible == ["a", "b"]
-        assert meta.provides == {
-            "artifact_name": "motd-1",
-            "rootfs-image.single-file.version": "motd-1",
-        }
-        assert [(f.name, f.size) for f in meta.updates[0].files] == [
-            ("dest_dir", 5),
-            ("filename", 5),
-            ("permissions", 4),
-            ("motd", 8000),
-        ]
-        path = tmp_path / "motd.mender"
-        path.write_bytes(out.getvalue())
-        code, output = await run_mender_artifact("validate", str(path))
-        assert code == 0, output
-
-    def test_refuses_bad_names(self, tmp_path: Path) -> None:
-        source = tmp_path / "f"
-        source.write_bytes(b"x")
-        with pytest.raises(ValueError, match="invalid payload file name"):
-            write_single_file_artifact(
-                io.BytesIO(),
-                name="n",
-                device_types=["a"],
-                source=source,
-                filename="../x",
-                dest_dir="/d",
-            )
 
 
 class TestSettings:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 from fastapi import FastAPI
 
-from common.tokens import generate_key_file
+from common.core.tokens import generate_key_file
 from services.deviceauth.config import Settings
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory

@@ -10,10 +10,10 @@ from typing import TypeVar
 
 import pytest
 
-from common.errors import ServiceError
-from common.mongo import create_client, ensure_indexes
-from common.paging import Page
-from common.tokens import TokenVerifier, load_signing_key
+from common.core.errors import ServiceError
+from common.core.mongo import create_client, ensure_indexes
+from common.core.pages import Page
+from common.core.tokens import TokenVerifier, load_signing_key
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.app.errors import DeviceExists, DeviceUnauthorized
 from services.deviceauth.models import AuthStatus, DeviceStatus, device_status_from

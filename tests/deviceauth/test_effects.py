@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import MGMT, USER, FakeDevice, admit, register
-from tests.support import LiveServer, eventually
+from tests.support import LiveServer, eventually, eventually_async
 
 Received = tuple[str, str, Any]
 
@@ -62,6 +61,7 @@ INVENTORY = "/api/internal/v1/inventory/tenants/"
 DEVICECONNECT = "/api/internal/v1/deviceconnect/tenants/"
 DEVICECONFIG = "/api/internal/v1/deviceconfig/tenants/"
 DEPLOYMENTS = "/api/internal/v1/deployments/tenants/"
+IOT_MANAGER = "/api/internal/v1/iot-manager/tenants/"
 
 
 class TestEffectsArrive:
@@ -80,14 +80,15 @@ class TestEffectsArrive:
             deployments_addr=peer.url,
             deviceconnect_addr=peer.url,
             deviceconfig_addr=peer.url,
+            iot_manager_addr=peer.url,
         )
         async with asgi_client(create_app(settings)) as client:
-            device_id, _, _ = await admit(client, device)
+            device_id, auth_id, _ = await admit(client, device)
             r = await client.delete(
                 f"{MGMT}/devices/{device_id}", headers={**USER, "X-MEN-RequestID": "decom-1"}
             )
             assert r.status_code == 204
-            await eventually(lambda: len(peer.received) == 10)
+            await eventually(lambda: len(peer.received) == 14)
 
             inventory = f"{INVENTORY}/device/{device_id}"
             assert peer.to(INVENTORY) == [
@@ -121,6 +122,31 @@ class TestEffectsArrive:
             assert peer.to(DEPLOYMENTS) == [
                 ("DELETE", f"{DEPLOYMENTS}/deployments/devices/{device_id}", None)
             ]
+            # iot-manager hears of the status changes and is told to provision the device
+            # (before it hears that it is accepted, as in Mender) and to forget it.
+            provisioned = peer.to(IOT_MANAGER)[1][2]
+            assert peer.to(IOT_MANAGER) == [
+                ("PUT", f"{IOT_MANAGER}/bulk/devices/status/pending", [{"id": device_id}]),
+                ("POST", f"{IOT_MANAGER}/devices", provisioned),
+                ("PUT", f"{IOT_MANAGER}/bulk/devices/status/accepted", [{"id": device_id}]),
+                ("DELETE", f"{IOT_MANAGER}/devices/{device_id}", None),
+            ]
+            [auth_set] = provisioned.pop("auth_sets")
+            assert provisioned == {
+                "id": device_id,
+                "status": "accepted",
+                "created_ts": provisioned["created_ts"],
+            }
+            assert provisioned["created_ts"].endswith("Z")
+            assert auth_set == {
+                "id": auth_id,
+                "device_id": device_id,
+                "identity_data": device.identity,
+                "pubkey": auth_set["pubkey"],
+                "status": "accepted",
+                "ts": auth_set["ts"],
+            }
+            assert "BEGIN PUBLIC KEY" in auth_set["pubkey"]
             # Each effect carries the id of the request that caused it.
             assert peer.request_ids[peer.received.index(peer.to(DEPLOYMENTS)[0])] == "decom-1"
         assert await mongo[db_name]["outbox"].count_documents({}) == 0
@@ -179,6 +205,34 @@ class TestEffectsArrive:
             ),
         ]
 
+    async def test_dismissed_preauthorized_device(
+        self,
+        peer: _Peer,
+        make_settings: Callable[..., Any],
+        asgi_client: ClientFactory,
+        device: FakeDevice,
+    ) -> None:
+        settings = make_settings(iot_manager_addr=peer.url)
+        async with asgi_client(create_app(settings)) as client:
+            r = await client.post(
+                f"{MGMT}/devices",
+                json={"identity_data": device.identity, "pubkey": device.pubkey},
+                headers=USER,
+            )
+            device_id = r.headers["Location"].removeprefix("devices/")
+            r = await client.get(f"{MGMT}/devices/{device_id}", headers=USER)
+            [auth_set] = r.json()["auth_sets"]
+            r = await client.delete(
+                f"{MGMT}/devices/{device_id}/auth/{auth_set['id']}", headers=USER
+            )
+            assert r.status_code == 204
+            await eventually(lambda: len(peer.received) == 2)
+        # As Mender's workflow has it, iot-manager hears a "decommissioned" status.
+        assert peer.received == [
+            ("PUT", f"{IOT_MANAGER}/bulk/devices/status/preauthorized", [{"id": device_id}]),
+            ("PUT", f"{IOT_MANAGER}/bulk/devices/status/decommissioned", [{"id": device_id}]),
+        ]
+
 
 class TestPeerDown:
     async def test_effects_wait_for_the_peer(
@@ -214,13 +268,4 @@ class TestPeerDown:
         assert await outbox.count_documents({"peer": "inventory"}) == 0
         # Peers that are not deployed keep their effects until they are.
         waiting = {e["peer"] async for e in outbox.find({})}
-        assert waiting == {"deployments", "deviceconnect", "deviceconfig"}
-
-
-async def eventually_async(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Wait until an async predicate holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+        assert waiting == {"deployments", "deviceconnect", "deviceconfig", "iot_manager"}

@@ -18,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
-from common.tokens import load_signing_key
+from common.core.mongo import Document
+from common.core.tokens import load_signing_key
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import (

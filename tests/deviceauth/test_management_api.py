@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceauth.conftest import (
     MGMT,
     USER,
@@ -618,6 +618,7 @@ class TestDecommissionDevice:
             ("deviceconnect", f"/api/internal/v1/deviceconnect/tenants//devices/{device_id}"),
             ("deviceconfig", f"/api/internal/v1/deviceconfig/tenants//devices/{device_id}"),
             ("inventory", f"/api/internal/v1/inventory/tenants//devices/{device_id}"),
+            ("iot_manager", f"/api/internal/v1/iot-manager/tenants//devices/{device_id}"),
         }
         # A decommissioned device that comes back is a new, pending device.
         assert (await device.authenticate(client)).status_code == 401

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document, create_client, ensure_indexes
-from common.outbox import Effect
+from common.core.mongo import Document, create_client, ensure_indexes
+from common.core.outbox import Effect
 from services.deviceauth.models import AuthSet, AuthStatus, Device, DeviceStatus, Token
 from services.deviceauth.store import DataStore, DuplicateError
 from services.deviceauth.store.indexes import INDEXES

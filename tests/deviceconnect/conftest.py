@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from services.deviceconnect.config import Settings
 from services.deviceconnect.main import create_app, server_config
 from tests.deviceconnect.fakes import FakeDevice, device_token, open_ws

@@ -9,7 +9,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from websockets.exceptions import InvalidStatus
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceconnect.conftest import DEVICE_WS, INTERNAL, MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import device_token, open_ws, user_token
 from tests.support import eventually_async

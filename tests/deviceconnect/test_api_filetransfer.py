@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from pymongo import AsyncMongoClient
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceconnect.conftest import MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import user_token
 from tests.deviceconnect.test_api_connect import assert_error

@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.deviceconnect.app.protocol import (
     CONTROL,
     MENDER_CLIENT,

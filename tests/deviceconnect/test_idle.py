@@ -9,7 +9,7 @@ import uuid
 from pymongo import AsyncMongoClient
 from websockets.asyncio.client import connect
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.deviceconnect.conftest import DEVICE_WS, ServeFactory
 from tests.deviceconnect.fakes import device_token
 from tests.deviceconnect.test_api_connect import status_of

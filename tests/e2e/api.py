@@ -1,9 +1,9 @@
 """The server's public API as the end-to-end and integration tests use it (sync httpx).
 
 `ManagementApi` wraps the management endpoints a test needs (device admission, inventory,
-deployments) with condition polling; `RawDevice` speaks the device API by hand (signed auth
-requests with its own key), so a test can hold a device JWT and check what the gateway does
-with it after the device is rejected or decommissioned.
+deployments, device configuration) with condition polling; `RawDevice` speaks the device API
+by hand (signed auth requests with its own key), so a test can hold a device JWT and check
+what the gateway does with it after the device is rejected or decommissioned.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 __all__ = [
     "DEPLOYMENTS",
     "DEVAUTH",
+    "DEVICECONFIG",
+    "DEVICE_CONFIGURATION",
     "INVENTORY_V1",
     "INVENTORY_V2",
     "ManagementApi",
@@ -38,6 +40,8 @@ DEVAUTH: Final = "/api/management/v2/devauth"
 INVENTORY_V1: Final = "/api/management/v1/inventory"
 INVENTORY_V2: Final = "/api/management/v2/inventory"
 DEPLOYMENTS: Final = "/api/management/v1/deployments"
+DEVICECONFIG: Final = "/api/management/v1/deviceconfig/configurations/device"
+DEVICE_CONFIGURATION: Final = "/api/devices/v1/deviceconfig/configuration"
 USERS: Final = "/api/management/v1/useradm/users"
 AUTH_REQUESTS: Final = "/api/devices/v1/authentication/auth_requests"
 DEVICE_INVENTORY: Final = "/api/devices/v1/inventory/device/attributes"
@@ -366,6 +370,45 @@ class ManagementApi:
             details=lambda: f"last seen: {self.deployment(deployment_id)}",
         )
 
+    # --- deviceconfig --------------------------------------------------------------------
+
+    def device_configuration(self, device_id: str) -> dict[str, Any] | None:
+        """A device's desired and reported configuration, or None (404)."""
+        response = _check(self.http.get(f"{DEVICECONFIG}/{device_id}"), 200, 404)
+        return response.json() if response.status_code == 200 else None
+
+    def wait_for_configuration(
+        self, device_id: str, *, timeout: float = 30.0, **expected: Any
+    ) -> dict[str, Any]:
+        """Wait until the device is known to deviceconfig with the `expected` fields."""
+        seen: dict[str, Any] | None = None
+
+        def probe() -> dict[str, Any] | None:
+            nonlocal seen
+            seen = self.device_configuration(device_id)
+            if seen is None or any(seen.get(k) != v for k, v in expected.items()):
+                return None
+            return seen
+
+        return wait_until(
+            probe,
+            timeout=timeout,
+            what=f"configuration {expected} of {device_id} in deviceconfig",
+            details=lambda: f"last seen: {seen}",
+        )
+
+    def set_configuration(self, device_id: str, configuration: Mapping[str, str]) -> None:
+        """Set a device's desired configuration."""
+        _check(self.http.put(f"{DEVICECONFIG}/{device_id}", json=dict(configuration)), 204)
+
+    def deploy_configuration(self, device_id: str, *, retries: int = 0) -> str:
+        """Deploy a device's desired configuration; the deployment's id."""
+        response = _check(
+            self.http.post(f"{DEVICECONFIG}/{device_id}/deploy", json={"retries": retries}), 200
+        )
+        deployment_id: str = response.json()["deployment_id"]
+        return deployment_id
+
 
 class RawDevice:
     """A device speaking the device API by hand, with an Ed25519 key."""
@@ -423,6 +466,14 @@ class RawDevice:
         """Ask for a deployment with the device's current token."""
         body = {"device_provides": {"artifact_name": artifact_name, "device_type": device_type}}
         return self.http.post(DEVICE_NEXT, json=body, headers=self._auth())
+
+    def get_configuration(self) -> httpx.Response:
+        """Read the device's desired configuration."""
+        return self.http.get(DEVICE_CONFIGURATION, headers=self._auth())
+
+    def report_configuration(self, configuration: Mapping[str, str]) -> httpx.Response:
+        """Report the configuration the device applied."""
+        return self.http.put(DEVICE_CONFIGURATION, json=dict(configuration), headers=self._auth())
 
     def check_next(
         self, *, artifact_name: str = "raw-initial", device_type: str = "raw-device"

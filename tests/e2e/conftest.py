@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import pytest
 
-from common.launcher import Stack
+from common.localstack.launcher import Stack
 from tests.e2e.api import ManagementApi, unique_identity, wait_until
 from tests.e2e.tools import (
     DBUS_DAEMON,
@@ -54,16 +54,6 @@ def _e2e_prerequisites() -> None:
             + " — install them as root with `make e2e-deps`",
             pytrace=False,
         )
-
-
-@pytest.fixture(scope="session")
-def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
-    """The management API as the admin."""
-    client = ManagementApi(stack.url, admin_token)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="session")

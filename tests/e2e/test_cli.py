@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.launcher import Stack
+from common.localstack.launcher import Stack
 from tests.e2e.api import USERS
 from tests.e2e.conftest import DeviceFactory
 from tests.e2e.tools import MenderCli

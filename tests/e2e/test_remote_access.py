@@ -27,8 +27,8 @@ from pymongo import MongoClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from common.embedded import free_port
-from common.launcher import Stack
+from common.localstack.embedded import free_port
+from common.localstack.launcher import Stack
 from tests.e2e.api import ManagementApi, wait_until
 from tests.e2e.conftest import DeviceFactory
 from tests.e2e.tools import MenderCli, MenderDevice

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from tests.gateway.conftest import Upstreams
 
 

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from gateway.routes import ROUTES, AuthMode, Route
 from tests.gateway.conftest import GatewayFactory, RunningGateway
 from tests.gateway.stubs import DEVICE_VERIFY, USER_VERIFY, VerifierControl, make_token

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from common.embedded import free_port
+from common.localstack.embedded import free_port
 from tests.gateway.conftest import GatewayFactory, RunningGateway, Upstreams
 from tests.gateway.stubs import DEVICE_VERIFY, USER_VERIFY, VerifierControl, make_token
 

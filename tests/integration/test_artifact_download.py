@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from common.launcher import Stack
+from common.localstack.launcher import Stack
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,18 +1,16 @@
-"""The foundation through the gateway: the `make run` launcher, login, users, logout."""
+"""The foundation through the gateway: login, users, logout; the first admin of `make run`.
+
+`make run` itself, started, killed and stopped, is tested in tests/faults.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from common.embedded import free_port
-from common.launcher import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, Stack, admin_credentials
+from common.localstack.launcher import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD, Stack, admin_credentials
+from tests.faults.stack import environment
 
 LOGIN = "/api/management/v1/useradm/auth/login"
 LOGOUT = "/api/management/v1/useradm/auth/logout"
@@ -59,74 +57,45 @@ class TestLoginThroughGateway:
         assert r.json()["error"] == "not found"
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.update(int(child) for child in text)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 class TestMakeRun:
-    def test_starts_ready_and_stops_cleanly(self, tmp_path: Path) -> None:
-        port = free_port()
-        env = {
-            **os.environ,
-            "GATEWAY_PORT": str(port),
-            "FLEETPORT_STATE_DIR": str(tmp_path / "state"),
-            "FLEETPORT_ADMIN_EMAIL": "owner@example.com",
-            "FLEETPORT_ADMIN_PASSWORD": "owner-password-1",
-        }
-        env.pop("MONGO_URL", None)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "common.launcher"],
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            lines = []
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                lines.append(line)
-                if line.startswith("Fleetport ready at "):
-                    break
-            assert lines, "the launcher printed nothing"
-            assert lines[-1].startswith("Fleetport ready at "), "".join(lines)
-            assert f"http://127.0.0.1:{port}" in lines[-1]
-            r = httpx.post(
-                f"http://127.0.0.1:{port}{LOGIN}", auth=("owner@example.com", "owner-password-1")
-            )
-            assert r.status_code == 200, r.text
-            children = _children(proc.pid)
-            assert len(children) >= 3  # database, services, gateway
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
-            deadline = time.monotonic() + 10
-            while any(_alive(c) for c in children) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert not [c for c in children if _alive(c)]
-            assert (tmp_path / "state" / "db").is_dir()
-            assert (tmp_path / "state" / "keys" / "deviceauth.pem").is_file()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
     def test_production_mode_needs_a_password(self) -> None:
         assert admin_credentials({}, dev_mode=False) is None
         assert admin_credentials({}, dev_mode=True) == (DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD)
         given = {"FLEETPORT_ADMIN_EMAIL": "a@b.io", "FLEETPORT_ADMIN_PASSWORD": "long-enough"}
         assert admin_credentials(given, dev_mode=False) == ("a@b.io", "long-enough")
+
+
+class TestStackWiring:
+    def test_each_service_gets_what_its_declaration_asks_for(self, stack: Stack) -> None:
+        pids = stack.pids()
+        for svc in stack.services:
+            env = environment(pids[svc.name])
+            prefix = svc.env_prefix
+            assert env[f"{prefix}MONGO_DB"] == svc.database
+            assert stack.addrs[svc.name].endswith(":" + env[f"{prefix}LISTEN_PORT"])
+            for peer in svc.peers:
+                # A peer that is not built here is absent, not pointed at nothing.
+                assert env.get(f"{prefix}{peer.upper()}_ADDR") == stack.addrs.get(peer), peer
+            for name in svc.local_env:
+                assert env[f"{prefix}{name}"], name
+            others = {
+                f"{other.env_prefix}{name}"
+                for other in stack.services
+                if other is not svc
+                for name in other.local_env
+            }
+            assert not others & set(env), f"{svc.name} got another service's keys"
+
+    def test_keys_are_generated_into_the_state_directory(self, stack: Stack) -> None:
+        pids = stack.pids()
+        useradm = Path(environment(pids["useradm"])["USERADM_SERVER_PRIV_KEY_PATH"])
+        deviceauth = Path(environment(pids["deviceauth"])["DEVICEAUTH_SERVER_PRIV_KEY_PATH"])
+        for key in (useradm, deviceauth):
+            assert key.is_relative_to(stack.state_dir / "keys")
+            assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+        assert useradm != deviceauth
+
+    def test_the_gateway_knows_every_service(self, stack: Stack) -> None:
+        env = environment(stack.pids()["gateway"])
+        for svc in stack.services:
+            assert env[f"GATEWAY_{svc.name.upper()}_ADDR"] == stack.addrs[svc.name]

@@ -8,7 +8,8 @@ from typing import Final
 
 import pytest
 
-from common.launcher import Stack
+from common.localstack.launcher import DATABASE, Stack
+from common.localstack.supervisor import Supervisor
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,16 +47,6 @@ def inventory_outage(stack: Stack) -> Iterator[_Outage]:
     finally:
         if outage.down:
             outage.end()
-
-
-@pytest.fixture
-def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
-    """The management API as the admin."""
-    client = ManagementApi(stack.url, admin_token)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -132,6 +123,22 @@ class TestInventoryOutage:
             ]
         )
         assert [d["id"] for d in found] == [pending["id"]]
+
+
+class TestDeliberateOutage:
+    def test_a_stopped_service_is_not_restarted(
+        self, stack: Stack, inventory_outage: _Outage
+    ) -> None:
+        supervisor = Supervisor(stack, first=DATABASE)
+        inventory_outage.begin()
+        supervisor.check()
+        # Stopped on purpose: neither running nor reported down, so never restarted.
+        assert INVENTORY not in stack.pids()
+        assert stack.down() == {}
+
+        inventory_outage.end()
+        assert INVENTORY in stack.pids()
+        assert stack.down() == {}
 
 
 def _identity_attributes(device: RawDevice) -> dict[tuple[str, str], str]:

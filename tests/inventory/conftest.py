@@ -14,7 +14,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.inventory.config import Settings
 from services.inventory.main import create_app
 from tests.conftest import ClientFactory

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.inventory.conftest import (
     DEVICES_API,
     INTERNAL_V1,

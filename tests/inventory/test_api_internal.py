@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.inventory.conftest import (
     INTERNAL_V1,
     INTERNAL_V2,

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.errors import BadGateway, BadRequest, ServiceUnavailable
+from common.core.errors import BadGateway, BadRequest, ServiceUnavailable
 from services.inventory.app import InventoryApp
 from services.inventory.app.errors import (
     DeviceNotFound,

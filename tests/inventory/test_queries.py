@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common.errors import BadRequest
-from common.paging import Page
+from common.core.errors import BadRequest
+from common.core.pages import Page
 from services.inventory.app.queries import (
     identity_search_query,
     list_query,

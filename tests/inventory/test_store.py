@@ -8,8 +8,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.errors import Conflict
-from common.mongo import Document, TenantCollection, ensure_indexes
+from common.core.errors import Conflict
+from common.core.mongo import Document, TenantCollection, ensure_indexes
 from services.inventory.models import (
     Attribute,
     AttributeRef,

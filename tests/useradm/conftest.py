@@ -13,8 +13,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.mongo import Document
-from common.tokens import SigningKey, generate_key_file, load_signing_key
+from common.core.mongo import Document
+from common.core.tokens import SigningKey, generate_key_file, load_signing_key
 from services.useradm.config import Settings
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory

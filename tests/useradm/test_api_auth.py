@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.mongo import Document
-from common.tokens import SigningKey, generate_key_file, load_signing_key
+from common.core.mongo import Document
+from common.core.tokens import SigningKey, generate_key_file, load_signing_key
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
 from tests.useradm.conftest import (

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.mongo import Document
+from common.core.mongo import Document
 from tests.useradm.conftest import (
     EMAIL,
     INTERNAL,

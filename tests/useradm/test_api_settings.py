@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.mongo import Document
+from common.core.mongo import Document
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
 from tests.useradm.conftest import (

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.embedded import free_port
-from common.mongo import Document
+from common.core.mongo import Document
+from common.localstack.embedded import free_port
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
 from tests.useradm.conftest import claims_of, login, make_settings

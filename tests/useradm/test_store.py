@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.mongo import Document, create_client, ensure_indexes
+from common.core.mongo import Document, create_client, ensure_indexes
 from services.useradm.models import StoredToken, User, UserChange, UserFilter
 from services.useradm.store import (
     DuplicateEmail,

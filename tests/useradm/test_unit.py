@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from common.errors import ServiceError
-from common.paging import Page
-from common.tokens import SigningKey, TokenExpired, TokenInvalid
+from common.core.errors import ServiceError
+from common.core.pages import Page
+from common.core.tokens import SigningKey, TokenExpired, TokenInvalid
 from services.useradm.app import AuthApp, KeyRing, PasswordHasher, PlansApp, TokenPolicy, errors
 from services.useradm.app.users import check_password, normalize_email
 from services.useradm.models import Plan, PlanFeatures, StoredToken, User

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
-from pydantic import BaseModel
 
+from common.web.app import services_dependency
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
@@ -31,8 +31,6 @@ __all__ = [
     "UploadsAppDep",
 ]
 
-_M = TypeVar("_M", bound=BaseModel)
-
 
 @dataclass(frozen=True, slots=True)
 class Services:
@@ -50,12 +48,7 @@ class Services:
     downloads: DownloadsApp
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
 def _settings(services: ServicesDep) -> Settings:

@@ -12,8 +12,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from common.errors import BadRequest
-from common.identity import DeviceIdentity
+from common.core.errors import BadRequest
+from common.web.identity import DeviceIdentity
 from services.deployments.api.deps import (
     DeploymentsAppDep,
     DownloadsAppDep,

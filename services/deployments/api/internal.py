@@ -13,10 +13,10 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, StrictStr
 
-from common.errors import BadRequest
-from common.multipart import MultipartStream
-from common.paging import PageDep, set_page_headers
-from common.routing import TENANT
+from common.core.errors import BadRequest
+from common.web.multipart import MultipartStream
+from common.web.paging import PageDep, set_page_headers
+from common.web.routing import TENANT
 from services.deployments.api.deps import (
     ArtifactsAppDep,
     DeploymentsAppDep,
@@ -254,6 +254,7 @@ async def post_device_configuration_deployment(
         device_id=device_id,
         name=body.name,
         configuration=configuration,
+        retries=body.retries,
     )
     return Response(
         status_code=201,

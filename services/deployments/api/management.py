@@ -8,10 +8,10 @@ from typing import Final
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from common.errors import BadRequest
-from common.identity import UserIdentity
-from common.multipart import MultipartStream
-from common.paging import PageDep, set_page_headers
+from common.core.errors import BadRequest
+from common.web.identity import UserIdentity
+from common.web.multipart import MultipartStream
+from common.web.paging import PageDep, set_page_headers
 from services.deployments.api.deps import (
     ArtifactsAppDep,
     DeploymentsAppDep,

@@ -6,9 +6,9 @@ from typing import Final
 
 from fastapi import APIRouter, Request, Response
 
-from common.errors import BadRequest
-from common.identity import UserIdentity
-from common.paging import PageDep, set_page_headers
+from common.core.errors import BadRequest
+from common.web.identity import UserIdentity
+from common.web.paging import PageDep, set_page_headers
 from services.deployments.api.deps import (
     ArtifactsAppDep,
     DeploymentsAppDep,

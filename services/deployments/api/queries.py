@@ -7,7 +7,7 @@ from typing import Final, Literal
 
 from starlette.datastructures import QueryParams
 
-from common.errors import BadRequest
+from common.core.errors import BadRequest
 from services.deployments.store import ArtifactFilter, DeploymentFilter, ReleaseFilter, TextMatch
 
 __all__ = [

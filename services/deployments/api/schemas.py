@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from services.deployments.app.deployments import DeviceDeploymentView, Instructions
 from services.deployments.app.releases import ReleaseView
@@ -280,6 +280,7 @@ class DeploymentOut(_Out):
     configuration: str | None = None
     filter: dict[str, Any] | None = None
     force_installation: bool | None = None
+    retries: int | None = None
     statistics: _DeploymentStatistics
 
     @classmethod
@@ -300,6 +301,7 @@ class DeploymentOut(_Out):
             configuration=deployment.configuration,
             filter=deployment.filter,
             force_installation=deployment.force_installation or None,
+            retries=deployment.retries or None,
             statistics=_DeploymentStatistics(
                 status=stats_out(deployment.stats), total_size=deployment.total_size
             ),
@@ -431,6 +433,7 @@ class ConfigurationDeploymentRequest(_In):
 
     name: StrictStr
     configuration: dict[str, Any] | StrictStr
+    retries: Annotated[StrictInt, Field(ge=0)] = 0
 
 
 class LastStatusesRequest(_In):

@@ -1,1 +1,1 @@
-"""Deployments use-cases and the artifact parser they rely on."""
+"""Deployments use-cases: artifacts, releases, deployments, downloads and background jobs."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from common.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from services.deployments.app.errors import (
     ArtifactConflict,
     ArtifactInUse,
@@ -16,8 +16,8 @@ from services.deployments.app.errors import (
     ImageUsedInDeployment,
     InvalidArtifact,
 )
-from services.deployments.app.parser import ArtifactError, ArtifactParser
-from services.deployments.app.parser import ArtifactMeta as ParsedArtifact
+from services.deployments.artifact import ArtifactError, ArtifactParser
+from services.deployments.artifact import ArtifactMeta as ParsedArtifact
 from services.deployments.models import Artifact, ArtifactInfo, ArtifactMeta, Update, UpdateFile
 from services.deployments.storage import (
     Link,

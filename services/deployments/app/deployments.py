@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.errors import BadRequest, Conflict, NotFound
+from common.core.errors import BadRequest, Conflict, NotFound
 from services.deployments.app.artifacts import parse_uuid
 from services.deployments.app.errors import (
     DeploymentAborted,
@@ -120,6 +120,11 @@ def status_filter(raw: str | None) -> list[DeviceDeploymentStatus] | None:
 def _checksum(**parts: Any) -> str:
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _awaiting_retry(dd: DeviceDeployment) -> bool:
+    """Whether a failed attempt was retried and the device has not asked for it yet."""
+    return dd.attempts > 1 and dd.status is DeviceDeploymentStatus.PENDING and dd.request is None
 
 
 def _fresh_stats(pending: int) -> dict[str, int]:
@@ -234,6 +239,7 @@ class DeploymentsApp:
         device_id: str,
         name: str,
         configuration: str,
+        retries: int = 0,
     ) -> Deployment:
         """Create a configuration deployment for one device (called by deviceconfig)."""
         try:
@@ -254,6 +260,7 @@ class DeploymentsApp:
             stats=_fresh_stats(1),
             created=datetime.now(UTC),
             configuration=configuration,
+            retries=retries,
         )
         if await self._store.get_deployment(tenant_id, deployment_id) is not None:
             raise Conflict("Deployment with given ID already exists")
@@ -488,6 +495,7 @@ class DeploymentsApp:
             deployment_type=deployment.type,
             force_installation=deployment.force_installation,
             artifact_name=deployment.artifact_name,
+            retries=deployment.retries,
         )
         stored, created = await self._store.insert_device_deployment(tenant_id, dd)
         if not created:
@@ -568,7 +576,9 @@ class DeploymentsApp:
         """Change a device deployment's status and move one count in the statistics.
 
         Compare-and-set on the old status, so concurrent reports never count twice.
-        Returns whether the status changed.
+        A failure the device reports while it has retries left starts its next attempt
+        instead: the device deployment is pending again and the device gets it on its next
+        poll. Returns whether the status changed.
         """
         current: DeviceDeployment | None = dd
         for _ in range(_CAS_ATTEMPTS):
@@ -578,18 +588,29 @@ class DeploymentsApp:
                 raise DeploymentAborted()
             if reported and current.status is DeviceDeploymentStatus.DECOMMISSIONED:
                 raise DeviceDecommissioned()
-            if current.status is new:
+            if current.status is new or (reported and _awaiting_retry(current)):
+                # A retried attempt is not under way before the device asks for it again:
+                # a report now repeats the one that ended the previous attempt.
                 return False
-            updated = await self._store.update_device_deployment_status(
-                tenant_id, current, status=new, substate=substate, now=datetime.now(UTC)
-            )
+            target = new
+            if (
+                reported
+                and new is DeviceDeploymentStatus.FAILURE
+                and current.attempts <= current.retries
+            ):
+                target = DeviceDeploymentStatus.PENDING
+                updated = await self._store.restart_device_deployment(tenant_id, current)
+            else:
+                updated = await self._store.update_device_deployment_status(
+                    tenant_id, current, status=new, substate=substate, now=datetime.now(UTC)
+                )
             if updated is not None:
                 await self._store.change_stats(
                     tenant_id,
                     current.deployment_id,
-                    StatsChange(decrement=current.status.label, increment=new.label),
+                    StatsChange(decrement=current.status.label, increment=target.label),
                 )
-                if not new.active:
+                if not target.active:
                     await self._save_last(tenant_id, updated)
                 return True
             current = await self._store.get_device_deployment(

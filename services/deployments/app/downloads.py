@@ -8,10 +8,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from common.errors import NotFound, ServiceError
+from common.core.errors import NotFound, ServiceError
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.jobs import DirectUploadsApp
-from services.deployments.app.writer import write_configuration_artifact
+from services.deployments.artifact import write_configuration_artifact
 from services.deployments.storage import InvalidKey, ObjectNotFound, Storage
 from services.deployments.storage.signing import URLSigner
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from common.errors import (
+from common.core.errors import (
     BadRequest,
     Conflict,
     NotFound,
     PayloadTooLarge,
     UnprocessableEntity,
 )
-from common.requestid import current_request_id
+from common.core.requestid import current_request_id
 
 __all__ = [
     "MSG_NOT_FOUND",

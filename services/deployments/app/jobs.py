@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from common.errors import BadRequest, NotFound, ServiceError, UnprocessableEntity
+from common.core.errors import BadRequest, NotFound, ServiceError, UnprocessableEntity
 from services.deployments.app.artifacts import MAX_DESCRIPTION, ArtifactsApp, parse_uuid
 from services.deployments.app.errors import ArtifactTooLarge
 from services.deployments.app.tasks import BackgroundTasks
-from services.deployments.app.writer import PAYLOAD_FILE_NAME, write_single_file_artifact
+from services.deployments.artifact import PAYLOAD_FILE_NAME, write_single_file_artifact
 from services.deployments.models import GenerateJob, UploadIntent
 from services.deployments.storage import (
     Link,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from common.errors import BadRequest, Conflict, NotFound
-from common.requestid import current_request_id
+from common.core.errors import BadRequest, Conflict, NotFound
+from common.core.requestid import current_request_id
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.models import Artifact, Release
 from services.deployments.store import DataStore, ReleaseFilter

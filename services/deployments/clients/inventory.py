@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import httpx
 
-from common.errors import BadGateway, ServiceUnavailable
-from common.peers import PeerClient
+from common.core.errors import BadGateway, ServiceUnavailable
+from common.core.peers import PeerClient
 
 __all__ = ["PAGE_SIZE", "Inventory", "InventoryClient", "NoInventory"]
 

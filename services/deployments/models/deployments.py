@@ -112,6 +112,8 @@ class Deployment(Model):
     total_size: int = 0
     force_installation: bool = False
     configuration: str | None = None
+    # How many times a device may start again after a failure (configuration deployments).
+    retries: int = 0
 
 
 class NextRequest(Model):
@@ -143,6 +145,9 @@ class DeviceDeployment(Model):
     deployment_type: DeploymentType = "software"
     force_installation: bool = False
     artifact_name: str = ""
+    retries: int = 0
+    # Which attempt this is: 1, then one more each time a failure is retried.
+    attempts: int = 1
 
 
 class LogMessage(Model):

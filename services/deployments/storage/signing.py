@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import quote, urlencode
 
-from common.errors import BadRequest, Forbidden
+from common.core.errors import BadRequest, Forbidden
 
 __all__ = ["PARAM_EXPIRE", "PARAM_SIGNATURE", "PARAM_TENANT", "URLSigner", "format_expire"]
 

@@ -328,6 +328,12 @@ class DeploymentStore(Protocol):
         """
         ...
 
+    async def restart_device_deployment(
+        self, tenant_id: str, device_deployment: DeviceDeployment
+    ) -> DeviceDeployment | None:
+        """Put it back to pending as its next attempt (compare-and-set); None if it changed."""
+        ...
+
     async def save_device_deployment_request(
         self, tenant_id: str, device_deployment: DeviceDeployment
     ) -> None:

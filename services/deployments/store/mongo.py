@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, transaction
+from common.core.mongo import Document, TenantCollection, transaction
 from services.deployments.models import (
     ACTIVE_STATUSES,
     STAT_NAMES,
@@ -314,6 +314,8 @@ def _dd_doc(dd: DeviceDeployment) -> Document:
         "deployment_type": dd.deployment_type,
         "force_installation": dd.force_installation,
         "artifact_name": dd.artifact_name,
+        "retries": dd.retries,
+        "attempts": dd.attempts,
         "slot": "",
     }
 
@@ -339,6 +341,8 @@ def _dd(doc: Mapping[str, Any]) -> DeviceDeployment:
         deployment_type=doc.get("deployment_type") or "software",
         force_installation=bool(doc.get("force_installation", False)),
         artifact_name=doc.get("artifact_name") or "",
+        retries=int(doc.get("retries", 0)),
+        attempts=int(doc.get("attempts", 1)),
     )
 
 
@@ -807,6 +811,26 @@ class MongoStore:
         stored = {k: (int(v) if k == "status" else v) for k, v in changes.items()}
         result = await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
             {"_id": device_deployment.id, "status": int(expected)}, {"$set": stored}
+        )
+        if result.matched_count == 0:
+            return None
+        return device_deployment.model_copy(update=changes)
+
+    async def restart_device_deployment(
+        self, tenant_id: str, device_deployment: DeviceDeployment
+    ) -> DeviceDeployment | None:
+        """Compare-and-set on the status, back to pending for the next attempt."""
+        changes: dict[str, Any] = {
+            "status": DeviceDeploymentStatus.PENDING,
+            "active": True,
+            "request": None,
+            "substate": "",
+            "attempts": device_deployment.attempts + 1,
+        }
+        stored = {k: (int(v) if k == "status" else v) for k, v in changes.items()}
+        result = await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_one(
+            {"_id": device_deployment.id, "status": int(device_deployment.status)},
+            {"$set": stored},
         )
         if result.matched_count == 0:
             return None

@@ -6,8 +6,8 @@ from typing import Final
 
 from fastapi import APIRouter, Request, Response
 
-from common.errors import UnsupportedMediaType
-from services.deviceauth.api.deps import DevAuthDep
+from common.core.errors import UnsupportedMediaType
+from services.deviceauth.api.deps import DevAuthAppDep
 
 __all__ = ["PREFIX", "router"]
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix=PREFIX, tags=["devices"])
 
 
 @router.post("/auth_requests", response_class=Response)
-async def submit_auth_request(request: Request, devauth: DevAuthDep) -> Response:
+async def submit_auth_request(request: Request, devauth: DevAuthAppDep) -> Response:
     """Submit a signed auth request: 200 with the raw JWT once accepted, 401 until then."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media and media != "application/json":

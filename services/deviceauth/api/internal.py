@@ -6,10 +6,10 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request, Response
 
-from common.errors import BadRequest
-from common.paging import PageDep, set_page_headers
-from common.routing import TENANT
-from services.deviceauth.api.deps import DevAuthDep
+from common.core.errors import BadRequest
+from common.web.paging import PageDep, set_page_headers
+from common.web.routing import TENANT
+from services.deviceauth.api.deps import DevAuthAppDep
 from services.deviceauth.api.schemas import (
     CountOut,
     DeviceOut,
@@ -41,7 +41,7 @@ def _token_of(request: Request) -> str | None:
 
 @router.get("/tokens/verify", response_class=Response)
 @router.post("/tokens/verify", response_class=Response)
-async def verify_token(request: Request, devauth: DevAuthDep) -> Response:
+async def verify_token(request: Request, devauth: DevAuthAppDep) -> Response:
     """Check a device token (the gateway asks): 200 valid, 401 invalid, 403 expired."""
     await devauth.verify_token(_token_of(request))
     return Response(status_code=200)
@@ -49,7 +49,7 @@ async def verify_token(request: Request, devauth: DevAuthDep) -> Response:
 
 @router.delete("/tokens", status_code=204, response_class=Response)
 async def delete_tokens(
-    devauth: DevAuthDep, tenant_id: str | None = None, device_id: str | None = None
+    devauth: DevAuthAppDep, tenant_id: str | None = None, device_id: str | None = None
 ) -> None:
     """Revoke the tokens of one device, or of a whole tenant when no device is given."""
     # An empty tenant id is the single-tenant install's tenant, so only absence is refused.
@@ -59,19 +59,21 @@ async def delete_tokens(
 
 
 @router.get(f"/tenant/{TENANT}/limits/{{name}}")
-async def get_tenant_limit(tenant_id: str, name: str, devauth: DevAuthDep) -> LimitBody:
+async def get_tenant_limit(tenant_id: str, name: str, devauth: DevAuthAppDep) -> LimitBody:
     """Get a tenant's limit."""
     return LimitBody(limit=await devauth.get_limit(tenant_id, name))
 
 
 @router.put(f"/tenant/{TENANT}/limits/{{name}}", status_code=204, response_class=Response)
-async def put_tenant_limit(tenant_id: str, name: str, body: LimitBody, devauth: DevAuthDep) -> None:
+async def put_tenant_limit(
+    tenant_id: str, name: str, body: LimitBody, devauth: DevAuthAppDep
+) -> None:
     """Set a tenant's limit (0 = unlimited)."""
     await devauth.set_limit(tenant_id, name, value=body.limit)
 
 
 @router.delete(f"/tenant/{TENANT}/limits/{{name}}", status_code=204, response_class=Response)
-async def delete_tenant_limit(tenant_id: str, name: str, devauth: DevAuthDep) -> None:
+async def delete_tenant_limit(tenant_id: str, name: str, devauth: DevAuthAppDep) -> None:
     """Remove a tenant's limit, so the default applies."""
     await devauth.delete_limit(tenant_id, name)
 
@@ -83,7 +85,7 @@ async def provision_tenant(body: NewTenantIn) -> None:
 
 @router.get(f"/tenants/{TENANT}/devices/count")
 async def get_tenant_devices_count(
-    tenant_id: str, devauth: DevAuthDep, status: str | None = None
+    tenant_id: str, devauth: DevAuthAppDep, status: str | None = None
 ) -> CountOut:
     """Count a tenant's devices, optionally of one status."""
     return CountOut(count=await devauth.count_devices(tenant_id, status=status))
@@ -94,7 +96,7 @@ async def get_tenant_devices(
     tenant_id: str,
     request: Request,
     response: Response,
-    devauth: DevAuthDep,
+    devauth: DevAuthAppDep,
     page: PageDep,
     status: StatusQuery = None,
     ids: IdQuery = None,
@@ -109,7 +111,7 @@ async def get_tenant_devices(
 
 @router.get(f"/tenants/{TENANT}/devices/{{device_id}}/status")
 async def get_tenant_device_status(
-    tenant_id: str, device_id: str, devauth: DevAuthDep
+    tenant_id: str, device_id: str, devauth: DevAuthAppDep
 ) -> StatusBody:
     """Get a device's admission status."""
     status = await devauth.device_status(tenant_id, device_id)
@@ -117,14 +119,14 @@ async def get_tenant_device_status(
 
 
 @router.delete(f"/tenants/{TENANT}/devices/{{device_id}}", status_code=204, response_class=Response)
-async def delete_device(tenant_id: str, device_id: str, devauth: DevAuthDep) -> None:
+async def delete_device(tenant_id: str, device_id: str, devauth: DevAuthAppDep) -> None:
     """Delete a device with its auth sets and tokens (the last step of decommissioning)."""
     await devauth.delete_device(tenant_id, device_id)
 
 
 @router.patch(f"/tenants/{TENANT}/devices/{{device_id}}", status_code=204, response_class=Response)
 async def update_device_internal(
-    tenant_id: str, device_id: str, body: UpdateDeviceAuthIn, devauth: DevAuthDep
+    tenant_id: str, device_id: str, body: UpdateDeviceAuthIn, devauth: DevAuthAppDep
 ) -> None:
     """Update a device's bookkeeping (whether the peers were provisioned)."""
     await devauth.update_device(tenant_id, device_id, provisioned=body.provisioned)
@@ -134,7 +136,7 @@ async def update_device_internal(
     f"/tenants/{TENANT}/devices/{{device_id}}/external", status_code=204, response_class=Response
 )
 async def set_external_identity(
-    tenant_id: str, device_id: str, body: ExternalDeviceIn, devauth: DevAuthDep
+    tenant_id: str, device_id: str, body: ExternalDeviceIn, devauth: DevAuthAppDep
 ) -> None:
     """Replace the device's identity at an external provider."""
     external = ExternalIdentity(

@@ -6,10 +6,10 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request, Response
 
-from common.errors import Conflict
-from common.identity import UserIdentity
-from common.paging import PageDep, set_page_headers
-from services.deviceauth.api.deps import DevAuthDep
+from common.core.errors import Conflict
+from common.web.identity import UserIdentity
+from common.web.paging import PageDep, set_page_headers
+from services.deviceauth.api.deps import DevAuthAppDep
 from services.deviceauth.api.schemas import (
     CountOut,
     DeviceFilter,
@@ -32,7 +32,7 @@ IdQuery = Annotated[list[str] | None, Query(alias="id")]
 
 @router.get("/devices/count")
 async def get_devices_count(
-    identity: UserIdentity, devauth: DevAuthDep, status: str | None = None
+    identity: UserIdentity, devauth: DevAuthAppDep, status: str | None = None
 ) -> CountOut:
     """Count devices, optionally of one status."""
     return CountOut(count=await devauth.count_devices(identity.tenant, status=status))
@@ -43,7 +43,7 @@ async def get_devices(
     request: Request,
     response: Response,
     identity: UserIdentity,
-    devauth: DevAuthDep,
+    devauth: DevAuthAppDep,
     page: PageDep,
     status: StatusQuery = None,
     ids: IdQuery = None,
@@ -58,7 +58,7 @@ async def get_devices(
 
 @router.post("/devices", status_code=201, response_class=Response)
 async def preauthorize_device(
-    body: PreAuthIn, identity: UserIdentity, devauth: DevAuthDep
+    body: PreAuthIn, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> Response:
     """Preauthorize an identity and key: the device is accepted on its first request."""
     try:
@@ -78,7 +78,7 @@ async def search_devices(
     request: Request,
     response: Response,
     identity: UserIdentity,
-    devauth: DevAuthDep,
+    devauth: DevAuthAppDep,
     page: PageDep,
 ) -> list[DeviceOut]:
     """Search devices by statuses and ids given in the body (a string or a list each)."""
@@ -91,20 +91,22 @@ async def search_devices(
 
 
 @router.get("/devices/{device_id}")
-async def get_device(device_id: str, identity: UserIdentity, devauth: DevAuthDep) -> DeviceOut:
+async def get_device(device_id: str, identity: UserIdentity, devauth: DevAuthAppDep) -> DeviceOut:
     """Get one device with its auth sets."""
     return DeviceOut.of(await devauth.get_device(identity.tenant, device_id))
 
 
 @router.delete("/devices/{device_id}", status_code=204, response_class=Response)
-async def decommission_device(device_id: str, identity: UserIdentity, devauth: DevAuthDep) -> None:
+async def decommission_device(
+    device_id: str, identity: UserIdentity, devauth: DevAuthAppDep
+) -> None:
     """Decommission a device: it loses access at once and every service forgets it."""
     await devauth.decommission(identity.tenant, device_id)
 
 
 @router.delete("/devices/{device_id}/auth/{auth_id}", status_code=204, response_class=Response)
 async def delete_device_auth_set(
-    device_id: str, auth_id: str, identity: UserIdentity, devauth: DevAuthDep
+    device_id: str, auth_id: str, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> None:
     """Dismiss an auth set (a last preauthorized one removes the device)."""
     await devauth.delete_auth_set(identity.tenant, device_id, auth_id)
@@ -112,7 +114,7 @@ async def delete_device_auth_set(
 
 @router.put("/devices/{device_id}/auth/{auth_id}/status", status_code=204, response_class=Response)
 async def update_device_status(
-    device_id: str, auth_id: str, body: StatusBody, identity: UserIdentity, devauth: DevAuthDep
+    device_id: str, auth_id: str, body: StatusBody, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> None:
     """Accept, reject or reset (pending) an auth set of a device."""
     await devauth.set_auth_set_status(identity.tenant, device_id, auth_id, status=body.status)
@@ -120,7 +122,7 @@ async def update_device_status(
 
 @router.get("/devices/{device_id}/auth/{auth_id}/status")
 async def get_auth_set_status(
-    device_id: str, auth_id: str, identity: UserIdentity, devauth: DevAuthDep
+    device_id: str, auth_id: str, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> StatusBody:
     """Get the status of an auth set."""
     status = await devauth.get_auth_set_status(identity.tenant, device_id, auth_id)
@@ -128,12 +130,12 @@ async def get_auth_set_status(
 
 
 @router.delete("/tokens/{token_id}", status_code=204, response_class=Response)
-async def delete_token(token_id: str, identity: UserIdentity, devauth: DevAuthDep) -> None:
+async def delete_token(token_id: str, identity: UserIdentity, devauth: DevAuthAppDep) -> None:
     """Revoke a device token by its id (`jti`)."""
     await devauth.revoke_token(identity.tenant, token_id)
 
 
 @router.get("/limits/{name}")
-async def get_limit(name: str, identity: UserIdentity, devauth: DevAuthDep) -> LimitBody:
+async def get_limit(name: str, identity: UserIdentity, devauth: DevAuthAppDep) -> LimitBody:
     """Get a limit, e.g. the maximum number of accepted devices (0 = unlimited)."""
     return LimitBody(limit=await devauth.get_limit(identity.tenant, name))

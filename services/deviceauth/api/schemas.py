@@ -18,7 +18,7 @@ from pydantic import (
     model_serializer,
 )
 
-from common.errors import BadRequest, UnsupportedMediaType
+from common.core.errors import BadRequest, UnsupportedMediaType
 from services.deviceauth.models import AuthSet, Device
 
 __all__ = [

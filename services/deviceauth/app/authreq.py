@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from common.errors import BadRequest
+from common.core.errors import BadRequest
 from services.deviceauth.app.iddata import (
     IdentityDataError,
     canonical_identity_text,

@@ -8,10 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.errors import BadRequest, Conflict, Unauthorized
-from common.identity import decode_claims
-from common.paging import Page
-from common.tokens import SigningKey, TokenExpired, TokenInvalid, TokenVerifier
+from common.core.claims import decode_claims
+from common.core.errors import BadRequest, Conflict, Unauthorized
+from common.core.pages import Page
+from common.core.tokens import SigningKey, TokenExpired, TokenInvalid, TokenVerifier
 from services.deviceauth.app.authreq import AuthRequest, parse_auth_request
 from services.deviceauth.app.errors import (
     AuthSetNotFound,
@@ -35,11 +35,11 @@ from services.deviceauth.app.keys import (
 from services.deviceauth.clients import (
     decommission_effects,
     deviceconnect_disconnect,
+    dismissal_effects,
     inventory_check_in,
-    inventory_delete_device,
     inventory_identity,
-    inventory_status,
     provision_effects,
+    status_effects,
 )
 from services.deviceauth.models import (
     ADDONS,
@@ -194,7 +194,7 @@ class DevAuthApp:
             await tx.add_effects(
                 [
                     inventory_identity(tenant, device.id, device.identity_data),
-                    inventory_status(tenant, device.id, status=status, revision=device.revision),
+                    *status_effects(tenant, device.id, status=status, revision=device.revision),
                 ]
             )
 
@@ -493,7 +493,7 @@ class DevAuthApp:
             ):
                 await tx.delete_tokens(tenant, device_id=device_id)
                 await tx.delete_device(tenant, device_id)
-                await tx.add_effects([inventory_delete_device(tenant, device_id)])
+                await tx.add_effects(dismissal_effects(tenant, device_id))
                 return
             await self._refresh_status(tx, tenant, device_id)
 
@@ -595,14 +595,17 @@ class DevAuthApp:
         rejected = await tx.reject_accepted_auth_sets(tenant, device_id, keep=auth_id)
         await tx.delete_tokens(tenant, token_ids=rejected)
         await tx.set_auth_set_status(tenant, auth_id, AuthStatus.ACCEPTED)
-        device = await self._refresh_status(tx, tenant, device_id)
+        device = await tx.get_device(tenant, device_id)
         if device is not None and not device.provisioned:
-            await tx.add_effects(provision_effects(tenant, device_id))
+            # Before the status change, as Mender's workflow does: iot-manager hears that
+            # the device is provisioned, then that it is accepted.
+            await tx.add_effects(provision_effects(tenant, device, auth_set))
             await tx.set_device_provisioned(tenant, device_id, provisioned=True)
+        await self._refresh_status(tx, tenant, device_id)
         return auth_set.model_copy(update={"status": AuthStatus.ACCEPTED})
 
     async def _refresh_status(self, tx: DataStore, tenant: str, device_id: str) -> Device | None:
-        """Recompute the device status from its auth sets; tell inventory when it changes."""
+        """Recompute the device status from its auth sets; tell the peers when it changes."""
         device = await tx.get_device(tenant, device_id)
         if device is None:
             return None
@@ -612,9 +615,7 @@ class DevAuthApp:
             return device
         updated = await tx.update_device_status(tenant, device_id, status=status, now=self._clock())
         if updated is not None:
-            effects = [
-                inventory_status(tenant, device_id, status=status, revision=updated.revision)
-            ]
+            effects = status_effects(tenant, device_id, status=status, revision=updated.revision)
             if device.status is DeviceStatus.ACCEPTED:
                 # Its tokens are gone: an open remote-access connection must go too.
                 effects.append(deviceconnect_disconnect(tenant, device_id))

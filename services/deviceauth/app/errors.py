@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.errors import (
+from common.core.errors import (
     BadRequest,
     Conflict,
     Forbidden,

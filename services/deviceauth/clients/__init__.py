@@ -5,13 +5,14 @@ from services.deviceauth.clients.effects import (
     DEVICECONFIG,
     DEVICECONNECT,
     INVENTORY,
+    IOT_MANAGER,
     decommission_effects,
     deviceconnect_disconnect,
+    dismissal_effects,
     inventory_check_in,
-    inventory_delete_device,
     inventory_identity,
-    inventory_status,
     provision_effects,
+    status_effects,
 )
 
 __all__ = [
@@ -19,11 +20,12 @@ __all__ = [
     "DEVICECONFIG",
     "DEVICECONNECT",
     "INVENTORY",
+    "IOT_MANAGER",
     "decommission_effects",
     "deviceconnect_disconnect",
+    "dismissal_effects",
     "inventory_check_in",
-    "inventory_delete_device",
     "inventory_identity",
-    "inventory_status",
     "provision_effects",
+    "status_effects",
 ]

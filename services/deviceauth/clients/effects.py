@@ -11,31 +11,37 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from common.outbox import Effect
+from common.core.outbox import Effect
+from services.deviceauth.models import AuthSet, Device
 
 __all__ = [
     "DEPLOYMENTS",
     "DEVICECONFIG",
     "DEVICECONNECT",
     "INVENTORY",
+    "IOT_MANAGER",
     "decommission_effects",
     "deviceconnect_disconnect",
+    "dismissal_effects",
     "inventory_check_in",
-    "inventory_delete_device",
     "inventory_identity",
-    "inventory_status",
     "provision_effects",
+    "status_effects",
 ]
 
 INVENTORY: Final = "inventory"
 DEPLOYMENTS: Final = "deployments"
 DEVICECONNECT: Final = "deviceconnect"
 DEVICECONFIG: Final = "deviceconfig"
+IOT_MANAGER: Final = "iot_manager"
 
 _INVENTORY: Final = "/api/internal/v1/inventory/tenants"
 _DEPLOYMENTS: Final = "/api/internal/v1/deployments/tenants"
 _DEVICECONNECT: Final = "/api/internal/v1/deviceconnect/tenants"
 _DEVICECONFIG: Final = "/api/internal/v1/deviceconfig/tenants"
+_IOT_MANAGER: Final = "/api/internal/v1/iot-manager/tenants"
+# A device deleted before it was ever accepted is reported to iot-manager with this status.
+_DISMISSED: Final = "decommissioned"
 
 
 def _seg(value: str) -> str:
@@ -62,7 +68,7 @@ def inventory_identity(tenant_id: str, device_id: str, identity: Mapping[str, An
     )
 
 
-def inventory_status(tenant_id: str, device_id: str, *, status: str, revision: int) -> Effect:
+def _inventory_status(tenant_id: str, device_id: str, *, status: str, revision: int) -> Effect:
     """Tell inventory the device's admission status (ignored there if `revision` is stale)."""
     return Effect(
         peer=INVENTORY,
@@ -70,6 +76,25 @@ def inventory_status(tenant_id: str, device_id: str, *, status: str, revision: i
         path=f"{_INVENTORY}/{_seg(tenant_id)}/devices/status/{_seg(status)}",
         body=[{"id": device_id, "revision": revision}],
     )
+
+
+def _iot_manager_status(tenant_id: str, device_id: str, *, status: str) -> Effect:
+    """Tell iot-manager the device's new admission status (a status-changed event)."""
+    return Effect(
+        peer=IOT_MANAGER,
+        method="PUT",
+        path=f"{_IOT_MANAGER}/{_seg(tenant_id)}/bulk/devices/status/{_seg(status)}",
+        body=[{"id": device_id}],
+        ok=(200, 201, 202, 204, 404),
+    )
+
+
+def status_effects(tenant_id: str, device_id: str, *, status: str, revision: int) -> list[Effect]:
+    """The device's admission status changed: tell inventory and iot-manager."""
+    return [
+        _inventory_status(tenant_id, device_id, status=status, revision=revision),
+        _iot_manager_status(tenant_id, device_id, status=status),
+    ]
 
 
 def inventory_check_in(tenant_id: str, device_id: str, when: datetime) -> Effect:
@@ -82,7 +107,7 @@ def inventory_check_in(tenant_id: str, device_id: str, when: datetime) -> Effect
     )
 
 
-def inventory_delete_device(tenant_id: str, device_id: str) -> Effect:
+def _inventory_delete_device(tenant_id: str, device_id: str) -> Effect:
     """Remove the device from inventory."""
     return Effect(
         peer=INVENTORY,
@@ -92,8 +117,36 @@ def inventory_delete_device(tenant_id: str, device_id: str) -> Effect:
     )
 
 
-def provision_effects(tenant_id: str, device_id: str) -> list[Effect]:
-    """Register a newly accepted device with deviceconnect and deviceconfig."""
+def dismissal_effects(tenant_id: str, device_id: str) -> list[Effect]:
+    """A device that was never accepted is gone: inventory drops it, iot-manager hears so."""
+    return [
+        _inventory_delete_device(tenant_id, device_id),
+        _iot_manager_status(tenant_id, device_id, status=_DISMISSED),
+    ]
+
+
+def _device_event(device: Device, auth_set: AuthSet) -> dict[str, Any]:
+    """The device as iot-manager's webhooks show it: accepted, with its accepted key."""
+    return {
+        "id": device.id,
+        "status": "accepted",
+        "created_ts": _rfc3339(device.created_ts),
+        "auth_sets": [
+            {
+                "id": auth_set.id,
+                "device_id": auth_set.device_id,
+                "identity_data": auth_set.identity_data,
+                "pubkey": auth_set.pubkey,
+                "status": "accepted",
+                "ts": _rfc3339(auth_set.ts),
+            }
+        ],
+    }
+
+
+def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list[Effect]:
+    """Register a device accepted for the first time (with `auth_set`) with the peers."""
+    device_id = device.id
     body = {"device_id": device_id}
     return [
         Effect(
@@ -109,6 +162,13 @@ def provision_effects(tenant_id: str, device_id: str) -> list[Effect]:
             path=f"{_DEVICECONFIG}/{_seg(tenant_id)}/devices",
             body=body,
             ok=(200, 201, 204, 409),
+        ),
+        Effect(
+            peer=IOT_MANAGER,
+            method="POST",
+            path=f"{_IOT_MANAGER}/{_seg(tenant_id)}/devices",
+            body=_device_event(device, auth_set),
+            ok=(200, 201, 202, 204, 409),
         ),
     ]
 
@@ -145,5 +205,11 @@ def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:
             path=f"{_DEVICECONFIG}/{tid}/devices/{did}",
             ok=(200, 204, 404),
         ),
-        inventory_delete_device(tenant_id, device_id),
+        Effect(
+            peer=IOT_MANAGER,
+            method="DELETE",
+            path=f"{_IOT_MANAGER}/{tid}/devices/{did}",
+            ok=(200, 202, 204, 404),
+        ),
+        _inventory_delete_device(tenant_id, device_id),
     ]

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from common.outbox import Effect
+from common.core.outbox import Effect
 from services.deviceauth.models import (
     AuthSet,
     AuthStatus,

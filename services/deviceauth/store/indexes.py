@@ -6,7 +6,7 @@ from typing import Final
 
 from pymongo import ASCENDING, IndexModel
 
-from common.outbox import OUTBOX_INDEXES
+from common.core.outbox import OUTBOX_INDEXES
 
 __all__ = ["AUTH_SETS", "DEVICES", "INDEXES", "LIMITS", "TOKENS"]
 

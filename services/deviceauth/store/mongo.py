@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -10,10 +9,10 @@ from typing import Any, Final, TypeVar
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, transaction
-from common.outbox import Effect, Outbox
+from common.core.mongo import Document, TenantCollection, atomically
+from common.core.outbox import Effect, Outbox
 from services.deviceauth.models import (
     AuthSet,
     AuthStatus,
@@ -28,8 +27,6 @@ from services.deviceauth.store.indexes import AUTH_SETS, DEVICES, LIMITS, TOKENS
 __all__ = ["MongoStore"]
 
 T = TypeVar("T")
-
-_TRANSACTION_ATTEMPTS: Final = 5
 
 _DEVICE_FIELDS: Final = (
     "id_data",
@@ -111,20 +108,9 @@ class MongoStore(DataStore):
         """Run `work` with a store bound to one transaction (retried on transient conflicts)."""
         if self._session is not None:
             return await work(self)
-        attempt = 1
-        while True:
-            try:
-                async with transaction(self._client) as session:
-                    return await work(MongoStore(self._client, self._db, session=session))
-            except PyMongoError as exc:
-                if (
-                    not exc.has_error_label("TransientTransactionError")
-                    or attempt >= _TRANSACTION_ATTEMPTS
-                ):
-                    raise
-                # A concurrent transaction wrote the same document: let it finish first.
-                await asyncio.sleep(0.005 * attempt)
-                attempt += 1
+        return await atomically(
+            self._client, lambda session: work(MongoStore(self._client, self._db, session=session))
+        )
 
     async def add_effects(self, effects: Sequence[Effect]) -> None:
         """Record cross-service effects (in the current transaction, if any)."""

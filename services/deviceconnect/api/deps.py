@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from common.web.app import services_of
 from services.deviceconnect.app.connections import Connections
 from services.deviceconnect.app.devices import DevicesApp
 from services.deviceconnect.app.filetransfer import FileTransferApp
@@ -40,8 +41,8 @@ class Services:
 
 
 def _services(conn: HTTPConnection) -> Services:
-    services: Services = conn.app.state.services
-    return services
+    # HTTPConnection, not Request: the websocket routes use these dependencies too.
+    return services_of(conn.app, Services)
 
 
 ServicesDep = Annotated[Services, Depends(_services)]

@@ -6,17 +6,15 @@ import logging
 from typing import Final
 
 from fastapi import APIRouter, Response, WebSocket
-from pymongo.errors import ConnectionFailure
 
-from common.errors import ServiceError
-from common.identity import device_identity
+from common.web.identity import device_caller
 from services.deviceconnect.api.deps import ConnectionsDep
 from services.deviceconnect.api.websocket import (
     WebSocketAdapter,
     accept,
-    deny,
     incoming,
     not_a_websocket,
+    refuse,
 )
 from services.deviceconnect.app.protocol import MalformedFrame, decode
 from services.deviceconnect.app.sessions import CLOSE_UNSUPPORTED
@@ -39,14 +37,11 @@ async def connect_http() -> Response:
 async def connect(websocket: WebSocket, connections: ConnectionsDep) -> None:
     """The device's websocket: sessions of users reach the device over it."""
     try:
-        identity = device_identity(websocket)
+        identity = device_caller(websocket)
         socket = WebSocketAdapter(websocket)
         link = await connections.connect(identity.tenant, identity.subject, socket)
-    except ServiceError as exc:
-        await deny(websocket, exc.status_code, exc.message)
-        return
-    except ConnectionFailure:
-        await deny(websocket, 503, "database is unreachable")
+    except Exception as exc:  # refused as an HTTP route would answer it; unknown: re-raised
+        await refuse(websocket, exc)
         return
     try:
         await accept(websocket)

@@ -7,7 +7,7 @@ from typing import Final
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from common.routing import TENANT
+from common.web.routing import TENANT
 from services.deviceconnect.api.deps import (
     ConnectionsDep,
     DevicesAppDep,

@@ -8,11 +8,10 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
-from pymongo.errors import ConnectionFailure
 
-from common.errors import BadRequest, ServiceError
-from common.identity import UserIdentity, user_identity
-from common.multipart import MultipartStream
+from common.core.errors import BadRequest
+from common.web.identity import UserIdentity, user_caller
+from common.web.multipart import MultipartStream
 from services.deviceconnect.api.deps import (
     DevicesAppDep,
     FileTransferAppDep,
@@ -26,6 +25,7 @@ from services.deviceconnect.api.websocket import (
     deny,
     incoming,
     not_a_websocket,
+    refuse,
 )
 from services.deviceconnect.app.errors import DeviceNotConnected
 from services.deviceconnect.app.filetransfer import check_path
@@ -60,16 +60,13 @@ async def connect_http() -> Response:
 async def connect(websocket: WebSocket, device_id: str, sessions: SessionsAppDep) -> None:
     """A user's session with a device: terminal, port forwarding, file transfer frames."""
     try:
-        identity = user_identity(websocket)
+        identity = user_caller(websocket)
         active = await sessions.open(identity.tenant, identity.subject, device_id)
     except DeviceNotConnected:
         await deny(websocket, 404, _DEVICE_GONE)
         return
-    except ServiceError as exc:
-        await deny(websocket, exc.status_code, exc.message)
-        return
-    except ConnectionFailure:
-        await deny(websocket, 503, "database is unreachable")
+    except Exception as exc:  # refused as an HTTP route would answer it; unknown: re-raised
+        await refuse(websocket, exc)
         return
     socket = WebSocketAdapter(websocket)
     try:
@@ -167,11 +164,11 @@ def _sleep_ms(websocket: WebSocket) -> int | None:
 async def playback(websocket: WebSocket, session_id: str, player: PlaybackAppDep) -> None:
     """Replay a recorded terminal session at its original pace (or every `sleep_ms`)."""
     try:
-        identity = user_identity(websocket)
+        identity = user_caller(websocket)
         sleep_ms = _sleep_ms(websocket)
         await player.check(identity.tenant, session_id)
-    except ServiceError as exc:
-        await deny(websocket, exc.status_code, exc.message)
+    except Exception as exc:  # refused as an HTTP route would answer it; unknown: re-raised
+        await refuse(websocket, exc)
         return
     await accept(websocket)
     socket = WebSocketAdapter(websocket)

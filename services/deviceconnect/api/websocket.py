@@ -10,9 +10,9 @@ from typing import Final
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from common.app import error_response
-from common.errors import BadRequest
-from common.requestid import REQUEST_ID_HEADER, current_request_id
+from common.core.errors import BadRequest
+from common.core.requestid import REQUEST_ID_HEADER, current_request_id
+from common.web.app import error_response, websocket_refusal
 
 __all__ = [
     "NOT_A_WEBSOCKET",
@@ -22,6 +22,7 @@ __all__ = [
     "deny",
     "incoming",
     "not_a_websocket",
+    "refuse",
 ]
 
 # Mender's websockets speak this subprotocol when the client asks for it.
@@ -76,6 +77,14 @@ async def incoming(websocket: WebSocket) -> AsyncIterator[bytes]:
         if data is None:
             data = (message.get("text") or "").encode()
         yield data
+
+
+async def refuse(websocket: WebSocket, exc: Exception) -> None:
+    """Refuse the handshake as an HTTP route would answer `exc`; re-raise what is unknown."""
+    refusal = websocket_refusal(exc)
+    if refusal is None:
+        raise exc
+    await deny(websocket, *refusal)
 
 
 def not_a_websocket() -> BadRequest:

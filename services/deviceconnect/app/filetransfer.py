@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from common.errors import BadRequest, ServiceError
+from common.core.errors import BadRequest, ServiceError
 from services.deviceconnect.app.connections import Connections
 from services.deviceconnect.app.errors import (
     DeviceNotConnected,

@@ -18,6 +18,8 @@ import collections
 from collections.abc import Iterator
 from typing import Final, Protocol
 
+from services.deviceconnect.models import Channel, ChannelClosed
+
 __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_POLICY",
@@ -52,14 +54,6 @@ class FrameSocket(Protocol):
     async def close(self, code: int, reason: str) -> None:
         """Close the websocket with a code and a reason."""
         ...
-
-
-class ChannelClosed(Exception):
-    """The other end of a session is gone; `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class SessionSink:
@@ -203,31 +197,6 @@ class DeviceLink:
         """Close the device's websocket and end its sessions."""
         self.end_sessions(DEVICE_GONE)
         await self._socket.close(code, reason)
-
-
-class Channel(Protocol):
-    """The user side of a session: frames to the device and the device's frames back."""
-
-    async def send(self, data: bytes) -> None:
-        """Send a frame to the device; raise `ChannelClosed` when it is gone."""
-        ...
-
-    async def recv(self) -> bytes | None:
-        """The device's next frame for this session; None once the session ended."""
-        ...
-
-    async def ended(self) -> None:
-        """Return once the session has ended (even while a send to the user is stuck)."""
-        ...
-
-    @property
-    def reason(self) -> str:
-        """Why `recv` returned None."""
-        ...
-
-    async def close(self, reason: str = "closed") -> None:
-        """Leave the session, telling the other end why (idempotent)."""
-        ...
 
 
 class LocalChannel:

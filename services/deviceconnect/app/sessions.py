@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from common.outbox import Effect
+from common.core.outbox import Effect
 from services.deviceconnect.app.connections import Connections
 from services.deviceconnect.app.hub import (
     CLOSE_NORMAL,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from common.outbox import Effect
+from common.core.outbox import Effect
 
 __all__ = ["AUDITLOGS", "audit_event"]
 

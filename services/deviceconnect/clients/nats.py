@@ -29,7 +29,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from services.deviceconnect.app.hub import Channel, ChannelClosed
+from services.deviceconnect.models import Channel, ChannelClosed
 
 __all__ = ["LocalDevices", "NatsPeers", "Pipe"]
 

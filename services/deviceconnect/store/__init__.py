@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from common.outbox import Effect
+from common.core.outbox import Effect
 from services.deviceconnect.models import Device, Session
 
 __all__ = ["DataStore"]

@@ -11,8 +11,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, transaction
-from common.outbox import Effect, Outbox
+from common.core.mongo import Document, TenantCollection, transaction
+from common.core.outbox import Effect, Outbox
 from services.deviceconnect.models import ConnectionStatus, Device, Session, SessionKind
 from services.deviceconnect.store.indexes import DEVICES, RECORDINGS, SESSIONS
 

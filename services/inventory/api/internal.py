@@ -6,7 +6,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Header, Response
 
-from common.routing import TENANT
+from common.web.routing import TENANT
 from services.inventory.api.deps import InventoryAppDep
 from services.inventory.api.schemas import (
     DeviceGroupsOut,

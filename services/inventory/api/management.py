@@ -7,7 +7,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Body, Header, Request, Response
 from pydantic import StrictStr
 
-from common.paging import PageDep, set_page_headers
+from common.web.paging import PageDep, set_page_headers
 from services.inventory.api.deps import InventoryAppDep, UserIdentity
 from services.inventory.api.schemas import DeviceGroupOut, DeviceOut, GroupIn
 from services.inventory.models import NewAttribute, UpdateResult

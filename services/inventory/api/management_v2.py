@@ -6,7 +6,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Request, Response
 
-from common.paging import set_page_headers
+from common.web.paging import set_page_headers
 from services.inventory.api.deps import InventoryAppDep, UserIdentity
 from services.inventory.api.schemas import DeviceOut, StatisticsOut
 from services.inventory.models import FilterAttribute, IdentitySearchParams, SearchParams

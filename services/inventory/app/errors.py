@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from common.errors import BadRequest, NotFound, PreconditionFailed
+from common.core.errors import BadRequest, NotFound, PreconditionFailed
 
 __all__ = [
     "DeviceNotFound",

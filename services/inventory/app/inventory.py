@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from common.errors import BadRequest, ServiceUnavailable
-from common.paging import Page
+from common.core.errors import BadRequest, ServiceUnavailable
+from common.core.pages import Page
 from services.inventory.app.errors import (
     DeviceNotFound,
     ETagMismatch,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
-from common.errors import BadRequest
-from common.paging import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
+from common.core.errors import BadRequest
+from common.core.pages import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
 from services.inventory.models import (
     DEFAULT_SCOPE,
     MAX_STRING_LENGTH,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import quote
 
-from common.errors import BadGateway
-from common.peers import PeerClient
+from common.core.errors import BadGateway
+from common.core.peers import PeerClient
 
 __all__ = ["DevicemonitorClient", "HttpDevicemonitorClient"]
 

@@ -21,8 +21,8 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.errors import Conflict
-from common.mongo import Document, TenantCollection
+from common.core.errors import Conflict
+from common.core.mongo import Document, TenantCollection
 from services.inventory.models import (
     Attribute,
     AttributeRef,

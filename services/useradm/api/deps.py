@@ -1,4 +1,7 @@
-"""Dependencies shared by useradm's routes: the use-cases, credentials, request parsing."""
+"""Dependencies shared by useradm's routes: the use-cases, credentials, request parsing.
+
+The lifespan builds one `Services` object; routes take its parts through the `…Dep` aliases.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request
 from pydantic import ValidationError
 
-from common.errors import BadRequest, UnsupportedMediaType
-from common.identity import UserIdentity, bearer_token
+from common.core.errors import BadRequest, UnsupportedMediaType
+from common.web.app import services_dependency
+from common.web.identity import UserIdentity, bearer_token
 from services.useradm.api.schemas import LoginOptionsIn
 from services.useradm.app import AuthApp, PlansApp, SettingsApp, UsersApp
 from services.useradm.app.errors import BadAuthHeader, InvalidToken
+from services.useradm.config import Settings
 from services.useradm.models import UserFilter
 
 __all__ = [
@@ -27,6 +32,8 @@ __all__ = [
     "LoginOptions",
     "PlansAppDep",
     "PresentedToken",
+    "Services",
+    "ServicesDep",
     "SettingsAppDep",
     "UserFilterDep",
     "UserIdentity",
@@ -37,29 +44,39 @@ _JSON_TYPES: Final = ("application/json",)
 _TIME_FILTERS: Final = ("created_after", "created_before", "updated_after", "updated_before")
 
 
-def _users(request: Request) -> UsersApp:
-    app: UsersApp = request.app.state.users
-    return app
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the lifespan builds: the settings and the use-cases."""
+
+    settings: Settings
+    users: UsersApp
+    auth: AuthApp
+    user_settings: SettingsApp
+    plans: PlansApp
 
 
-def _auth(request: Request) -> AuthApp:
-    app: AuthApp = request.app.state.auth
-    return app
+ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
 
-def _settings(request: Request) -> SettingsApp:
-    app: SettingsApp = request.app.state.settings_app
-    return app
+def _users(services: ServicesDep) -> UsersApp:
+    return services.users
 
 
-def _plans(request: Request) -> PlansApp:
-    app: PlansApp = request.app.state.plans
-    return app
+def _auth(services: ServicesDep) -> AuthApp:
+    return services.auth
+
+
+def _user_settings(services: ServicesDep) -> SettingsApp:
+    return services.user_settings
+
+
+def _plans(services: ServicesDep) -> PlansApp:
+    return services.plans
 
 
 UsersAppDep = Annotated[UsersApp, Depends(_users)]
 AuthAppDep = Annotated[AuthApp, Depends(_auth)]
-SettingsAppDep = Annotated[SettingsApp, Depends(_settings)]
+SettingsAppDep = Annotated[SettingsApp, Depends(_user_settings)]
 PlansAppDep = Annotated[PlansApp, Depends(_plans)]
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 

@@ -6,8 +6,8 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Header, Query, Response
 
-from common.errors import BadRequest
-from common.routing import TENANT
+from common.core.errors import BadRequest
+from common.web.routing import TENANT
 from services.useradm.api.deps import (
     AuthAppDep,
     JsonBody,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Body, Response
 from fastapi.responses import JSONResponse
 
-from common.paging import PageDep
+from common.web.paging import PageDep
 from services.useradm.api.deps import (
     AuthAppDep,
     BasicCredentials,

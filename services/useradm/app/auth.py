@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from common.tokens import TokenExpired, TokenInvalid
+from common.core.tokens import TokenExpired, TokenInvalid
 from services.useradm.app import errors
 from services.useradm.app.keys import KeyRing
 from services.useradm.app.passwords import PasswordHasher

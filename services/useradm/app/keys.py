@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.tokens import SigningKey, TokenVerifier, load_signing_key
+from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
 
 __all__ = ["KeyRing", "load_key_ring"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Final
 from services.useradm.models import Plan, PlanBinding
 
 if TYPE_CHECKING:
-    from common.paging import Page
+    from common.core.pages import Page
 
 __all__ = ["PLANS", "PlansApp"]
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from common.mongo import Document, TenantCollection, transaction
+from common.core.mongo import Document, TenantCollection, atomically
 from services.useradm.models import StoredSettings, StoredToken, User, UserChange, UserFilter
 from services.useradm.store import (
     DataStore,
@@ -25,9 +25,6 @@ from services.useradm.store.indexes import SETTINGS, TENANTS, TOKENS, USER_SETTI
 
 __all__ = ["MongoStore"]
 
-T = TypeVar("T")
-
-_TRANSACTION_ATTEMPTS: Final = 5
 _NOT_NAMED: Final = {"name": {"$exists": False}}
 _NAMED: Final = {"name": {"$exists": True}}
 
@@ -121,20 +118,6 @@ class MongoStore(DataStore):
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
 
-    async def _atomically(self, work: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
-        attempt = 1
-        while True:
-            try:
-                async with transaction(self._client) as session:
-                    return await work(session)
-            except PyMongoError as exc:
-                if (
-                    not exc.has_error_label("TransientTransactionError")
-                    or attempt >= _TRANSACTION_ATTEMPTS
-                ):
-                    raise
-                attempt += 1
-
     # -- users -----------------------------------------------------------------------------
 
     async def insert_user(self, tenant_id: str, user: User) -> None:
@@ -208,7 +191,7 @@ class MongoStore(DataStore):
 
         if not revoke_tokens:
             return await work(None)
-        return await self._atomically(work)
+        return await atomically(self._client, work)
 
     async def set_login_ts(self, tenant_id: str, user_id: str, when: datetime) -> None:
         """Record a successful login."""
@@ -229,7 +212,7 @@ class MongoStore(DataStore):
             )
             return result.deleted_count > 0
 
-        return await self._atomically(work)
+        return await atomically(self._client, work)
 
     async def add_tenant(self, tenant_id: str, when: datetime) -> None:
         """Record a tenant (idempotent)."""

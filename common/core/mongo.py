@@ -1,0 +1,202 @@
+"""MongoDB access shared by every store: the client, index set-up, tenant scoping.
+
+Every query a store makes goes through `TenantCollection`, which adds the caller's
+`tenant_id` to filters and new documents, so one tenant can never read another's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, monitoring
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor
+from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+
+__all__ = [
+    "Document",
+    "TenantCollection",
+    "add_command_listener",
+    "atomically",
+    "create_client",
+    "ensure_indexes",
+    "ping",
+    "transaction",
+]
+
+Document = dict[str, Any]
+_Filter = Mapping[str, Any]
+_Session = AsyncClientSession | None
+_T = TypeVar("_T")
+
+
+_listeners: list[monitoring.CommandListener] = []
+
+
+def add_command_listener(listener: monitoring.CommandListener) -> None:
+    """Watch every command of clients created from now on (the test suite's scoping check)."""
+    _listeners.append(listener)
+
+
+def create_client(url: str) -> AsyncMongoClient[Document]:
+    """Create the async client; timezone-aware datetimes, short server selection.
+
+    Pooled connections are dropped after 4 idle minutes, before a server or a load balancer
+    in between closes them (the embedded server does after 5): a write on a connection
+    closed under it fails when retryable writes are off.
+    """
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        serverSelectionTimeoutMS=5000,
+        maxIdleTimeMS=240_000,
+        connect=False,
+        event_listeners=list(_listeners),
+    )
+
+
+async def ping(db: AsyncDatabase[Document]) -> bool:
+    """Return whether the database answers."""
+    try:
+        await db.command("ping")
+    except Exception:  # any driver failure means "not healthy" for a health check
+        return False
+    return True
+
+
+async def ensure_indexes(
+    db: AsyncDatabase[Document], indexes: Mapping[str, Sequence[IndexModel]]
+) -> None:
+    """Create the indexes a service needs (idempotent; runs at start-up)."""
+    for collection, models in indexes.items():
+        if models:
+            await db[collection].create_indexes(list(models))
+
+
+@asynccontextmanager
+async def transaction(client: AsyncMongoClient[Document]) -> AsyncIterator[AsyncClientSession]:
+    """Run the block in one multi-document transaction (committed on normal exit)."""
+    async with client.start_session() as session, await session.start_transaction():
+        yield session
+
+
+async def atomically(
+    client: AsyncMongoClient[Document],
+    work: Callable[[AsyncClientSession], Awaitable[_T]],
+    *,
+    attempts: int = 5,
+) -> _T:
+    """Run `work(session)` in one transaction, again when it lost a race with another one."""
+    attempt = 1
+    while True:
+        try:
+            async with transaction(client) as session:
+                return await work(session)
+        except PyMongoError as exc:
+            if not exc.has_error_label("TransientTransactionError") or attempt >= attempts:
+                raise
+            # A concurrent transaction wrote the same document: let it finish first.
+            await asyncio.sleep(0.005 * attempt)
+            attempt += 1
+
+
+class TenantCollection:
+    """A collection whose every operation is confined to one tenant's documents."""
+
+    __slots__ = ("_coll", "tenant_id")
+
+    def __init__(self, collection: AsyncCollection[Document], tenant_id: str) -> None:
+        self._coll = collection
+        self.tenant_id = tenant_id
+
+    def scope(self, filter_: _Filter | None = None) -> Document:
+        """Return the filter restricted to this tenant."""
+        return {**(filter_ or {}), "tenant_id": self.tenant_id}
+
+    def _doc(self, document: Mapping[str, Any]) -> Document:
+        return {**document, "tenant_id": self.tenant_id}
+
+    def find(
+        self, filter_: _Filter | None = None, *args: Any, **kwargs: Any
+    ) -> AsyncCursor[Document]:
+        """Find this tenant's documents."""
+        return self._coll.find(self.scope(filter_), *args, **kwargs)
+
+    async def find_one(
+        self, filter_: _Filter | None = None, *args: Any, **kwargs: Any
+    ) -> Document | None:
+        """Find one of this tenant's documents."""
+        return await self._coll.find_one(self.scope(filter_), *args, **kwargs)
+
+    async def count_documents(self, filter_: _Filter | None = None, **kwargs: Any) -> int:
+        """Count this tenant's matching documents."""
+        return await self._coll.count_documents(self.scope(filter_), **kwargs)
+
+    async def distinct(self, key: str, filter_: _Filter | None = None, **kwargs: Any) -> list[Any]:
+        """Distinct values of `key` among this tenant's matching documents."""
+        return await self._coll.distinct(key, self.scope(filter_), **kwargs)
+
+    async def insert_one(self, document: Mapping[str, Any], **kwargs: Any) -> InsertOneResult:
+        """Insert a document owned by this tenant."""
+        return await self._coll.insert_one(self._doc(document), **kwargs)
+
+    async def insert_many(
+        self, documents: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> InsertManyResult:
+        """Insert documents owned by this tenant."""
+        return await self._coll.insert_many([self._doc(d) for d in documents], **kwargs)
+
+    async def update_one(
+        self, filter_: _Filter, update: Any, *, upsert: bool = False, **kwargs: Any
+    ) -> UpdateResult:
+        """Update one of this tenant's documents (an upsert creates it within the tenant)."""
+        return await self._coll.update_one(self.scope(filter_), update, upsert=upsert, **kwargs)
+
+    async def update_many(self, filter_: _Filter, update: Any, **kwargs: Any) -> UpdateResult:
+        """Update this tenant's matching documents."""
+        return await self._coll.update_many(self.scope(filter_), update, **kwargs)
+
+    async def replace_one(
+        self, filter_: _Filter, document: Mapping[str, Any], **kwargs: Any
+    ) -> UpdateResult:
+        """Replace one of this tenant's documents."""
+        return await self._coll.replace_one(self.scope(filter_), self._doc(document), **kwargs)
+
+    async def delete_one(self, filter_: _Filter, **kwargs: Any) -> DeleteResult:
+        """Delete one of this tenant's documents."""
+        return await self._coll.delete_one(self.scope(filter_), **kwargs)
+
+    async def delete_many(self, filter_: _Filter, **kwargs: Any) -> DeleteResult:
+        """Delete this tenant's matching documents."""
+        return await self._coll.delete_many(self.scope(filter_), **kwargs)
+
+    async def find_one_and_update(
+        self,
+        filter_: _Filter,
+        update: Any,
+        *,
+        return_document: bool = ReturnDocument.AFTER,
+        **kwargs: Any,
+    ) -> Document | None:
+        """Atomically update one of this tenant's documents and return it (after, by default)."""
+        return await self._coll.find_one_and_update(
+            self.scope(filter_), update, return_document=return_document, **kwargs
+        )
+
+    async def find_one_and_delete(self, filter_: _Filter, **kwargs: Any) -> Document | None:
+        """Atomically delete one of this tenant's documents and return it."""
+        return await self._coll.find_one_and_delete(self.scope(filter_), **kwargs)
+
+    async def aggregate(
+        self, pipeline: Sequence[Mapping[str, Any]], **kwargs: Any
+    ) -> AsyncCommandCursor[Document]:
+        """Run a pipeline over this tenant's documents only."""
+        return await self._coll.aggregate([{"$match": self.scope()}, *pipeline], **kwargs)

@@ -1,0 +1,303 @@
+"""The outbox: cross-service effects stored with the change that causes them, then delivered.
+
+A store writes `Effect`s into its own database in the same transaction as the change (so a
+crash can never keep one without the other); `OutboxRelay` sends them to the peers'
+internal APIs in order, per peer, retrying with backoff until the peer accepts. Delivery is
+at-least-once: every request carries the effect's id as `Idempotency-Key`, the same on each
+retry, so receivers can recognise a repeat. Effects for a peer that is not configured wait
+until it is.
+
+A service may also deliver effects itself (webhooks, cloud APIs): it registers a `Sender`
+for a peer name, and the effects of that peer are queued in lanes (e.g. one per target),
+each lane delivered in order and independently of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import httpx
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from common.core.mongo import Document
+from common.core.requestid import REQUEST_ID_HEADER, current_request_id
+
+__all__ = [
+    "IDEMPOTENCY_KEY_HEADER",
+    "OUTBOX_INDEXES",
+    "Attempt",
+    "Effect",
+    "Outbox",
+    "OutboxRelay",
+    "Outcome",
+    "Sender",
+    "outcome_of",
+]
+
+_log = logging.getLogger("common.core.outbox")
+_COLLECTION: Final = "outbox"
+_LEASE: Final = timedelta(seconds=30)
+_RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
+_BATCH: Final = 100  # pending effects of a lane read per query
+IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
+
+# One index serves the lanes of a peer (peer, state) and each lane's queue in order.
+OUTBOX_INDEXES: Final = {
+    _COLLECTION: [
+        IndexModel(
+            [("peer", ASCENDING), ("state", ASCENDING), ("lane", ASCENDING), ("_id", ASCENDING)]
+        )
+    ]
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One call to make on a peer's internal API (or one delivery a `Sender` makes).
+
+    `lane` orders effects of a peer that has a `Sender`: each lane is delivered in order,
+    independently of the others.
+    """
+
+    peer: str
+    method: str
+    path: str
+    body: Any = None
+    ok: Collection[int] = field(default=(200, 201, 202, 204))
+    lane: str | None = None
+
+
+class Outcome(enum.Enum):
+    """How a delivery attempt ended, and so what becomes of the effect."""
+
+    # Delivered (or nothing is left to deliver): the effect is removed.
+    DONE = "done"
+    # Failed for now: tried again after a backoff; the effects behind it wait.
+    RETRY = "retry"
+    # The target refuses it: set aside as dead; the effects behind it go on.
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one delivery attempt and what to log about it."""
+
+    outcome: Outcome
+    detail: str = ""
+
+
+# Delivers one pending effect (the stored document) and tells how it went.
+Sender = Callable[[Mapping[str, Any]], Awaitable[Attempt]]
+
+
+def outcome_of(status: int, ok: Collection[int]) -> Outcome:
+    """Classify an HTTP answer: an `ok` status is done, a client error (but for a few
+    that may pass, like 404 or 429) is refused, anything else is retried."""
+    if status in ok:
+        return Outcome.DONE
+    if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+        return Outcome.REFUSED
+    return Outcome.RETRY
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outbox:
+    """Writes effects into the service's `outbox` collection."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._coll = db[_COLLECTION]
+
+    async def add(
+        self, effects: Sequence[Effect], *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Record effects; pass the session of the transaction making the change."""
+        if not effects:
+            return
+        now = _now()
+        docs = [
+            {
+                "_id": ObjectId(),
+                "peer": e.peer,
+                "method": e.method,
+                "path": e.path,
+                "body": e.body,
+                "ok": list(e.ok),
+                "lane": e.lane,
+                "state": "pending",
+                "request_id": current_request_id(),
+                "created_ts": now,
+                "next_attempt": now,
+                "lease_until": now,
+                "attempts": 0,
+            }
+            for e in effects
+        ]
+        await self._coll.insert_many(docs, session=session)
+
+    async def pending(self, peer: str | None = None) -> list[Document]:
+        """Return the effects not yet delivered, oldest first."""
+        query: Document = {"state": "pending"}
+        if peer is not None:
+            query["peer"] = peer
+        return await self._coll.find(query).sort("_id", ASCENDING).to_list()
+
+
+class OutboxRelay:
+    """Background delivery of outbox effects to the configured peers and senders."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        http: httpx.AsyncClient,
+        peers: Mapping[str, str | None],
+        *,
+        senders: Mapping[str, Sender] | None = None,
+        poll_interval: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self._coll = db[_COLLECTION]
+        self._http = http
+        self._peers = {name: url.rstrip("/") for name, url in peers.items() if url}
+        self._senders = dict(senders or {})
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Deliver now instead of at the next poll (call after writing effects)."""
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[OutboxRelay]:
+        """Run the delivery loop for the duration of the block."""
+        task = asyncio.create_task(self._loop(), name="outbox-relay")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must survive a database hiccup
+                _log.exception("outbox delivery pass failed")
+            # asyncio.timeout, unlike wait_for on 3.11, never swallows a cancellation that
+            # arrives together with a wake-up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def deliver_due(self) -> int:
+        """Deliver what is due, in order per peer (per lane); return how many were handled."""
+        delivered = 0
+        for peer, base_url in self._peers.items():
+            send = functools.partial(self._send_http, base_url=base_url)
+            delivered += await self._deliver_lane(peer, None, send)
+        for peer, sender in self._senders.items():
+            lanes = await self._coll.distinct("lane", {"peer": peer, "state": "pending"})
+            counts = await asyncio.gather(
+                *(self._deliver_lane(peer, lane, sender) for lane in lanes)
+            )
+            delivered += sum(counts)
+        return delivered
+
+    async def _deliver_lane(self, peer: str, lane: str | None, send: Sender) -> int:
+        """Deliver a lane's effects oldest first, up to the first that cannot go now."""
+        delivered = 0
+        while True:
+            batch = (
+                await self._coll.find({"peer": peer, "state": "pending", "lane": lane})
+                .sort("_id", ASCENDING)
+                .limit(_BATCH)
+                .to_list()
+            )
+            for head in batch:
+                if not await self._deliver(head, send):
+                    return delivered
+                delivered += 1
+            if len(batch) < _BATCH:
+                return delivered
+
+    async def _deliver(self, head: Document, send: Sender) -> bool:
+        """Send one effect unless it waits for a retry or another replica holds it."""
+        now = _now()
+        if head["next_attempt"] > now or head["lease_until"] > now:
+            return False
+        claimed = await self._coll.find_one_and_update(
+            {"_id": head["_id"], "lease_until": head["lease_until"]},
+            {"$set": {"lease_until": now + _LEASE}},
+        )
+        if claimed is None:  # another replica took it
+            return False
+        attempt = await send(head)
+        if attempt.outcome is Outcome.DONE:
+            await self._coll.delete_one({"_id": head["_id"]})
+            return True
+        if attempt.outcome is Outcome.REFUSED:
+            # Retrying cannot help. Keep it for inspection and let the effects behind it go on.
+            _log.error(
+                "outbox: %s refused %s %s: %s",
+                head["peer"],
+                head["method"],
+                head["path"],
+                attempt.detail[:500],
+            )
+            await self._coll.update_one(
+                {"_id": head["_id"]}, {"$set": {"state": "dead", "last_error": attempt.detail}}
+            )
+            return True
+        await self._retry_later(head, attempt.detail)
+        return False
+
+    async def _send_http(self, head: Mapping[str, Any], base_url: str) -> Attempt:
+        """Make the effect's call on the peer's internal API."""
+        headers = {IDEMPOTENCY_KEY_HEADER: str(head["_id"])}
+        if head.get("request_id"):
+            headers[REQUEST_ID_HEADER] = head["request_id"]
+        try:
+            response = await self._http.request(
+                head["method"], base_url + head["path"], json=head["body"], headers=headers
+            )
+        except httpx.HTTPError as exc:
+            return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        return Attempt(outcome_of(status, head["ok"]), f"HTTP {status}: {response.text[:500]}")
+
+    async def _retry_later(self, head: Document, error: str) -> None:
+        attempts = head["attempts"] + 1
+        delay = min(self._max_backoff, 0.5 * 2 ** min(attempts, 10))
+        later = _now() + timedelta(seconds=delay)
+        _log.warning(
+            "outbox: %s %s failed (%s); retry in %.1fs", head["peer"], head["path"], error, delay
+        )
+        await self._coll.update_one(
+            {"_id": head["_id"]},
+            {
+                "$set": {
+                    "attempts": attempts,
+                    "next_attempt": later,
+                    "lease_until": _now(),
+                    "last_error": error,
+                }
+            },
+        )

@@ -1,0 +1,112 @@
+"""The embedded Mongo-wire server (SecantusDB), run as a separate process.
+
+SecantusDB is GPL-licensed, so Fleetport never imports it: it starts the `secantusd-py`
+executable that the `embedded` extra installs next to the Python interpreter.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from common.localstack.processes import spawn, stop_all
+
+__all__ = ["EmbeddedMongo", "free_port"]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _executable() -> str:
+    beside = Path(sys.executable).parent / "secantusd-py"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("secantusd-py")
+    if found is None:
+        raise RuntimeError(
+            "secantusd-py not found: install the `embedded` extra (uv sync --all-extras)"
+        )
+    return found
+
+
+class EmbeddedMongo:
+    """A SecantusDB server process on 127.0.0.1; `storage` may be ':memory:'."""
+
+    def __init__(
+        self, storage: Path | str, port: int | None = None, log: Path | None = None
+    ) -> None:
+        self.storage = storage
+        self.port = port or free_port()
+        self.log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The connection string for clients, without retryable writes.
+
+        The server keeps a record of every retryable write and, past 10,000 of them, prunes
+        that record under a lock on each new one: every write then slows down. With a single
+        local server there is no failover for the driver's one retry to ride out; a write
+        that fails is answered 503 and the caller tries again.
+        """
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers a ping."""
+        if isinstance(self.storage, Path):
+            self.storage.mkdir(parents=True, exist_ok=True)
+        self._proc = spawn(
+            [
+                _executable(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage),
+                "--log-level",
+                "WARNING",
+            ],
+            log=self.log,
+        )
+        deadline = time.monotonic() + timeout
+        client: MongoClient[dict[str, object]]
+        with MongoClient(self.url, serverSelectionTimeoutMS=500) as client:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(f"secantusd-py exited with {self._proc.returncode}")
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("embedded database did not start in time") from None
+                    time.sleep(0.2)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, once started."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit status once it has exited (and is reaped), else None."""
+        return None if self._proc is None else self._proc.poll()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self._proc is not None:
+            stop_all([self._proc])

@@ -1,0 +1,1 @@
+"""deviceconfig service: a device's desired and reported configuration, and its deployment."""

@@ -1,0 +1,1 @@
+"""iot-manager: integrations pushing the device lifecycle out (webhooks, AWS, Azure)."""
