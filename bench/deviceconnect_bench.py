@@ -45,13 +45,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from pymongo import AsyncMongoClient
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devices import register_device  # noqa: E402
 from procstats import machine, rss_kib  # noqa: E402
 
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
@@ -70,8 +69,6 @@ RESULTS: Final = ROOT / "bench" / "results" / "deviceconnect.md"
 DEVICE_WS: Final = "/api/devices/v1/deviceconnect/connect"
 MGMT: Final = "/api/management/v1/deviceconnect"
 LOGIN: Final = "/api/management/v1/useradm/auth/login"
-PREAUTHORIZE: Final = "/api/management/v2/devauth/devices"
-AUTH_REQUESTS: Final = "/api/devices/v1/authentication/auth_requests"
 ADMIN: Final = ("bench@example.com", "bench-password-1")
 MIB: Final = 1024 * 1024
 CHUNK: Final = 4096
@@ -363,36 +360,6 @@ async def idle_part(count: int, work: Path) -> list[str]:
 # --------------------------------------------------------------------------- gateway
 
 
-async def _register(session: aiohttp.ClientSession, base: str, admin: str) -> tuple[str, str]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    identity = {"mac": "02:00:00:be:9c:01"}
-    async with session.post(
-        base + PREAUTHORIZE,
-        json={"identity_data": identity, "pubkey": pem},
-        headers=_bearer(admin),
-    ) as response:
-        if response.status != 201:
-            raise RuntimeError(f"preauthorize: {response.status} {await response.text()}")
-    body = (
-        json.dumps({"id_data": json.dumps(identity), "tenant_token": "", "pubkey": pem}) + "\n"
-    ).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-MEN-Signature": base64.b64encode(key.sign(body)).decode(),
-    }
-    async with session.post(base + AUTH_REQUESTS, data=body, headers=headers) as response:
-        token = await response.text()
-        if response.status != 200:
-            raise RuntimeError(f"auth request: {response.status} {token}")
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    return str(claims["sub"]), token
-
-
 async def gateway_part(terminal_mib: int, file_mib: int, work: Path) -> list[str]:
     """Terminal and file throughput through the gateway, with RSS of the processes."""
     stack = Stack(
@@ -412,7 +379,7 @@ async def gateway_part(terminal_mib: int, file_mib: int, work: Path) -> list[str
             auth = aiohttp.BasicAuth(*ADMIN)
             async with session.post(stack.url + LOGIN, auth=auth) as response:
                 admin = await response.text()
-            device_id, device_token = await _register(session, stack.url, admin)
+            device_id, device_token = await register_device(session, stack.url, admin, 1)
             device, serving = await _connect_device(
                 session, stack.url, device_token, file_mib * MIB
             )

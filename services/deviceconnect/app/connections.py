@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Final, Protocol
@@ -36,7 +35,6 @@ from services.deviceconnect.store import DataStore
 
 __all__ = ["Connections", "NoPeers", "Peers"]
 
-_log = logging.getLogger("deviceconnect.connections")
 _NOT_ACCEPTED: Final = "the device is no longer accepted"
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -49,7 +48,6 @@ from services.deviceconnect.store import DataStore
 
 __all__ = ["CLOSE_UNSUPPORTED", "ActiveSession", "SessionsApp"]
 
-_log = logging.getLogger("deviceconnect.sessions")
 
 CLOSE_UNSUPPORTED: Final = 1003
 SESSION_LIMIT: Final = "session byte limit exceeded"
