@@ -46,7 +46,7 @@ from services.deviceconnect.clients.auditlogs import audit_event
 from services.deviceconnect.models import Session, SessionKind
 from services.deviceconnect.store import DataStore
 
-__all__ = ["CLOSE_UNSUPPORTED", "ActiveSession", "SessionsApp"]
+__all__ = ["CLOSE_UNSUPPORTED", "ActiveSession", "Ending", "SessionsApp"]
 
 
 CLOSE_UNSUPPORTED: Final = 1003
