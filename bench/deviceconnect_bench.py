@@ -374,7 +374,7 @@ async def gateway_part(terminal_mib: int, file_mib: int, work: Path) -> list[str
         )
         if created.returncode != 0:
             raise RuntimeError(created.stderr)
-        pids = {name: proc.pid for name, proc in stack._procs.items()}
+        pids = stack.pids()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             auth = aiohttp.BasicAuth(*ADMIN)
             async with session.post(stack.url + LOGIN, auth=auth) as response:
