@@ -4,12 +4,15 @@ A store writes `Effect`s into its own database in the same transaction as the ch
 crash can never keep one without the other); `OutboxRelay` sends them to the peers'
 internal APIs in order, per peer, retrying with backoff until the peer accepts. Delivery is
 at-least-once: every request carries the effect's id as `Idempotency-Key`, the same on each
-retry, so receivers can recognise a repeat. Effects for a peer that is not configured wait
-until it is.
+retry, so receivers can recognise a repeat.
 
 A service may also deliver effects itself (webhooks, cloud APIs): it registers a `Sender`
 for a peer name, and the effects of that peer are queued in lanes (e.g. one per target),
 each lane delivered in order and independently of the others.
+
+A peer with neither an address nor a sender is not deployed: effects for it are not written
+(logged once per peer), and those written while it was deployed are deleted, with a log
+line, when the relay starts. Otherwise they would pile up forever, for nobody.
 """
 
 from __future__ import annotations
@@ -116,15 +119,28 @@ def _now() -> datetime:
 
 
 class Outbox:
-    """Writes effects into the service's `outbox` collection."""
+    """Writes effects for the deployed `peers` into the service's `outbox` collection."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], peers: Collection[str]) -> None:
         self._coll = db[_COLLECTION]
+        self._peers = frozenset(peers)
+        self._dropped: set[str] = set()
+
+    def _deployed(self, effects: Sequence[Effect]) -> list[Effect]:
+        for effect in effects:
+            if effect.peer not in self._peers and effect.peer not in self._dropped:
+                self._dropped.add(effect.peer)
+                _log.warning(
+                    "outbox: effects for %s are dropped: it is not deployed",
+                    effect.peer,
+                )
+        return [e for e in effects if e.peer in self._peers]
 
     async def add(
         self, effects: Sequence[Effect], *, session: AsyncClientSession | None = None
     ) -> None:
         """Record effects; pass the session of the transaction making the change."""
+        effects = self._deployed(effects)
         if not effects:
             return
         now = _now()
@@ -177,13 +193,33 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
 
+    @property
+    def deployed(self) -> frozenset[str]:
+        """The peers delivered to (with an address or a sender): the `Outbox` keeps theirs."""
+        return frozenset(self._peers) | frozenset(self._senders)
+
     def wake(self) -> None:
         """Deliver now instead of at the next poll (call after writing effects)."""
         self._wake.set()
 
+    async def drop_undeployed(self) -> int:
+        """Delete the pending effects of peers that are not deployed; return how many."""
+        query: Document = {"peer": {"$nin": sorted(self.deployed)}, "state": "pending"}
+        dropped = 0
+        for peer in await self._coll.distinct("peer", query):
+            result = await self._coll.delete_many({"peer": peer, "state": "pending"})
+            _log.warning(
+                "outbox: %d queued effects for %s dropped: it is not deployed",
+                result.deleted_count,
+                peer,
+            )
+            dropped += result.deleted_count
+        return dropped
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[OutboxRelay]:
-        """Run the delivery loop for the duration of the block."""
+        """Drop what no deployed peer will take, then deliver for the duration of the block."""
+        await self.drop_undeployed()
         task = asyncio.create_task(self._loop(), name="outbox-relay")
         try:
             yield self

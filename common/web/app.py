@@ -281,6 +281,15 @@ def _health_router(internal_prefix: str) -> APIRouter:
     return router
 
 
+class _ServiceApp(FastAPI):
+    """A FastAPI app whose request id is known in every layer, the last-resort 500 included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Starlette renders an unhandled exception's 500 in its outermost layer, outside the
+        # added middleware: the request id is set around that layer, or the 500 has none.
+        return RequestIdMiddleware(super().build_middleware_stack())
+
+
 def create_service_app(
     settings: BaseServiceSettings,
     *,
@@ -320,7 +329,7 @@ def create_service_app(
             finally:
                 await mongo.close()
 
-    app = FastAPI(title=f"Fleetport {name}", lifespan=lifespan, openapi_url=None)
+    app = _ServiceApp(title=f"Fleetport {name}", lifespan=lifespan, openapi_url=None)
     _install_error_handlers(app)
     app.include_router(_health_router(internal_prefix))
     for router in routers:
@@ -328,7 +337,6 @@ def create_service_app(
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.request_size_limit, exempt=tuple(stream_paths)
     )
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 

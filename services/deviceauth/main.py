@@ -11,7 +11,7 @@ from typing import Final
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from common.core.outbox import OutboxRelay
+from common.core.outbox import Outbox, OutboxRelay
 from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
 from common.web.app import Resources, create_service_app
 from services.deviceauth.api import devices_router, internal_router, management_router
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             yield Services(
                 settings=config,
                 devauth=DevAuthApp(
-                    MongoStore(res.mongo, res.db),
+                    MongoStore(res.mongo, res.db, outbox=Outbox(res.db, relay.deployed)),
                     signer=signer,
                     verifier=TokenVerifier(keys),
                     issuer=config.jwt_issuer,

@@ -12,7 +12,7 @@ from typing import Final
 
 from fastapi import FastAPI
 
-from common.core.outbox import OutboxRelay
+from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.iot_manager.api import internal_router, management_router
 from services.iot_manager.api.deps import Services
@@ -60,7 +60,12 @@ def create_app(
             verify=_verify(config),
             proxies=proxies,
         )
-        store = MongoStore(res.mongo, res.db, SecretBox(*config.encryption_keys()))
+        store = MongoStore(
+            res.mongo,
+            res.db,
+            SecretBox(*config.encryption_keys()),
+            outbox=Outbox(res.db, {DELIVERIES}),  # delivered by the relay's sender, below
+        )
         clouds = Clouds(
             IoTHub(outbound),
             IoTCore(endpoint_url=config.aws_endpoint_url, timeout=config.webhooks_timeout_seconds),

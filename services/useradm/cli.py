@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pydantic import ValidationError
 
-    from common.core.errors import BadRequest, Conflict
+    from common.core.errors import BadRequest
+    from services.useradm.app.errors import DuplicateEmail, DuplicateUserId
     from services.useradm.config import Settings
 
     try:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadRequest as exc:
         _fail(f"useradm: {exc.message}")
         return EXIT_INVALID
-    except Conflict as exc:
+    except (DuplicateEmail, DuplicateUserId) as exc:
         _fail(f"useradm: {exc.message}")
         return EXIT_CONFLICT
     except Exception as exc:  # the database is unreachable, or worse: say so and fail

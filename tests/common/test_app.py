@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,7 +14,8 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from common.core.errors import Conflict
+from common.core.errors import BadRequest, Conflict
+from common.core.pages import MAX_PAGE, MAX_PER_PAGE, Page
 from common.core.settings import BaseServiceSettings
 from common.localstack.embedded import free_port
 from common.web.app import (
@@ -47,6 +50,10 @@ def _app(mongo_url: str, db_name: str) -> FastAPI:
     async def list_things(request: Request, response: Response, page: PageDep) -> list[int]:
         set_page_headers(request, response, page, total=45)
         return list(range(page.skip, min(45, page.skip + page.per_page)))
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
 
     @router.get("/count")
     async def count(request: Request) -> int:
@@ -145,6 +152,31 @@ class TestErrors:
         assert health.status_code == 503
 
 
+class TestUnhandledError:
+    async def test_500_carries_the_request_id(
+        self, mongo_url: str, db_name: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        app = _app(mongo_url, db_name)
+        # As a server does: the app's exception reaches the server after the 500 went out.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            given = await client.get(
+                "/api/management/v1/demo/boom", headers={"X-MEN-RequestID": "rid-500"}
+            )
+            made = await client.get("/api/management/v1/demo/boom")
+
+        assert given.status_code == 500
+        assert given.json() == {"error": "internal error", "request_id": "rid-500"}
+        assert given.headers["X-MEN-RequestID"] == "rid-500"
+        assert made.status_code == 500
+        assert made.json()["request_id"] == made.headers["X-MEN-RequestID"]
+        assert uuid.UUID(made.json()["request_id"])
+        logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+        errors = [e for e in logged if e["msg"] == "unhandled error"]
+        assert [e["request_id"] for e in errors] == ["rid-500", made.json()["request_id"]]
+        assert all("RuntimeError: a bug" in e["exc"] for e in errors)
+
+
 class TestHealth:
     async def test_health_and_alive(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/api/internal/v1/demo/health")).status_code == 204
@@ -163,11 +195,41 @@ class TestPaging:
         assert 'page=3&per_page=20>; rel="next"' in link
         assert 'page=3&per_page=20>; rel="last"' in link
 
-    @pytest.mark.parametrize("query", ["page=0", "per_page=501", "per_page=abc", "page=-1"])
-    async def test_bad_values(self, client: httpx.AsyncClient, query: str) -> None:
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("page=0", "invalid page query: must be at least 1"),
+            ("page=-1", "invalid page query: must be at least 1"),
+            ("per_page=501", "invalid per_page query: must be at most 500"),
+            ("per_page=0", "invalid per_page query: must be at least 1"),
+            ("per_page=abc", 'invalid per_page query: "abc" is not a number'),
+            ("page=18446744073709551617", f"invalid page query: must be at most {MAX_PAGE}"),
+            (f"page={MAX_PAGE + 1}", f"invalid page query: must be at most {MAX_PAGE}"),
+        ],
+    )
+    async def test_bad_values(self, client: httpx.AsyncClient, query: str, message: str) -> None:
         r = await client.get(f"/api/management/v1/demo/things?{query}")
         assert r.status_code == 400
-        assert "page" in r.json()["error"]
+        assert r.json() == {"error": message, "request_id": r.headers["X-MEN-RequestID"]}
+
+    def test_the_last_page_is_the_last_a_signed_64_bit_skip_reaches(self) -> None:
+        assert Page(page=MAX_PAGE, per_page=MAX_PER_PAGE).skip <= 2**63 - 1
+        assert MAX_PAGE * MAX_PER_PAGE > 2**63 - 1  # where a page after it would start
+
+    @pytest.mark.parametrize(
+        ("page", "per_page", "message"),
+        [
+            (0, 20, "invalid page: must be at least 1"),
+            (MAX_PAGE + 1, 20, f"invalid page: must be at most {MAX_PAGE}"),
+            (1, 501, "invalid per_page: must be at most 500"),
+        ],
+    )
+    def test_out_of_range_page_refused_however_made(
+        self, page: int, per_page: int, message: str
+    ) -> None:
+        with pytest.raises(BadRequest) as refused:
+            Page(page=page, per_page=per_page, from_query=False)
+        assert refused.value.message == message
 
 
 class TestTenantPath:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -13,7 +14,12 @@ from pymongo import AsyncMongoClient, monitoring
 
 from common.core.mongo import Document, transaction
 from common.core.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
-from tests.support import LiveServer, eventually
+from tests.support import LiveServer, eventually, eventually_async
+
+# The outbox of a service whose one peer, inventory, is deployed.
+DEPLOYED = {"inventory"}
+# The outbox of a service delivering its own effects with a sender.
+HOOKS = {"hooks"}
 
 
 class _Peer(LiveServer):
@@ -56,7 +62,7 @@ class TestDelivery:
         self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        outbox = Outbox(db)
+        outbox = Outbox(db, DEPLOYED)
         async with transaction(mongo) as session:
             await db.things.insert_one({"_id": "d1"}, session=session)
             await outbox.add(
@@ -80,7 +86,7 @@ class TestDelivery:
         self, mongo: AsyncMongoClient[Document], db_name: str
     ) -> None:
         db = mongo[db_name]
-        outbox = Outbox(db)
+        outbox = Outbox(db, DEPLOYED)
         with contextlib.suppress(RuntimeError):
             async with transaction(mongo) as session:
                 await outbox.add([Effect("inventory", "POST", "/x")], session=session)
@@ -91,11 +97,11 @@ class TestDelivery:
         self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add([Effect("inventory", "DELETE", "/tenants//devices/d9")])
+        await Outbox(db, DEPLOYED).add([Effect("inventory", "DELETE", "/tenants//devices/d9")])
         server = _Peer()
         relay = OutboxRelay(db, http, {"inventory": server.url}, poll_interval=0.1, max_backoff=0.5)
         assert await relay.deliver_due() == 0
-        pending = await Outbox(db).pending()
+        pending = await Outbox(db, DEPLOYED).pending()
         assert pending[0]["attempts"] == 1
         assert "ConnectError" in pending[0]["last_error"]
         await server.start()
@@ -110,39 +116,28 @@ class TestDelivery:
         self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add(
+        await Outbox(db, DEPLOYED).add(
             [Effect("inventory", "POST", "/first"), Effect("inventory", "POST", "/second")]
         )
         peer.status = 503
         relay = OutboxRelay(db, http, {"inventory": peer.url})
         assert await relay.deliver_due() == 0
         assert [p for _, p, _ in peer.received] == ["/first"]
-        assert len(await Outbox(db).pending()) == 2
+        assert len(await Outbox(db, DEPLOYED).pending()) == 2
 
     async def test_refused_effect_is_set_aside(
         self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add(
+        await Outbox(db, DEPLOYED).add(
             [Effect("inventory", "POST", "/bad"), Effect("inventory", "POST", "/good")]
         )
         peer.status = 400
         relay = OutboxRelay(db, http, {"inventory": peer.url})
         assert await relay.deliver_due() == 2
-        assert await Outbox(db).pending() == []
+        assert await Outbox(db, DEPLOYED).pending() == []
         dead = await db.outbox.find({"state": "dead"}).to_list()
         assert [d["path"] for d in dead] == ["/bad", "/good"]
-
-    async def test_unconfigured_peer_waits(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
-    ) -> None:
-        db = mongo[db_name]
-        await Outbox(db).add(
-            [Effect("deviceconnect", "POST", "/later"), Effect("inventory", "POST", "/now")]
-        )
-        relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
-        assert await relay.deliver_due() == 1
-        assert [e["peer"] for e in await Outbox(db).pending()] == ["deviceconnect"]
 
     async def test_a_long_queue_is_read_in_batches(
         self, mongo_url: str, db_name: str, peer: _Peer, http: httpx.AsyncClient
@@ -153,7 +148,9 @@ class TestDelivery:
         )
         try:
             db = client[db_name]
-            await Outbox(db).add([Effect("inventory", "POST", f"/{n}") for n in range(250)])
+            await Outbox(db, DEPLOYED).add(
+                [Effect("inventory", "POST", f"/{n}") for n in range(250)]
+            )
             relay = OutboxRelay(db, http, {"inventory": peer.url})
 
             assert await relay.deliver_due() == 250
@@ -167,15 +164,15 @@ class TestDelivery:
         self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add([Effect("inventory", "POST", "/once")])
-        [effect] = await Outbox(db).pending()
+        await Outbox(db, DEPLOYED).add([Effect("inventory", "POST", "/once")])
+        [effect] = await Outbox(db, DEPLOYED).pending()
         peer.status = 503
         relay = OutboxRelay(db, http, {"inventory": peer.url}, max_backoff=0.0)
         assert await relay.deliver_due() == 0
         peer.status = 204
         assert await relay.deliver_due() == 1
         assert peer.keys == [str(effect["_id"]), str(effect["_id"])]
-        assert await Outbox(db).pending() == []
+        assert await Outbox(db, DEPLOYED).pending() == []
 
 
 class _Lanes:
@@ -195,7 +192,7 @@ class TestSenders:
         self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add(
+        await Outbox(db, HOOKS).add(
             [
                 Effect("hooks", "POST", "/a1", lane="a"),
                 Effect("hooks", "POST", "/b1", lane="b"),
@@ -209,7 +206,7 @@ class TestSenders:
 
         assert await relay.deliver_due() == 2
         assert sorted(sender.sent) == [("a", "/a1"), ("b", "/b1"), ("b", "/b2")]
-        pending = await Outbox(db).pending("hooks")
+        pending = await Outbox(db, HOOKS).pending("hooks")
         assert [(p["path"], p["attempts"], p.get("last_error")) for p in pending] == [
             ("/a1", 1, "as told"),
             ("/a2", 0, None),
@@ -219,13 +216,13 @@ class TestSenders:
         sender.sent.clear()
         assert await relay.deliver_due() == 2
         assert sender.sent == [("a", "/a1"), ("a", "/a2")]
-        assert await Outbox(db).pending() == []
+        assert await Outbox(db, HOOKS).pending() == []
 
     async def test_a_refused_delivery_is_set_aside(
         self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add(
+        await Outbox(db, HOOKS).add(
             [Effect("hooks", "POST", "/bad", lane="a"), Effect("hooks", "POST", "/good", lane="a")]
         )
         sender = _Lanes()
@@ -238,14 +235,93 @@ class TestSenders:
             ("/good", "as told"),
         ]
 
-    async def test_peers_without_a_sender_or_address_wait(
+    async def test_a_peer_with_a_sender_is_deployed(
         self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
     ) -> None:
         db = mongo[db_name]
-        await Outbox(db).add([Effect("hooks", "POST", "/x", lane="a")])
-        relay = OutboxRelay(db, http, {})
-        assert await relay.deliver_due() == 0
-        assert [p["path"] for p in await Outbox(db).pending()] == ["/x"]
+        relay = OutboxRelay(db, http, {"inventory": None}, senders={"hooks": _Lanes()})
+        assert relay.deployed == HOOKS
+        await Outbox(db, relay.deployed).add([Effect("hooks", "POST", "/x", lane="a")])
+        assert await relay.drop_undeployed() == 0
+        assert [p["path"] for p in await Outbox(db, HOOKS).pending()] == ["/x"]
+
+
+class TestPeerNotDeployed:
+    async def test_its_effects_are_not_queued(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: httpx.AsyncClient,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        db = mongo[db_name]
+        relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
+        outbox = Outbox(db, relay.deployed)
+        caplog.set_level(logging.WARNING, logger="common.core.outbox")
+        for n in range(2):
+            async with transaction(mongo) as session:
+                await db.things.insert_one({"_id": n}, session=session)
+                await outbox.add(
+                    [
+                        Effect("deviceconnect", "POST", f"/connect/{n}"),
+                        Effect("inventory", "POST", f"/inventory/{n}"),
+                        Effect("auditlogs", "POST", f"/audit/{n}"),
+                    ],
+                    session=session,
+                )
+
+        assert [(e["peer"], e["path"]) for e in await outbox.pending()] == [
+            ("inventory", "/inventory/0"),
+            ("inventory", "/inventory/1"),
+        ]
+        assert await db.things.count_documents({}) == 2
+        assert [r.getMessage() for r in caplog.records] == [
+            "outbox: effects for deviceconnect are dropped: it is not deployed",
+            "outbox: effects for auditlogs are dropped: it is not deployed",
+        ]
+        assert await relay.deliver_due() == 2
+        assert peer.received == [("POST", "/inventory/0", None), ("POST", "/inventory/1", None)]
+
+    async def test_effects_queued_before_are_dropped_at_start(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: httpx.AsyncClient,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        db = mongo[db_name]
+        # Queued while deviceconnect was deployed; one of them was refused and set aside.
+        earlier = Outbox(db, {"inventory", "deviceconnect"})
+        await earlier.add(
+            [
+                Effect("deviceconnect", "POST", "/connect/1"),
+                Effect("inventory", "POST", "/inventory/1"),
+                Effect("deviceconnect", "POST", "/connect/2"),
+            ]
+        )
+        await db.outbox.insert_one(
+            {"peer": "deviceconnect", "path": "/refused", "state": "dead", "body": None}
+        )
+        relay = OutboxRelay(db, http, {"inventory": peer.url, "deviceconnect": None})
+        caplog.set_level(logging.WARNING, logger="common.core.outbox")
+
+        async with relay.running():
+            assert await earlier.pending("deviceconnect") == []
+
+            async def delivered() -> bool:
+                return await earlier.pending() == []
+
+            await eventually_async(delivered)
+
+        assert [r.getMessage() for r in caplog.records] == [
+            "outbox: 2 queued effects for deviceconnect dropped: it is not deployed"
+        ]
+        assert peer.received == [("POST", "/inventory/1", None)]
+        assert await earlier.pending() == []
+        # What a peer refused is kept for inspection.
+        assert [d["path"] async for d in db.outbox.find({"state": "dead"})] == ["/refused"]
 
 
 class _FindCounter(monitoring.CommandListener):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -177,10 +177,17 @@ def clock() -> Clock:
     return Clock()
 
 
+# Every peer deployed where nothing answers: their effects stay queued for a test to inspect.
+_PEERS_AWAY: Final = {
+    f"{peer}_addr": "http://127.0.0.1:1"
+    for peer in ("inventory", "deployments", "deviceconnect", "deviceconfig", "iot_manager")
+}
+
+
 @pytest.fixture
 def app(make_settings: Callable[..., Settings], clock: Clock) -> FastAPI:
-    """A deviceauth app with default settings."""
-    return create_app(make_settings(), clock=clock)
+    """A deviceauth app whose peers are all deployed but never answer."""
+    return create_app(make_settings(**_PEERS_AWAY), clock=clock)
 
 
 @pytest.fixture

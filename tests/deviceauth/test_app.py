@@ -12,6 +12,7 @@ import pytest
 
 from common.core.errors import ServiceError
 from common.core.mongo import create_client, ensure_indexes
+from common.core.outbox import Outbox
 from common.core.pages import Page
 from common.core.tokens import TokenVerifier, load_signing_key
 from services.deviceauth.app import DevAuthApp
@@ -41,8 +42,9 @@ class _RacingStore(MongoStore):
 async def store(mongo_url: str, db_name: str) -> AsyncIterator[_RacingStore]:
     client = create_client(mongo_url)
     try:
-        await ensure_indexes(client[db_name], INDEXES)
-        yield _RacingStore(client, client[db_name])
+        db = client[db_name]
+        await ensure_indexes(db, INDEXES)
+        yield _RacingStore(client, db, outbox=Outbox(db, {"inventory"}))
     finally:
         await client.close()
 

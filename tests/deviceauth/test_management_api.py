@@ -11,6 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
+from common.core.pages import MAX_PAGE, MAX_PER_PAGE
 from tests.deviceauth.conftest import (
     MGMT,
     USER,
@@ -140,6 +141,24 @@ class TestListDevices:
         r = await client.get(f"{MGMT}/devices", params=params, headers=USER)
         assert r.status_code == 400
         assert set(r.json()) == {"error", "request_id"}
+
+    async def test_page_beyond_what_the_database_can_skip(
+        self, client: httpx.AsyncClient, device: FakeDevice
+    ) -> None:
+        await device.authenticate(client)
+        r = await client.get(f"{MGMT}/devices", params={"page": 2**64 + 1}, headers=USER)
+        assert r.status_code == 400
+        assert r.json() == {
+            "error": f"invalid page query: must be at most {MAX_PAGE}",
+            "request_id": r.headers["X-MEN-RequestID"],
+        }
+        r = await client.get(
+            f"{MGMT}/devices", params={"page": MAX_PAGE, "per_page": MAX_PER_PAGE}, headers=USER
+        )
+        assert r.status_code == 200
+        assert r.json() == []
+        assert f'page={MAX_PAGE - 1}&per_page={MAX_PER_PAGE}>; rel="prev"' in r.headers["Link"]
+        assert len(await list_devices(client)) == 1
 
     async def test_other_tenant_sees_nothing(
         self, client: httpx.AsyncClient, device: FakeDevice

@@ -10,7 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document, create_client, ensure_indexes
-from common.core.outbox import Effect
+from common.core.outbox import Effect, Outbox
 from services.deviceauth.models import AuthSet, AuthStatus, Device, DeviceStatus, Token
 from services.deviceauth.store import DataStore, DuplicateError
 from services.deviceauth.store.indexes import INDEXES
@@ -24,8 +24,9 @@ async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
     """A store on a fresh database with deviceauth's indexes."""
     client = create_client(mongo_url)
     try:
-        await ensure_indexes(client[db_name], INDEXES)
-        yield MongoStore(client, client[db_name])
+        db = client[db_name]
+        await ensure_indexes(db, INDEXES)
+        yield MongoStore(client, db, outbox=Outbox(db, {"inventory"}))
     finally:
         await client.close()
 

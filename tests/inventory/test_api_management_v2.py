@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.core.pages import MAX_PAGE, MAX_PER_PAGE
 from tests.inventory.conftest import (
     INTERNAL_V1,
     MGMT_V1,
@@ -160,6 +161,16 @@ class TestSearch:
         assert [d["id"] for d in r.json()] == ["d4"]
         assert r.headers["X-Total-Count"] == "4"
         assert 'rel="prev"' in r.headers["Link"]
+
+    async def test_page_beyond_what_the_database_can_skip(self, seeded: httpx.AsyncClient) -> None:
+        r = await seeded.post(SEARCH, json={"page": 2**64 + 1}, headers=USER)
+        assert_error(r, 400, f"invalid page: must be at most {MAX_PAGE}")
+        r = await seeded.post(
+            SEARCH, json={"page": MAX_PAGE, "per_page": MAX_PER_PAGE}, headers=USER
+        )
+        assert r.status_code == 200
+        assert r.json() == []
+        assert r.headers["X-Total-Count"] == "4"
 
     async def test_sort(self, seeded: httpx.AsyncClient) -> None:
         by_n = {"sort": [{"scope": "inventory", "attribute": "n", "order": "desc"}]}

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document, create_client, ensure_indexes
+from common.core.outbox import Outbox
+from services.iot_manager.app import DELIVERIES
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from services.iot_manager.models import (
@@ -82,7 +84,8 @@ def _store(
     client_and_db: tuple[AsyncMongoClient[Document], str], key: bytes, fallback: bytes | None = None
 ) -> MongoStore:
     client, db_name = client_and_db
-    return MongoStore(client, client[db_name], SecretBox(key, fallback))
+    db = client[db_name]
+    return MongoStore(client, db, SecretBox(key, fallback), outbox=Outbox(db, {DELIVERIES}))
 
 
 class TestSecretsAtRest:

@@ -78,7 +78,7 @@ class TestCreateTenantUser:
         r = await client.post(
             f"{INTERNAL}/tenants/t2/users", json={"email": EMAIL, "password": PASSWORD}
         )
-        assert_error(r, 422, "already exists")
+        assert_error(r, 422, "user with a given email already exists")
 
     @pytest.mark.parametrize(
         ("body", "fragment"),

@@ -27,6 +27,8 @@ from tests.useradm.conftest import (
 
 OTHER = "second@example.com"
 OTHER_PASSWORD = "another-secret-1"
+# Mender's answer to an email another user has (422).
+DUPLICATE_EMAIL = "user with a given email already exists"
 
 
 async def _add(client: httpx.AsyncClient, token: str, email: str, password: str) -> str:
@@ -70,18 +72,19 @@ class TestCreateUser:
         r = await client.post(
             USERS, json={"email": EMAIL.upper(), "password": OTHER_PASSWORD}, headers=bearer(token)
         )
-        assert_error(r, 409, "already exists")
+        assert_error(r, 422, DUPLICATE_EMAIL)
         assert await db["users"].count_documents({}) == 1
 
     async def test_email_taken_in_another_tenant(
-        self, client: httpx.AsyncClient, admin: tuple[str, str]
+        self, client: httpx.AsyncClient, admin: tuple[str, str], db: AsyncDatabase[Document]
     ) -> None:
         _, token = admin
         await create_user(client, OTHER, tenant="tenant-b")
         r = await client.post(
             USERS, json={"email": OTHER, "password": OTHER_PASSWORD}, headers=bearer(token)
         )
-        assert_error(r, 409)
+        assert_error(r, 422, DUPLICATE_EMAIL)
+        assert await db["users"].distinct("tenant_id", {"email": OTHER}) == ["tenant-b"]
 
     @pytest.mark.parametrize(
         ("body", "fragment"),
@@ -334,7 +337,10 @@ class TestUpdateUser:
         _, token = admin
         other_id = await _add(client, token, OTHER, OTHER_PASSWORD)
         r = await client.put(f"{USERS}/{other_id}", json={"email": EMAIL}, headers=bearer(token))
-        assert_error(r, 409, "already exists")
+        assert_error(r, 422, DUPLICATE_EMAIL)
+        unchanged = await client.get(f"{USERS}/{other_id}", headers=bearer(token))
+        assert unchanged.json()["email"] == OTHER
+        assert (await client.post(LOGIN, auth=(OTHER, OTHER_PASSWORD))).status_code == 200
 
     async def test_not_found(self, client: httpx.AsyncClient, admin: tuple[str, str]) -> None:
         _, token = admin

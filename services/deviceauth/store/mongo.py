@@ -94,12 +94,13 @@ class MongoStore(DataStore):
         client: AsyncMongoClient[Document],
         db: AsyncDatabase[Document],
         *,
+        outbox: Outbox,
         session: AsyncClientSession | None = None,
     ) -> None:
         self._client = client
         self._db = db
+        self._outbox = outbox
         self._session = session
-        self._outbox = Outbox(db)
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
@@ -109,7 +110,10 @@ class MongoStore(DataStore):
         if self._session is not None:
             return await work(self)
         return await atomically(
-            self._client, lambda session: work(MongoStore(self._client, self._db, session=session))
+            self._client,
+            lambda session: work(
+                MongoStore(self._client, self._db, outbox=self._outbox, session=session)
+            ),
         )
 
     async def add_effects(self, effects: Sequence[Effect]) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from common.core.errors import BadRequest
-from common.core.pages import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
+from common.core.pages import DEFAULT_PER_PAGE, Page
 from services.inventory.models import (
     DEFAULT_SCOPE,
     MAX_STRING_LENGTH,
@@ -224,13 +224,7 @@ def _projection(selected: list[SelectParams] | None) -> tuple[AttributeRef, ...]
 
 def search_page(page: int | None, per_page: int | None) -> Page:
     """Paging of a search body: absent or 0 means the default, as in Mender."""
-    if page is not None and page < 0:
-        raise BadRequest("invalid page: must be at least 1")
-    if per_page is not None and per_page < 0:
-        raise BadRequest("invalid per_page: must be at least 1")
-    if per_page is not None and per_page > MAX_PER_PAGE:
-        raise BadRequest(f"invalid per_page: must be at most {MAX_PER_PAGE}")
-    return Page(page=page or 1, per_page=per_page or DEFAULT_PER_PAGE)
+    return Page(page=page or 1, per_page=per_page or DEFAULT_PER_PAGE, from_query=False)
 
 
 def search_query(params: SearchParams) -> tuple[DeviceQuery, Page]:

@@ -46,12 +46,17 @@ class MongoStore(DataStore):
     """Stores integrations, devices and events; every query is scoped to one tenant."""
 
     def __init__(
-        self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], box: SecretBox
+        self,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        box: SecretBox,
+        *,
+        outbox: Outbox,
     ) -> None:
         self._client = client
         self._db = db
         self._box = box
-        self._outbox = Outbox(db)
+        self._outbox = outbox
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)

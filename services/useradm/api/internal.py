@@ -60,7 +60,7 @@ async def create_tenant_user(
     tenant_id: str, body: UserNewInternalIn, users: UsersAppDep
 ) -> Response:
     """Create a user in a tenant (422 when the email is taken)."""
-    await users.create_tenant_user(
+    await users.create_user(
         tenant_id, email=body.email, password=body.password, password_hash=body.password_hash
     )
     return Response(status_code=201)

@@ -19,7 +19,6 @@ __all__ = [
     "DuplicateEmail",
     "DuplicateTokenName",
     "DuplicateUserId",
-    "DuplicateUserInternal",
     "EmptyUpdate",
     "InvalidCredentials",
     "InvalidEmail",
@@ -46,22 +45,19 @@ class UserNotFound(NotFound):
         super().__init__("user not found")
 
 
-class DuplicateEmail(Conflict):
-    """Another user has the email; emails are unique across tenants (409)."""
+# NOTE: Mender answers a duplicate user with 422, not 409, on every API.
+class DuplicateEmail(UnprocessableEntity):
+    """Another user has the email; emails are unique across tenants (422)."""
 
     def __init__(self) -> None:
-        super().__init__("user with the same email already exists")
+        super().__init__("user with a given email already exists")
 
 
-class DuplicateUserId(Conflict):
-    """Another user has the id chosen for a new user (409)."""
+class DuplicateUserId(UnprocessableEntity):
+    """Another user has the id chosen for a new user (422)."""
 
     def __init__(self) -> None:
-        super().__init__("user with the same id already exists")
-
-
-class DuplicateUserInternal(UnprocessableEntity):
-    """The internal API's answer to a taken email or user id (422, as its spec says)."""
+        super().__init__("user with a given id already exists")
 
 
 class InvalidEmail(BadRequest):

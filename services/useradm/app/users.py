@@ -125,22 +125,6 @@ class UsersApp:
             raise errors.DuplicateUserId() from None
         return user
 
-    async def create_tenant_user(
-        self,
-        tenant_id: str,
-        *,
-        email: str,
-        password: str | None = None,
-        password_hash: str | None = None,
-    ) -> User:
-        """Create a user for a peer; a taken email is a 422 on the internal API."""
-        try:
-            return await self.create_user(
-                tenant_id, email=email, password=password, password_hash=password_hash
-            )
-        except errors.DuplicateEmail as exc:
-            raise errors.DuplicateUserInternal(exc.message) from None
-
     async def list_users(self, tenant_id: str, filter_: UserFilter) -> list[User]:
         """List the tenant's users matching a filter, oldest first."""
         if filter_.emails is not None:
