@@ -12,7 +12,7 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
-from common.core.outbox import OutboxRelay
+from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from common.web.wsserver import WebSocketProtocol
 from services.deviceconnect.api.deps import Services
@@ -48,8 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def setup(resources: Resources) -> AsyncIterator[Services]:
         instance_id = uuid.uuid4().hex
-        store = MongoStore(resources.mongo, resources.db)
         relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
+        outbox = Outbox(resources.db, relay.deployed)
+        store = MongoStore(resources.mongo, resources.db, outbox=outbox)
         async with contextlib.AsyncExitStack() as stack:
             peers = None
             if settings.nats_uri:

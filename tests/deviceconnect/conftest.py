@@ -48,9 +48,19 @@ class Running:
                 await fake.stop()
 
 
+# auditlogs "deployed" where nothing listens: its audit events stay queued in the outbox,
+# where the tests read them.
+AUDITLOGS_ADDR = "http://127.0.0.1:9"
+
+
 def make_settings(mongo_url: str, db_name: str, **overrides: Any) -> Settings:
     """Settings of a test instance."""
-    values: dict[str, Any] = {"mongo_url": mongo_url, "mongo_db": db_name, "dev_mode": True}
+    values: dict[str, Any] = {
+        "mongo_url": mongo_url,
+        "mongo_db": db_name,
+        "dev_mode": True,
+        "auditlogs_addr": AUDITLOGS_ADDR,
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -47,10 +47,12 @@ def _session(doc: Document) -> Session:
 class MongoStore:
     """deviceconnect's collections: `devices`, `sessions`, `recordings`, and the outbox."""
 
-    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], *, outbox: Outbox
+    ) -> None:
         self._client = client
         self._db = db
-        self._outbox = Outbox(db)
+        self._outbox = outbox
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
