@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from services.deviceconnect.app.protocol import PORT_FORWARD, SHELL, Frame, encode
 from tests.deviceconnect.conftest import MGMT, Running, ServeFactory
@@ -93,6 +95,40 @@ class TestAcrossInstances:
             )
             assert response.status_code == 202
             await eventually(lambda: len(device.commands) == 1)
+
+    async def test_user_that_never_reads_elsewhere_loses_the_session(
+        self, serve_with: ServeFactory
+    ) -> None:
+        options = {
+            "nats_uri": NATS_URI,
+            "nats_window": 64 * 1024,
+            "session_buffer_size": 64 * 1024,
+            "session_stall_timeout": 0.5,
+        }
+        device_id = str(uuid.uuid4())
+        async with (
+            serve_with(**options) as first,
+            serve_with(**options) as second,
+            first.device(device_id) as device,
+            user_ws(second, device_id) as ws,
+        ):
+            sid = await start_shell(ws)
+            ws.transport.pause_reading()
+            chunk = encode(Frame(SHELL, "shell", sid, {"status": 1}, b"n" * 4096))
+            for sent in range(20_000):
+                await device.ws.send(chunk)
+                if sent % 100 == 0 and any(f.typ == "stop" for f in device.received):
+                    break
+            # The device's instance stopped the shell on the device itself.
+            await eventually(lambda: any(f.typ == "stop" for f in device.received))
+            stop = next(f for f in device.received if f.typ == "stop")
+            assert stop.body == b"session output not read fast enough"
+            ws.transport.resume_reading()
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.recv()
+            assert ws.close_code == 1008
+            assert device.ws.close_code is None
 
     async def test_newer_connection_elsewhere_wins(self, pair: tuple[Running, Running]) -> None:
         first, second = pair

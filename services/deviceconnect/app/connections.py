@@ -294,6 +294,9 @@ async def _bridge(device: Channel, remote: Channel, sid: str) -> None:
     tasks = [
         asyncio.create_task(pump(device, remote)),
         asyncio.create_task(pump(remote, device)),
+        # Either end may close while a pump waits to send (a stalled reader).
+        asyncio.create_task(device.ended()),
+        asyncio.create_task(remote.ended()),
     ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
