@@ -60,7 +60,9 @@ async def start_shell(ws: ClientConnection) -> str:
 
 
 class TestTerminal:
-    async def test_shell_round_trip(self, dc: Running) -> None:
+    async def test_shell_round_trip(
+        self, dc: Running, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
         device_id = str(uuid.uuid4())
         async with dc.device(device_id) as device, user_ws(dc, device_id) as ws:
             sid = await start_shell(ws)
@@ -68,6 +70,12 @@ class TestTerminal:
             output = await next_frame(ws, "shell")
             assert output.body == b"echo:ls\n"
             assert output.sid == sid
+            # Recorded at once, with an expiry even if this instance died before it ended.
+            stored = await mongo[db_name]["sessions"].find_one({"_id": sid})
+            assert stored is not None
+            assert (stored["device_id"], stored["user_id"]) == (device_id, "user-1")
+            assert stored.get("end_ts") is None
+            assert stored["expire_ts"] > stored["start_ts"]
             sent = [f for f in device.received if f.proto == SHELL]
             assert [f.typ for f in sent] == ["new", "shell"]
             # The server stamps its session id and the user id on every frame.

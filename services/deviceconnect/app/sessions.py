@@ -265,7 +265,9 @@ class SessionsApp:
         channel = await self._connections.open(tenant_id, device_id, sid)
         session = Session(id=sid, user_id=user_id, device_id=device_id, start_ts=self.clock())
         try:
-            await self._store.start_session(tenant_id, session)
+            await self._store.start_session(
+                tenant_id, session, expire_ts=session.start_ts + self._recording_expire
+            )
         except BaseException:
             await channel.close()
             raise

@@ -52,9 +52,14 @@ class DataStore(Protocol):
         ...
 
     async def start_session(
-        self, tenant_id: str, session: Session, *, effects: Sequence[Effect] = ()
+        self,
+        tenant_id: str,
+        session: Session,
+        *,
+        expire_ts: datetime,
+        effects: Sequence[Effect] = (),
     ) -> None:
-        """Record a new session (and its effects, in the same transaction)."""
+        """Record a new session expiring at `expire_ts` (its effects in the same transaction)."""
         ...
 
     async def end_session(

@@ -146,9 +146,15 @@ class MongoStore:
             await self._outbox.add(effects, session=session)
 
     async def start_session(
-        self, tenant_id: str, session: Session, *, effects: Sequence[Effect] = ()
+        self,
+        tenant_id: str,
+        session: Session,
+        *,
+        expire_ts: datetime,
+        effects: Sequence[Effect] = (),
     ) -> None:
-        """Record a new session (and its effects, in the same transaction)."""
+        """Record a new session expiring at `expire_ts` (its effects in the same transaction)."""
+        # A session whose instance dies never ends: it still expires with its recordings.
         doc = {
             "_id": session.id,
             "user_id": session.user_id,
@@ -156,6 +162,7 @@ class MongoStore:
             "start_ts": session.start_ts,
             "kinds": [k.value for k in session.kinds],
             "bytes_recorded": 0,
+            "expire_ts": expire_ts,
         }
 
         async def write(tx: AsyncClientSession | None) -> None:
