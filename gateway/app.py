@@ -12,6 +12,8 @@ through it).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Final
 
 import aiohttp
@@ -53,11 +55,15 @@ class Gateway:
         *,
         routes: RouteTable | None = None,
         verifier: Verifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.routes = routes or RouteTable()
         self._addrs: dict[str, str | None] = {u: settings.upstream_addr(u) for u in UPSTREAMS}
         self._custom_verifier = verifier
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._session: aiohttp.ClientSession | None = None
         self._gate: TokenGate | None = None
         self._limiter = (
@@ -105,6 +111,8 @@ class Gateway:
             ttl=settings.token_cache_ttl,
             max_size=settings.token_cache_size,
             horizon=settings.verify_timeout + settings.token_cache_ttl,
+            clock=self._clock,
+            wall_clock=self._wall_clock,
         )
         if settings.dev_mode:
             for route in self.routes:

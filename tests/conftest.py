@@ -18,6 +18,9 @@ from common.localstack.embedded import EmbeddedMongo, free_port
 from common.localstack.launcher import Stack
 from tests.e2e.api import ManagementApi
 
+# The shared toolkit (assert_error, eventually, clocks, live servers), with its fixtures.
+pytest_plugins = ["tests.toolkit"]
+
 
 @pytest.fixture(scope="session")
 def mongo_url() -> Iterator[str]:

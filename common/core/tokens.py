@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ __all__ = [
     "TokenVerifier",
     "generate_key_file",
     "load_signing_key",
+    "write_secret_file",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -108,9 +111,28 @@ def generate_key_file(path: Path, kind: str = "rsa") -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    write_secret_file(path, pem)
+
+
+def write_secret_file(path: Path, content: bytes) -> None:
+    """Create `path` (mode 0600) holding `content`, whole or not at all; an existing file wins.
+
+    The content is written and synced under a temporary name, then linked into place: a crash
+    at any point leaves either no file or the complete one, never an empty key.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_bytes(pem)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return
+    finally:
+        os.unlink(temporary)
 
 
 class TokenVerifier:

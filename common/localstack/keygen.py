@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.core.tokens import generate_key_file
+from common.core.tokens import generate_key_file, write_secret_file
 
 __all__ = ["KeyPaths", "ensure_keys"]
 
@@ -37,12 +37,6 @@ class KeyPaths:
         return self.iot_manager_key.read_text().strip()
 
 
-def _write_secret(path: Path, value: str) -> None:
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(value)
-
-
 def ensure_keys(directory: Path) -> KeyPaths:
     """Generate whatever is missing under `directory` and return the paths."""
     paths = KeyPaths(
@@ -53,8 +47,8 @@ def ensure_keys(directory: Path) -> KeyPaths:
     )
     generate_key_file(paths.useradm)
     generate_key_file(paths.deviceauth)
-    _write_secret(paths.presign_secret, secrets.token_urlsafe(32))
-    _write_secret(paths.iot_manager_key, base64.b64encode(secrets.token_bytes(32)).decode())
+    write_secret_file(paths.presign_secret, secrets.token_urlsafe(32).encode())
+    write_secret_file(paths.iot_manager_key, base64.b64encode(secrets.token_bytes(32)))
     return paths
 
 

@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from common.core.mongo import Document, transaction
 from common.core.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
-from tests.support import LiveServer, eventually, eventually_async
+from tests.toolkit import LiveServer, eventually
 
 # The outbox of a service whose one peer, inventory, is deployed.
 DEPLOYED = {"inventory"}
@@ -75,7 +75,12 @@ class TestDelivery:
         relay = OutboxRelay(db, http, {"inventory": peer.url}, poll_interval=0.1)
         async with relay.running():
             relay.wake()
-            await eventually(lambda: len(peer.received) == 2)
+
+            async def drained() -> bool:
+                # Delivered means acknowledged: received by the peer, then removed here.
+                return await outbox.pending() == []
+
+            await eventually(drained, what="the outbox drained")
         assert peer.received == [
             ("PATCH", "/tenants//device/d1", '[{"name":"a"}]'),
             ("DELETE", "/tenants//devices/d1", None),
@@ -313,7 +318,7 @@ class TestPeerNotDeployed:
             async def delivered() -> bool:
                 return await earlier.pending() == []
 
-            await eventually_async(delivered)
+            await eventually(delivered)
 
         assert [r.getMessage() for r in caplog.records] == [
             "outbox: 2 queued effects for deviceconnect dropped: it is not deployed"

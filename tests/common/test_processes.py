@@ -10,8 +10,7 @@ import textwrap
 from pathlib import Path
 
 from common.localstack.processes import describe_exit, spawn, stop_all
-from tests.e2e.api import wait_until
-from tests.support import is_running
+from tests.toolkit import is_running, wait_until
 
 # A child that notes a SIGTERM in its log before it exits, and otherwise waits.
 _NOTES_SIGTERM = textwrap.dedent(

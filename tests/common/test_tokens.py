@@ -16,6 +16,7 @@ from common.core.tokens import (
     TokenVerifier,
     generate_key_file,
     load_signing_key,
+    write_secret_file,
 )
 
 
@@ -49,6 +50,21 @@ class TestSigning:
         generate_key_file(key_path)
         assert key_path.read_bytes() == before
         assert key_path.stat().st_mode & 0o077 == 0
+
+    def test_key_file_is_whole_and_leaves_no_temporary(self, tmp_path: Path) -> None:
+        path = tmp_path / "keys" / "deviceauth.pem"
+        generate_key_file(path)
+        assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+        assert load_signing_key(path).algorithm == "RS256"
+        assert sorted(p.name for p in path.parent.iterdir()) == ["deviceauth.pem"]
+
+    def test_secret_file_keeps_the_first_content(self, tmp_path: Path) -> None:
+        path = tmp_path / "presign.secret"
+        write_secret_file(path, b"first")
+        write_secret_file(path, b"second")
+        assert path.read_bytes() == b"first"
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in tmp_path.iterdir()] == ["presign.secret"]
 
     def test_kid_defaults_to_zero(self, tmp_path: Path) -> None:
         path = tmp_path / "useradm.pem"

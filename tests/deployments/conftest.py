@@ -16,7 +16,7 @@ from services.deployments.config import Settings
 from services.deployments.main import create_app
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import ArtifactFactory, FakeInventory, multipart_body, user_headers
-from tests.support import LiveServer
+from tests.toolkit import LiveServer
 
 TEST_SECRET = "test-presign-secret"
 

@@ -19,6 +19,7 @@ from tests.deployments.helpers import (
     multipart_body,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 ARTIFACTS = "/api/management/v1/deployments/artifacts"
 
@@ -158,18 +159,33 @@ class TestUploadArtifact:
         assert len(_files(service.settings.storage_path)) == 1
 
     async def test_same_name_other_device_type(
-        self, service: Service, artifacts_factory: ArtifactFactory
+        self,
+        service: Service,
+        artifacts_factory: ArtifactFactory,
+        mongo: AsyncMongoClient[Document],
     ) -> None:
         assert (await service.upload(artifacts_factory.make("multi", ["dev-a"]))).status_code == 201
         assert (await service.upload(artifacts_factory.make("multi", ["dev-b"]))).status_code == 201
+        docs = await _images(mongo, service.settings.mongo_db)
+        assert sorted(d["meta_artifact"]["depends"]["device_type"] for d in docs) == [
+            ["dev-a"],
+            ["dev-b"],
+        ]
+        assert len(_files(service.settings.storage_path)) == 2
 
     async def test_same_name_different_depends(
-        self, service: Service, artifacts_factory: ArtifactFactory
+        self,
+        service: Service,
+        artifacts_factory: ArtifactFactory,
+        mongo: AsyncMongoClient[Document],
     ) -> None:
         first = artifacts_factory.make("dep", depends=["rootfs-image.single-file.version:v1"])
         second = artifacts_factory.make("dep", depends=["rootfs-image.single-file.version:v2"])
         assert (await service.upload(first)).status_code == 201
         assert (await service.upload(second)).status_code == 201
+        docs = await _images(mongo, service.settings.mongo_db)
+        assert [d["meta_artifact"]["name"] for d in docs] == ["dep", "dep"]
+        assert len(_files(service.settings.storage_path)) == 2
 
     async def test_declared_size_too_large(self, service: Service) -> None:
         body, headers = multipart_body([("size", str(11 * 1024**3))], "artifact", b"irrelevant")
@@ -220,16 +236,26 @@ class TestUploadArtifact:
         assert response.json()["error"] == "request Content-Type isn't multipart/form-data"
 
     async def test_bad_size_field(
-        self, service: Service, artifacts_factory: ArtifactFactory
+        self,
+        service: Service,
+        artifacts_factory: ArtifactFactory,
+        mongo: AsyncMongoClient[Document],
     ) -> None:
         response = await service.upload(artifacts_factory.make("s"), fields=[("size", "twelve")])
-        assert response.status_code == 400
+        assert_error(response, 400, "invalid form value 'size': 'twelve' is not an integer")
+        assert await _images(mongo, service.settings.mongo_db) == []
+        assert _files(service.settings.storage_path) == []
 
     async def test_description_too_long(
-        self, service: Service, artifacts_factory: ArtifactFactory
+        self,
+        service: Service,
+        artifacts_factory: ArtifactFactory,
+        mongo: AsyncMongoClient[Document],
     ) -> None:
         response = await service.upload(artifacts_factory.make("d"), description="x" * 4097)
-        assert response.status_code == 400
+        assert_error(response, 400, "description: the length must be no more than 4096")
+        assert await _images(mongo, service.settings.mongo_db) == []
+        assert _files(service.settings.storage_path) == []
 
     async def test_unauthorized(self, service: Service) -> None:
         response = await service.client.post(ARTIFACTS, content=b"")
@@ -368,7 +394,7 @@ class TestEditArtifact:
         response = await service.client.put(
             f"{ARTIFACTS}/{uuid.uuid4()}", json={"description": "x"}, headers=user_headers()
         )
-        assert response.status_code == 404
+        assert_error(response, 404, "Resource not found")
 
 
 class TestDeleteArtifact:
@@ -446,7 +472,7 @@ class TestDownloadLink:
         response = await service.client.get(
             f"{ARTIFACTS}/{uuid.uuid4()}/download", headers=user_headers()
         )
-        assert response.status_code == 404
+        assert_error(response, 404, "Resource not found")
 
 
 class TestStorageLimit:
@@ -471,13 +497,14 @@ class TestStorageLimit:
         response = await service.client.get(
             "/api/management/v1/deployments/limits/devices", headers=user_headers()
         )
-        assert response.status_code == 400
+        assert_error(response, 400, "unsupported limit devices")
 
 
 async def test_health(service: Service) -> None:
     for path in ("health", "alive"):
         response = await service.client.get(f"/api/internal/v1/deployments/{path}")
         assert response.status_code == 204
+        assert response.content == b""
 
 
 class TestInternalUpload:
@@ -516,14 +543,17 @@ class TestHostileInput:
         response = await service.client.put(
             location, content=huge, headers={"Content-Type": "application/json", **user_headers()}
         )
-        assert response.status_code == 413
+        assert_error(response, 413, "request body exceeds the limit of 1048576 bytes")
+        shown = await service.client.get(location, headers=user_headers())
+        assert shown.json()["description"] == ""
 
     async def test_oversized_form_field(self, service: Service) -> None:
         body, headers = multipart_body([("description", "d" * (1024 * 1024 + 1))], "artifact", b"")
         response = await service.client.post(
             ARTIFACTS, content=body, headers={**headers, **user_headers()}
         )
-        assert response.status_code == 400
+        assert_error(response, 400, "failed to read form value 'description': too large")
+        assert _files(service.settings.storage_path) == []
 
     async def test_unicode_name_download(
         self, service: Service, artifacts_factory: ArtifactFactory

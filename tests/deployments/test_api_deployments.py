@@ -11,6 +11,7 @@ from common.core.mongo import Document
 from tests.deployments.conftest import Service
 from tests.deployments.flows import DEPLOYMENTS, create_deployment, poll, report, stats_of
 from tests.deployments.helpers import ArtifactFactory, FakeInventory, user_headers
+from tests.toolkit import assert_error
 
 ALL_STATS = {
     "failure",
@@ -37,6 +38,10 @@ async def _deployment_doc(
     )
     assert doc is not None
     return doc
+
+
+async def _deployments(mongo: AsyncMongoClient[Document], service: Service) -> list[Document]:
+    return await mongo[service.settings.mongo_db]["deployments"].find({}).to_list()
 
 
 class TestCreateDeployment:
@@ -92,7 +97,7 @@ class TestCreateDeployment:
 
     async def test_bad_bodies(self, service: Service, artifacts_factory: ArtifactFactory) -> None:
         await service.upload(artifacts_factory.make("app"))
-        for body in (
+        bodies: list[object] = [
             {"artifact_name": "app", "devices": ["d"]},
             {"name": "", "artifact_name": "app", "devices": ["d"]},
             {"name": "x", "artifact_name": "app"},
@@ -102,7 +107,8 @@ class TestCreateDeployment:
             {"name": 5, "artifact_name": "app", "devices": ["d"]},
             {"name": "x", "artifact_name": "app", "devices": [""]},
             [],
-        ):
+        ]
+        for body in bodies:
             response = await service.client.post(DEPLOYMENTS, json=body, headers=user_headers())
             assert response.status_code == 400, body
             assert response.json()["error"]
@@ -237,7 +243,11 @@ class TestCreateGroupDeployment:
         assert doc["filter"]["terms"][0]["value"] == "prod"
 
     async def test_empty_group(
-        self, service: Service, inventory: FakeInventory, artifacts_factory: ArtifactFactory
+        self,
+        service: Service,
+        inventory: FakeInventory,
+        artifacts_factory: ArtifactFactory,
+        mongo: AsyncMongoClient[Document],
     ) -> None:
         await service.upload(artifacts_factory.make("app"))
         response = await service.client.post(
@@ -245,26 +255,30 @@ class TestCreateGroupDeployment:
             json={"name": "x", "artifact_name": "app"},
             headers=user_headers(),
         )
-        assert response.status_code == 400
+        assert_error(response, 400, "No devices for the deployment")
+        assert await _deployments(mongo, service) == []
 
-    async def test_no_artifact(self, service: Service, inventory: FakeInventory) -> None:
+    async def test_no_artifact(
+        self, service: Service, inventory: FakeInventory, mongo: AsyncMongoClient[Document]
+    ) -> None:
         inventory.add("a", groups=["g"])
         response = await service.client.post(
             f"{DEPLOYMENTS}/group/g",
             json={"name": "x", "artifact_name": "nope"},
             headers=user_headers(),
         )
-        assert response.status_code == 422
+        assert_error(response, 422, "No artifact for the deployment")
+        assert await _deployments(mongo, service) == []
 
 
 class TestShowDeployment:
     async def test_not_found(self, service: Service) -> None:
         response = await service.client.get(f"{DEPLOYMENTS}/{uuid.uuid4()}", headers=user_headers())
-        assert response.status_code == 404
+        assert_error(response, 404, "Resource not found")
 
     async def test_bad_id(self, service: Service) -> None:
         response = await service.client.get(f"{DEPLOYMENTS}/not-a-uuid", headers=user_headers())
-        assert response.status_code == 400
+        assert_error(response, 400, "ID is not a valid UUID")
 
 
 class TestListDeployments:
@@ -410,9 +424,9 @@ class TestAbortDeployment:
     async def test_bad_status(self, service: Service) -> None:
         url = f"{DEPLOYMENTS}/{uuid.uuid4()}/status"
         response = await service.client.put(url, json={"status": "paused"}, headers=user_headers())
-        assert response.status_code == 400
+        assert_error(response, 400, "Unexpected deployment status")
         missing = await service.client.put(url, json={}, headers=user_headers())
-        assert missing.status_code == 400
+        assert_error(missing, 400, "status")
 
     async def test_not_found(self, service: Service) -> None:
         response = await service.client.put(
@@ -420,7 +434,7 @@ class TestAbortDeployment:
             json={"status": "aborted"},
             headers=user_headers(),
         )
-        assert response.status_code == 404
+        assert_error(response, 404, "Resource not found")
 
 
 class TestStatistics:
@@ -460,7 +474,7 @@ class TestStatistics:
         response = await service.client.get(
             f"{DEPLOYMENTS}/{uuid.uuid4()}/statistics", headers=user_headers()
         )
-        assert response.status_code == 404
+        assert_error(response, 404, "Resource not found")
 
 
 class TestDeploymentDevices:
@@ -505,11 +519,15 @@ class TestDeploymentDevices:
         assert ids.json() == ["d1", "d2", "d3"]
 
     async def test_unknown_deployment(self, service: Service) -> None:
-        for suffix in ("devices", "devices/list", "device_list"):
+        for suffix, message in (
+            ("devices", "Deployment not found"),
+            ("devices/list", "Deployment not found"),
+            ("device_list", "Resource not found"),
+        ):
             response = await service.client.get(
                 f"{DEPLOYMENTS}/{uuid.uuid4()}/{suffix}", headers=user_headers()
             )
-            assert response.status_code == 404, suffix
+            assert_error(response, 404, message)
 
 
 class TestDeviceHistory:

@@ -24,6 +24,7 @@ from tests.deployments.helpers import (
     device_headers,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 INTERNAL = "/api/internal/v1/deployments"
 
@@ -139,7 +140,7 @@ class TestNext:
             json={"device_provides": {"device_type": "x", "artifact_name": "y"}},
             headers=user_headers(),
         )
-        assert response.status_code == 401
+        assert_error(response, 401, "the token does not belong to a device")
 
     async def test_device_type_mismatch_is_noartifact(
         self, service: Service, artifacts_factory: ArtifactFactory
@@ -365,9 +366,11 @@ class TestStatusReport:
             service.client, name="x", artifact_name="app-2.0", devices=["dev"]
         )
         response = await report(service.client, "stranger", deployment_id, "success")
-        assert response.status_code == 404
+        assert_error(response, 404, "Resource not found")
         unknown = await report(service.client, "dev", str(uuid.uuid4()), "success")
-        assert unknown.status_code == 404
+        assert_error(unknown, 404, "Resource not found")
+        stats = await stats_of(service.client, deployment_id)
+        assert (stats["pending"], stats["success"]) == (1, 0)
 
     async def test_pauses_count_as_active(
         self, service: Service, artifacts_factory: ArtifactFactory
@@ -472,22 +475,27 @@ class TestDeploymentLog:
         )
         await poll(service.client, "dev")
         url = f"/api/devices/v1/deployments/device/deployments/{deployment_id}/log"
-        for body in (
-            {},
-            {"messages": []},
-            {"messages": [{"level": "info"}]},
-            {"messages": [{"level": "i", "message": "m", "timestamp": "yesterday"}]},
-            {"messages": [{"level": "", "message": "m", "timestamp": "2026-01-01T00:00:00Z"}]},
+        at = "2026-01-01T00:00:00Z"
+        for body, message in (
+            ({}, "messages"),
+            ({"messages": []}, "messages: cannot be blank"),
+            ({"messages": [{"level": "info"}]}, "messages.0.message"),
+            (
+                {"messages": [{"level": "i", "message": "m", "timestamp": "yesterday"}]},
+                "messages.0.timestamp",
+            ),
+            ({"messages": [{"level": "", "message": "m", "timestamp": at}]}, "messages.0.level"),
         ):
             response = await service.client.put(url, json=body, headers=device_headers("dev"))
-            assert response.status_code == 400, body
-        good = {"messages": [{"level": "i", "message": "m", "timestamp": "2026-01-01T00:00:00Z"}]}
+            assert_error(response, 400, message)
+        good = {"messages": [{"level": "i", "message": "m", "timestamp": at}]}
         stranger = await service.client.put(url, json=good, headers=device_headers("stranger"))
-        assert stranger.status_code == 404
+        assert_error(stranger, 404, "Deployment not found")
+        # Nothing was stored by any of the refused requests.
         missing = await service.client.get(
             f"{DEPLOYMENTS}/{deployment_id}/devices/dev/log", headers=user_headers()
         )
-        assert missing.status_code == 404
+        assert_error(missing, 404, "Resource not found")
 
 
 class TestDecommission:
@@ -557,9 +565,9 @@ class TestInternalReads:
 
     async def test_last_status_bad_body(self, service: Service) -> None:
         url = f"{INTERNAL}/tenants//devices/deployments/last"
-        assert (await service.client.post(url, json={})).status_code == 400
-        assert (await service.client.post(url, json={"device_ids": "x"})).status_code == 400
-        assert (await service.client.post(url, content=b"{")).status_code == 400
+        assert_error(await service.client.post(url, json={}), 400, "device_ids")
+        assert_error(await service.client.post(url, json={"device_ids": "x"}), 400, "device_ids")
+        assert_error(await service.client.post(url, content=b"{"), 400, "invalid request")
 
     async def test_provision_and_settings(self, service: Service) -> None:
         assert (
@@ -572,6 +580,8 @@ class TestInternalReads:
         assert (await service.client.put(url, json=settings)).status_code == 204
         assert (await service.client.get(url)).json() == settings
         assert (await service.client.put(url, json={"bucket": "b"})).status_code == 400
-        clear = {"content": b"null", "headers": {"Content-Type": "application/json"}}
-        assert (await service.client.put(url, **clear)).status_code == 204
+        clear = await service.client.put(
+            url, content=b"null", headers={"Content-Type": "application/json"}
+        )
+        assert clear.status_code == 204
         assert (await service.client.get(url)).json() == {}

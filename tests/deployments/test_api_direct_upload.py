@@ -12,6 +12,7 @@ from services.deployments.main import create_app
 from tests.conftest import ClientFactory
 from tests.deployments.conftest import Service
 from tests.deployments.helpers import ArtifactFactory, user_headers
+from tests.toolkit import assert_error
 
 DIRECT = "/api/management/v1/deployments/artifacts/directupload"
 ARTIFACTS = "/api/management/v1/deployments/artifacts"
@@ -75,24 +76,40 @@ class TestDirectUpload:
             assert response.json()["error"]
 
     async def test_other_tenant_cannot_complete(
-        self, service: Service, artifacts_factory: ArtifactFactory
+        self,
+        service: Service,
+        artifacts_factory: ArtifactFactory,
+        mongo: AsyncMongoClient[Document],
     ) -> None:
         intent_id, uri = await _intent(service, "owner")
         await service.client.put(uri, content=artifacts_factory.make("mine"))
         response = await service.client.post(
             f"{DIRECT}/{intent_id}/complete", headers=user_headers("intruder")
         )
-        assert response.status_code == 404
+        assert_error(response, 404, "not found")
+        await service.services.tasks.wait_idle()
+        for tenant in ("owner", "intruder"):
+            listed = await service.client.get(ARTIFACTS, headers=user_headers(tenant))
+            assert listed.json() == []
+        intent = await mongo[service.settings.mongo_db]["uploads"].find_one(
+            {"tenant_id": "owner", "_id": intent_id}
+        )
+        assert intent is not None
+        assert intent["state"] == "pending"
 
     async def test_forged_put(self, service: Service) -> None:
-        _, uri = await _intent(service)
+        intent_id, uri = await _intent(service)
         forged = uri.replace("x-men-signature=", "x-men-signature=Z")
-        assert (await service.client.put(forged, content=b"x")).status_code == 403
+        assert_error(await service.client.put(forged, content=b"x"), 403, "signature invalid")
         as_get = await service.client.get(uri)
-        assert as_get.status_code == 403
+        assert_error(as_get, 403, "signature invalid")
+        assert not (service.settings.storage_path / intent_id).exists()
 
-    async def test_disabled(self, asgi_client: ClientFactory, settings: Settings) -> None:
+    async def test_disabled(
+        self, asgi_client: ClientFactory, settings: Settings, mongo: AsyncMongoClient[Document]
+    ) -> None:
         disabled = settings.model_copy(update={"enable_direct_upload": False})
         async with asgi_client(create_app(disabled)) as client:
             response = await client.post(DIRECT, headers=user_headers())
-        assert response.status_code == 404
+        assert_error(response, 404, "direct upload is not enabled")
+        assert await mongo[settings.mongo_db]["uploads"].count_documents({}) == 0

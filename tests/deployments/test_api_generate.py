@@ -29,6 +29,7 @@ from tests.deployments.helpers import (
     run_mender_artifact,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 GENERATE = "/api/management/v1/deployments/artifacts/generate"
 ARTIFACTS = "/api/management/v1/deployments/artifacts"
@@ -143,7 +144,8 @@ class TestGenerateArtifact:
             content=body.encode(),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **user_headers()},
         )
-        assert response.status_code == 400
+        assert_error(response, 400, "missing 'file' section")
+        assert [p for p in service.settings.storage_path.rglob("*") if p.is_file()] == []
 
     async def test_not_unique(self, service: Service, artifacts_factory: ArtifactFactory) -> None:
         await service.upload(artifacts_factory.make("config-file-1.0", ["board-b"]))

@@ -12,7 +12,7 @@ import pytest
 from services.deployments.config import Settings
 from services.deployments.main import create_app
 from tests.deployments.helpers import ArtifactFactory, user_headers
-from tests.support import LiveServer
+from tests.toolkit import LiveServer
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -434,6 +434,7 @@ class TestOpenStream:
     ) -> None:
         key, data = stored
         stream = storage.open_stream(key)
+        assert isinstance(stream, AsyncGenerator)
         first = await anext(stream)
         await stream.aclose()
 
@@ -570,6 +571,8 @@ class TestDownloadLink:
         response = await get(urlunsplit(internal))
 
         assert response.status_code == 403
+        assert "<Code>SignatureDoesNotMatch</Code>" in response.text
+        assert stored[1] not in response.content
 
     async def test_forged_key(
         self, storage: S3Storage, stored: tuple[str, bytes], prefix: str
@@ -593,6 +596,8 @@ class TestDownloadLink:
         response = await get(link.uri.replace("a.mender", "b.exe"))
 
         assert response.status_code == 403
+        assert "<Code>SignatureDoesNotMatch</Code>" in response.text
+        assert stored[1] not in response.content
 
     async def test_hostile_filename(self, storage: S3Storage, stored: tuple[str, bytes]) -> None:
         link = await storage.download_link(

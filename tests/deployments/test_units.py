@@ -76,9 +76,9 @@ class TestTags:
 
 class TestStatuses:
     def test_menders_integers(self) -> None:
-        assert DeviceDeploymentStatus.FAILURE == 256
-        assert DeviceDeploymentStatus.PENDING == 2304
-        assert DeviceDeploymentStatus.DECOMMISSIONED == 3328
+        assert DeviceDeploymentStatus.FAILURE.value == 256
+        assert DeviceDeploymentStatus.PENDING.value == 2304
+        assert DeviceDeploymentStatus.DECOMMISSIONED.value == 3328
         assert DeviceDeploymentStatus.from_label("already-installed") == 3072
         assert {s.label for s in ACTIVE_STATUSES} == {
             "pause_before_installing",

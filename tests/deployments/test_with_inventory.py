@@ -14,7 +14,7 @@ from services.inventory.main import create_app as create_inventory_app
 from tests.conftest import ClientFactory
 from tests.deployments.flows import DEPLOYMENTS, create_deployment
 from tests.deployments.helpers import ArtifactFactory, multipart_body, user_headers
-from tests.support import LiveServer
+from tests.toolkit import LiveServer
 
 
 @pytest.fixture

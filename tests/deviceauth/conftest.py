@@ -6,7 +6,6 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -15,11 +14,15 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 
+from common.core.mongo import Document
 from common.core.tokens import generate_key_file
 from services.deviceauth.config import Settings
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import ManualClock
 
 AUTH_REQUESTS = "/api/devices/v1/authentication/auth_requests"
 MGMT = "/api/management/v2/devauth"
@@ -114,20 +117,6 @@ class FakeDevice:
         )
 
 
-class Clock:
-    """A clock the test moves by hand (starts at the real time)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        """Move the clock forward."""
-        self.now += delta
-
-
 @pytest.fixture(scope="session")
 def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory of server signing keys (RSA and Ed25519)."""
@@ -171,12 +160,6 @@ def make_settings(mongo_url: str, db_name: str, key_dir: Path) -> Callable[..., 
     return make
 
 
-@pytest.fixture
-def clock() -> Clock:
-    """The hand-moved clock given to the app."""
-    return Clock()
-
-
 # Every peer deployed where nothing answers: their effects stay queued for a test to inspect.
 _PEERS_AWAY: Final = {
     f"{peer}_addr": "http://127.0.0.1:1"
@@ -185,9 +168,9 @@ _PEERS_AWAY: Final = {
 
 
 @pytest.fixture
-def app(make_settings: Callable[..., Settings], clock: Clock) -> FastAPI:
-    """A deviceauth app whose peers are all deployed but never answer."""
-    return create_app(make_settings(**_PEERS_AWAY), clock=clock)
+def app(make_settings: Callable[..., Settings], clock: ManualClock) -> FastAPI:
+    """A deviceauth app whose peers are all deployed but never answer, on a hand-moved clock."""
+    return create_app(make_settings(**_PEERS_AWAY), clock=clock.now)
 
 
 @pytest.fixture
@@ -195,6 +178,15 @@ async def client(app: FastAPI, asgi_client: ClientFactory) -> AsyncIterator[http
     """An HTTP client for the app, with its lifespan running."""
     async with asgi_client(app) as c:
         yield c
+
+
+Records = AsyncCollection[Document]
+
+
+@pytest.fixture
+def device_records(mongo: AsyncMongoClient[Document], db_name: str) -> Records:
+    """The raw `devices` collection of the test's database, to check what was stored."""
+    return mongo[db_name]["devices"]
 
 
 @pytest.fixture

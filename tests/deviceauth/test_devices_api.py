@@ -30,6 +30,7 @@ from tests.deviceauth.conftest import (
     set_status,
     sign,
 )
+from tests.toolkit import assert_error
 
 KEY_KINDS = ["rsa2048", "rsa3072", "p256", "p384", "p521", "ed25519"]
 
@@ -301,7 +302,8 @@ class TestSubmitAuthRequest:
             content=body,
             headers={"Content-Type": "text/plain", "X-MEN-Signature": sign(device.key, body)},
         )
-        assert r.status_code == 415
+        assert_error(r, 415, "Content-Type must be application/json")
+        assert await list_devices(client) == []
 
     async def test_oversized_body(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
         body = device.body(json.dumps({"mac": "x" * (2 * 1024 * 1024)}))

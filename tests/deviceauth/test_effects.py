@@ -14,7 +14,7 @@ from common.core.mongo import Document
 from services.deviceauth.main import create_app
 from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import MGMT, USER, FakeDevice, admit, register
-from tests.support import LiveServer, eventually, eventually_async
+from tests.toolkit import LiveServer, eventually
 
 Received = tuple[str, str, Any]
 
@@ -88,7 +88,13 @@ class TestEffectsArrive:
                 f"{MGMT}/devices/{device_id}", headers={**USER, "X-MEN-RequestID": "decom-1"}
             )
             assert r.status_code == 204
-            await eventually(lambda: len(peer.received) == 14)
+
+            async def delivered() -> bool:
+                # Acknowledged deliveries leave the outbox.
+                return await mongo[db_name]["outbox"].count_documents({}) == 0
+
+            await eventually(delivered, what="every effect delivered")
+            assert len(peer.received) == 14
 
             inventory = f"{INVENTORY}/device/{device_id}"
             assert peer.to(INVENTORY) == [
@@ -149,7 +155,6 @@ class TestEffectsArrive:
             assert "BEGIN PUBLIC KEY" in auth_set["pubkey"]
             # Each effect carries the id of the request that caused it.
             assert peer.request_ids[peer.received.index(peer.to(DEPLOYMENTS)[0])] == "decom-1"
-        assert await mongo[db_name]["outbox"].count_documents({}) == 0
 
     async def test_reaccepting_does_not_provision_again(
         self,
@@ -255,13 +260,14 @@ class TestPeerDown:
                 head = await outbox.find_one({"peer": "inventory"}, sort=[("_id", 1)])
                 return head is not None and head["attempts"] >= 1
 
-            await eventually_async(tried)
+            await eventually(tried)
             await down.start()
+
+            async def delivered() -> bool:
+                return await outbox.count_documents({"peer": "inventory"}) == 0
+
             try:
-                await eventually(
-                    lambda: ("DELETE", f"{INVENTORY}/devices/{view['id']}", None) in down.received,
-                    within=15,
-                )
+                await eventually(delivered, within=15, what="inventory's effects delivered")
             finally:
                 await down.stop()
         assert [r[0] for r in down.received] == ["PATCH", "POST", "DELETE"]

@@ -25,14 +25,15 @@ from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import (
     INTERNAL,
     MGMT,
-    Clock,
     FakeDevice,
+    Records,
     admit,
     list_devices,
     register,
     user_token,
     verify,
 )
+from tests.toolkit import ManualClock, assert_error
 
 TENANT_A = {"Authorization": f"Bearer {user_token('tenant-a')}"}
 
@@ -75,6 +76,10 @@ class TestVerifyToken:
         _, _, token = await admit(client, device)
         r = await client.get(f"{INTERNAL}/tokens/verify", headers={"Authorization": token})
         assert r.status_code == 200
+        assert r.content == b""
+        # The bare value is still checked like a bearer token.
+        r = await client.get(f"{INTERNAL}/tokens/verify", headers={"Authorization": token[:-4]})
+        assert_error(r, 401, "token invalid")
 
     async def test_no_token(self, client: httpx.AsyncClient) -> None:
         r = await client.get(f"{INTERNAL}/tokens/verify")
@@ -100,13 +105,13 @@ class TestVerifyToken:
         claims = _claims(token)
         claims["exp"] += 3600
         forged = f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
-        assert (await verify(client, forged)).status_code == 401
+        assert_error(await verify(client, forged), 401, "token invalid")
 
     async def test_alg_none(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
         _, _, token = await admit(client, device)
         header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
         payload = token.split(".")[1]
-        assert (await verify(client, f"{header}.{payload}.")).status_code == 401
+        assert_error(await verify(client, f"{header}.{payload}."), 401, "token invalid")
 
     async def test_hs256_with_the_public_key(
         self, client: httpx.AsyncClient, device: FakeDevice, key_dir: Path
@@ -120,7 +125,7 @@ class TestVerifyToken:
             _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + token.split(".")[1]
         )
         mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-        assert (await verify(client, f"{signing_input}.{_b64(mac)}")).status_code == 401
+        assert_error(await verify(client, f"{signing_input}.{_b64(mac)}"), 401, "token invalid")
 
     async def test_signed_by_unknown_key(
         self, client: httpx.AsyncClient, device: FakeDevice, key_dir: Path
@@ -140,12 +145,12 @@ class TestVerifyToken:
     ) -> None:
         app = create_app(make_settings(server_fallback_priv_key_path=key_dir / "old.pem"))
         async with asgi_client(app) as client:
-            _, _, token = await admit(client, device)
+            device_id, _, token = await admit(client, device)
             old_token = _resign(key_dir / "old.pem", token)
             assert (await verify(client, old_token)).status_code == 200
             # New tokens are still signed with the primary key.
             primary = load_signing_key(key_dir / "rsa.pem").public_key
-            jwt.decode(token, primary, algorithms=["RS256"])
+            assert jwt.decode(token, primary, algorithms=["RS256"])["sub"] == device_id
 
     async def test_expired(
         self,
@@ -170,7 +175,7 @@ class TestVerifyToken:
     ) -> None:
         _, _, token = await admit(client, device)
         forged = _resign(key_dir / "rsa.pem", token, jti=str(uuid.uuid4()))
-        assert (await verify(client, forged)).status_code == 401
+        assert_error(await verify(client, forged), 401, "token invalid")
 
     async def test_token_id_of_another_device(
         self,
@@ -182,14 +187,14 @@ class TestVerifyToken:
         _, _, token = await admit(client, device)
         other_id, _, _ = await admit(client, FakeDevice(device_key("ed25519"), {"mac": "other"}))
         forged = _resign(key_dir / "rsa.pem", token, sub=other_id)
-        assert (await verify(client, forged)).status_code == 401
+        assert_error(await verify(client, forged), 401, "token invalid")
 
     async def test_claims_of_another_tenant(
         self, client: httpx.AsyncClient, device: FakeDevice, key_dir: Path
     ) -> None:
         _, _, token = await admit(client, device)
         elsewhere = _resign(key_dir / "rsa.pem", token, **{"mender.tenant": "tenant-a"})
-        assert (await verify(client, elsewhere)).status_code == 401
+        assert_error(await verify(client, elsewhere), 401, "token invalid")
 
     async def test_device_record_gone(
         self,
@@ -200,13 +205,13 @@ class TestVerifyToken:
     ) -> None:
         device_id, _, token = await admit(client, device)
         await mongo[db_name]["devices"].delete_one({"_id": device_id})
-        assert (await verify(client, token)).status_code == 401
+        assert_error(await verify(client, token), 401, "token invalid")
 
     async def test_check_in_time(
         self,
         client: httpx.AsyncClient,
         device: FakeDevice,
-        clock: Clock,
+        clock: ManualClock,
         mongo: AsyncMongoClient[Document],
         db_name: str,
     ) -> None:
@@ -261,7 +266,7 @@ class TestDeleteTokens:
             f"{INTERNAL}/tokens", params={"tenant_id": "", "device_id": device_id}
         )
         assert r.status_code == 204
-        assert (await verify(client, token)).status_code == 401
+        assert_error(await verify(client, token), 401, "token invalid")
         assert (await verify(client, other_token)).status_code == 200
 
     async def test_of_a_tenant(
@@ -274,8 +279,8 @@ class TestDeleteTokens:
         assert (await verify(client, token)).status_code == 200
         r = await client.delete(f"{INTERNAL}/tokens", params={"tenant_id": ""})
         assert r.status_code == 204
-        assert (await verify(client, token)).status_code == 401
-        assert (await verify(client, other_token)).status_code == 401
+        assert_error(await verify(client, token), 401, "token invalid")
+        assert_error(await verify(client, other_token), 401, "token invalid")
 
 
 class TestTenantLimits:
@@ -319,12 +324,19 @@ class TestProvisionTenant:
         assert r.status_code == 201
         assert r.content == b""
 
-    @pytest.mark.parametrize("body", [b"{}", b"{", b'{"tenant_id": 1}'])
-    async def test_bad_body(self, body: bytes, client: httpx.AsyncClient) -> None:
+    @pytest.mark.parametrize(
+        ("body", "fragment"),
+        [
+            (b"{}", "tenant_id"),
+            (b"{", "failed to decode request body"),
+            (b'{"tenant_id": 1}', "tenant_id"),
+        ],
+    )
+    async def test_bad_body(self, body: bytes, fragment: str, client: httpx.AsyncClient) -> None:
         r = await client.post(
             f"{INTERNAL}/tenants", content=body, headers={"Content-Type": "application/json"}
         )
-        assert r.status_code == 400
+        assert_error(r, 400, fragment)
 
 
 class TestTenantDevices:
@@ -349,10 +361,19 @@ class TestTenantDevices:
         r = await client.get(f"{INTERNAL}/tenants//devices", params={"id": view["id"]})
         assert [d["id"] for d in r.json()] == [view["id"]]
 
-    @pytest.mark.parametrize("params", [{"status": "x"}, {"page": "0"}, {"per_page": "1000"}])
-    async def test_bad_query(self, params: dict[str, str], client: httpx.AsyncClient) -> None:
+    @pytest.mark.parametrize(
+        ("params", "fragment"),
+        [
+            ({"status": "x"}, "filter status must be one of"),
+            ({"page": "0"}, "page"),
+            ({"per_page": "1000"}, "per_page"),
+        ],
+    )
+    async def test_bad_query(
+        self, params: dict[str, str], fragment: str, client: httpx.AsyncClient
+    ) -> None:
         r = await client.get(f"{INTERNAL}/tenants//devices", params=params)
-        assert r.status_code == 400
+        assert_error(r, 400, fragment)
 
 
 class TestTenantDevicesCount:
@@ -420,16 +441,20 @@ class TestUpdateDevice:
 
     async def test_not_found(self, client: httpx.AsyncClient) -> None:
         r = await client.patch(f"{INTERNAL}/tenants//devices/nope", json={"provisioned": True})
-        assert r.status_code == 404
+        assert_error(r, 404, "device not found")
         r = await client.patch(f"{INTERNAL}/tenants//devices/nope", json={})
-        assert r.status_code == 404
+        assert_error(r, 404, "device not found")
 
-    async def test_bad_body(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
+    async def test_bad_body(
+        self, client: httpx.AsyncClient, device: FakeDevice, device_records: Records
+    ) -> None:
         view = await register(client, device)
+        before = await device_records.find_one({"_id": view["id"]})
         r = await client.patch(
             f"{INTERNAL}/tenants//devices/{view['id']}", json={"provisioned": "yes"}
         )
-        assert r.status_code == 400
+        assert_error(r, 400, "provisioned")
+        assert await device_records.find_one({"_id": view["id"]}) == before
 
 
 class TestSetExternalIdentity:
@@ -451,15 +476,21 @@ class TestSetExternalIdentity:
     async def test_not_found(self, client: httpx.AsyncClient) -> None:
         body = {"id": "hub-1", "name": "dev", "provider": "azure"}
         r = await client.put(f"{INTERNAL}/tenants//devices/nope/external", json=body)
-        assert r.status_code == 404
+        assert_error(r, 404, "device not found")
 
-    async def test_bad_body(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
+    async def test_bad_body(
+        self, client: httpx.AsyncClient, device: FakeDevice, device_records: Records
+    ) -> None:
         view = await register(client, device)
+        before = await device_records.find_one({"_id": view["id"]})
         r = await client.put(f"{INTERNAL}/tenants//devices/{view['id']}/external", json={"id": "x"})
-        assert r.status_code == 400
+        assert_error(r, 400, "name", "provider")
+        assert await device_records.find_one({"_id": view["id"]}) == before
 
 
 class TestHealth:
     async def test_health_and_alive(self, client: httpx.AsyncClient) -> None:
-        assert (await client.get(f"{INTERNAL}/health")).status_code == 204
-        assert (await client.get(f"{INTERNAL}/alive")).status_code == 204
+        for probe in ("health", "alive"):
+            r = await client.get(f"{INTERNAL}/{probe}")
+            assert r.status_code == 204
+            assert r.content == b""

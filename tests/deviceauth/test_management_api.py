@@ -24,6 +24,7 @@ from tests.deviceauth.conftest import (
     user_token,
     verify,
 )
+from tests.toolkit import assert_error
 
 TENANT_A = {"Authorization": f"Bearer {user_token('tenant-a')}"}
 
@@ -230,7 +231,7 @@ class TestSearchDevices:
             content=b"status=pending",
             headers={**USER, "Content-Type": "text/plain"},
         )
-        assert r.status_code == 415
+        assert_error(r, 415, "Content-Type 'text/plain' not supported")
 
 
 class TestCountDevices:
@@ -280,7 +281,8 @@ class TestGetDevice:
     async def test_other_tenant(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
         view = await register(client, device)
         r = await client.get(f"{MGMT}/devices/{view['id']}", headers=TENANT_A)
-        assert r.status_code == 404
+        assert_error(r, 404, "device not found")
+        assert await list_devices(client) == [view]
 
 
 class TestPreauthorize:
@@ -385,7 +387,8 @@ class TestPreauthorize:
         self, client: httpx.AsyncClient, device: FakeDevice
     ) -> None:
         r = await _preauthorize(client, device, force="yes")  # type: ignore[arg-type]
-        assert r.status_code == 400
+        assert_error(r, 400, "force")
+        assert await list_devices(client) == []
 
     async def test_not_json(self, client: httpx.AsyncClient) -> None:
         r = await client.post(
@@ -466,9 +469,13 @@ class TestUpdateAuthSetStatus:
         view = await register(client, device)
         auth_id = view["auth_sets"][0]["id"]
         assert (await set_status(client, view["id"], auth_id, "rejected")).status_code == 204
-        assert (await set_status(client, view["id"], auth_id, "rejected")).status_code == 400
+        assert_error(
+            await set_status(client, view["id"], auth_id, "rejected"), 400, "dev auth: bad request"
+        )
         assert (await set_status(client, view["id"], auth_id, "accepted")).status_code == 204
         assert (await device.authenticate(client)).status_code == 200
+        [accepted] = await list_devices(client)
+        assert accepted["status"] == "accepted"
 
     async def test_preauthorized_cannot_be_set_by_hand(
         self, client: httpx.AsyncClient, device: FakeDevice
@@ -491,9 +498,17 @@ class TestUpdateAuthSetStatus:
         assert r.status_code == 400
         assert r.json()["error"] == "incorrect device status"
 
-    @pytest.mark.parametrize("body", [b"{", b"{}", b'{"status": 1}', b"[]"])
+    @pytest.mark.parametrize(
+        ("body", "fragment"),
+        [
+            (b"{", "failed to decode request body"),
+            (b"{}", "status"),
+            (b'{"status": 1}', "status"),
+            (b"[]", "invalid request"),
+        ],
+    )
     async def test_bad_body(
-        self, body: bytes, client: httpx.AsyncClient, device: FakeDevice
+        self, body: bytes, fragment: str, client: httpx.AsyncClient, device: FakeDevice
     ) -> None:
         view = await register(client, device)
         r = await client.put(
@@ -501,7 +516,8 @@ class TestUpdateAuthSetStatus:
             content=body,
             headers={**USER, "Content-Type": "application/json"},
         )
-        assert r.status_code == 400
+        assert_error(r, 400, fragment)
+        assert await list_devices(client) == [view]
 
     async def test_unknown_ids(
         self, client: httpx.AsyncClient, device: FakeDevice, devices: list[FakeDevice]
@@ -662,9 +678,9 @@ class TestRevokeToken:
         _, auth_id, token = await admit(client, device)
         r = await client.delete(f"{MGMT}/tokens/{auth_id}", headers=USER)
         assert r.status_code == 204
-        assert (await verify(client, token)).status_code == 401
+        assert_error(await verify(client, token), 401, "token invalid")
         r = await client.delete(f"{MGMT}/tokens/{auth_id}", headers=USER)
-        assert r.status_code == 404
+        assert_error(r, 404, "token not found")
         # The device is still accepted and simply asks for a new token.
         r = await device.authenticate(client)
         assert r.status_code == 200
@@ -673,7 +689,7 @@ class TestRevokeToken:
     async def test_other_tenant(self, client: httpx.AsyncClient, device: FakeDevice) -> None:
         _, auth_id, token = await admit(client, device)
         r = await client.delete(f"{MGMT}/tokens/{auth_id}", headers=TENANT_A)
-        assert r.status_code == 404
+        assert_error(r, 404, "token not found")
         assert (await verify(client, token)).status_code == 200
 
 

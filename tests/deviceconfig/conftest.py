@@ -22,23 +22,14 @@ from services.deviceconfig.config import Settings
 from services.deviceconfig.main import create_app
 from tests.conftest import ClientFactory
 from tests.deployments.helpers import device_headers, user_headers
-from tests.support import LiveServer
+from tests.toolkit import LiveServer
 
-__all__ = ["DEVICE_API", "INTERNAL", "MANAGEMENT", "assert_error", "device_headers", "user_headers"]
+__all__ = ["DEVICE_API", "INTERNAL", "MANAGEMENT", "device_headers", "user_headers"]
 
 DEVICE_API: Final = "/api/devices/v1/deviceconfig/configuration"
 MANAGEMENT: Final = "/api/management/v1/deviceconfig/configurations/device"
 INTERNAL: Final = "/api/internal/v1/deviceconfig"
 DEPLOYMENTS_SECRET: Final = "deviceconfig-tests-presign-secret"
-
-
-def assert_error(response: httpx.Response, status: int, message: str) -> None:
-    """Mender's error shape with this status and exactly this message."""
-    assert response.status_code == status, response.text
-    assert response.json() == {
-        "error": message,
-        "request_id": response.headers["X-MEN-RequestID"],
-    }
 
 
 @dataclass

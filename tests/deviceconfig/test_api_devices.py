@@ -12,10 +12,10 @@ from tests.deviceconfig.conftest import (
     DEVICE_API,
     INTERNAL,
     MANAGEMENT,
-    assert_error,
     device_headers,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 DEVICE = "5c1e2f0a-7d3b-4e8a-9b6c-1f2e3d4c5b6a"
 

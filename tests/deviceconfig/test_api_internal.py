@@ -15,10 +15,10 @@ from tests.deviceconfig.conftest import (
     INTERNAL,
     MANAGEMENT,
     Deployments,
-    assert_error,
     device_headers,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 
 async def _provision(client: httpx.AsyncClient, tenant: str, device_id: str | None = None) -> str:

@@ -22,10 +22,10 @@ from tests.deviceconfig.conftest import (
     MANAGEMENT,
     Deployments,
     FakeDeviceconnect,
-    assert_error,
     device_headers,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 DESIRED = {"timezone": "Europe/Oslo", "ntp": "pool.ntp.org", "dollar": "$"}
 

@@ -13,10 +13,10 @@ from tests.deviceconfig.conftest import (
     DEVICE_API,
     INTERNAL,
     MANAGEMENT,
-    assert_error,
     device_headers,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 Write = Callable[[Any], Awaitable[httpx.Response]]
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.toolkit import wait_until
 
 __all__ = [
     "DEPLOYMENTS",
@@ -33,7 +34,6 @@ __all__ = [
     "public_pem",
     "same_key",
     "unique_identity",
-    "wait_until",
 ]
 
 DEVAUTH: Final = "/api/management/v2/devauth"
@@ -51,28 +51,6 @@ DEVICE_NEXT_V1: Final = "/api/devices/v1/deployments/device/deployments/next"
 _HTTP_TIMEOUT: Final = 30.0
 _POLL_INTERVAL: Final = 1.0
 _PER_PAGE: Final = 500
-
-T = TypeVar("T")
-
-
-def wait_until(
-    probe: Callable[[], T | None],
-    *,
-    timeout: float = 30.0,
-    interval: float = _POLL_INTERVAL,
-    what: str = "condition",
-    details: Callable[[], str] | None = None,
-) -> T:
-    """Call `probe` until it returns something truthy and return that; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{details()}" if details is not None else ""
-            raise AssertionError(f"{what}: not reached within {timeout:g} s{extra}")
-        time.sleep(interval)
 
 
 def unique_identity(prefix: str) -> dict[str, str]:
@@ -174,6 +152,7 @@ class ManagementApi:
         return wait_until(
             probe,
             timeout=timeout,
+            interval=_POLL_INTERVAL,
             what=f"device {identity} with status {status or 'any'} in deviceauth",
             details=lambda: f"last seen: {self.find_device(identity)}",
         )
@@ -242,6 +221,7 @@ class ManagementApi:
         return wait_until(
             probe,
             timeout=timeout,
+            interval=_POLL_INTERVAL,
             what=f"inventory attributes {dict(expected)} of {device_id}",
             details=lambda: f"last seen: {seen}",
         )
@@ -251,6 +231,7 @@ class ManagementApi:
         wait_until(
             lambda: self.inventory_device(device_id) is None,
             timeout=timeout,
+            interval=_POLL_INTERVAL,
             what=f"device {device_id} removed from inventory",
             details=lambda: f"still there: {self.inventory_device(device_id)}",
         )
@@ -297,6 +278,7 @@ class ManagementApi:
         return wait_until(
             lambda: next((a for a in self.artifacts() if a["name"] == name), None),
             timeout=timeout,
+            interval=_POLL_INTERVAL,
             what=f"artifact {name} listed",
         )
 
@@ -352,6 +334,7 @@ class ManagementApi:
         return wait_until(
             probe,
             timeout=timeout,
+            interval=_POLL_INTERVAL,
             what=f"statistics {dict(expected)} of deployment {deployment_id}",
             details=lambda: f"last seen: {seen}",
         )
@@ -366,6 +349,7 @@ class ManagementApi:
         return wait_until(
             probe,
             timeout=timeout,
+            interval=_POLL_INTERVAL,
             what=f"deployment {deployment_id} finished",
             details=lambda: f"last seen: {self.deployment(deployment_id)}",
         )

@@ -13,7 +13,7 @@ from typing import Any, Final
 import pytest
 
 from common.localstack.launcher import Stack
-from tests.e2e.api import ManagementApi, unique_identity, wait_until
+from tests.e2e.api import ManagementApi, unique_identity
 from tests.e2e.tools import (
     DBUS_DAEMON,
     MENDER,
@@ -151,4 +151,4 @@ def devices(
         factory.stop_all()
 
 
-__all__ = ["AUTHORIZED", "UPDATE_CHECK", "DeviceFactory", "wait_until"]
+__all__ = ["AUTHORIZED", "UPDATE_CHECK", "DeviceFactory"]

@@ -16,10 +16,10 @@ from tests.e2e.api import (
     public_pem,
     same_key,
     unique_identity,
-    wait_until,
 )
 from tests.e2e.conftest import AUTHORIZED, DeviceFactory
 from tests.e2e.tools import MenderCli, generate_device_key
+from tests.toolkit import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

@@ -22,8 +22,7 @@ import httpx
 from common.localstack.embedded import free_port
 from common.localstack.launcher import DATABASE
 from common.localstack.registry import discover
-from tests.e2e.api import wait_until
-from tests.support import child_pids, is_running
+from tests.toolkit import child_pids, is_running, wait_until
 
 __all__ = ["ADMIN", "READY", "REPO", "RunningLauncher", "cmdline", "environment"]
 

@@ -18,7 +18,8 @@ from common.core.mongo import Document, transaction
 from common.localstack.embedded import EmbeddedMongo, free_port
 from common.localstack.launcher import Stack
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.e2e.api import DEVAUTH, ManagementApi, RawDevice, unique_identity, wait_until
+from tests.e2e.api import DEVAUTH, ManagementApi, RawDevice, unique_identity
+from tests.toolkit import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 

@@ -12,10 +12,9 @@ import signal
 import pytest
 
 from common.localstack.launcher import DATABASE
-from tests.e2e.api import wait_until
 from tests.faults.conftest import Launch
 from tests.faults.stack import READY, RunningLauncher
-from tests.support import is_running
+from tests.toolkit import is_running, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 

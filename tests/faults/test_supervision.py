@@ -18,10 +18,10 @@ import pytest
 
 from common.localstack.launcher import DATABASE
 from common.localstack.supervisor import MAX_CRASHES
-from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
+from tests.e2e.api import ManagementApi, RawDevice, unique_identity
 from tests.faults.conftest import Launch
 from tests.faults.stack import RunningLauncher, cmdline
-from tests.support import is_running
+from tests.toolkit import is_running, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 

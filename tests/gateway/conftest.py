@@ -15,6 +15,7 @@ import pytest
 from gateway import Gateway, Settings, create_app, server_config
 from gateway.config import UPSTREAMS
 from tests.gateway.stubs import StubService, VerifierControl, serve, serve_config
+from tests.toolkit import ManualClock
 
 
 @dataclass
@@ -66,10 +67,17 @@ GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
 
 
 @asynccontextmanager
-async def _start(upstreams: Upstreams, **overrides: Any) -> AsyncIterator[RunningGateway]:
+async def _start(
+    upstreams: Upstreams, *, clock: ManualClock | None = None, **overrides: Any
+) -> AsyncIterator[RunningGateway]:
     values: dict[str, Any] = {f"{n}_addr": a for n, a in upstreams.addrs.items()}
     values.update(overrides)
-    app = create_app(Settings(**values))
+    settings = Settings(**values)
+    app = (
+        Gateway(settings, clock=clock.monotonic, wall_clock=clock.time)
+        if clock is not None
+        else create_app(settings)
+    )
     async with (
         serve_config(server_config(app, port=0)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
@@ -79,7 +87,10 @@ async def _start(upstreams: Upstreams, **overrides: Any) -> AsyncIterator[Runnin
 
 @pytest.fixture
 def gateway_factory(upstreams: Upstreams, verifier: VerifierControl) -> GatewayFactory:
-    """`async with gateway_factory(**settings) as gw`: a gateway of its own on a real port."""
+    """`async with gateway_factory(**settings) as gw`: a gateway of its own on a real port.
+
+    `clock=` (a `ManualClock`) runs its token cache on hand-moved time.
+    """
     return partial(_start, upstreams)
 
 

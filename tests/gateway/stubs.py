@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import uvicorn
 
 from gateway._types import Receive, Scope, Send
+from tests.toolkit import eventually
 
 DEVICE_VERIFY = "/api/internal/v1/devauth/tokens/verify"
 USER_VERIFY = "/api/internal/v1/useradm/auth/verify"
@@ -124,7 +125,8 @@ class StubService:
     name: str
     verifier: VerifierControl
     ws_log: list[dict[str, Any]] = field(default_factory=list)
-    # Paths of the requests whose body arrived complete, and of downloads cut short.
+    # Paths of requests as they arrive, once their body is complete, and of downloads cut short.
+    started: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     aborted_downloads: list[str] = field(default_factory=list)
 
@@ -197,6 +199,7 @@ class StubService:
     async def _describe(
         self, scope: Scope, receive: Receive, send: Send, query: dict[str, list[str]]
     ) -> None:
+        self.started.append(scope["path"])
         digest = hashlib.sha256()
         length = 0
         while True:
@@ -361,11 +364,10 @@ async def serve_config(config: uvicorn.Config) -> AsyncIterator[str]:
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server did not start")
-            await asyncio.sleep(0.005)
+        await eventually(lambda: server.started or task.done(), interval=0.005, what="started")
+        if not server.started:
+            task.result()
+            raise RuntimeError("server did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

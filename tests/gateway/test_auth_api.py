@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import uuid
 
 import httpx
 
 from tests.gateway.conftest import GatewayFactory, RunningGateway
 from tests.gateway.stubs import DEVICE_VERIFY, USER_VERIFY, VerifierControl, make_token
+from tests.toolkit import ManualClock, assert_error
 
 DEVICE_PATH = "/api/devices/v1/inventory/device/attributes"
 USER_PATH = "/api/management/v1/useradm/users"
@@ -29,31 +29,23 @@ def _forwarded(response: httpx.Response) -> dict[str, list[str]]:
     return out
 
 
-def _assert_error(response: httpx.Response, status: int, message: str) -> None:
-    assert response.status_code == status
-    assert response.json() == {
-        "error": message,
-        "request_id": response.headers["X-MEN-RequestID"],
-    }
-
-
 class TestMissingOrMalformed:
     async def test_missing_header(self, gw: RunningGateway, verifier: VerifierControl) -> None:
         for path in (DEVICE_PATH, USER_PATH):
             r = await gw.client.get(path)
-            _assert_error(r, 401, "Authorization not present in header")
+            assert assert_error(r, 401) == "Authorization not present in header"
         assert verifier.calls == []
 
     async def test_empty_bearer(self, gw: RunningGateway, verifier: VerifierControl) -> None:
         r = await gw.client.get(DEVICE_PATH, headers={"Authorization": "Bearer"})
-        _assert_error(r, 401, "Authorization not present in header")
+        assert assert_error(r, 401) == "Authorization not present in header"
         assert verifier.calls == []
 
     async def test_basic_credentials_on_a_token_route(
         self, gw: RunningGateway, verifier: VerifierControl
     ) -> None:
         r = await gw.client.get(USER_PATH, auth=("admin@example.com", "secret-password"))
-        _assert_error(r, 401, "Authorization not present in header")
+        assert assert_error(r, 401) == "Authorization not present in header"
         assert verifier.calls == []
 
     async def test_malformed_tokens(self, gw: RunningGateway, verifier: VerifierControl) -> None:
@@ -61,10 +53,10 @@ class TestMissingOrMalformed:
         header, payload, _ = good.split(".")
         for bad in ("garbage", "a.b", f"{header}.{payload}.", f"{header}.!!!.sig", "x" * 9000):
             r = await gw.client.get(DEVICE_PATH, headers=_bearer(bad))
-            _assert_error(r, 401, "malformed token")
+            assert assert_error(r, 401) == "malformed token"
         no_exp = make_token(extra={"exp": None})
         r = await gw.client.get(USER_PATH, headers=_bearer(no_exp))
-        _assert_error(r, 401, "malformed token")
+        assert assert_error(r, 401) == "malformed token"
         assert verifier.calls == []
 
 
@@ -172,7 +164,7 @@ class TestVerifierCall:
         self, gw: RunningGateway, verifier: VerifierControl
     ) -> None:
         r = await gw.client.get(DEVICE_PATH, headers={"Cookie": f"JWT={make_token()}"})
-        _assert_error(r, 401, "Authorization not present in header")
+        assert assert_error(r, 401) == "Authorization not present in header"
         assert verifier.calls == []
 
 
@@ -219,26 +211,31 @@ class TestCache:
         assert len(verifier.calls) == 4
 
     async def test_entries_expire_after_the_ttl(
-        self, gateway_factory: GatewayFactory, verifier: VerifierControl
+        self, gateway_factory: GatewayFactory, verifier: VerifierControl, clock: ManualClock
     ) -> None:
-        async with gateway_factory(token_cache_ttl=0.3) as gw:
-            token = make_token()
-            await gw.client.get(DEVICE_PATH, headers=_bearer(token))
-            await gw.client.get(DEVICE_PATH, headers=_bearer(token))
+        async with gateway_factory(token_cache_ttl=3, clock=clock) as gw:
+            token = make_token(exp=clock.time() + 3600)
+            for _ in range(2):
+                assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 200
+            clock.advance(2.9)
+            assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 200
             assert len(verifier.calls) == 1
-            await asyncio.sleep(0.35)
+            clock.advance(0.2)
             verifier.status = 401
             r = await gw.client.get(DEVICE_PATH, headers=_bearer(token))
             assert r.status_code == 401
             assert len(verifier.calls) == 2
 
     async def test_token_expiry_caps_the_ttl(
-        self, gateway_factory: GatewayFactory, verifier: VerifierControl
+        self, gateway_factory: GatewayFactory, verifier: VerifierControl, clock: ManualClock
     ) -> None:
-        async with gateway_factory(token_cache_ttl=60) as gw:
-            token = make_token(exp=time.time() + 0.5)
-            await gw.client.get(DEVICE_PATH, headers=_bearer(token))
-            await asyncio.sleep(0.6)
+        async with gateway_factory(token_cache_ttl=60, clock=clock) as gw:
+            token = make_token(exp=clock.time() + 5)
+            assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 200
+            clock.advance(4.9)
+            assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 200
+            assert len(verifier.calls) == 1
+            clock.advance(0.2)
             verifier.status = 403
             r = await gw.client.get(DEVICE_PATH, headers=_bearer(token))
             assert r.status_code == 403
@@ -297,7 +294,7 @@ class TestLogout:
         self, gw: RunningGateway, verifier: VerifierControl
     ) -> None:
         r = await gw.client.post(LOGOUT)
-        _assert_error(r, 401, "Authorization not present in header")
+        assert assert_error(r, 401) == "Authorization not present in header"
 
 
 class TestRateLimit:
@@ -309,7 +306,7 @@ class TestRateLimit:
             assert (await gw.client.post(login)).status_code == 200
             assert (await gw.client.post(login)).status_code == 200
             r = await gw.client.post(login)
-            _assert_error(r, 429, "too many requests")
+            assert assert_error(r, 429) == "too many requests"
             assert r.headers["retry-after"] == "2"
             # The limit is checked before the token, so it spares the verifier too.
             r = await gw.client.get(DEVICE_PATH, headers=_bearer(make_token()))
@@ -358,8 +355,11 @@ class TestDeviceRevocation:
             f"/api/management/v2/devauth/tokens/{jti}?status=202", headers=_bearer(admin)
         )
         assert r.status_code == 202
+        calls = len(verifier.calls)
         verifier.status = 401
         assert (await gw.client.get(DEVICE_PATH, headers=_bearer(token))).status_code == 401
+        # No longer served from the cache: deviceauth was asked about it again.
+        assert [c["path"] for c in verifier.calls[calls:]] == [DEVICE_VERIFY]
 
     async def test_reads_and_failures_keep_the_cache(
         self, gw: RunningGateway, verifier: VerifierControl

@@ -23,19 +23,7 @@ from gateway.headers import bearer_token, cookie_token
 from gateway.ratelimit import RateLimiter
 from gateway.routes import AuthMode
 from tests.gateway.stubs import make_token
-
-
-class Clock:
-    """A manual clock: monotonic and wall time move together."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_800_000_000.0 + self.now
+from tests.toolkit import ManualClock
 
 
 class FakeVerifier:
@@ -98,112 +86,112 @@ class TestTokenExpiry:
 
 
 class TestTokenCache:
-    def _cache(self, clock: Clock, *, ttl: float = 3.0, size: int = 10) -> TokenCache:
+    def _cache(self, clock: ManualClock, *, ttl: float = 3.0, size: int = 10) -> TokenCache:
         return TokenCache(
-            ttl=ttl, max_size=size, horizon=5.0, clock=clock.monotonic, wall_clock=clock.wall
+            ttl=ttl, max_size=size, horizon=5.0, clock=clock.monotonic, wall_clock=clock.time
         )
 
     def test_hit_within_ttl_then_expiry(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock)
         grant = Grant()
-        cache.put("t", grant, exp=clock.wall() + 3600, started=clock.now)
-        clock.now += 2.9
+        cache.put("t", grant, exp=clock.time() + 3600, started=clock.monotonic())
+        clock.advance(2.9)
         assert cache.get("t") is grant
-        clock.now += 0.2
+        clock.advance(0.2)
         assert cache.get("t") is None
         assert len(cache) == 0
 
     def test_exp_caps_the_lifetime(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock)
-        cache.put("t", Grant(), exp=clock.wall() + 1, started=clock.now)
-        clock.now += 0.9
+        cache.put("t", Grant(), exp=clock.time() + 1, started=clock.monotonic())
+        clock.advance(0.9)
         assert cache.get("t") is not None
-        clock.now += 0.2
+        clock.advance(0.2)
         assert cache.get("t") is None
 
     def test_expired_token_is_not_cached(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock)
-        cache.put("t", Grant(), exp=clock.wall() - 1, started=clock.now)
+        cache.put("t", Grant(), exp=clock.time() - 1, started=clock.monotonic())
         assert cache.get("t") is None
 
     def test_zero_ttl_disables_the_cache(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock, ttl=0)
-        cache.put("t", Grant(), exp=clock.wall() + 60, started=clock.now)
+        cache.put("t", Grant(), exp=clock.time() + 60, started=clock.monotonic())
         assert cache.get("t") is None
 
     def test_bounded_least_recently_used_go_first(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock, size=3)
         for name in "abc":
-            cache.put(name, Grant(), exp=clock.wall() + 60, started=clock.now)
+            cache.put(name, Grant(), exp=clock.time() + 60, started=clock.monotonic())
         assert cache.get("a") is not None  # a is now the most recently used
-        cache.put("d", Grant(), exp=clock.wall() + 60, started=clock.now)
+        cache.put("d", Grant(), exp=clock.time() + 60, started=clock.monotonic())
         assert len(cache) == 3
         assert cache.get("b") is None
         assert all(cache.get(n) is not None for n in "acd")
 
     def test_end_session_evicts(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock)
-        cache.put("t", Grant(), exp=clock.wall() + 60, started=clock.now)
+        cache.put("t", Grant(), exp=clock.time() + 60, started=clock.monotonic())
         cache.end_session("t")
         assert cache.get("t") is None
 
     def test_verification_in_flight_at_logout_is_not_cached(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock)
-        started = clock.now
-        clock.now += 0.1
+        started = clock.monotonic()
+        clock.advance(0.1)
         cache.end_session("t")
-        clock.now += 0.1
-        cache.put("t", Grant(), exp=clock.wall() + 60, started=started)
+        clock.advance(0.1)
+        cache.put("t", Grant(), exp=clock.time() + 60, started=started)
         assert cache.get("t") is None
         # A verification that starts after the logout may cache again.
-        cache.put("t", Grant(), exp=clock.wall() + 60, started=clock.now)
+        cache.put("t", Grant(), exp=clock.time() + 60, started=clock.monotonic())
         assert cache.get("t") is not None
 
     def test_ended_sessions_are_forgotten_after_the_horizon(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         cache = self._cache(clock, size=2)
         for i in range(5):
             cache.end_session(f"t{i}")
         assert len(cache._ended) == 2
-        clock.now += 10
+        clock.advance(10)
         cache.end_session("late")
         assert list(cache._ended) == ["late"]
 
 
 class TestTokenGate:
-    def _gate(self, clock: Clock, verifier: FakeVerifier, ttl: float = 3.0) -> TokenGate:
+    def _gate(self, clock: ManualClock, verifier: FakeVerifier, ttl: float = 3.0) -> TokenGate:
         return TokenGate(
             verifier,
             ttl=ttl,
             max_size=100,
             horizon=5.0,
             clock=clock.monotonic,
-            wall_clock=clock.wall,
+            wall_clock=clock.time,
         )
 
     async def test_missing_token_is_refused_without_asking(self) -> None:
         verifier = FakeVerifier()
-        verdict = await self._gate(Clock(), verifier).check(AuthMode.DEVICE, "", [])
+        verdict = await self._gate(ManualClock(), verifier).check(AuthMode.DEVICE, "", [])
         assert verdict == Denial(401, "Authorization not present in header")
         assert verifier.calls == []
 
     async def test_malformed_token_is_refused_without_asking(self) -> None:
         verifier = FakeVerifier()
-        verdict = await self._gate(Clock(), verifier).check(AuthMode.USER, "a.b", [])
+        verdict = await self._gate(ManualClock(), verifier).check(AuthMode.USER, "a.b", [])
         assert verdict == Denial(401, "malformed token")
         assert verifier.calls == []
 
     async def test_positive_answers_are_cached_per_mode(self) -> None:
-        clock, verifier = Clock(), FakeVerifier()
+        clock, verifier = ManualClock(), FakeVerifier()
         gate = self._gate(clock, verifier)
-        token = make_token(exp=clock.wall() + 3600)
+        token = make_token(exp=clock.time() + 3600)
         for _ in range(3):
             assert isinstance(await gate.check(AuthMode.DEVICE, token, []), Grant)
         assert verifier.calls == [(AuthMode.DEVICE, token)]
@@ -212,22 +200,22 @@ class TestTokenGate:
         assert verifier.calls[-1] == (AuthMode.USER, token)
 
     async def test_negative_answers_are_not_cached(self) -> None:
-        clock, verifier = Clock(), FakeVerifier()
+        clock, verifier = ManualClock(), FakeVerifier()
         verifier.verdict = Denial(401, body=b"{}")
         gate = self._gate(clock, verifier)
-        token = make_token(exp=clock.wall() + 3600)
+        token = make_token(exp=clock.time() + 3600)
         for _ in range(3):
             assert isinstance(await gate.check(AuthMode.DEVICE, token, []), Denial)
         assert len(verifier.calls) == 3
 
     async def test_logout_during_verification(self) -> None:
-        clock, verifier = Clock(), FakeVerifier()
+        clock, verifier = ManualClock(), FakeVerifier()
         verifier.gate = asyncio.Event()
         gate = self._gate(clock, verifier)
-        token = make_token(exp=clock.wall() + 3600)
+        token = make_token(exp=clock.time() + 3600)
         pending = asyncio.create_task(gate.check(AuthMode.USER, token, []))
         await asyncio.sleep(0)
-        clock.now += 0.01
+        clock.advance(0.01)
         gate.end_session(token)
         verifier.gate.set()
         assert isinstance(await pending, Grant)
@@ -238,14 +226,14 @@ class TestTokenGate:
 
 class TestConcurrentChecks:
     def _gate(self, verifier: FakeVerifier) -> TokenGate:
-        clock = Clock()
+        clock = ManualClock()
         return TokenGate(
             verifier,
             ttl=3.0,
             max_size=100,
             horizon=5.0,
             clock=clock.monotonic,
-            wall_clock=clock.wall,
+            wall_clock=clock.time,
         )
 
     async def _run_five(self, gate: TokenGate, verifier: FakeVerifier, token: str) -> list[object]:
@@ -305,16 +293,16 @@ class TestConcurrentChecks:
 
 class TestRateLimiter:
     def test_burst_then_refill(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         limiter = RateLimiter(rate=2.0, burst=3, clock=clock.monotonic)
         assert [limiter.retry_after("a") for _ in range(3)] == [0, 0, 0]
         assert limiter.retry_after("a") == 1
         assert limiter.retry_after("b") == 0
-        clock.now += 0.5
+        clock.advance(0.5)
         assert limiter.retry_after("a") == 0
 
     def test_slow_rate_retry_after(self) -> None:
-        clock = Clock()
+        clock = ManualClock()
         limiter = RateLimiter(rate=0.1, burst=1, clock=clock.monotonic)
         assert limiter.retry_after("a") == 0
         assert limiter.retry_after("a") == 10

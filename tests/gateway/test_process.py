@@ -7,27 +7,26 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from common.localstack.embedded import free_port
 from tests.gateway.conftest import Upstreams
+from tests.toolkit import eventually
 
 
 async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 20
     async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             assert proc.returncode is None, "the gateway exited early"
             try:
-                if (await client.get(f"{url}/status")).status_code == 204:
-                    return
+                return (await client.get(f"{url}/status")).status_code == 204
             except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the gateway did not become ready")
+                return False
+
+        await eventually(ready, within=20, interval=0.1, what="the gateway ready")
 
 
 class TestGatewayProcess:

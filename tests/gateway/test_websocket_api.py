@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from common.localstack.embedded import free_port
 from tests.gateway.conftest import GatewayFactory, RunningGateway, Upstreams
 from tests.gateway.stubs import DEVICE_VERIFY, USER_VERIFY, VerifierControl, make_token
+from tests.toolkit import eventually
 
 DEVICE_WS = "/api/devices/v1/deviceconnect/connect"
 USER_WS = "/api/management/v1/deviceconnect/devices/{id}/connect"
@@ -88,10 +89,7 @@ class TestDeviceConnect:
             await ws.recv()
             await ws.close(code=4002, reason="done")
         log = upstreams.stubs["deviceconnect"].ws_log
-        for _ in range(100):
-            if "close_code" in log[0]:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: "close_code" in log[0], what="the upstream saw the close")
         assert log[0]["close_code"] == 4002
         assert log[0]["close_reason"] == "done"
 
@@ -155,7 +153,9 @@ class TestDeviceConnect:
                     async with _open(gw, DEVICE_WS, make_token()):
                         pass
                 await asyncio.sleep(0.1)
-            assert caught.value.response.status_code == 503
+            response = caught.value.response
+            assert response.status_code == 503
+            assert json.loads(response.body or b"")["error"] == "deviceconnect is not available"
             # One access line, no error about an unfinished handshake.
             lines = [r for r in caplog.records if DEVICE_WS in r.getMessage()]
             assert [(r.levelname, r.getMessage().endswith(" 503")) for r in lines] == [

@@ -13,7 +13,8 @@ import pytest
 
 from common.localstack.launcher import Stack
 from services.deployments.artifact import ArtifactParser
-from tests.e2e.api import DEVICECONFIG, ManagementApi, RawDevice, unique_identity, wait_until
+from tests.e2e.api import DEVICECONFIG, ManagementApi, RawDevice, unique_identity
+from tests.toolkit import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

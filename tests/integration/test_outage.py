@@ -10,7 +10,8 @@ import pytest
 
 from common.localstack.launcher import DATABASE, Stack
 from common.localstack.supervisor import Supervisor
-from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
+from tests.e2e.api import ManagementApi, RawDevice, unique_identity
+from tests.toolkit import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

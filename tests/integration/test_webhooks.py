@@ -13,8 +13,9 @@ import pytest
 
 from common.localstack.embedded import free_port
 from common.localstack.launcher import Stack
-from tests.e2e.api import ManagementApi, RawDevice, unique_identity, wait_until
+from tests.e2e.api import ManagementApi, RawDevice, unique_identity
 from tests.iot_manager.conftest import Delivery, mender_signature
+from tests.toolkit import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -170,7 +171,8 @@ class TestWebhooks:
         }
 
         def delivered() -> dict[str, Any] | None:
-            for event in api.http.get(EVENTS, params={"per_page": 50}).json():
+            events: list[dict[str, Any]] = api.http.get(EVENTS, params={"per_page": 50}).json()
+            for event in events:
                 if event["id"] == failed["id"] and event["delivery_statuses"][0]["success"]:
                     return event
             return None

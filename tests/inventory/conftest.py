@@ -54,16 +54,6 @@ def user_headers(tenant: str = "") -> dict[str, str]:
 USER = user_headers()
 
 
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
-    """Check Mender's error shape, the status and that the message mentions `fragments`."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "request_id"}
-    assert body["request_id"] == response.headers["X-MEN-RequestID"]
-    for fragment in fragments:
-        assert fragment in body["error"]
-
-
 def attrs_by_key(device: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A rendered device's attributes keyed `scope/name`."""
     return {f"{a['scope']}/{a['name']}": a for a in device["attributes"]}

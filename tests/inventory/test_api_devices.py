@@ -14,13 +14,13 @@ from tests.inventory.conftest import (
     DEVICES_API,
     INTERNAL_V1,
     USER,
-    assert_error,
     attrs_by_key,
     device_headers,
     get_device,
     put_inventory,
     set_status,
 )
+from tests.toolkit import assert_error
 
 DEV = device_headers("dev-1")
 
@@ -274,3 +274,8 @@ class TestUpdateAttributes:
             DEVICES_API, json=[{"name": f"a{i}", "value": "v"} for i in range(10)], headers=DEV
         )
         assert r.status_code == 200, r.text
+        stored = attrs_by_key(await get_device(client, "dev-1"))
+        assert {key for key in stored if key.startswith("inventory/")} == {
+            f"inventory/a{i}" for i in range(10)
+        }
+        assert {f"identity/id{i}" for i in range(9)} <= set(stored)

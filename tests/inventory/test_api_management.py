@@ -14,13 +14,13 @@ from tests.inventory.conftest import (
     MGMT_V1,
     MGMT_V2,
     USER,
-    assert_error,
     attrs_by_key,
     get_device,
     put_inventory,
     set_status,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 DEVICES = f"{MGMT_V1}/devices"
 

@@ -14,7 +14,6 @@ from tests.inventory.conftest import (
     MGMT_V1,
     MGMT_V2,
     USER,
-    assert_error,
     attrs_by_key,
     make_settings,
     put_inventory,
@@ -22,6 +21,7 @@ from tests.inventory.conftest import (
     set_status,
     user_headers,
 )
+from tests.toolkit import assert_error
 
 SEARCH = f"{MGMT_V2}/filters/search"
 

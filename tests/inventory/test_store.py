@@ -15,6 +15,7 @@ from services.inventory.models import (
     AttributeRef,
     DeviceChange,
     DeviceQuery,
+    Operator,
     Predicate,
     Regex,
     WriteOutcome,
@@ -243,7 +244,7 @@ class TestIndexes:
             [{**self._device(i), "_id": f"x{i}", "tenant_id": "t2"} for i in range(50)]
         )
 
-        cases = [
+        cases: list[tuple[AttributeRef, Operator, object, int]] = [
             (AttributeRef("identity", "id"), "$eq", "dev-00042", 1),
             (AttributeRef("identity", "status"), "$eq", "noauth", 40),
             (AttributeRef("identity", "mac"), "$eq", "02:00:00:00:30:39", 1),

@@ -19,7 +19,7 @@ from common.core.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
 from tests.conftest import ClientFactory
-from tests.support import LiveServer, eventually_async
+from tests.toolkit import LiveServer, eventually
 
 MGMT: Final = "/api/management/v1/iot-manager"
 INTERNAL: Final = "/api/internal/v1/iot-manager"
@@ -144,7 +144,7 @@ def drained(mongo: AsyncMongoClient[Document], db_name: str) -> Drained:
         async def empty() -> bool:
             return await mongo[db_name]["outbox"].count_documents({}) == 0
 
-        await eventually_async(empty)
+        await eventually(empty)
 
     return wait
 

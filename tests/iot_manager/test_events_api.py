@@ -28,7 +28,7 @@ from tests.iot_manager.conftest import (
     user_headers,
     webhook,
 )
-from tests.support import eventually, eventually_async
+from tests.toolkit import eventually
 
 DEVICES: Final = f"{INTERNAL}/tenants//devices"
 PUBKEY: Final = (
@@ -102,7 +102,7 @@ class TestWebhookDelivery:
             [logged] = await list_events(client)
             return "delivery_statuses" in logged
 
-        await eventually_async(delivered)
+        await eventually(delivered)
         [logged] = await list_events(client)
         assert logged == {
             **event,
@@ -166,7 +166,7 @@ class TestWebhookDelivery:
             events = await list_events(client)
             return len(events[-1].get("delivery_statuses", [])) >= 2
 
-        await eventually_async(failed_twice)
+        await eventually(failed_twice)
         # Until the first event goes through, the one behind it waits.
         assert {e["type"] for e in receiver.events()} == {"device-provisioned"}
         receiver.status = 200
@@ -203,7 +203,7 @@ class TestWebhookDelivery:
             events = await list_events(client)
             return bool(events and events[0].get("delivery_statuses"))
 
-        await eventually_async(tried)
+        await eventually(tried)
         [event] = await list_events(client)
         failure = event["delivery_statuses"][-1]
         assert failure["integration_id"] == integration_id
@@ -272,7 +272,7 @@ class TestWebhookDelivery:
         async def tried() -> bool:
             return bool((await list_events(client))[0].get("delivery_statuses"))
 
-        await eventually_async(tried)  # the receiver answers 404: retried
+        await eventually(tried)  # the receiver answers 404: retried
         r = await client.put(
             f"{MGMT}/integrations/{integration_id}/credentials",
             json={"type": "http", "http": {"url": receiver.url, "secret": "abcd"}},

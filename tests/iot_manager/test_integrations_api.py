@@ -23,6 +23,7 @@ from tests.iot_manager.conftest import (
     user_headers,
     webhook,
 )
+from tests.toolkit import assert_error
 
 HUB_KEY = base64.b64encode(b"k" * 32).decode()
 # The hub's host must resolve when the integration is created: localhost does, here.
@@ -292,7 +293,8 @@ class TestGetIntegrationById:
         r = await client.get(
             f"{MGMT}/integrations/{integration_id}", headers=user_headers("tenant-b")
         )
-        assert r.status_code == 404
+        assert_error(r, 404, "integration not found")
+        assert [i["id"] for i in await _integrations(client)] == [integration_id]
 
 
 class TestSetIntegrationCredentials:

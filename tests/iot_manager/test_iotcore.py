@@ -26,7 +26,7 @@ from tests.iot_manager.conftest import (
     create_integration,
     list_events,
 )
-from tests.support import eventually_async
+from tests.toolkit import eventually
 
 REGION: Final = "eu-west-1"
 POLICY: Final = "mender-devices"
@@ -87,7 +87,7 @@ def _certificate(aws: Any, device_id: str) -> dict[str, Any] | None:
     except aws.exceptions.ResourceNotFoundException:
         return None
     [arn] = principals
-    found: dict[str, Any] = aws.describe_certificate(certificateId=arn.rsplit("/", 1)[1])
+    found: dict[str, dict[str, Any]] = aws.describe_certificate(certificateId=arn.rsplit("/", 1)[1])
     return found["certificateDescription"]
 
 
@@ -99,7 +99,7 @@ async def _delivered(client: httpx.AsyncClient, count: int) -> None:
         delivered = [e for e in events if e.get("delivery_statuses", [{}])[0].get("success")]
         return len(delivered) == count
 
-    await eventually_async(done)
+    await eventually(done)
 
 
 async def _provision(client: httpx.AsyncClient, device_id: str) -> None:
@@ -175,7 +175,7 @@ class TestLifecycle:
             events = await list_events(client)
             return bool(events and events[0].get("delivery_statuses"))
 
-        await eventually_async(failed)
+        await eventually(failed)
         [event] = await list_events(client)
         failure = event["delivery_statuses"][-1]
         assert failure["success"] is False

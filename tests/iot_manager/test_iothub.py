@@ -25,7 +25,7 @@ from tests.iot_manager.conftest import (
     list_events,
 )
 from tests.iot_manager.iothub import Certificates, HubStandIn, make_certificates
-from tests.support import LiveServer, eventually_async
+from tests.toolkit import LiveServer, eventually
 
 POLICY: Final = "iothubowner"
 KEY: Final = b"hub-shared-access-key-0123456789"
@@ -96,7 +96,7 @@ async def _settled(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]
         events = await list_events(client)
         return sum(1 for e in events if e.get("delivery_statuses")) == count
 
-    await eventually_async(done)
+    await eventually(done)
     return await list_events(client)
 
 

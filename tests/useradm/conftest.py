@@ -107,16 +107,6 @@ def header_of(token: str) -> dict[str, Any]:
     return decoded
 
 
-def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
-    """Check Mender's error shape, the status and that the message mentions `fragments`."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "request_id"}
-    assert body["request_id"] == response.headers["X-MEN-RequestID"]
-    for fragment in fragments:
-        assert fragment in body["error"], body["error"]
-
-
 async def create_user(
     client: httpx.AsyncClient, email: str = EMAIL, password: str = PASSWORD, tenant: str = ""
 ) -> str:

@@ -22,6 +22,7 @@ from common.core.mongo import Document
 from common.core.tokens import SigningKey, generate_key_file, load_signing_key
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     FORWARDED,
@@ -30,7 +31,6 @@ from tests.useradm.conftest import (
     PASSWORD,
     USERS,
     VERIFY,
-    assert_error,
     bearer,
     claims_of,
     create_user,
@@ -127,13 +127,14 @@ class TestLogin:
         assert "exp" in claims_of(r.text)
 
     async def test_cli_style_empty_json_body(self, client: httpx.AsyncClient) -> None:
-        await create_user(client)
+        user_id = await create_user(client)
         r = await client.post(
             LOGIN,
             auth=(EMAIL, PASSWORD),
             headers={"Content-Type": "application/json", "Content-Length": "0"},
         )
         assert r.status_code == 200, r.text
+        assert claims_of(r.text)["sub"] == user_id
 
     async def test_no_expiry(self, client: httpx.AsyncClient, db: AsyncDatabase[Document]) -> None:
         await create_user(client)
@@ -247,6 +248,7 @@ class TestLogout:
         _, token = admin
         other = await login(client)
         assert (await client.post(LOGOUT, headers=bearer(token))).status_code == 202
+        assert_error(await verify(client, token), 401, "unauthorized")
         assert (await verify(client, other)).status_code == 200
 
     async def test_without_token(self, client: httpx.AsyncClient) -> None:
@@ -271,6 +273,11 @@ class TestVerify:
         finally:
             client.cookies.clear()
         assert r.status_code == 200
+        assert r.content == b""
+        # The cookie is what carried the token.
+        assert_error(
+            await client.get(VERIFY, headers=FORWARDED), 401, "authorization not present in header"
+        )
 
     async def test_no_token(self, client: httpx.AsyncClient) -> None:
         assert_error(await client.get(VERIFY, headers=FORWARDED), 401)
@@ -376,7 +383,7 @@ class TestVerify:
         other = await create_user(client, "second@example.com")
         second = await login(client, "second@example.com")
         assert (await client.delete(f"{USERS}/{other}", headers=bearer(token))).status_code == 204
-        assert_error(await verify(client, second), 401)
+        assert_error(await verify(client, second), 401, "unauthorized")
         assert (await verify(client, token)).status_code == 200
 
     async def test_user_gone_but_token_left(

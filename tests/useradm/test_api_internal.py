@@ -10,13 +10,14 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.mongo import Document
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     INTERNAL,
     LOGIN,
     PASSWORD,
-    assert_error,
     bearer,
+    claims_of,
     create_user,
     login,
     verify,
@@ -25,8 +26,10 @@ from tests.useradm.conftest import (
 
 class TestHealth:
     async def test_health_and_alive(self, client: httpx.AsyncClient) -> None:
-        assert (await client.get(f"{INTERNAL}/health")).status_code == 204
-        assert (await client.get(f"{INTERNAL}/alive")).status_code == 204
+        for probe in ("health", "alive"):
+            r = await client.get(f"{INTERNAL}/{probe}")
+            assert r.status_code == 204
+            assert r.content == b""
 
 
 class TestCreateTenant:
@@ -63,15 +66,27 @@ class TestCreateTenantUser:
             f"{INTERNAL}/tenants//users", json={"email": EMAIL, "password": PASSWORD}
         )
         assert r.status_code == 201
-        assert (await client.post(LOGIN, auth=(EMAIL, PASSWORD))).status_code == 200
+        [user] = (await client.get(f"{INTERNAL}/tenants//users")).json()
+        assert user["email"] == EMAIL
+        r = await client.post(LOGIN, auth=(EMAIL, PASSWORD))
+        assert r.status_code == 200
+        assert claims_of(r.text)["sub"] == user["id"]
+        assert "mender.tenant" not in claims_of(r.text)
 
-    async def test_from_a_password_hash(self, client: httpx.AsyncClient) -> None:
+    async def test_from_a_password_hash(
+        self, client: httpx.AsyncClient, db: AsyncDatabase[Document]
+    ) -> None:
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
         r = await client.post(
             f"{INTERNAL}/tenants//users", json={"email": EMAIL, "password_hash": hashed}
         )
         assert r.status_code == 201, r.text
-        assert (await client.post(LOGIN, auth=(EMAIL, PASSWORD))).status_code == 200
+        stored = await db["users"].find_one({"email": EMAIL})
+        assert stored is not None
+        assert stored["password"] == hashed
+        r = await client.post(LOGIN, auth=(EMAIL, PASSWORD))
+        assert r.status_code == 200
+        assert claims_of(r.text)["sub"] == stored["_id"]
 
     async def test_duplicate_email(self, client: httpx.AsyncClient) -> None:
         await create_user(client, tenant="t1")
@@ -160,7 +175,7 @@ class TestRevokeTokens:
 
         assert r.status_code == 204
         for token in (*mine, pat.text):
-            assert_error(await verify(client, token), 401)
+            assert_error(await verify(client, token), 401, "unauthorized")
         assert (await verify(client, theirs)).status_code == 200
 
     async def test_whole_tenant(

@@ -15,9 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from common.core.mongo import Document
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     MGMT_V1,
-    assert_error,
     bearer,
     claims_of,
     create_user,
@@ -98,6 +98,7 @@ class TestSettings:
             path, json={"a": 2}, headers={**bearer(token), "If-Match": f'"{etag}"'}
         )
         assert r.status_code == 201
+        assert (await client.get(path, headers=bearer(token))).json() == {"a": 2}
 
     async def test_if_match_before_anything_is_stored(
         self, client: httpx.AsyncClient, admin: tuple[str, str], path: str
@@ -107,6 +108,7 @@ class TestSettings:
             path, json={"a": 1}, headers={**bearer(token), "If-Match": "whatever"}
         )
         assert r.status_code == 201
+        assert (await client.get(path, headers=bearer(token))).json() == {"a": 1}
 
     @pytest.mark.parametrize(
         ("body", "status"),
@@ -217,10 +219,10 @@ class TestCreatePersonalToken:
         assert_error(r, 409, "already exists")
 
     async def test_same_name_for_another_user(
-        self, client: httpx.AsyncClient, admin: tuple[str, str]
+        self, client: httpx.AsyncClient, admin: tuple[str, str], db: AsyncDatabase[Document]
     ) -> None:
-        _, token = admin
-        await create_user(client, "second@example.com")
+        admin_id, token = admin
+        other_id = await create_user(client, "second@example.com")
         other = await login(client, "second@example.com")
         assert (
             await client.post(TOKENS, json={"name": "ci"}, headers=bearer(token))
@@ -228,6 +230,8 @@ class TestCreatePersonalToken:
         assert (
             await client.post(TOKENS, json={"name": "ci"}, headers=bearer(other))
         ).status_code == 200
+        owners = await db["tokens"].distinct("sub", {"name": "ci"})
+        assert sorted(owners) == sorted([admin_id, other_id])
 
     async def test_limit(
         self,
@@ -331,10 +335,17 @@ class TestRevokePersonalToken:
         r = await client.delete(f"{TOKENS}/{claims_of(theirs)['jti']}", headers=bearer(token))
         assert r.status_code == 204
         assert (await verify(client, theirs)).status_code == 200
+        listed = (await client.get(TOKENS, headers=bearer(other))).json()
+        assert [t["name"] for t in listed] == ["x"]
 
     async def test_absent(self, client: httpx.AsyncClient, admin: tuple[str, str]) -> None:
         _, token = admin
-        assert (await client.delete(f"{TOKENS}/nothing", headers=bearer(token))).status_code == 204
+        await client.post(TOKENS, json={"name": "kept"}, headers=bearer(token))
+        r = await client.delete(f"{TOKENS}/nothing", headers=bearer(token))
+        assert r.status_code == 204
+        assert r.content == b""
+        listed = (await client.get(TOKENS, headers=bearer(token))).json()
+        assert [t["name"] for t in listed] == ["kept"]
 
 
 class TestPlans:

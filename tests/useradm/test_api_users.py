@@ -11,13 +11,13 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.mongo import Document
+from tests.toolkit import assert_error
 from tests.useradm.conftest import (
     EMAIL,
     LOGIN,
     MGMT_V2,
     PASSWORD,
     USERS,
-    assert_error,
     bearer,
     claims_of,
     create_user,
@@ -319,7 +319,8 @@ class TestUpdateUser:
             await client.post(LOGIN, auth=("renamed@example.com", OTHER_PASSWORD))
         ).status_code == 200
         # A new login name ends the user's sessions.
-        assert (await verify(client, their_session)).status_code == 401
+        assert_error(await verify(client, their_session), 401, "unauthorized")
+        assert_error(await client.post(LOGIN, auth=(OTHER, OTHER_PASSWORD)), 401, "unauthorized")
 
     async def test_password_of_another_user(
         self, client: httpx.AsyncClient, admin: tuple[str, str]
@@ -390,6 +391,7 @@ class TestUpdateOwnPasswordV2:
         )
         assert r.status_code == 204, r.text
         assert (await client.post(LOGIN, auth=(EMAIL, "brand-new-secret"))).status_code == 200
+        assert_error(await client.post(LOGIN, auth=(EMAIL, PASSWORD)), 401, "unauthorized")
 
     @pytest.mark.parametrize(
         ("body", "status", "fragment"),
@@ -448,10 +450,12 @@ class TestDeleteUser:
         assert (await client.post(LOGIN, auth=(OTHER, OTHER_PASSWORD))).status_code == 401
 
     async def test_absent_user(self, client: httpx.AsyncClient, admin: tuple[str, str]) -> None:
-        _, token = admin
-        assert (
-            await client.delete(f"{USERS}/no-such-user", headers=bearer(token))
-        ).status_code == 204
+        admin_id, token = admin
+        r = await client.delete(f"{USERS}/no-such-user", headers=bearer(token))
+        assert r.status_code == 204
+        assert r.content == b""
+        listed = (await client.get(USERS, headers=bearer(token))).json()
+        assert [u["id"] for u in listed] == [admin_id]
 
     async def test_user_of_another_tenant_is_untouched(
         self, client: httpx.AsyncClient, admin: tuple[str, str], db: AsyncDatabase[Document]

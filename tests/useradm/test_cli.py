@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from common.core.mongo import Document
 from common.localstack.embedded import free_port
 from services.useradm.main import create_app
 from tests.conftest import ClientFactory
+from tests.toolkit import wait_until
 from tests.useradm.conftest import claims_of, login, make_settings
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -157,12 +157,12 @@ def server(env: dict[str, str]) -> Iterator[str]:
 
 class TestServe:
     def test_serves_health(self, server: str) -> None:
-        deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline:
+        def health() -> httpx.Response | None:
             try:
-                status = httpx.get(f"{server}/api/internal/v1/useradm/health").status_code
-                break
+                return httpx.get(f"{server}/api/internal/v1/useradm/health")
             except httpx.TransportError:
-                time.sleep(0.1)
-        assert status == 204
+                return None
+
+        r = wait_until(health, timeout=30, interval=0.1, what="the server answering")
+        assert r.status_code == 204
+        assert r.content == b""

@@ -189,7 +189,8 @@ async def auth() -> tuple[AuthApp, _MemoryStore]:
     policy = TokenPolicy(
         issuer="test", expiration=timedelta(hours=1), sessions_per_user=0, tokens_per_user=1
     )
-    app = AuthApp(store, hasher, KeyRing(SigningKey(_RSA, kid=1)), policy)
+    # The memory store has only what the auth use-cases call.
+    app = AuthApp(store, hasher, KeyRing(SigningKey(_RSA, kid=1)), policy)  # type: ignore[arg-type]
     return app, store
 
 
@@ -227,18 +228,20 @@ class TestAuthApp:
 
     async def test_errors_carry_their_status(self, auth: tuple[AuthApp, _MemoryStore]) -> None:
         app, _ = auth
-        cases: list[tuple[str, dict[str, str], int]] = [
-            ("garbage", _FORWARDED, 401),
+        cases: list[tuple[str, dict[str, str], int, str]] = [
+            ("garbage", _FORWARDED, 401, "invalid jwt"),
             (
                 await app.login(email="a@example.com", password="secret-pass"),
                 {"forwarded_uri": "", "forwarded_method": "GET"},
                 400,
+                "can't parse service name from original uri ''",
             ),
         ]
-        for token, forwarded, status in cases:
+        for token, forwarded, status, message in cases:
             with pytest.raises(ServiceError) as caught:
                 await app.verify(token, **forwarded)
             assert caught.value.status_code == status
+            assert caught.value.message == message
 
 
 class TestPlansApp:

@@ -1,35 +1,17 @@
-"""Small helpers for tests that run real servers and wait for real effects."""
+"""Real servers inside the test's event loop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from common.localstack.embedded import free_port
+from tests.toolkit.polling import eventually
 
-__all__ = ["LiveServer", "child_pids", "eventually", "eventually_async", "is_running"]
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until `predicate()` holds; fail the test if it does not within `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def eventually_async(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Wait until an async predicate holds; fail the test if it does not in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+__all__ = ["LiveServer"]
 
 
 class LiveServer:
@@ -39,7 +21,7 @@ class LiveServer:
         self,
         app: ASGIApp,
         *,
-        lifespan: str = "off",
+        lifespan: Literal["auto", "on", "off"] = "off",
         tls: tuple[str, str] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
@@ -69,7 +51,7 @@ class LiveServer:
         """Start serving (again, after `stop`) and return once the socket accepts connections."""
         self._server.should_exit = self._server.started = False
         self._task = asyncio.create_task(self._server.serve())
-        await eventually(lambda: self._server.started)
+        await eventually(lambda: self._server.started, what="the server started")
 
     async def stop(self) -> None:
         """Stop serving."""
@@ -84,20 +66,3 @@ class LiveServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
-
-
-def child_pids(pid: int) -> set[int]:
-    """The ids of a process's direct children."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(child) for child in (task / "children").read_text().split())
-    return found
-
-
-def is_running(pid: int) -> bool:
-    """Whether a process exists and is not a zombie waiting to be reaped."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "\nState:\tZ" not in status
