@@ -16,7 +16,7 @@ from common.localstack.embedded import free_port
 from services.deviceconnect.config import Settings
 from services.deviceconnect.main import create_app, server_config
 from tests.deviceconnect.fakes import FakeDevice, device_token, open_ws
-from tests.support import eventually
+from tests.toolkit import eventually
 
 DEVICE_WS = "/api/devices/v1/deviceconnect/connect"
 MGMT = "/api/management/v1/deviceconnect"

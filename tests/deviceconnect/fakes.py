@@ -148,9 +148,9 @@ class FakeDevice:
             self._uploads[sid] = (path, bytearray())
             await self.send(Frame(FILE_TRANSFER, "ack", sid, {"offset": 0}))
         elif frame.typ == "file_chunk" and sid in self._uploads:
-            path, data = self._uploads[sid]
-            data += frame.body
+            path, received = self._uploads[sid]
+            received += frame.body
             await self.send(Frame(FILE_TRANSFER, "ack", sid, dict(frame.props)))
             if not frame.body:
-                self.files[path] = bytes(data)
+                self.files[path] = bytes(received)
                 del self._uploads[sid]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -12,18 +11,9 @@ from websockets.exceptions import InvalidStatus
 from common.core.mongo import Document
 from tests.deviceconnect.conftest import DEVICE_WS, INTERNAL, MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import device_token, open_ws, user_token
-from tests.support import eventually_async
+from tests.toolkit import assert_error, eventually
 
 USER = {"Authorization": f"Bearer {user_token()}"}
-
-
-def assert_error(response: Any, status: int, fragment: str) -> None:
-    """Mender's error shape with the request id, the status and the message."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "request_id"}
-    assert body["request_id"] == response.headers["X-MEN-RequestID"]
-    assert fragment in body["error"]
 
 
 async def status_of(dc: Running, device_id: str, tenant: str = "") -> str:
@@ -47,7 +37,7 @@ class TestDeviceConnect:
             assert body["device_id"] == device_id
             assert body["status"] == "connected"
             assert set(body) == {"device_id", "status", "created_ts", "updated_ts"}
-        await eventually_async(lambda: stored_status(mongo, db_name, device_id, "disconnected"))
+        await eventually(lambda: stored_status(mongo, db_name, device_id, "disconnected"))
         doc = await mongo[db_name]["devices"].find_one({"_id": device_id})
         assert doc is not None
         assert doc["version"] == 1
@@ -79,9 +69,7 @@ class TestDeviceConnect:
                 assert await status_of(dc, device_id) == "connected"
                 # Stop reading: pings go unanswered, as with a device that lost its network.
                 ws.transport.pause_reading()
-                await eventually_async(
-                    lambda: stored_status(mongo, db_name, device_id, "disconnected")
-                )
+                await eventually(lambda: stored_status(mongo, db_name, device_id, "disconnected"))
 
     async def test_no_token(self, dc: Running) -> None:
         with pytest.raises(InvalidStatus) as caught:
@@ -125,7 +113,7 @@ async def eventually_status(dc: Running, device_id: str, status: str, tenant: st
     async def check() -> bool:
         return await status_of(dc, device_id, tenant) == status
 
-    await eventually_async(check)
+    await eventually(check)
 
 
 class TestGetDevice:
@@ -182,9 +170,15 @@ class TestDecommission:
         response = await dc.client.get(f"{MGMT}/devices/{device_id}", headers=headers)
         assert_error(response, 404, "device not found")
 
-    async def test_unknown_device(self, dc: Running) -> None:
-        response = await dc.client.delete(f"{INTERNAL}/tenants//devices/{uuid.uuid4()}")
+    async def test_unknown_device(
+        self, dc: Running, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        device_id = str(uuid.uuid4())
+        response = await dc.client.delete(f"{INTERNAL}/tenants//devices/{device_id}")
         assert response.status_code == 202
+        assert response.content == b""
+        # Idempotent: nothing is created for a device deviceconnect did not know.
+        assert await mongo[db_name]["devices"].find_one({"_id": device_id}) is None
 
 
 class TestDisconnect:
@@ -198,9 +192,14 @@ class TestDisconnect:
             assert device.ws.close_reason == "the device is no longer accepted"
         await eventually_status(dc, device_id, "disconnected", tenant="t1")
 
-    async def test_not_connected(self, dc: Running) -> None:
-        response = await dc.client.post(f"{INTERNAL}/tenants//devices/{uuid.uuid4()}/disconnect")
+    async def test_not_connected(
+        self, dc: Running, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        device_id = str(uuid.uuid4())
+        response = await dc.client.post(f"{INTERNAL}/tenants//devices/{device_id}/disconnect")
         assert response.status_code == 202
+        assert response.content == b""
+        assert await mongo[db_name]["devices"].find_one({"_id": device_id}) is None
 
 
 class TestDeleteTenant:

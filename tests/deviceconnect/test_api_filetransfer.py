@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 from common.core.mongo import Document
 from tests.deviceconnect.conftest import MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import user_token
-from tests.deviceconnect.test_api_connect import assert_error
+from tests.toolkit import assert_error
 
 USER = {"Authorization": f"Bearer {user_token()}"}
 

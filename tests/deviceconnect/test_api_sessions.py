@@ -26,8 +26,7 @@ from services.deviceconnect.app.protocol import (
 )
 from tests.deviceconnect.conftest import INTERNAL, MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import open_ws, user_token
-from tests.deviceconnect.test_api_connect import assert_error
-from tests.support import eventually, eventually_async
+from tests.toolkit import assert_error, eventually
 
 
 @asynccontextmanager
@@ -255,7 +254,7 @@ class TestRecordingAndPlayback:
                 await ws.send(encode(Frame(SHELL, "shell", body=line)))
                 await next_frame(ws, "shell")
                 await asyncio.sleep(0.3)
-        await eventually_async(lambda: _ended(mongo, db_name, sid))
+        await eventually(lambda: _ended(mongo, db_name, sid))
         url = f"{dc.ws_url}{MGMT}/sessions/{sid}/playback"
         started = time.monotonic()
         async with open_ws(url, user_token("auditor")) as player:
@@ -343,7 +342,7 @@ class TestAuditEvents:
                 await next_frame(ws, "new")
             # The port forward is closed on the device when the user leaves.
             await eventually(lambda: any(f.typ == "close" for f in device.received))
-        await eventually_async(lambda: _ended(mongo, db_name, sid))
+        await eventually(lambda: _ended(mongo, db_name, sid))
         effects = await mongo[db_name]["outbox"].find({"peer": "auditlogs"}).to_list()
         actions = [e["body"]["action"] for e in effects]
         assert actions == [

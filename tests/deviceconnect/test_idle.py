@@ -13,7 +13,7 @@ from common.core.mongo import Document
 from tests.deviceconnect.conftest import DEVICE_WS, ServeFactory
 from tests.deviceconnect.fakes import device_token
 from tests.deviceconnect.test_api_connect import status_of
-from tests.support import eventually_async
+from tests.toolkit import eventually
 
 COUNT = 1000
 
@@ -36,7 +36,7 @@ async def test_a_thousand_idle_devices(
         async def all_connected() -> bool:
             return await devices.count_documents({"status": "connected"}) == COUNT
 
-        await eventually_async(all_connected, within=60)
+        await eventually(all_connected, within=60)
         assert await status_of(dc, ids[0]) == "connected"
         assert await status_of(dc, ids[-1]) == "connected"
         await stack.aclose()
@@ -44,5 +44,5 @@ async def test_a_thousand_idle_devices(
         async def none_connected() -> bool:
             return await devices.count_documents({"status": "disconnected"}) == COUNT
 
-        await eventually_async(none_connected, within=60)
+        await eventually(none_connected, within=60)
         assert await devices.count_documents({"version": 1}) == COUNT

@@ -18,7 +18,7 @@ from tests.deviceconnect.conftest import MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import user_token
 from tests.deviceconnect.test_api_connect import status_of
 from tests.deviceconnect.test_api_sessions import next_frame, start_shell, user_ws
-from tests.support import eventually
+from tests.toolkit import eventually
 
 NATS_URI = os.environ.get("TEST_NATS_URI", "nats://127.0.0.1:4222")
 USER = {"Authorization": f"Bearer {user_token()}"}

@@ -24,14 +24,16 @@ from typing import Any
 import msgpack
 import pytest
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from common.localstack.embedded import free_port
 from common.localstack.launcher import Stack
-from tests.e2e.api import ManagementApi, wait_until
+from tests.e2e.api import ManagementApi
 from tests.e2e.conftest import DeviceFactory
 from tests.e2e.tools import MenderCli, MenderDevice
+from tests.toolkit import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -178,8 +180,9 @@ class TestTerminal:
             wait_until(lambda: "fleetport" not in tmux.screen(), what="mender-cli exited")
         finally:
             tmux.close()
+        client: MongoClient[dict[str, Any]]
         with MongoClient(mongo_url) as client:
-            sessions = client["deviceconnect"]["sessions"]
+            sessions: Collection[dict[str, Any]] = client["deviceconnect"]["sessions"]
             session = wait_until(
                 lambda: sessions.find_one({"device_id": device_id, "end_ts": {"$ne": None}}),
                 what="the session ended",

@@ -27,7 +27,7 @@ router = APIRouter(prefix=PREFIX, tags=["devices"])
 _log = logging.getLogger("deviceconnect.devices")
 
 
-@router.get("/connect")
+@router.get("/connect", status_code=101)
 async def connect_http() -> Response:
     """Connect the device (a websocket: a plain HTTP request is refused with 400)."""
     raise not_a_websocket()

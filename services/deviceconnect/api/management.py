@@ -50,7 +50,7 @@ async def get_device(
     return ConnectionState.of(await devices.get(identity.tenant, device_id))
 
 
-@router.get("/devices/{device_id}/connect")
+@router.get("/devices/{device_id}/connect", status_code=101)
 async def connect_http() -> Response:
     """Open a session with a device (a websocket: a plain HTTP request is refused with 400)."""
     raise not_a_websocket()
@@ -145,7 +145,7 @@ async def upload_file(
     return Response(status_code=201)
 
 
-@router.get("/sessions/{session_id}/playback")
+@router.get("/sessions/{session_id}/playback", status_code=101)
 async def playback_http() -> Response:
     """Play back a recorded session (a websocket: a plain HTTP request is refused with 400)."""
     raise not_a_websocket()
