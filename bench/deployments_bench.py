@@ -52,13 +52,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from pymongo import AsyncMongoClient
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devices import register_device  # noqa: E402
 from procstats import cpu_seconds  # noqa: E402
 
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
@@ -69,8 +68,6 @@ STATUS: Final = "/api/devices/v1/deployments/device/deployments/{}/status"
 ARTIFACTS: Final = "/api/management/v1/deployments/artifacts"
 DEPLOYMENTS: Final = "/api/management/v1/deployments/deployments"
 LOGIN: Final = "/api/management/v1/useradm/auth/login"
-PREAUTHORIZE: Final = "/api/management/v2/devauth/devices"
-AUTH_REQUESTS: Final = "/api/devices/v1/authentication/auth_requests"
 INVENTORY_DEVICES: Final = "/api/management/v1/inventory/devices"
 ADMIN: Final = ("bench@example.com", "bench-password-1")
 RUNS: Final = ("direct", "direct-high", "direct-high-retry", "gateway", "gateway-retry")
@@ -101,14 +98,6 @@ def _bearer(token: str) -> dict[str, str]:
 
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def _claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
 
 
 def _artifact(work: Path) -> bytes:
@@ -425,36 +414,6 @@ async def run_direct(
     return run
 
 
-async def _register(
-    session: aiohttp.ClientSession, base: str, admin: str, index: int
-) -> tuple[str, str]:
-    """Preauthorize a device with a new Ed25519 key and authenticate it; (id, JWT)."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    identity = {"mac": f"02:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}:01"}
-    async with session.post(
-        base + PREAUTHORIZE, json={"identity_data": identity, "pubkey": pem}, headers=_bearer(admin)
-    ) as response:
-        if response.status != 201:
-            raise RuntimeError(f"preauthorize answered {response.status}: {await response.text()}")
-    body = (
-        json.dumps({"id_data": json.dumps(identity), "tenant_token": "", "pubkey": pem}) + "\n"
-    ).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-MEN-Signature": base64.b64encode(key.sign(body)).decode(),
-    }
-    async with session.post(base + AUTH_REQUESTS, data=body, headers=headers) as response:
-        token = await response.text()
-        if response.status != 200:
-            raise RuntimeError(f"auth request answered {response.status}: {token}")
-    return str(_claims(token)["sub"]), token
-
-
 async def _registered_everywhere(
     session: aiohttp.ClientSession, base: str, admin: str, count: int
 ) -> None:
@@ -513,7 +472,7 @@ async def run_gateway(
 
             async def register(index: int) -> tuple[str, str]:
                 async with semaphore:
-                    return await _register(session, stack.url, admin, index)
+                    return await register_device(session, stack.url, admin, index)
 
             # Devices join in batches, each provisioned in inventory before the next joins
             # (as a fleet that comes online over time): the outbox never holds more than a

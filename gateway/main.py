@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from common.core.logging import configure_logging
+from common.web.wsserver import WebSocketProtocol
 from gateway.app import Gateway
 from gateway.config import Settings
 
@@ -21,7 +22,8 @@ def server_config(app: Gateway, **overrides: object) -> uvicorn.Config:
 
     Upstream `Date`/`Server` headers are relayed, so uvicorn adds none of its own; client
     addresses come from the socket, never from client-supplied forwarding headers. The
-    websocket server is the `websockets` library's current (sans-I/O) implementation.
+    websocket server is the `websockets` library's current (sans-I/O) implementation, which
+    logs a refused handshake as one access line.
     """
     settings = app.settings
     options: dict[str, object] = {
@@ -29,7 +31,7 @@ def server_config(app: Gateway, **overrides: object) -> uvicorn.Config:
         "port": settings.listen_port,
         "loop": "uvloop",
         "http": "httptools",
-        "ws": "websockets-sansio",
+        "ws": WebSocketProtocol,
         "ws_max_size": settings.ws_max_message_size,
         "lifespan": "on",
         "log_config": None,

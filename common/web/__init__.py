@@ -7,4 +7,7 @@ Only a service's HTTP layer (`api/`, `main.py`) and its `__main__` import these 
 - `paging`: `PageDep`, `set_page_headers` (`Link`, `X-Total-Count`)
 - `identity`: the caller's identity as route dependencies (`DeviceIdentity`, `UserIdentity`)
 - `routing`: `TENANT` path segment that accepts an empty tenant id
+- `multipart`: `MultipartStream`, incremental multipart/form-data reading for streamed uploads
+- `wsserver`: uvicorn's websocket protocol, logging a refused handshake as one access line
+  (the gateway serves its websockets with it too)
 """

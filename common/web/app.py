@@ -54,6 +54,7 @@ __all__ = [
     "serve",
     "services_dependency",
     "services_of",
+    "websocket_refusal",
 ]
 
 _log = logging.getLogger("common.web.app")
@@ -109,6 +110,20 @@ def error_response(
         status_code=status,
         headers=dict(headers or {}),
     )
+
+
+def websocket_refusal(exc: BaseException) -> tuple[int, str] | None:
+    """How a websocket handshake failing with `exc` is refused (status, message), if known.
+
+    Exception handlers do not answer websocket handshakes: a websocket route that cannot
+    accept turns its error into a denial response with this, as an HTTP route would answer.
+    """
+    if isinstance(exc, ServiceError):
+        return exc.status_code, exc.message
+    if isinstance(exc, ConnectionFailure):
+        _log.warning("database unavailable: %s", exc)
+        return 503, "database is unreachable"
+    return None
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -7,16 +7,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from common.core.claims import Identity, identity_from_token
 from common.core.errors import Unauthorized
 
-__all__ = ["DeviceIdentity", "OptionalIdentity", "UserIdentity", "bearer_token"]
+__all__ = [
+    "DeviceIdentity",
+    "OptionalIdentity",
+    "UserIdentity",
+    "bearer_token",
+    "device_caller",
+    "user_caller",
+]
 
 
-def bearer_token(request: Request) -> str | None:
-    """Return the bearer token of the request, if it has one."""
+def bearer_token(request: HTTPConnection) -> str | None:
+    """Return the bearer token of the request (or websocket handshake), if it has one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -24,12 +32,12 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def _optional_identity(request: Request) -> Identity | None:
+def _optional_identity(request: HTTPConnection) -> Identity | None:
     token = bearer_token(request)
     return identity_from_token(token) if token else None
 
 
-def _any_identity(request: Request) -> Identity:
+def _any_identity(request: HTTPConnection) -> Identity:
     identity = _optional_identity(request)
     if identity is None:
         raise Unauthorized("Authorization not present in header")
@@ -46,6 +54,16 @@ def _user_identity(identity: Annotated[Identity, Depends(_any_identity)]) -> Ide
     if not identity.is_user:
         raise Unauthorized("the token does not belong to a user")
     return identity
+
+
+def device_caller(conn: HTTPConnection) -> Identity:
+    """The calling device, for a websocket route (which answers a refusal itself)."""
+    return _device_identity(_any_identity(conn))
+
+
+def user_caller(conn: HTTPConnection) -> Identity:
+    """The calling user, for a websocket route (which answers a refusal itself)."""
+    return _user_identity(_any_identity(conn))
 
 
 DeviceIdentity = Annotated[Identity, Depends(_device_identity)]

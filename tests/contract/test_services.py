@@ -16,6 +16,8 @@ from services.deviceauth.config import Settings as DeviceauthSettings
 from services.deviceauth.main import create_app as deviceauth_app
 from services.deviceconfig.config import Settings as DeviceconfigSettings
 from services.deviceconfig.main import create_app as deviceconfig_app
+from services.deviceconnect.config import Settings as DeviceconnectSettings
+from services.deviceconnect.main import create_app as deviceconnect_app
 from services.inventory.config import Settings as InventorySettings
 from services.inventory.main import create_app as inventory_app
 from services.iot_manager.config import Settings as IotManagerSettings
@@ -67,6 +69,13 @@ SERVICES: Final = {
         # Mender's deviceconfig routes this internal update without documenting it.
         undocumented=frozenset(
             {("PATCH", "/api/internal/v1/deviceconfig/tenants/{}/configurations/device/{}")}
+        ),
+    ),
+    "deviceconnect": _Service(
+        lambda: deviceconnect_app(DeviceconnectSettings(mongo_url=_NO_DB, dev_mode=True)),
+        # deviceauth cuts the connection of a device that is no longer accepted.
+        undocumented=frozenset(
+            {("POST", "/api/internal/v1/deviceconnect/tenants/{}/devices/{}/disconnect")}
         ),
     ),
     "inventory": _Service(

@@ -176,7 +176,11 @@ class TestEffectsArrive:
             if "/status/" in r[1]
         ]
         assert statuses == [("pending", 1), ("accepted", 2), ("rejected", 3), ("accepted", 4)]
-        assert len(peer.to(DEVICECONNECT)) == 1
+        # Provisioned once; its connection cut when it was rejected.
+        assert peer.to(DEVICECONNECT) == [
+            ("POST", f"{DEVICECONNECT}/devices", {"device_id": device_id}),
+            ("POST", f"{DEVICECONNECT}/devices/{device_id}/disconnect", None),
+        ]
 
     async def test_preauthorized_device(
         self,

@@ -807,17 +807,22 @@ class MenderCli:
         """The user JWT saved by the last `login`."""
         return self.token_path.read_text().strip()
 
-    def run(
-        self, *args: str, check: bool = True, timeout: float | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run `mender-cli --server URL ARGS` in `root`; raise `ToolError` on a non-zero exit."""
+    def command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of `mender-cli --server URL ARGS` (for long-running use)."""
         (self.root / "cache").mkdir(parents=True, exist_ok=True)
         _write(self.root / ".mender-clirc", json.dumps({"server": self.server_url}) + "\n")
         env = dict(os.environ)
         env["HOME"] = str(self.root)
         env["XDG_CACHE_HOME"] = str(self.root / "cache")
+        return [MENDER_CLI, "--server", self.server_url, *args], env
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `mender-cli --server URL ARGS` in `root`; raise `ToolError` on a non-zero exit."""
+        argv, env = self.command(*args)
         return _run(
-            [MENDER_CLI, "--server", self.server_url, *args],
+            argv,
             timeout=self.timeout if timeout is None else timeout,
             check=check,
             env=env,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 
 import pytest
@@ -143,14 +144,39 @@ class TestDeviceConnect:
             body = json.loads(caught.value.response.body)
             assert body["error"] == "deviceconnect is unreachable"
 
-    async def test_not_deployed(self, gateway_factory: GatewayFactory) -> None:
+    async def test_not_deployed(
+        self, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+    ) -> None:
         async with gateway_factory(deviceconnect_addr=None) as gw:
-            with pytest.raises(InvalidStatus) as caught:
-                async with _open(gw, DEVICE_WS, make_token()):
-                    pass
+            with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+                with pytest.raises(InvalidStatus) as caught:
+                    async with _open(gw, DEVICE_WS, make_token()):
+                        pass
+                await asyncio.sleep(0.1)
             response = caught.value.response
             assert response.status_code == 503
             assert json.loads(response.body or b"")["error"] == "deviceconnect is not available"
+            # One access line, no error about an unfinished handshake.
+            lines = [r for r in caplog.records if DEVICE_WS in r.getMessage()]
+            assert [(r.levelname, r.getMessage().endswith(" 503")) for r in lines] == [
+                ("INFO", True)
+            ]
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    async def test_refused_token_logs_one_line(
+        self, gw: RunningGateway, verifier: VerifierControl, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        verifier.status = 401
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            with pytest.raises(InvalidStatus) as caught:
+                async with _open(gw, DEVICE_WS, make_token()):
+                    pass
+            await asyncio.sleep(0.1)
+        assert caught.value.response.status_code == 401
+        lines = [r.getMessage() for r in caplog.records if DEVICE_WS in r.getMessage()]
+        assert len(lines) == 1
+        assert lines[0].endswith(" 401")
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     async def test_rate_limited(self, gateway_factory: GatewayFactory) -> None:
         async with gateway_factory(rate_limit_per_second=0.2, rate_limit_burst=1) as gw:

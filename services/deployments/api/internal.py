@@ -14,13 +14,13 @@ from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, StrictStr
 
 from common.core.errors import BadRequest
+from common.web.multipart import MultipartStream
 from common.web.paging import PageDep, set_page_headers
 from common.web.routing import TENANT
 from services.deployments.api.deps import (
     ArtifactsAppDep,
     DeploymentsAppDep,
 )
-from services.deployments.api.multipart import MultipartStream
 from services.deployments.api.queries import deployment_filter
 from services.deployments.api.schemas import (
     ConfigurationDeploymentRequest,

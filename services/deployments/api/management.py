@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from common.core.errors import BadRequest
 from common.web.identity import UserIdentity
+from common.web.multipart import MultipartStream
 from common.web.paging import PageDep, set_page_headers
 from services.deployments.api.deps import (
     ArtifactsAppDep,
@@ -20,7 +21,6 @@ from services.deployments.api.deps import (
     SettingsDep,
     UploadsAppDep,
 )
-from services.deployments.api.multipart import MultipartStream
 from services.deployments.api.queries import (
     artifact_filter_v1,
     artifact_sort,

@@ -34,6 +34,7 @@ from services.deviceauth.app.keys import (
 )
 from services.deviceauth.clients import (
     decommission_effects,
+    deviceconnect_disconnect,
     dismissal_effects,
     inventory_check_in,
     inventory_identity,
@@ -614,9 +615,11 @@ class DevAuthApp:
             return device
         updated = await tx.update_device_status(tenant, device_id, status=status, now=self._clock())
         if updated is not None:
-            await tx.add_effects(
-                status_effects(tenant, device_id, status=status, revision=updated.revision)
-            )
+            effects = status_effects(tenant, device_id, status=status, revision=updated.revision)
+            if device.status is DeviceStatus.ACCEPTED:
+                # Its tokens are gone: an open remote-access connection must go too.
+                effects.append(deviceconnect_disconnect(tenant, device_id))
+            await tx.add_effects(effects)
         return updated
 
     async def _can_accept(self, tenant: str) -> bool:

@@ -21,6 +21,7 @@ __all__ = [
     "INVENTORY",
     "IOT_MANAGER",
     "decommission_effects",
+    "deviceconnect_disconnect",
     "dismissal_effects",
     "inventory_check_in",
     "inventory_identity",
@@ -170,6 +171,16 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             ok=(200, 201, 202, 204, 409),
         ),
     ]
+
+
+def deviceconnect_disconnect(tenant_id: str, device_id: str) -> Effect:
+    """Cut the remote-access connection of a device that is no longer accepted."""
+    return Effect(
+        peer=DEVICECONNECT,
+        method="POST",
+        path=f"{_DEVICECONNECT}/{_seg(tenant_id)}/devices/{_seg(device_id)}/disconnect",
+        ok=(200, 202, 204, 404),
+    )
 
 
 def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:

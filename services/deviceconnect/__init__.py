@@ -1,0 +1,1 @@
+"""deviceconnect: remote terminal, file transfer, port forwarding and session playback."""

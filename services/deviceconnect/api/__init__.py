@@ -1,0 +1,1 @@
+"""HTTP and websocket routes of deviceconnect, one module per API surface."""

@@ -1,0 +1,1 @@
+"""deviceconnect's use-cases: connections, sessions, file transfers, recordings."""

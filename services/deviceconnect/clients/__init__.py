@@ -1,0 +1,1 @@
+"""What deviceconnect sends to or asks of others: audit effects, other instances (NATS)."""
