@@ -5,7 +5,7 @@ directory; `MenderCli` wraps `mender-cli`; `make_module_artifact` / `make_script
 `read_artifact` wrap `mender-artifact`. `generate_device_key` makes keys the client accepts.
 
 Facts about the tools this module relies on (mender-client 3.4, mender-connect 2.1,
-mender-cli 1.9, mender-artifact 3.9; see ../shared/reference/real-clients.md):
+mender-cli 1.9, mender-artifact 3.9, the Debian packages):
 
 - The identity, inventory and update-module directories (`/usr/share/mender/...`) and
   `/etc/mender/artifact_info` are fixed paths. Each client process therefore runs in its own
