@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 E2E_PACKAGES := mender-client mender-artifact mender-cli mender-connect dbus
 
-.PHONY: run test test-fast lint format typecheck check install e2e-deps bench clean
+.PHONY: run test test-fast lint format typecheck chart check install e2e-deps bench clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -38,7 +38,12 @@ format: install
 typecheck: install
 	$(UV) run --frozen mypy
 
-check: lint typecheck
+# The Helm chart rendered by Helm's engine and every manifest validated against the
+# Kubernetes schemas, offline (tests/deploy/chart.py).
+chart: install
+	$(UV) run --frozen python -m tests.deploy.chart
+
+check: lint typecheck chart
 
 # The real Mender tools driven by tests/e2e (Debian packages; needs root).
 e2e-deps:
