@@ -3,7 +3,7 @@
 
 UV_VERSION := 0.13.9
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
-E2E_PACKAGES := mender-client mender-artifact mender-cli mender-connect dbus
+E2E_PACKAGES := mender-client mender-artifact mender-cli mender-connect dbus nats-server
 
 .PHONY: run test test-fast lint format typecheck chart check install e2e-deps bench clean
 

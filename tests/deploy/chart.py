@@ -62,9 +62,7 @@ SCENARIOS: Final[dict[str, dict[str, Any]]] = {
         "tls": {"certManager": {"enabled": False}, "existingSecret": "fleetport-tls"},
         "keys": {"existingSecret": "fleetport-keys"},
         "networkPolicy": {
-            "gatewayAllowFrom": [
-                {"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}
-            ]
+            "gatewayAllowFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}]
         },
     },
     "plain": {
