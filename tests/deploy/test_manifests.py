@@ -1,5 +1,6 @@
-"""The deployment files describe the system that exists: every service, with real settings,
-restarted when it fails and health-checked on its real endpoints."""
+"""The compose file describes the system that exists: every service, with real settings,
+restarted when it fails and health-checked on its real endpoints (the Helm chart:
+test_chart.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from common.core.servicespec import ServiceSpec
@@ -26,10 +26,6 @@ def _resource_name(service: ServiceSpec) -> str:
 def _compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     return data
-
-
-def _kubernetes() -> list[dict[str, Any]]:
-    return list(yaml.safe_load_all((DEPLOY / "kubernetes" / "fleetport.yaml").read_text()))
 
 
 def _setting_names(service: ServiceSpec) -> set[str]:
@@ -95,47 +91,3 @@ class TestCompose:
         assert services["gateway"]["depends_on"] == {
             _resource_name(svc): {"condition": "service_healthy"} for svc in SERVICES
         }
-
-
-class TestKubernetes:
-    def _deployments(self) -> dict[str, dict[str, Any]]:
-        return {d["metadata"]["name"]: d for d in _kubernetes() if d["kind"] == "Deployment"}
-
-    def _containers(self) -> dict[str, dict[str, Any]]:
-        return {
-            container["name"]: container
-            for d in _kubernetes()
-            if d["kind"] in ("Deployment", "StatefulSet")
-            for container in d["spec"]["template"]["spec"]["containers"]
-        }
-
-    def test_every_built_service_runs(self) -> None:
-        deployments = self._deployments()
-        for svc in SERVICES:
-            template = deployments[_resource_name(svc)]["spec"]["template"]
-            assert template["spec"]["containers"][0]["args"] == [svc.module]
-
-    def test_every_container_is_probed(self) -> None:
-        containers = self._containers()
-        assert set(containers) >= {"mongo", "gateway", *(_resource_name(svc) for svc in SERVICES)}
-        for name, container in containers.items():
-            assert "livenessProbe" in container, name
-            assert "readinessProbe" in container, name
-
-    def test_probes_on_the_real_endpoints(self) -> None:
-        containers = self._containers()
-        for svc in SERVICES:
-            probes = containers[_resource_name(svc)]
-            assert probes["readinessProbe"]["httpGet"] == {"path": svc.health_path, "port": 8080}
-            # Alive, not healthy: a database outage must not restart every service.
-            alive = svc.health_path.removesuffix("/health") + "/alive"
-            assert probes["livenessProbe"]["httpGet"] == {"path": alive, "port": 8080}
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert containers["gateway"][probe]["httpGet"] == {"path": "/status", "port": 8080}
-
-    @pytest.mark.parametrize("svc", SERVICES, ids=lambda s: s.name)
-    def test_only_real_settings(self, svc: ServiceSpec) -> None:
-        deployment = self._deployments()[_resource_name(svc)]
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        unknown = {e["name"] for e in container["env"]} - _setting_names(svc)
-        assert not unknown, f"{svc.name}: unknown settings {unknown}"
