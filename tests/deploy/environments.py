@@ -44,6 +44,8 @@ class Process:
     mounts: dict[str, Path] = field(default_factory=dict)
     # The command line, for a one-shot container (the admin user's).
     args: list[str] = field(default_factory=list)
+    # The settings whose values are secrets: never a path, whatever their first character.
+    secret: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Deployment:
                 env[name] = "127.0.0.1"
             elif "://" in value:
                 env[name] = self._url(value, ports)
-            elif value.startswith("/"):
+            elif value.startswith("/") and name not in process.secret:
                 env[name] = _local_path(value, process.mounts)
         env[f"{prefix}LISTEN_PORT"] = str(port)
         return env
@@ -122,8 +124,9 @@ def from_compose(path: Path, services: tuple[ServiceSpec, ...], local: Path) -> 
             mounts[target] = local / source
             mounts[target].mkdir(parents=True, exist_ok=True)
         env = {k: _interpolate(v, variables) for k, v in entry.get("environment", {}).items()}
+        secret = frozenset(k for k, v in entry.get("environment", {}).items() if "${" in str(v))
         command = entry["command"]
-        return Process(module=command[0], env=env, mounts=mounts, args=args or command[1:])
+        return Process(command[0], env, mounts, args or command[1:], secret)
 
     # The one-shot container that writes the keys into their volume.
     keys = process(compose["keys"])
@@ -169,17 +172,19 @@ def _pod_process(
                 (directory / item["path"]).write_text(data[item["key"]])
         volumes[volume["name"]] = directory
     env = {}
+    secret = set()
     for var in container.get("env", []):
         if "valueFrom" in var:
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = secrets_[ref["name"]][ref["key"]]
+            secret.add(var["name"])
         else:
             env[var["name"]] = var["value"]
     mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
     args = container.get("args", [])
     if container.get("command"):
-        return Process(module="", env=env, mounts=mounts, args=[*container["command"], *args])
-    return Process(module=args[0], env=env, mounts=mounts, args=args[1:])
+        return Process("", env, mounts, [*container["command"], *args], frozenset(secret))
+    return Process(args[0], env, mounts, args[1:], frozenset(secret))
 
 
 def from_chart(
