@@ -11,15 +11,21 @@ through it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import aiohttp
+import nats
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
 
+from common.core.revocations import REVOCATIONS_HEADER, subject
 from gateway._types import Message, Receive, Scope, Send
-from gateway.auth import Denial, Grant, TokenGate, Verifier, VerifierUnavailable
+from gateway.auth import DEVICE_CLAIMS, USER_CLAIMS, Denial, TokenGate
 from gateway.config import UPSTREAMS, Settings
 from gateway.headers import (
     REQUEST_ID,
@@ -28,13 +34,12 @@ from gateway.headers import (
     cookie_token,
     forwarded_headers,
     parse_request_headers,
-    verification_headers,
 )
+from gateway.issuers import Issuer, IssuerUnavailable
 from gateway.proxy import RelayRequest, proxy_http, upstream_url
 from gateway.ratelimit import RateLimiter
-from gateway.responses import send_denial, send_error
-from gateway.routes import AuthMode, Route, RouteTable, device_revocation_key
-from gateway.verifier import HttpVerifier
+from gateway.responses import send_error
+from gateway.routes import AuthMode, Route, RouteTable
 from gateway.wsproxy import WsLimits, deny_websocket, proxy_websocket
 
 __all__ = ["STATUS_PATH", "Gateway"]
@@ -44,6 +49,11 @@ STATUS_PATH: Final = "/status"
 # them from the other end, so a request never lands on a connection being torn down.
 _UPSTREAM_KEEPALIVE: Final = 2.0
 _log = logging.getLogger("gateway")
+# The upstreams that issue tokens: the kind they issue and the claims it always has.
+_ISSUERS: Final = {
+    "deviceauth": (AuthMode.DEVICE, DEVICE_CLAIMS),
+    "useradm": (AuthMode.USER, USER_CLAIMS),
+}
 
 
 class Gateway:
@@ -54,25 +64,24 @@ class Gateway:
         settings: Settings,
         *,
         routes: RouteTable | None = None,
-        verifier: Verifier | None = None,
-        clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.routes = routes or RouteTable()
         self._addrs: dict[str, str | None] = {u: settings.upstream_addr(u) for u in UPSTREAMS}
-        self._custom_verifier = verifier
-        self._clock = clock
         self._wall_clock = wall_clock
         self._session: aiohttp.ClientSession | None = None
         self._gate: TokenGate | None = None
+        self._issuers: dict[str, Issuer] = {}
+        self._followers: list[asyncio.Task[None]] = []
+        self._nats: Nats | None = None
         self._limiter = (
             RateLimiter(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
             if settings.rate_limit_per_second > 0
             else None
         )
         self._ws_limits = WsLimits(
-            handshake_timeout=settings.connect_timeout + settings.verify_timeout,
+            handshake_timeout=settings.connect_timeout + settings.read_timeout,
             max_size=settings.ws_max_message_size,
         )
 
@@ -83,8 +92,12 @@ class Gateway:
             raise RuntimeError("the gateway has not started")
         return self._gate
 
+    def issuer(self, name: str) -> Issuer:
+        """What the gateway knows of a token issuer (`deviceauth`, `useradm`)."""
+        return self._issuers[name]
+
     async def startup(self) -> None:
-        """Open the shared upstream session and build the token checker."""
+        """Open the shared upstream session, then load the issuers' keys and revocations."""
         if self._session is not None:
             return
         settings = self.settings
@@ -106,21 +119,52 @@ class Gateway:
             trust_env=False,
             requote_redirect_url=False,
         )
+        modes = {
+            "deviceauth": (AuthMode.DEVICE, DEVICE_CLAIMS),
+            "useradm": (AuthMode.USER, USER_CLAIMS),
+        }
+        for name, (_, claims) in modes.items():
+            base = self._addrs[name]
+            if base is not None:
+                self._issuers[name] = Issuer(
+                    name,
+                    base,
+                    self._session,
+                    require=claims,
+                    timeout=settings.verify_timeout,
+                    key_refetch_interval=settings.key_refetch_interval,
+                    wall_clock=self._wall_clock,
+                )
         self._gate = TokenGate(
-            self._custom_verifier or HttpVerifier(self._session, settings),
-            ttl=settings.token_cache_ttl,
+            {_ISSUERS[name][0]: issuer for name, issuer in self._issuers.items()},
             max_size=settings.token_cache_size,
-            horizon=settings.verify_timeout + settings.token_cache_ttl,
-            clock=self._clock,
             wall_clock=self._wall_clock,
         )
+        if settings.nats_uri is not None:
+            self._nats = await _subscribe(settings.nats_uri, self._issuers)
+        self._followers = [
+            asyncio.create_task(issuer.follow(), name=f"follow-{name}")
+            for name, issuer in self._issuers.items()
+        ]
+        for issuer in self._issuers.values():
+            if not await issuer.wait_ready(settings.verify_timeout):
+                _log.warning("%s: tokens are refused until its keys can be read", issuer.name)
         if settings.dev_mode:
             for route in self.routes:
                 where = self._addrs[route.upstream] or "not deployed"
                 _log.info("route %s -> %s (%s)", route.prefix, where, route.auth.value)
 
     async def shutdown(self) -> None:
-        """Close the upstream session."""
+        """Stop following the issuers; close the upstream session."""
+        for task in self._followers:
+            task.cancel()
+        for task in self._followers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._followers = []
+        if self._nats is not None:
+            await self._nats.close()
+            self._nats = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -156,14 +200,25 @@ class Gateway:
         client = scope.get("client")
         return self._limiter.retry_after(client[0] if client else "")
 
-    async def _verify(
-        self, scope: Scope, route: Route, token: str, forwarded: list[tuple[str, str]]
-    ) -> Grant | Denial:
-        """Ask the verifier about a token the cache does not know."""
+    async def _refusal(self, route: Route, token: str) -> Denial | None:
+        """Why the token may not be used on this route, or None."""
         try:
-            return await self.gate.check(route.auth, token, verification_headers(scope, forwarded))
-        except VerifierUnavailable as exc:
-            return Denial(exc.status, exc.message)
+            return await self.gate.check(route.auth, token)
+        except IssuerUnavailable as exc:
+            return Denial(503, f"{exc} is not available")
+
+    async def _catch_up(self, upstream: str, headers: Mapping[str, str]) -> None:
+        """Apply a revocation the issuer just recorded before its answer is relayed."""
+        issuer = self._issuers.get(upstream)
+        value = headers.get(REVOCATIONS_HEADER)
+        if issuer is None or value is None or not value.isdigit():
+            return
+        try:
+            async with asyncio.timeout(self.settings.verify_timeout):
+                await issuer.catch_up(int(value))
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
+            # The follower still applies it, a moment later.
+            _log.warning("cannot read the revocations of %s at once: %s", upstream, exc)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._session is None:
@@ -204,18 +259,14 @@ class Gateway:
         token = ""
         if route.auth is not AuthMode.NONE:
             token, from_cookie = _credentials(route, req)
-            grant = self.gate.cached(route.auth, token)
-            if grant is None:
-                verdict = await self._verify(scope, route, token, forwarded)
-                if isinstance(verdict, Denial):
-                    await _send_refusal(send, verdict, rid)
-                    return
-                grant = verdict
+            refusal = await self._refusal(route, token)
+            if refusal is not None:
+                await send_error(send, refusal.status, refusal.message, rid)
+                return
             if from_cookie:
                 headers = _with_bearer(headers, token)
-            headers.extend(grant.headers)
         headers.extend(forwarded)
-        status = await proxy_http(
+        await proxy_http(
             self._session,
             scope,
             receive,
@@ -225,15 +276,8 @@ class Gateway:
             has_body=req.chunked or req.content_length not in (None, "0"),
             request_id=rid,
             upstream_name=route.upstream,
+            before_response=self._catch_up if route.upstream in self._issuers else None,
         )
-        if not 200 <= status < 300:
-            return
-        if route.ends_session and token and scope["method"] == "POST":
-            self.gate.end_session(token)
-        elif route.changes_devices and scope["method"] != "GET":
-            key = device_revocation_key(scope["path"])
-            if key is not None:
-                self.gate.revoke_device(key)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._session is None:
@@ -268,25 +312,12 @@ class Gateway:
         headers = req.forward
         if route.auth is not AuthMode.NONE:
             token, from_cookie = _credentials(route, req)
-            verdict = self.gate.cached(route.auth, token) or await self._verify(
-                scope, route, token, forwarded
-            )
-            if isinstance(verdict, Denial):
-                if verdict.body is None:
-                    await deny_websocket(scope, send, verdict.status, rid, message=verdict.message)
-                else:
-                    await deny_websocket(
-                        scope,
-                        send,
-                        verdict.status,
-                        rid,
-                        body=verdict.body,
-                        headers=verdict.headers,
-                    )
+            refusal = await self._refusal(route, token)
+            if refusal is not None:
+                await deny_websocket(scope, send, refusal.status, rid, message=refusal.message)
                 return
             if from_cookie:
                 headers = _with_bearer(headers, token)
-            headers.extend(verdict.headers)
         headers.extend(forwarded)
         await proxy_websocket(
             scope,
@@ -317,8 +348,13 @@ def _with_bearer(headers: list[tuple[str, str]], token: str) -> list[tuple[str, 
     return kept
 
 
-async def _send_refusal(send: Send, verdict: Denial, request_id: str) -> None:
-    if verdict.body is None:
-        await send_error(send, verdict.status, verdict.message, request_id)
-    else:
-        await send_denial(send, verdict.status, verdict.body, request_id, verdict.headers)
+async def _subscribe(uri: str, issuers: Mapping[str, Issuer]) -> Nats:
+    """Connect to NATS and apply each issuer's published revocations as they come."""
+    client = await nats.connect(uri, name="gateway", max_reconnect_attempts=-1)
+    for name, issuer in issuers.items():
+
+        async def apply(msg: Msg, issuer: Issuer = issuer) -> None:
+            issuer.apply_message(msg.data)
+
+        await client.subscribe(subject(name), cb=apply)
+    return client

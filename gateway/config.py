@@ -32,7 +32,7 @@ Seconds = Annotated[float, Field(gt=0)]
 
 
 class Settings(BaseSettings):
-    """Listening address, upstream addresses, token cache and timeouts."""
+    """Listening address, upstream addresses, token checks and timeouts."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
@@ -52,17 +52,23 @@ class Settings(BaseSettings):
     devicemonitor_addr: Addr = None
     iot_manager_addr: Addr = None
 
-    # How long a positive token verification is reused (capped by the token's `exp`);
-    # 0 asks the verifier on every request.
-    token_cache_ttl: Annotated[float, Field(ge=0)] = 3.0
+    # Tokens whose signature was found good, remembered until they expire (the least
+    # recently used go first beyond this number).
     token_cache_size: Annotated[int, Field(ge=1)] = 100_000
+    # A token signed by no known key makes the gateway read the issuer's keys again (they
+    # may have rotated), at most this often per issuer (seconds).
+    key_refetch_interval: Seconds = 5.0
+    # NATS server on which deviceauth and useradm publish revocations (e.g.
+    # `nats://nats:4222`); unset: revocations are read from the issuers' feed alone.
+    nats_uri: str | None = None
 
     # Establishing a TCP connection to an upstream.
     connect_timeout: Seconds = 3.0
     # The longest silence while waiting for upstream bytes (headers or body); there is no
     # total timeout, so multi-GB transfers are only bounded by this idle time.
     read_timeout: Seconds = 600.0
-    # The whole token verification call (connect, request, response).
+    # One read of an issuer's keys or revocations (a long poll is held longer); also how
+    # long start-up waits for the first full read.
     verify_timeout: Seconds = 10.0
     # Open connections to all upstreams together; 0 = no limit.
     upstream_connection_limit: Annotated[int, Field(ge=0)] = 0

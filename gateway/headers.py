@@ -23,7 +23,6 @@ __all__ = [
     "forwarded_headers",
     "new_request_id",
     "parse_request_headers",
-    "verification_headers",
 ]
 
 REQUEST_ID: Final = b"x-men-requestid"
@@ -174,10 +173,7 @@ def cookie_token(cookie: str) -> str:
 
 
 def forwarded_headers(scope: Scope, host: str, request_id: str) -> list[tuple[str, str]]:
-    """The `X-Forwarded-*` and request id headers describing the client's request.
-
-    The token verifiers also get `X-Forwarded-Method` (see `verification_headers`).
-    """
+    """The `X-Forwarded-*` and request id headers describing the client's request."""
     client = scope.get("client")
     scheme = scope.get("scheme", "http")
     if scheme == "ws":
@@ -199,8 +195,3 @@ def forwarded_headers(scope: Scope, host: str, request_id: str) -> list[tuple[st
     if client:
         headers.append(("X-Forwarded-For", client[0]))
     return headers
-
-
-def verification_headers(scope: Scope, forwarded: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """What a verifier is told about the request: the forwarded headers plus the method."""
-    return [*forwarded, ("X-Forwarded-Method", scope.get("method", "GET"))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +21,7 @@ from multidict import CIMultiDict, istr
 from yarl import URL
 
 from common.core.requestid import request_id_var
+from common.core.revocations import REVOCATIONS_HEADER
 from gateway._types import Receive, Scope, Send
 from gateway.headers import HOP_BY_HOP, REQUEST_ID
 from gateway.responses import send_error
@@ -33,7 +34,9 @@ _log = logging.getLogger("gateway.proxy")
 # reading them can still become a 502; larger ones are streamed.
 _SMALL_BODY: Final = 64 * 1024
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
-_RESPONSE_DROP: Final = HOP_BY_HOP | {REQUEST_ID}
+# The revocation sequence number is between the issuer and the gateway (see `gateway.app`).
+_RESPONSE_DROP: Final = HOP_BY_HOP | {REQUEST_ID, REVOCATIONS_HEADER.lower().encode()}
+BeforeResponse = Callable[[str, Mapping[str, str]], Awaitable[None]]
 _UPSTREAM_ERRORS: Final = (aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -114,8 +117,13 @@ async def proxy_http(
     has_body: bool,
     request_id: str,
     upstream_name: str,
+    before_response: BeforeResponse | None = None,
 ) -> int:
-    """Relay one request and its response; return the upstream status (0 if none)."""
+    """Relay one request and its response; return the upstream status (0 if none).
+
+    `before_response(upstream_name, headers)` runs once the upstream's headers are in,
+    before anything is sent to the client.
+    """
     state = _Exchange()
     data: bytes | AsyncIterator[bytes] | None = None
     if has_body:
@@ -141,6 +149,8 @@ async def proxy_http(
         await send_error(send, 502, f"{upstream_name} is unreachable", request_id)
         return 0
     try:
+        if before_response is not None:
+            await before_response(upstream_name, resp.headers)
         status = resp.status
         out = _response_headers(resp.raw_headers)
         out.append((REQUEST_ID, request_id.encode("latin-1")))

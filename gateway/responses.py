@@ -43,7 +43,7 @@ async def send_denial(
     request_id: str,
     headers: Iterable[tuple[bytes, bytes]],
 ) -> None:
-    """Answer an HTTP request with a given body (a verifier's refusal, relayed)."""
+    """Answer an HTTP request with a given body."""
     await send(
         {
             "type": "http.response.start",

@@ -17,7 +17,7 @@ from typing import Final
 
 from gateway.config import UPSTREAMS
 
-__all__ = ["ROUTES", "AuthMode", "Route", "RouteTable", "device_revocation_key"]
+__all__ = ["ROUTES", "AuthMode", "Route", "RouteTable"]
 
 _VERSION: Final = re.compile(r"v[0-9]+[a-z0-9]*")
 _VERSION_PLACEHOLDER: Final = "v{N}"
@@ -39,13 +39,6 @@ class Route:
     prefix: str
     upstream: str
     auth: AuthMode
-    # A successful POST through this route ends the session of the token it carried
-    # (useradm logout), so the gateway forgets that token's cached verification.
-    ends_session: bool = False
-    # A successful change through this route (deviceauth management: accept, reject,
-    # decommission, revoke) may revoke device tokens: the gateway drops the cached
-    # verifications of the device or token named in the path.
-    changes_devices: bool = False
     surface: str = field(init=False)
     service: str = field(init=False)
     rest: tuple[str, ...] = field(init=False)
@@ -74,11 +67,11 @@ _N: Final = AuthMode.NONE
 ROUTES: Final[tuple[Route, ...]] = (
     # Device admission: the auth request carries no token (it asks for one).
     Route("/api/devices/v{N}/authentication", "deviceauth", _N),
-    Route("/api/management/v{N}/devauth", "deviceauth", _U, changes_devices=True),
+    Route("/api/management/v{N}/devauth", "deviceauth", _U),
     Route("/api/management/v{N}/useradm", "useradm", _U),
     # Login and the single-sign-on flows are how a user gets a token; logout needs one.
     Route("/api/management/v{N}/useradm/auth", "useradm", _N),
-    Route("/api/management/v{N}/useradm/auth/logout", "useradm", _U, ends_session=True),
+    Route("/api/management/v{N}/useradm/auth/logout", "useradm", _U),
     Route("/api/management/v{N}/useradm/oauth2", "useradm", _N),
     Route("/api/management/v{N}/useradm/oidc", "useradm", _N),
     Route("/api/devices/v{N}/inventory", "inventory", _D),
@@ -96,20 +89,6 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("/api/management/v{N}/devicemonitor", "devicemonitor", _U),
     Route("/api/management/v{N}/iot-manager", "iot_manager", _U),
 )
-
-
-def device_revocation_key(path: str) -> str | None:
-    """For a deviceauth management path, the revocation key of what it changes.
-
-    `…/devauth/devices/<id>[/…]` names a device (`sub:<id>`), `…/devauth/tokens/<id>` one
-    token (`jti:<id>`).
-    """
-    segments = path.split("/")
-    if len(segments) >= 7 and segments[6]:
-        kind = {"devices": "sub", "tokens": "jti"}.get(segments[5])
-        if kind is not None:
-            return f"{kind}:{segments[6]}"
-    return None
 
 
 class RouteTable:

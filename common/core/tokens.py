@@ -13,14 +13,19 @@ from typing import Any, Final
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 __all__ = [
     "SigningKey",
     "TokenExpired",
     "TokenInvalid",
     "TokenVerifier",
+    "UnknownKey",
+    "VerifyingKey",
     "generate_key_file",
     "load_signing_key",
+    "public_jwk",
+    "verifying_key_from_jwk",
     "write_secret_file",
 ]
 
@@ -57,6 +62,32 @@ class TokenExpired(TokenInvalid):
     """The token's signature is valid but its `exp` has passed."""
 
 
+class UnknownKey(TokenInvalid):
+    """No known key may have signed the token: its `kid` names none, or none verifies it.
+
+    A holder of published public keys (the gateway) takes it as a hint that the issuer
+    rotated its keys.
+    """
+
+
+@dataclass(frozen=True)
+class VerifyingKey:
+    """A public key with the algorithm and key id of the tokens it verifies.
+
+    `fallback` keys (an issuer's previous key, kept during a rotation) are tried after the
+    keys a token's `kid` names.
+    """
+
+    public_key: PublicKey
+    kid: int | None = None
+    fallback: bool = False
+
+    @property
+    def algorithm(self) -> str:
+        """The only algorithm tokens of this key may use."""
+        return "RS256" if isinstance(self.public_key, rsa.RSAPublicKey) else "EdDSA"
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """A private key with the algorithm and key id it signs with."""
@@ -73,6 +104,10 @@ class SigningKey:
     def public_key(self) -> PublicKey:
         """The matching public key."""
         return self.private_key.public_key()
+
+    def verifying(self, *, fallback: bool = False) -> VerifyingKey:
+        """The public half, for verification."""
+        return VerifyingKey(self.public_key, kid=self.kid, fallback=fallback)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Return a compact JWT of the claims."""
@@ -135,40 +170,85 @@ def write_secret_file(path: Path, content: bytes) -> None:
         os.unlink(temporary)
 
 
+def public_jwk(key: VerifyingKey) -> dict[str, Any]:
+    """The key as a JWK (RFC 7517) with its `alg`, its `kid` when tokens name one, and
+    `fallback: true` for an issuer's previous key."""
+    jwk: dict[str, Any]
+    if isinstance(key.public_key, rsa.RSAPublicKey):
+        jwk = dict(RSAAlgorithm.to_jwk(key.public_key, as_dict=True))
+    else:
+        jwk = dict(OKPAlgorithm.to_jwk(key.public_key, as_dict=True))
+    jwk.update(alg=key.algorithm, use="sig")
+    if key.kid is not None:
+        jwk["kid"] = str(key.kid)
+    if key.fallback:
+        jwk["fallback"] = True
+    return jwk
+
+
+def verifying_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyingKey:
+    """Read a key written by `public_jwk`; ValueError when it is not one."""
+    kty, kid = jwk.get("kty"), jwk.get("kid")
+    if kid is not None and not (isinstance(kid, str) and kid.isdigit()):
+        raise ValueError(f"key id {kid!r} is not an integer")
+    try:
+        if kty == "RSA":
+            public: Any = RSAAlgorithm.from_jwk(dict(jwk))
+        elif kty == "OKP" and jwk.get("crv") == "Ed25519":
+            public = OKPAlgorithm.from_jwk(dict(jwk))
+        else:
+            raise ValueError(f"unsupported key type {kty!r}")
+    except jwt.PyJWTError as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(public, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        raise ValueError("only RSA and Ed25519 public keys are supported")
+    return VerifyingKey(
+        public, kid=int(kid) if kid is not None else None, fallback=jwk.get("fallback") is True
+    )
+
+
 class TokenVerifier:
     """Verifies tokens against a set of public keys, each bound to its own algorithm.
 
     Binding the algorithm to the key is what refuses `alg: none` and the HS256-with-the-
     public-key trick: a token is only checked with the algorithm its key was made for.
     A token naming a key id is checked with the keys of that id (an absent id means 0, as
-    Mender's useradm does) and with keys loaded without one; `fallback` keys (rotation)
-    are always tried last.
+    Mender's useradm does) and with keys loaded without one; fallback keys (rotation) are
+    always tried last. `iat` is not checked against the clock: an issuer may date a token
+    up to a second ahead (see `common.core.revocations`).
     """
 
     def __init__(
         self,
-        keys: Iterable[SigningKey],
+        keys: Iterable[SigningKey | VerifyingKey],
         *,
-        fallback: Iterable[SigningKey] = (),
+        fallback: Iterable[SigningKey | VerifyingKey] = (),
         issuer: str | None = None,
         require: Sequence[str] = ("exp", "sub", "jti"),
     ) -> None:
-        self._keys = list(keys)
-        self._fallback = [k for k in fallback if k not in self._keys]
-        if not self._keys:
+        given = [k if isinstance(k, VerifyingKey) else k.verifying() for k in keys]
+        given += [
+            k if isinstance(k, VerifyingKey) else k.verifying(fallback=True) for k in fallback
+        ]
+        self._keys = [k for k in given if not k.fallback]
+        self._fallback = [k for k in given if k.fallback and not self._known(k)]
+        if not self._keys and not self._fallback:
             raise ValueError("at least one key is needed")
         self._issuer = issuer
         self._require = list(require)
 
-    def _candidates(self, kid: Any) -> list[SigningKey]:
+    def _known(self, key: VerifyingKey) -> bool:
+        return any(k.public_key == key.public_key and k.kid == key.kid for k in self._keys)
+
+    def _candidates(self, kid: Any) -> list[VerifyingKey]:
         wanted = 0 if kid is None else kid
         named = [k for k in self._keys + self._fallback if k.kid is None or k.kid == wanted]
         if not named:
-            raise TokenInvalid("unknown key id")
+            raise UnknownKey("unknown key id")
         return named + [k for k in self._fallback if k not in named]
 
     def verify(self, token: str, *, leeway: float = 0) -> dict[str, Any]:
-        """Return the verified claims; raise TokenExpired or TokenInvalid."""
+        """Return the verified claims; raise TokenExpired, UnknownKey or TokenInvalid."""
         if len(token) > _MAX_TOKEN_LENGTH:
             raise TokenInvalid("token is too long")
         try:
@@ -176,6 +256,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise TokenInvalid(str(exc)) from exc
         expired = False
+        signed = False
         for key in self._candidates(header.get("kid")):
             if header.get("alg") != key.algorithm:
                 continue
@@ -186,14 +267,19 @@ class TokenVerifier:
                     algorithms=[key.algorithm],
                     issuer=self._issuer,
                     leeway=leeway,
-                    options={"require": self._require, "verify_aud": False},
+                    options={"require": self._require, "verify_aud": False, "verify_iat": False},
                 )
             except jwt.ExpiredSignatureError:
                 expired = True
                 continue
+            except jwt.InvalidSignatureError:
+                continue
             except jwt.PyJWTError:
+                signed = True
                 continue
             return claims
         if expired:
             raise TokenExpired("token has expired")
-        raise TokenInvalid("token signature is invalid")
+        if signed or header.get("alg") not in ("RS256", "EdDSA"):
+            raise TokenInvalid("token is not acceptable")
+        raise UnknownKey("token signature is invalid")

@@ -43,6 +43,12 @@ from common.core.errors import ServiceError
 from common.core.logging import configure_logging
 from common.core.mongo import Document, create_client, ensure_indexes, ping
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
+from common.core.revocations import (
+    REVOCATIONS_HEADER,
+    recorded_sequence,
+    reset_recorded_sequence,
+    restore_recorded_sequence,
+)
 from common.core.settings import BaseServiceSettings
 
 __all__ = [
@@ -171,6 +177,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 _REQUEST_ID_KEY: Final = REQUEST_ID_HEADER.lower().encode()
+_REVOCATIONS_KEY: Final = REVOCATIONS_HEADER.lower().encode()
 _MAX_REQUEST_ID_LEN: Final = 128
 
 
@@ -195,18 +202,23 @@ class RequestIdMiddleware:
             return
         rid = _incoming_request_id(scope)
         token = request_id_var.set(rid)
+        recorded = reset_recorded_sequence()
         raw = rid.encode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.accept"):
                 headers = [(k, v) for k, v in message.get("headers", ()) if k != _REQUEST_ID_KEY]
                 headers.append((_REQUEST_ID_KEY, raw))
+                seq = recorded_sequence()
+                if seq is not None:
+                    headers.append((_REVOCATIONS_KEY, str(seq).encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            restore_recorded_sequence(recorded)
             request_id_var.reset(token)
 
 

@@ -35,6 +35,9 @@ class Settings(BaseServiceSettings):
     deviceconnect_addr: str | None = None
     deviceconfig_addr: str | None = None
     iot_manager_addr: str | None = None
+    # NATS server on which revocations are published to the gateways (e.g.
+    # `nats://nats:4222`); unset: the gateways read them from the feed endpoint alone.
+    nats_uri: str | None = None
     # How often the outbox relay looks for effects when nothing woke it, in seconds.
     outbox_poll_interval: Annotated[float, Field(gt=0)] = 1.0
 

@@ -12,12 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
 from common.core.outbox import Outbox, OutboxRelay
+from common.core.revocations import revocation_feed
 from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
 from common.web.app import Resources, create_service_app
+from common.web.tokenissuer import TokenIssuer
 from services.deviceauth.api import devices_router, internal_router, management_router
 from services.deviceauth.api.deps import Services
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
-from services.deviceauth.app import Clock, DevAuthApp
+from services.deviceauth.app import Clock, DevAuthApp, utcnow
 from services.deviceauth.config import Settings
 from services.deviceauth.store.indexes import INDEXES
 from services.deviceauth.store.mongo import MongoStore
@@ -49,19 +51,35 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         relay = OutboxRelay(
             res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
         )
-        async with relay.running():
+        async with (
+            relay.running(),
+            revocation_feed(res.db, issuer=NAME, nats_uri=config.nats_uri) as feed,
+        ):
+
+            def wake() -> None:
+                relay.wake()
+                feed.wake()
+
+            store = MongoStore(
+                res.mongo,
+                res.db,
+                outbox=Outbox(res.db, relay.deployed),
+                revocations=feed,
+                clock=clock or utcnow,
+            )
             yield Services(
                 settings=config,
                 devauth=DevAuthApp(
-                    MongoStore(res.mongo, res.db, outbox=Outbox(res.db, relay.deployed)),
+                    store,
                     signer=signer,
                     verifier=TokenVerifier(keys),
                     issuer=config.jwt_issuer,
                     token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
                     default_max_devices=config.max_devices,
-                    wake=relay.wake,
+                    wake=wake,
                     clock=clock,
                 ),
+                issuer=TokenIssuer(keys=tuple(k.verifying() for k in keys), feed=feed),
             )
 
     return create_service_app(

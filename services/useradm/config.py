@@ -36,6 +36,9 @@ class Settings(BaseServiceSettings):
     limit_sessions_per_user: Annotated[int, Field(ge=0)] = 10
     # Personal access tokens a user may hold; 0 means unlimited.
     limit_tokens_per_user: Annotated[int, Field(ge=0)] = 10
+    # NATS server on which revocations are published to the gateways (e.g.
+    # `nats://nats:4222`); unset: the gateways read them from the feed endpoint alone.
+    nats_uri: str | None = None
     # bcrypt work factor of new password hashes (Mender's default cost is 10).
     bcrypt_cost: Annotated[int, Field(ge=4, le=15)] = 10
 

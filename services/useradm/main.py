@@ -8,7 +8,9 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from common.core.revocations import revocation_feed
 from common.web.app import Resources, create_service_app
+from common.web.tokenissuer import TokenIssuer
 from services.useradm.api import internal_router, management_v1, management_v2
 from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
@@ -37,7 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = load_key_ring(
             config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
         )
-        store = MongoStore(res.mongo, res.db)
         hasher = PasswordHasher(cost=config.bcrypt_cost)
         policy = TokenPolicy(
             issuer=config.jwt_issuer,
@@ -45,13 +46,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions_per_user=config.limit_sessions_per_user,
             tokens_per_user=config.limit_tokens_per_user,
         )
-        yield Services(
-            settings=config,
-            users=UsersApp(store, hasher),
-            auth=AuthApp(store, hasher, keys, policy),
-            user_settings=SettingsApp(store),
-            plans=PlansApp(),
-        )
+        async with revocation_feed(res.db, issuer=SERVICE_NAME, nats_uri=config.nats_uri) as feed:
+            store = MongoStore(res.mongo, res.db, revocations=feed)
+            yield Services(
+                settings=config,
+                users=UsersApp(store, hasher),
+                auth=AuthApp(store, hasher, keys, policy),
+                user_settings=SettingsApp(store),
+                plans=PlansApp(),
+                issuer=TokenIssuer(keys=keys.verifying_keys(), feed=feed),
+            )
 
     return create_service_app(
         config,

@@ -59,8 +59,15 @@ SERVICES: Final = {
     ),
     "deviceauth": _Service(
         lambda: deviceauth_app(DeviceauthSettings(mongo_url=_NO_DB, dev_mode=True)),
-        # A forward-auth gateway asks with GET.
-        undocumented=frozenset({("GET", "/api/internal/v1/devauth/tokens/verify")}),
+        undocumented=frozenset(
+            {
+                # A forward-auth gateway asks with GET.
+                ("GET", "/api/internal/v1/devauth/tokens/verify"),
+                # Fleetport's gateway checks tokens itself, with these keys and revocations.
+                ("GET", "/api/internal/v1/devauth/tokens/keys"),
+                ("GET", "/api/internal/v1/devauth/tokens/revocations"),
+            }
+        ),
         # The document says 201; Mender's handler answers 204 No Content.
         other_success={("DELETE", "/api/internal/v1/devauth/tenants/{}/devices/{}"): "204"},
     ),
@@ -88,8 +95,16 @@ SERVICES: Final = {
     ),
     "useradm": _Service(
         lambda: useradm_app(UseradmSettings(mongo_url=_NO_DB, dev_mode=True)),
-        # Mender registers the verify endpoint for GET too: what a forward-auth gateway sends.
-        undocumented=frozenset({("GET", "/api/internal/v1/useradm/auth/verify")}),
+        undocumented=frozenset(
+            {
+                # Mender registers the verify endpoint for GET too: what a forward-auth
+                # gateway sends.
+                ("GET", "/api/internal/v1/useradm/auth/verify"),
+                # Fleetport's gateway checks tokens itself, with these keys and revocations.
+                ("GET", "/api/internal/v1/useradm/tokens/keys"),
+                ("GET", "/api/internal/v1/useradm/tokens/revocations"),
+            }
+        ),
     ),
 }
 DOCUMENTS: Final = [(service, document) for service in SERVICES for document in documents(service)]

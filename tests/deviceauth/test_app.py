@@ -14,6 +14,7 @@ from common.core.errors import ServiceError
 from common.core.mongo import create_client, ensure_indexes
 from common.core.outbox import Outbox
 from common.core.pages import Page
+from common.core.revocations import RevocationFeed
 from common.core.tokens import TokenVerifier, load_signing_key
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.app.errors import DeviceExists, DeviceUnauthorized
@@ -44,7 +45,9 @@ async def store(mongo_url: str, db_name: str) -> AsyncIterator[_RacingStore]:
     try:
         db = client[db_name]
         await ensure_indexes(db, INDEXES)
-        yield _RacingStore(client, db, outbox=Outbox(db, {"inventory"}))
+        yield _RacingStore(
+            client, db, outbox=Outbox(db, {"inventory"}), revocations=RevocationFeed(db)
+        )
     finally:
         await client.close()
 

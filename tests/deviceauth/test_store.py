@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document, create_client, ensure_indexes
 from common.core.outbox import Effect, Outbox
+from common.core.revocations import RevocationFeed
 from services.deviceauth.models import AuthSet, AuthStatus, Device, DeviceStatus, Token
 from services.deviceauth.store import DataStore, DuplicateError
 from services.deviceauth.store.indexes import INDEXES
@@ -26,7 +27,9 @@ async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
     try:
         db = client[db_name]
         await ensure_indexes(db, INDEXES)
-        yield MongoStore(client, db, outbox=Outbox(db, {"inventory"}))
+        yield MongoStore(
+            client, db, outbox=Outbox(db, {"inventory"}), revocations=RevocationFeed(db)
+        )
     finally:
         await client.close()
 

@@ -107,12 +107,11 @@ class TestAcknowledgedWrites:
 
 @pytest.fixture
 def disk_stack(database: EmbeddedMongo, tmp_path: Path) -> Iterator[Stack]:
-    """Every service and the gateway on the on-disk database, no token cache in the gateway."""
+    """Every service and the gateway on the on-disk database."""
     running = Stack(
         state_dir=tmp_path / "fleetport",
         gateway_port=free_port(),
         mongo_url=database.url,
-        extra_env={"GATEWAY_TOKEN_CACHE_TTL": "0"},
     )
     running.start()
     try:

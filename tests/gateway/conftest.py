@@ -14,7 +14,7 @@ import pytest
 
 from gateway import Gateway, Settings, create_app, server_config
 from gateway.config import UPSTREAMS
-from tests.gateway.stubs import StubService, VerifierControl, serve, serve_config
+from tests.gateway.stubs import IssuerControl, StubService, serve, serve_config
 from tests.toolkit import ManualClock
 
 
@@ -22,7 +22,7 @@ from tests.toolkit import ManualClock
 class Upstreams:
     """Every upstream's stub and address."""
 
-    verifier: VerifierControl
+    issuers: IssuerControl
     stubs: dict[str, StubService]
     addrs: dict[str, str]
 
@@ -39,8 +39,9 @@ class RunningGateway:
 @pytest.fixture(scope="session")
 async def upstreams() -> AsyncIterator[Upstreams]:
     """One stub server per upstream service, for the whole session."""
-    verifier = VerifierControl()
-    stubs = {name: StubService(name, verifier) for name in UPSTREAMS}
+    issuers = IssuerControl()
+    issuers.reset()
+    stubs = {name: StubService(name, issuers) for name in UPSTREAMS}
     addrs: dict[str, str] = {}
     opened = []
     try:
@@ -48,19 +49,19 @@ async def upstreams() -> AsyncIterator[Upstreams]:
             cm = serve(stub)
             addrs[name] = await cm.__aenter__()
             opened.append(cm)
-        yield Upstreams(verifier, stubs, addrs)
+        yield Upstreams(issuers, stubs, addrs)
     finally:
         # Stopping a server takes a tick of its main loop: stop them all at once.
         await asyncio.gather(*(cm.__aexit__(None, None, None) for cm in opened))
 
 
 @pytest.fixture
-def verifier(upstreams: Upstreams) -> VerifierControl:
-    """The verify endpoints' behaviour, reset to allow-all for each test."""
-    upstreams.verifier.reset()
+def issuers(upstreams: Upstreams) -> IssuerControl:
+    """The stub issuers' keys and revocations, with the usual keys and no reads recorded."""
+    upstreams.issuers.reset()
     for stub in upstreams.stubs.values():
         stub.ws_log.clear()
-    return upstreams.verifier
+    return upstreams.issuers
 
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
@@ -73,11 +74,7 @@ async def _start(
     values: dict[str, Any] = {f"{n}_addr": a for n, a in upstreams.addrs.items()}
     values.update(overrides)
     settings = Settings(**values)
-    app = (
-        Gateway(settings, clock=clock.monotonic, wall_clock=clock.time)
-        if clock is not None
-        else create_app(settings)
-    )
+    app = Gateway(settings, wall_clock=clock.time) if clock is not None else create_app(settings)
     async with (
         serve_config(server_config(app, port=0)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
@@ -86,10 +83,10 @@ async def _start(
 
 
 @pytest.fixture
-def gateway_factory(upstreams: Upstreams, verifier: VerifierControl) -> GatewayFactory:
+def gateway_factory(upstreams: Upstreams, issuers: IssuerControl) -> GatewayFactory:
     """`async with gateway_factory(**settings) as gw`: a gateway of its own on a real port.
 
-    `clock=` (a `ManualClock`) runs its token cache on hand-moved time.
+    `clock=` (a `ManualClock`) checks expiry and revocation lifetimes on hand-moved time.
     """
     return partial(_start, upstreams)
 
@@ -102,6 +99,6 @@ async def shared_gateway(upstreams: Upstreams) -> AsyncIterator[RunningGateway]:
 
 
 @pytest.fixture
-def gw(shared_gateway: RunningGateway, verifier: VerifierControl) -> RunningGateway:
-    """The shared gateway, with the verifier reset (tests use fresh tokens)."""
+def gw(shared_gateway: RunningGateway, issuers: IssuerControl) -> RunningGateway:
+    """The shared gateway, with the issuers reset (tests use fresh tokens)."""
     return shared_gateway

@@ -2,7 +2,8 @@
 
 `StubService` plays any Fleetport service: it describes every HTTP request it gets (so a
 test sees exactly what the gateway forwarded), serves byte ranges of a deterministic blob,
-echoes websockets, and answers both verify endpoints as a `VerifierControl` says.
+echoes websockets, and, as deviceauth or useradm, publishes the keys and revocations an
+`IssuerControl` holds.
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from common.core.revocations import REVOCATIONS_HEADER
+from common.core.tokens import SigningKey, public_jwk
 from gateway._types import Receive, Scope, Send
 from tests.toolkit import eventually
 
-DEVICE_VERIFY = "/api/internal/v1/devauth/tokens/verify"
-USER_VERIFY = "/api/internal/v1/useradm/auth/verify"
+DEVICE_FEED = "/api/internal/v1/devauth/tokens/revocations"
+USER_FEED = "/api/internal/v1/useradm/tokens/revocations"
+_ISSUER_PREFIXES = {"deviceauth": "/api/internal/v1/devauth", "useradm": "/api/internal/v1/useradm"}
 _PATTERN = bytes(range(256)) * 4096  # 1 MiB
 
 
@@ -44,45 +49,73 @@ def blob(start: int, end: int) -> bytes:
     return bytes(out)
 
 
+# The stub issuers' keys: device tokens RS256 without a key id (as deviceauth signs them),
+# user tokens EdDSA with key id 0 (as useradm signs with an Ed25519 `private.id.0.pem`).
+DEVICE_KEY = SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+USER_KEY = SigningKey(ed25519.Ed25519PrivateKey.generate(), kid=0)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """A token's claims, unverified."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
 def make_token(
     *,
     exp: float | None = None,
     sub: str | None = None,
     device: bool = True,
     extra: dict[str, Any] | None = None,
+    key: SigningKey | None = None,
 ) -> str:
-    """A syntactically valid JWT (its signature is not checked by anything in these tests)."""
-
-    def part(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    # A fresh subject and id each time, so no two tests share a cached token.
-    subject = sub or str(uuid.uuid4())
-    claims: dict[str, Any] = {"sub": subject, "jti": str(uuid.uuid4()), "iat": int(time.time())}
-    claims["exp"] = int(time.time() + 3600) if exp is None else exp
-    claims["mender.device" if device else "mender.user"] = True
+    """A token signed as its issuer signs them (or with `key`), valid for an hour."""
+    # A fresh subject and id each time, so no two tests share a token.
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub or str(uuid.uuid4()), "jti": str(uuid.uuid4()), "iat": now}
+    claims["exp"] = now + 3600 if exp is None else exp
+    if device:
+        claims.update({"iss": "Mender", "mender.device": True})
+    else:
+        claims.update({"iss": "mender.useradm", "scp": "mender.*", "mender.user": True})
     claims.update(extra or {})
-    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+    return (key or (DEVICE_KEY if device else USER_KEY)).sign(claims)
 
 
 @dataclass
-class VerifierControl:
-    """What both verify endpoints answer, and the requests they received."""
+class IssuerControl:
+    """What the deviceauth and useradm stubs publish: keys and revocations; what was read."""
 
-    status: int = 200
-    body: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    delay: float = 0.0
-    calls: list[dict[str, str]] = field(default_factory=list)
+    keys: dict[str, list[SigningKey]] = field(default_factory=dict)
+    revocations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)
+    # While set, the issuer endpoints answer this status (an issuer in trouble).
+    failing: int | None = None
+    # Set when something is revoked (ends the long polls waiting for it).
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def reset(self) -> None:
-        """Back to allowing everything, with no calls recorded."""
-        self.status, self.body, self.headers, self.delay = 200, b"", [], 0.0
-        self.calls.clear()
+        """The usual keys, nothing read; revocations stay (the gateways already hold them)."""
+        self.keys = {"deviceauth": [DEVICE_KEY], "useradm": [USER_KEY]}
+        self.reads.clear()
+        self.failing = None
 
-    def calls_to(self, path: str) -> list[dict[str, str]]:
-        """The recorded calls of one verify endpoint."""
-        return [c for c in self.calls if c["path"] == path]
+    def revoke(self, issuer: str, key: str, *, not_before: int | None = None) -> int:
+        """Record a revocation as an issuer does; return its sequence number."""
+        entries = self.revocations.setdefault(issuer, [])
+        seq = len(entries) + 1
+        when = int(time.time()) + 1 if not_before is None else not_before
+        entries.append({"seq": seq, "key": key, "not_before": when, "expires": 2**40})
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return seq
+
+    def reads_of(self, suffix: str) -> list[str]:
+        """The recorded reads of issuer paths ending in `suffix`."""
+        return [path for path in self.reads if path.endswith(suffix)]
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -123,7 +156,7 @@ class StubService:
     """A stand-in for one upstream service."""
 
     name: str
-    verifier: VerifierControl
+    issuers: IssuerControl
     ws_log: list[dict[str, Any]] = field(default_factory=list)
     # Paths of requests as they arrive, once their body is complete, and of downloads cut short.
     started: list[str] = field(default_factory=list)
@@ -144,8 +177,9 @@ class StubService:
             return
         path: str = scope["path"]
         query = parse_qs(scope["query_string"].decode())
-        if path in (DEVICE_VERIFY, USER_VERIFY):
-            await self._verify(scope, send)
+        prefix = _ISSUER_PREFIXES.get(self.name)
+        if prefix is not None and path.startswith(f"{prefix}/tokens/"):
+            await self._issuer(path.removeprefix(f"{prefix}/tokens/"), query, send)
         elif path.endswith("/blob"):
             await self._blob(scope, receive, send, int(query.get("size", ["1048576"])[0]))
         elif path.endswith("/chunked"):
@@ -183,18 +217,26 @@ class StubService:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _verify(self, scope: Scope, send: Send) -> None:
-        call = _headers_dict(scope)
-        call["path"] = scope["path"]
-        call["method"] = scope["method"]
-        self.verifier.calls.append(call)
-        if self.verifier.delay:
-            await asyncio.sleep(self.verifier.delay)
-        headers = [(b"content-length", b"%d" % len(self.verifier.body)), *self.verifier.headers]
-        await send(
-            {"type": "http.response.start", "status": self.verifier.status, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": self.verifier.body})
+    async def _issuer(self, what: str, query: dict[str, list[str]], send: Send) -> None:
+        self.issuers.reads.append(what)
+        if self.issuers.failing is not None:
+            await self._json(send, self.issuers.failing, {"error": "failing", "request_id": ""})
+        elif what == "keys":
+            keys = [public_jwk(k.verifying()) for k in self.issuers.keys[self.name]]
+            await self._json(send, 200, {"keys": keys})
+        elif what == "revocations":
+            after = int(query.get("after", ["0"])[0])
+            wait = float(query.get("wait", ["0"])[0])
+            entries = self.issuers.revocations.setdefault(self.name, [])
+            # A long poll: held until something is revoked.
+            deadline = time.monotonic() + wait
+            while len(entries) <= after and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(deadline - time.monotonic()):
+                        await self.issuers.changed.wait()
+            await self._json(send, 200, {"revocations": entries[after:], "more": False})
+        else:
+            await self._json(send, 404, {"error": "not found", "request_id": ""})
 
     async def _describe(
         self, scope: Scope, receive: Receive, send: Send, query: dict[str, list[str]]
@@ -223,7 +265,12 @@ class StubService:
             "body_length": length,
         }
         status = int(query.get("status", ["200"])[0])
-        await self._json(send, status, doc, [(b"x-upstream", self.name.encode())])
+        extra = [(b"x-upstream", self.name.encode())]
+        if "revoke" in query:
+            # As an issuer answers a change that revoked tokens.
+            seq = self.issuers.revoke(self.name, query["revoke"][0])
+            extra.append((REVOCATIONS_HEADER.encode(), str(seq).encode()))
+        await self._json(send, status, doc, extra)
 
     async def _blob(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         start, end, status = 0, size, 200

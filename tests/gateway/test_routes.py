@@ -100,14 +100,6 @@ class TestMatch:
         assert route is not None
         assert (route.upstream, route.auth) == (upstream, auth)
 
-    def test_logout_ends_the_session(self) -> None:
-        route = table.match("/api/management/v1/useradm/auth/logout")
-        assert route is not None
-        assert route.ends_session
-        login = table.match("/api/management/v1/useradm/auth/login")
-        assert login is not None
-        assert not login.ends_session
-
     @pytest.mark.parametrize(
         "path",
         [

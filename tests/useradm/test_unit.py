@@ -159,6 +159,9 @@ class _MemoryStore:
     async def trim_sessions(self, tenant_id: str, user_id: str, *, keep: int, current: str) -> int:
         return 0
 
+    async def issue_time(self, tenant_id: str, now: datetime) -> int:
+        return int(now.timestamp())
+
     async def set_login_ts(self, tenant_id: str, user_id: str, when: datetime) -> None:
         self.users[user_id] = self.users[user_id].model_copy(update={"login_ts": when})
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from common.web.app import services_dependency
+from common.web.app import services_dependency, services_of
+from common.web.tokenissuer import TokenIssuer
 from services.deviceauth.app import DevAuthApp
 from services.deviceauth.config import Settings
 
-__all__ = ["DevAuthAppDep", "Services", "ServicesDep"]
+__all__ = ["DevAuthAppDep", "Services", "ServicesDep", "token_issuer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Services:
 
     settings: Settings
     devauth: DevAuthApp
+    issuer: TokenIssuer
 
 
 ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
@@ -33,3 +35,8 @@ def _devauth(services: ServicesDep) -> DevAuthApp:
 
 
 DevAuthAppDep = Annotated[DevAuthApp, Depends(_devauth)]
+
+
+def token_issuer(request: Request) -> TokenIssuer:
+    """The device tokens' keys and revocation feed (for the routes the gateway reads)."""
+    return services_of(request.app, Services).issuer

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from common.core.errors import BadRequest
 from common.web.paging import PageDep, set_page_headers
 from common.web.routing import TENANT
-from services.deviceauth.api.deps import DevAuthAppDep
+from common.web.tokenissuer import token_issuer_router
+from services.deviceauth.api.deps import DevAuthAppDep, token_issuer
 from services.deviceauth.api.schemas import (
     CountOut,
     DeviceOut,
@@ -26,6 +27,8 @@ __all__ = ["PREFIX", "router"]
 PREFIX: Final = "/api/internal/v1/devauth"
 
 router = APIRouter(prefix=PREFIX, tags=["internal"])
+# The keys that verify device tokens and the revocation feed, read by the gateway.
+router.include_router(token_issuer_router("/tokens", token_issuer))
 
 StatusQuery = Annotated[list[str] | None, Query(alias="status")]
 IdQuery = Annotated[list[str] | None, Query(alias="id")]

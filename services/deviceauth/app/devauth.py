@@ -54,7 +54,7 @@ from services.deviceauth.models import (
 )
 from services.deviceauth.store import DataStore, DuplicateError
 
-__all__ = ["Clock", "DevAuthApp"]
+__all__ = ["Clock", "DevAuthApp", "utcnow"]
 
 Clock = Callable[[], datetime]
 
@@ -71,7 +71,8 @@ _SETTABLE: Final = (AuthStatus.ACCEPTED, AuthStatus.REJECTED, AuthStatus.PENDING
 _STATUS_CHOICES: Final = "pending, accepted, rejected, preauthorized, noauth"
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
+    """The wall clock (the default `Clock`)."""
     return datetime.now(UTC)
 
 
@@ -115,7 +116,7 @@ class DevAuthApp:
         self._lifetime = token_lifetime
         self._default_max_devices = default_max_devices
         self._wake = wake
-        self._clock = clock or _utcnow
+        self._clock = clock or utcnow
 
     # -- the device API --------------------------------------------------------------------
 
@@ -226,13 +227,29 @@ class DevAuthApp:
 
     async def _issue_token(self, tenant: str, auth_set: AuthSet) -> str:
         now = self._clock()
-        expires = now + self._lifetime
+
+        async def store_token(tx: DataStore) -> Token:
+            # Writing to the auth set makes this transaction conflict with any concurrent
+            # change of its status, so a stored token always means an accepted auth set.
+            if not await tx.stamp_accepted_auth_set(tenant, auth_set.id, now=now):
+                raise DeviceUnauthorized()
+            issued = datetime.fromtimestamp(await tx.issue_time(tenant, auth_set.id, now=now), UTC)
+            token = Token(
+                id=auth_set.id,
+                device_id=auth_set.device_id,
+                issued_at=issued,
+                expires_at=issued + self._lifetime,
+            )
+            await tx.save_token(tenant, token)
+            return token
+
+        token = await self._store.atomically(store_token)
         claims: dict[str, Any] = {
-            "jti": auth_set.id,
-            "sub": auth_set.device_id,
+            "jti": token.id,
+            "sub": token.device_id,
             "iss": self._issuer,
-            "iat": int(now.timestamp()),
-            "exp": int(expires.timestamp()),
+            "iat": int(token.issued_at.timestamp()),
+            "exp": int(token.expires_at.timestamp()),
             "mender.device": True,
             "mender.plan": "enterprise",
             "mender.addons": [{"name": name, "enabled": True} for name in ADDONS],
@@ -240,23 +257,10 @@ class DevAuthApp:
         }
         if tenant:
             claims["mender.tenant"] = tenant
-        raw = self._signer.sign(claims)
-        token = Token(
-            id=auth_set.id, device_id=auth_set.device_id, issued_at=now, expires_at=expires
-        )
-
-        async def store_token(tx: DataStore) -> None:
-            # Writing to the auth set makes this transaction conflict with any concurrent
-            # change of its status, so a stored token always means an accepted auth set.
-            if not await tx.stamp_accepted_auth_set(tenant, auth_set.id, now=now):
-                raise DeviceUnauthorized()
-            await tx.save_token(tenant, token)
-
-        await self._store.atomically(store_token)
         device = await self._store.get_device(tenant, auth_set.device_id)
         if device is not None:
             await self._check_in(tenant, device)
-        return raw
+        return self._signer.sign(claims)
 
     # -- token verification (the gateway's question on every cache miss) -------------------
 

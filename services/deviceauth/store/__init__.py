@@ -149,7 +149,7 @@ class DataStore(Protocol):
         ...
 
     async def delete_token(self, tenant_id: str, token_id: str) -> bool:
-        """Delete one token; False when it did not exist."""
+        """Delete one token, revoking it; False when it did not exist."""
         ...
 
     async def delete_tokens(
@@ -159,7 +159,11 @@ class DataStore(Protocol):
         device_id: str | None = None,
         token_ids: Sequence[str] | None = None,
     ) -> int:
-        """Delete the tenant's tokens, of one device or with the given ids."""
+        """Delete the tenant's tokens, of one device or with the given ids, revoking them."""
+        ...
+
+    async def issue_time(self, tenant_id: str, token_id: str, *, now: datetime) -> int:
+        """The `iat` of a token issued now: after any revocation of its id or tenant."""
         ...
 
     async def get_limit(self, tenant_id: str, name: str) -> int | None:

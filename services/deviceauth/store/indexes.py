@@ -7,6 +7,7 @@ from typing import Final
 from pymongo import ASCENDING, IndexModel
 
 from common.core.outbox import OUTBOX_INDEXES
+from common.core.revocations import REVOCATION_INDEXES
 
 __all__ = ["AUTH_SETS", "DEVICES", "INDEXES", "LIMITS", "TOKENS"]
 
@@ -45,4 +46,5 @@ INDEXES: Final = {
         IndexModel([("tenant_id", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name")
     ],
     **OUTBOX_INDEXES,
+    **REVOCATION_INDEXES,
 }

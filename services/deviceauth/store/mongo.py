@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from pymongo import ASCENDING, AsyncMongoClient
@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, TenantCollection, atomically
 from common.core.outbox import Effect, Outbox
+from common.core.revocations import RevocationFeed, tenant_key, token_key
 from services.deviceauth.models import (
     AuthSet,
     AuthStatus,
@@ -95,11 +96,15 @@ class MongoStore(DataStore):
         db: AsyncDatabase[Document],
         *,
         outbox: Outbox,
+        revocations: RevocationFeed,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         session: AsyncClientSession | None = None,
     ) -> None:
         self._client = client
         self._db = db
         self._outbox = outbox
+        self._revocations = revocations
+        self._clock = clock
         self._session = session
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
@@ -109,11 +114,16 @@ class MongoStore(DataStore):
         """Run `work` with a store bound to one transaction (retried on transient conflicts)."""
         if self._session is not None:
             return await work(self)
-        return await atomically(
+        return await atomically(self._client, lambda session: work(self._bound(session)))
+
+    def _bound(self, session: AsyncClientSession) -> MongoStore:
+        return MongoStore(
             self._client,
-            lambda session: work(
-                MongoStore(self._client, self._db, outbox=self._outbox, session=session)
-            ),
+            self._db,
+            outbox=self._outbox,
+            revocations=self._revocations,
+            clock=self._clock,
+            session=session,
         )
 
     async def add_effects(self, effects: Sequence[Effect]) -> None:
@@ -358,11 +368,8 @@ class MongoStore(DataStore):
         )
 
     async def delete_token(self, tenant_id: str, token_id: str) -> bool:
-        """Delete one token; False when it did not exist."""
-        result = await self._coll(TOKENS, tenant_id).delete_one(
-            {"_id": token_id}, session=self._session
-        )
-        return result.deleted_count == 1
+        """Delete one token, revoking it; False when it did not exist."""
+        return await self._revoke(tenant_id, {"_id": token_id}) == 1
 
     async def delete_tokens(
         self,
@@ -371,7 +378,7 @@ class MongoStore(DataStore):
         device_id: str | None = None,
         token_ids: Sequence[str] | None = None,
     ) -> int:
-        """Delete the tenant's tokens, of one device or with the given ids."""
+        """Delete the tenant's tokens, of one device or with the given ids, revoking them."""
         query: Document = {}
         if device_id is not None:
             query["sub"] = device_id
@@ -379,8 +386,27 @@ class MongoStore(DataStore):
             if not token_ids:
                 return 0
             query["_id"] = {"$in": list(token_ids)}
-        result = await self._coll(TOKENS, tenant_id).delete_many(query, session=self._session)
-        return result.deleted_count
+        return await self._revoke(tenant_id, query)
+
+    async def issue_time(self, tenant_id: str, token_id: str, *, now: datetime) -> int:
+        """The `iat` of a token issued now: after any revocation of its id or tenant."""
+        return await self._revocations.issue_time(
+            now, [token_key(token_id), tenant_key(tenant_id)], session=self._session
+        )
+
+    async def _revoke(self, tenant_id: str, query: Document) -> int:
+        # The deletion and the revocations that tell the gateways are one transaction.
+        if self._session is None:
+            return await atomically(
+                self._client, lambda session: self._bound(session)._revoke(tenant_id, query)
+            )
+        return await self._revocations.revoke(
+            self._coll(TOKENS, tenant_id),
+            query,
+            now=self._clock(),
+            expiry=lambda doc: doc["exp"]["time"],
+            session=self._session,
+        )
 
     # -- limits ----------------------------------------------------------------------------
 

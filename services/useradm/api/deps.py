@@ -15,8 +15,9 @@ from fastapi import Depends, Header, Request
 from pydantic import ValidationError
 
 from common.core.errors import BadRequest, UnsupportedMediaType
-from common.web.app import services_dependency
+from common.web.app import services_dependency, services_of
 from common.web.identity import UserIdentity, bearer_token
+from common.web.tokenissuer import TokenIssuer
 from services.useradm.api.schemas import LoginOptionsIn
 from services.useradm.app import AuthApp, PlansApp, SettingsApp, UsersApp
 from services.useradm.app.errors import BadAuthHeader, InvalidToken
@@ -38,6 +39,7 @@ __all__ = [
     "UserFilterDep",
     "UserIdentity",
     "UsersAppDep",
+    "token_issuer",
 ]
 
 _JSON_TYPES: Final = ("application/json",)
@@ -53,6 +55,7 @@ class Services:
     auth: AuthApp
     user_settings: SettingsApp
     plans: PlansApp
+    issuer: TokenIssuer
 
 
 ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
@@ -179,3 +182,8 @@ def _user_filter(request: Request) -> UserFilter:
 
 
 UserFilterDep = Annotated[UserFilter, Depends(_user_filter)]
+
+
+def token_issuer(request: Request) -> TokenIssuer:
+    """The user tokens' keys and revocation feed (for the routes the gateway reads)."""
+    return services_of(request.app, Services).issuer

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Header, Query, Response
 
 from common.core.errors import BadRequest
 from common.web.routing import TENANT
+from common.web.tokenissuer import token_issuer_router
 from services.useradm.api.deps import (
     AuthAppDep,
     JsonBody,
     PresentedToken,
     UserFilterDep,
     UsersAppDep,
+    token_issuer,
 )
 from services.useradm.api.schemas import TenantNewIn, UserNewInternalIn, UserOut
 
@@ -22,6 +24,8 @@ __all__ = ["PREFIX", "router"]
 PREFIX: Final = "/api/internal/v1/useradm"
 
 router = APIRouter(prefix=PREFIX, tags=["internal"])
+# The keys that verify user tokens and the revocation feed, read by the gateway.
+router.include_router(token_issuer_router("/tokens", token_issuer))
 
 ForwardedUri = Annotated[str, Header(alias="X-Forwarded-Uri")]
 ForwardedMethod = Annotated[str, Header(alias="X-Forwarded-Method")]

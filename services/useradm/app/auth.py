@@ -68,13 +68,14 @@ class AuthApp:
         name: str | None = None,
     ) -> tuple[str, StoredToken]:
         now = _now()
-        issued = int(now.timestamp())
+        # Never dated before a revocation of the tenant's tokens, which would refuse it.
+        issued = await self._store.issue_time(tenant_id, now)
         claims: dict[str, Any] = {
             "jti": str(uuid.uuid4()),
             "sub": subject,
             "iss": self._policy.issuer,
             "iat": issued,
-            "nbf": issued,
+            "nbf": int(now.timestamp()),
             "scp": SCOPE_ALL,
             "mender.user": True,
         }

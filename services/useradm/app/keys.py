@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
+from common.core.tokens import SigningKey, TokenVerifier, VerifyingKey, load_signing_key
 
 __all__ = ["KeyRing", "load_key_ring"]
 
@@ -38,16 +38,21 @@ class KeyRing:
         fallback: SigningKey | None = None,
     ) -> None:
         self._signer = signer
-        self._verifier = TokenVerifier(
-            [signer, *others],
-            fallback=[fallback] if fallback is not None else [],
-            require=_REQUIRED_CLAIMS,
+        self._verifying = (
+            signer.verifying(),
+            *(k.verifying() for k in others),
+            *((fallback.verifying(fallback=True),) if fallback is not None else ()),
         )
+        self._verifier = TokenVerifier(self._verifying, require=_REQUIRED_CLAIMS)
 
     @property
     def signer(self) -> SigningKey:
         """The key new tokens are signed with."""
         return self._signer
+
+    def verifying_keys(self) -> tuple[VerifyingKey, ...]:
+        """The public keys that verify user tokens, the fallback marked as such."""
+        return self._verifying
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Return a compact JWT of the claims, with the signer's `kid`."""

@@ -116,6 +116,10 @@ class DataStore(Protocol):
         """Delete the tokens of a user, or of the whole tenant; return how many went."""
         ...
 
+    async def issue_time(self, tenant_id: str, now: datetime) -> int:
+        """The `iat` of a token issued now: after any revocation of the tenant's tokens."""
+        ...
+
     async def count_personal_tokens(self, tenant_id: str, user_id: str) -> int:
         """Count a user's personal access tokens."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, TenantCollection, atomically
+from common.core.revocations import RevocationFeed, tenant_key
 from services.useradm.models import StoredSettings, StoredToken, User, UserChange, UserFilter
 from services.useradm.store import (
     DataStore,
@@ -111,9 +112,32 @@ def _duplicate_field(exc: DuplicateKeyError) -> str:
 class MongoStore(DataStore):
     """Stores users, tokens and settings; every query is scoped to one tenant."""
 
-    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        *,
+        revocations: RevocationFeed,
+    ) -> None:
         self._client = client
         self._db = db
+        self._revocations = revocations
+
+    async def _revoke(
+        self, tenant_id: str, query: Document, session: AsyncClientSession | None = None
+    ) -> int:
+        # The deletion and the revocations that tell the gateways are one transaction.
+        if session is None:
+            return await atomically(
+                self._client, lambda session: self._revoke(tenant_id, query, session)
+            )
+        return await self._revocations.revoke(
+            self._coll(TOKENS, tenant_id),
+            query,
+            now=datetime.now(UTC),
+            expiry=lambda doc: doc.get("exp"),
+            session=session,
+        )
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
@@ -186,7 +210,7 @@ class MongoStore(DataStore):
                 query: Document = {"sub": user_id}
                 if keep_token is not None:
                     query["_id"] = {"$ne": keep_token}
-                await self._coll(TOKENS, tenant_id).delete_many(query, session=session)
+                await self._revoke(tenant_id, query, session)
             return True
 
         if not revoke_tokens:
@@ -206,7 +230,7 @@ class MongoStore(DataStore):
             result = await self._coll(USERS, tenant_id).delete_one(
                 {"_id": user_id}, session=session
             )
-            await self._coll(TOKENS, tenant_id).delete_many({"sub": user_id}, session=session)
+            await self._revoke(tenant_id, {"sub": user_id}, session)
             await self._coll(USER_SETTINGS, tenant_id).delete_many(
                 {"user_id": user_id}, session=session
             )
@@ -240,8 +264,7 @@ class MongoStore(DataStore):
         stale = [doc["_id"] async for doc in cursor]
         if not stale:
             return 0
-        result = await tokens.delete_many({"sub": user_id, "_id": {"$in": stale}})
-        return result.deleted_count
+        return await self._revoke(tenant_id, {"sub": user_id, "_id": {"$in": stale}})
 
     async def get_token(self, tenant_id: str, token_id: str) -> StoredToken | None:
         """Return one token record, or None (revoked, logged out or expired)."""
@@ -256,14 +279,15 @@ class MongoStore(DataStore):
 
     async def delete_token(self, tenant_id: str, *, user_id: str, token_id: str) -> bool:
         """Delete one of a user's tokens; False when it did not exist."""
-        result = await self._coll(TOKENS, tenant_id).delete_one({"_id": token_id, "sub": user_id})
-        return result.deleted_count > 0
+        return await self._revoke(tenant_id, {"_id": token_id, "sub": user_id}) > 0
 
     async def delete_tokens(self, tenant_id: str, *, user_id: str | None = None) -> int:
         """Delete the tokens of a user, or of the whole tenant; return how many went."""
-        query: Document = {} if user_id is None else {"sub": user_id}
-        result = await self._coll(TOKENS, tenant_id).delete_many(query)
-        return result.deleted_count
+        return await self._revoke(tenant_id, {} if user_id is None else {"sub": user_id})
+
+    async def issue_time(self, tenant_id: str, now: datetime) -> int:
+        """The `iat` of a token issued now: after any revocation of the tenant's tokens."""
+        return await self._revocations.issue_time(now, [tenant_key(tenant_id)], session=None)
 
     async def count_personal_tokens(self, tenant_id: str, user_id: str) -> int:
         """Count a user's personal access tokens."""

@@ -1,0 +1,78 @@
+"""The internal routes of a token issuer (deviceauth, useradm) that the gateway reads.
+
+`GET <prefix>/keys` publishes the public keys that verify the issuer's tokens as a JWK set;
+`GET <prefix>/revocations?after=N&wait=S` serves the revocation feed
+(`common.core.revocations`) from sequence number N, holding an empty answer back for up to
+S seconds until something is revoked (a long poll).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from common.core.revocations import RevocationFeed
+from common.core.tokens import VerifyingKey, public_jwk
+
+__all__ = ["MAX_WAIT", "TokenIssuer", "token_issuer_router"]
+
+# The longest a long poll of the feed is held (seconds).
+MAX_WAIT: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIssuer:
+    """What the routes serve: the verifying keys and the running revocation feed."""
+
+    keys: tuple[VerifyingKey, ...]
+    feed: RevocationFeed
+
+
+class KeySetOut(BaseModel):
+    """A JWK set (RFC 7517)."""
+
+    keys: list[dict[str, Any]]
+
+
+class RevocationOut(BaseModel):
+    """Refuse tokens under `key` issued before `not_before`; kept until `expires`."""
+
+    seq: int
+    key: str
+    not_before: int
+    expires: int
+
+
+class RevocationsOut(BaseModel):
+    """A page of the feed, in sequence order; `more` when another page follows at once."""
+
+    revocations: list[RevocationOut]
+    more: bool
+
+
+def token_issuer_router(prefix: str, issuer: Callable[[Request], TokenIssuer]) -> APIRouter:
+    """The keys and feed routes under `prefix`, serving what `issuer` returns."""
+    router = APIRouter(prefix=prefix, tags=["internal"])
+    IssuerDep = Annotated[TokenIssuer, Depends(issuer)]
+
+    @router.get("/keys")
+    async def get_token_keys(found: IssuerDep) -> KeySetOut:
+        """The public keys that verify this service's tokens (the gateway checks with them)."""
+        return KeySetOut(keys=[public_jwk(k) for k in found.keys])
+
+    @router.get("/revocations")
+    async def get_token_revocations(
+        found: IssuerDep,
+        after: Annotated[int, Query(ge=0)] = 0,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
+    ) -> RevocationsOut:
+        """Revocations with a sequence number above `after`; with `wait`, a long poll."""
+        page = await found.feed.read(after, wait=wait)
+        return RevocationsOut(
+            revocations=[RevocationOut(**e.wire()) for e in page],
+            more=len(page) >= found.feed.page_size,
+        )
+
+    return router
