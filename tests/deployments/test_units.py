@@ -11,7 +11,8 @@ from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
 from services.deployments.app.releases import normalize_tags
 from services.deployments.config import Settings
 from services.deployments.models import ACTIVE_STATUSES, STAT_NAMES, DeviceDeploymentStatus
-from services.deployments.store.mongo import depends_combinations, search_tokens
+from services.deployments.store.artifacts import depends_combinations
+from services.deployments.store.deployments import search_tokens
 
 
 class TestByteRange:
