@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from common.core.errors import BadRequest
-from services.deployments.app.deployments import REPORTABLE_STATUSES, status_filter
+from services.deployments.app.deployments import status_filter
+from services.deployments.app.device import REPORTABLE_STATUSES
 from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
 from services.deployments.app.releases import normalize_tags
 from services.deployments.config import Settings
