@@ -162,6 +162,14 @@ class Gateway:
             return 0
         return self._limiter.retry_after(client.client)
 
+    async def _over_rate_limit(self, send: Send, client: Origin, request_id: str) -> bool:
+        """Answer 429 to a client over its rate limit; whether it was."""
+        wait = self._rate_limited(client)
+        if wait:
+            retry = [(b"retry-after", str(wait).encode())]
+            await send_error(send, 429, "too many requests", request_id, retry)
+        return bool(wait)
+
     async def _verify(
         self, scope: Scope, route: Route, token: str, forwarded: list[tuple[str, str]]
     ) -> Grant | Denial:
@@ -204,11 +212,7 @@ class Gateway:
         if base is None:
             await send_error(send, 503, f"{route.upstream} is not available", rid)
             return
-        wait = self._rate_limited(client)
-        if wait:
-            await send_error(
-                send, 429, "too many requests", rid, [(b"retry-after", str(wait).encode())]
-            )
+        if await self._over_rate_limit(send, client, rid):
             return
         forwarded = forwarded_headers(scope, client, rid)
         headers = req.forward
@@ -267,11 +271,7 @@ class Gateway:
         if "." in segments or ".." in segments:
             await send_error(send, 404, "not found", rid)
             return
-        wait = self._rate_limited(client)
-        if wait:
-            await send_error(
-                send, 429, "too many requests", rid, [(b"retry-after", str(wait).encode())]
-            )
+        if await self._over_rate_limit(send, client, rid):
             return
         await proxy_http(
             self._session,

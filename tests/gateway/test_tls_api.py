@@ -7,6 +7,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,22 @@ DEVICE_WS = "/api/devices/v1/deviceconnect/connect"
 DIRECT_UPLOAD = "/api/management/v1/deployments/artifacts/directupload"
 
 
+@dataclass(frozen=True)
+class _Tls:
+    """The gateway's TLS settings, and a client context that trusts its certificate only."""
+
+    settings: dict[str, Path]
+    context: ssl.SSLContext
+
+
 @pytest.fixture(scope="module")
-def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def tls(tmp_path_factory: pytest.TempPathFactory) -> _Tls:
     """A self-signed certificate for localhost and 127.0.0.1, and its key."""
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     ensure_self_signed(cert, key, ["localhost", "127.0.0.1"])
-    return cert, key
-
-
-@pytest.fixture
-def trusting(tls_pair: tuple[Path, Path]) -> ssl.SSLContext:
-    """A client TLS context that trusts the self-signed certificate, and nothing else."""
-    return ssl.create_default_context(cafile=str(tls_pair[0]))
+    context = ssl.create_default_context(cafile=str(cert))
+    return _Tls({"tls_cert_file": cert, "tls_key_file": key}, context)
 
 
 @pytest.fixture
@@ -54,7 +58,7 @@ async def ui(verifier: VerifierControl) -> AsyncIterator[tuple[StubService, str]
 
 @asynccontextmanager
 async def _gateway(
-    upstreams: Upstreams, client_tls: ssl.SSLContext | None = None, **overrides: Any
+    upstreams: Upstreams, client_tls: ssl.SSLContext | None = None, /, **overrides: Any
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
     values: dict[str, Any] = {f"{n}_addr": a for n, a in upstreams.addrs.items()}
     values.update(overrides)
@@ -77,11 +81,9 @@ class TestTls:
         self,
         upstreams: Upstreams,
         verifier: VerifierControl,
-        tls_pair: tuple[Path, Path],
-        trusting: ssl.SSLContext,
+        tls: _Tls,
     ) -> None:
-        cert, key = tls_pair
-        async with _gateway(upstreams, trusting, tls_cert_file=cert, tls_key_file=key) as (
+        async with _gateway(upstreams, tls.context, **tls.settings) as (
             url,
             client,
         ):
@@ -97,11 +99,10 @@ class TestTls:
             assert status.headers["x-men-requestid"]
 
     async def test_plain_http_on_the_tls_port_gets_no_answer(
-        self, upstreams: Upstreams, verifier: VerifierControl, tls_pair: tuple[Path, Path]
+        self, upstreams: Upstreams, verifier: VerifierControl, tls: _Tls
     ) -> None:
-        cert, key = tls_pair
         path = f"/api/management/v1/useradm/plain-{uuid.uuid4()}"
-        async with _gateway(upstreams, tls_cert_file=cert, tls_key_file=key) as (url, _):
+        async with _gateway(upstreams, **tls.settings) as (url, _):
             async with httpx.AsyncClient() as plain:
                 with pytest.raises(httpx.TransportError):
                     await plain.get(url.replace("https://", "http://") + path)
@@ -111,15 +112,13 @@ class TestTls:
         self,
         upstreams: Upstreams,
         verifier: VerifierControl,
-        tls_pair: tuple[Path, Path],
-        trusting: ssl.SSLContext,
+        tls: _Tls,
     ) -> None:
-        cert, key = tls_pair
-        async with _gateway(upstreams, trusting, tls_cert_file=cert, tls_key_file=key) as (url, _):
+        async with _gateway(upstreams, tls.context, **tls.settings) as (url, _):
             token = make_token()
             wss = "wss" + url.removeprefix("https") + DEVICE_WS
             async with connect(
-                wss, ssl=trusting, additional_headers={"Authorization": f"Bearer {token}"}
+                wss, ssl=tls.context, additional_headers={"Authorization": f"Bearer {token}"}
             ) as ws:
                 await ws.send("over tls")
                 assert await ws.recv() == "deviceconnect:over tls"
@@ -132,11 +131,12 @@ class TestTls:
         assert [c["path"] for c in verifier.calls] == [DEVICE_VERIFY]
         assert verifier.calls[0]["x-forwarded-proto"] == "https"
 
-    def test_certificate_and_key_go_together(self, tls_pair: tuple[Path, Path]) -> None:
+    def test_certificate_and_key_go_together(self, tls: _Tls) -> None:
+        cert = tls.settings["tls_cert_file"]
         with pytest.raises(ValidationError, match="set both or neither"):
-            Settings(tls_cert_file=tls_pair[0])
+            Settings(tls_cert_file=cert)
         with pytest.raises(ValidationError, match="is not a readable file"):
-            Settings(tls_cert_file=tls_pair[0], tls_key_file=tls_pair[0].with_name("missing"))
+            Settings(tls_cert_file=cert, tls_key_file=cert.with_name("missing"))
 
 
 class TestProxyHeaders:
@@ -227,13 +227,9 @@ class TestWebUi:
         upstreams: Upstreams,
         verifier: VerifierControl,
         ui: tuple[StubService, str],
-        tls_pair: tuple[Path, Path],
-        trusting: ssl.SSLContext,
+        tls: _Tls,
     ) -> None:
-        cert, key = tls_pair
-        async with _gateway(
-            upstreams, trusting, ui_addr=ui[1], tls_cert_file=cert, tls_key_file=key
-        ) as (url, client):
+        async with _gateway(upstreams, tls.context, ui_addr=ui[1], **tls.settings) as (url, client):
             root = await client.get("/")
             bare = await client.get("/ui")
         assert root.status_code == 301
@@ -289,16 +285,10 @@ class TestDownloadLinks:
         upstreams: Upstreams,
         verifier: VerifierControl,
         deployments: str,
-        tls_pair: tuple[Path, Path],
-        trusting: ssl.SSLContext,
+        tls: _Tls,
     ) -> None:
-        cert, key = tls_pair
         async with _gateway(
-            upstreams,
-            trusting,
-            deployments_addr=deployments,
-            tls_cert_file=cert,
-            tls_key_file=key,
+            upstreams, tls.context, deployments_addr=deployments, **tls.settings
         ) as (url, client):
             r = await client.post(DIRECT_UPLOAD, headers=user_headers())
         assert r.status_code == 200, r.text
