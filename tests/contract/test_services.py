@@ -20,6 +20,8 @@ from services.deviceconfig.config import Settings as DeviceconfigSettings
 from services.deviceconfig.main import create_app as deviceconfig_app
 from services.deviceconnect.config import Settings as DeviceconnectSettings
 from services.deviceconnect.main import create_app as deviceconnect_app
+from services.devicemonitor.config import Settings as DevicemonitorSettings
+from services.devicemonitor.main import create_app as devicemonitor_app
 from services.inventory.config import Settings as InventorySettings
 from services.inventory.main import create_app as inventory_app
 from services.iot_manager.config import Settings as IotManagerSettings
@@ -81,6 +83,20 @@ SERVICES: Final = {
         # deviceauth cuts the connection of a device that is no longer accepted.
         undocumented=frozenset(
             {("POST", "/api/internal/v1/deviceconnect/tenants/{}/devices/{}/disconnect")}
+        ),
+    ),
+    "devicemonitor": _Service(
+        lambda: devicemonitor_app(DevicemonitorSettings(mongo_url=_NO_DB, dev_mode=True)),
+        undocumented=frozenset(
+            {
+                # inventory reads a device's open alerts when devicemonitor asks it to reindex.
+                ("GET", "/api/internal/v1/devicemonitor/tenants/{}/devices/{}/alerts/latest"),
+                # A decommissioned device's alerts and configuration go with it.
+                ("DELETE", "/api/internal/v1/devicemonitor/tenants/{}/devices/{}"),
+                # Health checks, as every service has.
+                ("GET", "/api/internal/v1/devicemonitor/health"),
+                ("GET", "/api/internal/v1/devicemonitor/alive"),
+            }
         ),
     ),
     "inventory": _Service(

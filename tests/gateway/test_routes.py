@@ -14,6 +14,7 @@ SPEC_UPSTREAM = {
     "deviceauth": "deviceauth",
     "deviceconfig": "deviceconfig",
     "deviceconnect": "deviceconnect",
+    "devicemonitor": "devicemonitor",
     "inventory": "inventory",
     "iot-manager": "iot_manager",
     "useradm": "useradm",
