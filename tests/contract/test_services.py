@@ -10,6 +10,8 @@ from typing import Final
 import pytest
 from fastapi import FastAPI
 
+from services.auditlogs.config import Settings as AuditlogsSettings
+from services.auditlogs.main import create_app as auditlogs_app
 from services.deployments.config import Settings as DeploymentsSettings
 from services.deployments.main import create_app as deployments_app
 from services.deviceauth.config import Settings as DeviceauthSettings
@@ -46,6 +48,9 @@ class _Service:
 
 
 SERVICES: Final = {
+    "auditlogs": _Service(
+        lambda: auditlogs_app(AuditlogsSettings(mongo_url=_NO_DB, dev_mode=True)),
+    ),
     "deployments": _Service(
         lambda: deployments_app(DeploymentsSettings(mongo_url=_NO_DB, dev_mode=True)),
         undocumented=frozenset(

@@ -8,10 +8,11 @@ the outbox in the same transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+from common.core.outbox import Effect
 from services.deviceauth.app.errors import UnsupportedLimit
 from services.deviceauth.clients import (
     deviceconnect_disconnect,
@@ -76,8 +77,15 @@ class Admission:
         """Tell the outbox relay that effects were committed."""
         self._wake()
 
-    async def create_device(self, tenant: str, auth_set: AuthSet, status: DeviceStatus) -> None:
-        """Create a device with its first auth set."""
+    async def create_device(
+        self,
+        tenant: str,
+        auth_set: AuthSet,
+        status: DeviceStatus,
+        *,
+        effects: Sequence[Effect] = (),
+    ) -> None:
+        """Create a device with its first auth set (and `effects` of the caller's own)."""
         device = Device(
             id=auth_set.device_id,
             id_data=auth_set.id_data,
@@ -95,6 +103,7 @@ class Admission:
                 [
                     inventory_identity(tenant, device.id, device.identity_data),
                     *status_effects(tenant, device.id, status=status, revision=device.revision),
+                    *effects,
                 ]
             )
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest, Conflict
+from common.core.outbox import Effect
 from common.core.pages import Page
 from services.deviceauth.app.admission import RACE_ATTEMPTS, Admission, check_limit_name, new_id
 from services.deviceauth.app.errors import (
@@ -18,7 +20,7 @@ from services.deviceauth.app.errors import (
 )
 from services.deviceauth.app.iddata import IdentityDataError, canonical_identity, identity_key
 from services.deviceauth.app.keys import PublicKeyError, parse_public_key
-from services.deviceauth.clients import decommission_effects, dismissal_effects
+from services.deviceauth.clients import decommission_effects, device_audit, dismissal_effects
 from services.deviceauth.models import AuthSet, AuthStatus, Device, DeviceStatus, ExternalIdentity
 from services.deviceauth.store import DataStore, DuplicateError
 
@@ -89,7 +91,13 @@ class DevAuthApp:
         return device.status
 
     async def preauthorize(
-        self, tenant: str, *, identity_data: Mapping[str, Any], pubkey: str, force: bool
+        self,
+        tenant: str,
+        *,
+        identity_data: Mapping[str, Any],
+        pubkey: str,
+        force: bool,
+        actor: Actor | None = None,
     ) -> str:
         """Admit an identity + key in advance; return the device id (DeviceExists on 409)."""
         if not identity_data:
@@ -105,7 +113,7 @@ class DevAuthApp:
             if existing is not None:
                 if not force:
                     raise DeviceExists((await self._with_auth_sets(tenant, [existing]))[0])
-                await self._add_preauthorized_key(tenant, existing, normalized)
+                await self._add_preauthorized_key(tenant, existing, normalized, actor=actor)
                 return existing.id
             auth_set = AuthSet(
                 id=new_id(),
@@ -117,13 +125,20 @@ class DevAuthApp:
                 ts=self._admission.now(),
             )
             try:
-                await self._admission.create_device(tenant, auth_set, DeviceStatus.PREAUTHORIZED)
+                await self._admission.create_device(
+                    tenant,
+                    auth_set,
+                    DeviceStatus.PREAUTHORIZED,
+                    effects=self._audit(tenant, actor, "preauthorize", auth_set),
+                )
             except DuplicateError:
                 continue  # the identity was registered concurrently
             return auth_set.device_id
         raise Conflict("device already exists")
 
-    async def _add_preauthorized_key(self, tenant: str, device: Device, pubkey: str) -> None:
+    async def _add_preauthorized_key(
+        self, tenant: str, device: Device, pubkey: str, *, actor: Actor | None
+    ) -> None:
         now = self._admission.now()
 
         async def add(tx: DataStore) -> None:
@@ -131,27 +146,26 @@ class DevAuthApp:
                 tenant, id_data_sha256=device.id_data_sha256, pubkey=pubkey
             )
             if found is None:
-                await tx.insert_auth_set(
-                    tenant,
-                    AuthSet(
-                        id=new_id(),
-                        device_id=device.id,
-                        id_data=device.id_data,
-                        id_data_sha256=device.id_data_sha256,
-                        pubkey=pubkey,
-                        status=AuthStatus.PREAUTHORIZED,
-                        ts=now,
-                    ),
+                found = AuthSet(
+                    id=new_id(),
+                    device_id=device.id,
+                    id_data=device.id_data,
+                    id_data_sha256=device.id_data_sha256,
+                    pubkey=pubkey,
+                    status=AuthStatus.PREAUTHORIZED,
+                    ts=now,
                 )
+                await tx.insert_auth_set(tenant, found)
             elif found.status in (AuthStatus.PENDING, AuthStatus.REJECTED):
                 await tx.set_auth_set_status(tenant, found.id, AuthStatus.PREAUTHORIZED)
             await self._admission.refresh_status(tx, tenant, device.id)
+            await tx.add_effects(self._audit(tenant, actor, "preauthorize", found))
 
         await self._store.atomically(add)
         self._admission.wake()
 
     async def set_auth_set_status(
-        self, tenant: str, device_id: str, auth_id: str, *, status: str
+        self, tenant: str, device_id: str, auth_id: str, *, status: str, actor: Actor | None = None
     ) -> None:
         """Accept, reject or reset (pending) one auth set of a device."""
         try:
@@ -166,7 +180,7 @@ class DevAuthApp:
         if auth_set.status is target and target is not AuthStatus.REJECTED:
             return
         if target is AuthStatus.ACCEPTED:
-            await self._accept_by_user(tenant, auth_set)
+            await self._accept_by_user(tenant, auth_set, actor=actor)
             return
         if target is AuthStatus.REJECTED and auth_set.status not in _REJECTABLE_FROM:
             raise BadStatusTransition()
@@ -181,11 +195,13 @@ class DevAuthApp:
             if current.status is AuthStatus.ACCEPTED:
                 await tx.delete_tokens(tenant, device_id=device_id)
             await self._admission.refresh_status(tx, tenant, device_id)
+            action = "reject" if target is AuthStatus.REJECTED else "update"
+            await tx.add_effects(self._audit(tenant, actor, action, current, target))
 
         await self._store.atomically(demote)
         self._admission.wake()
 
-    async def _accept_by_user(self, tenant: str, auth_set: AuthSet) -> None:
+    async def _accept_by_user(self, tenant: str, auth_set: AuthSet, *, actor: Actor | None) -> None:
         if auth_set.status not in _ACCEPTABLE_FROM:
             raise BadStatusTransition()
         device = await self._store.get_device(tenant, auth_set.device_id)
@@ -197,9 +213,11 @@ class DevAuthApp:
             raise DeviceLimitReached()
 
         async def accept(tx: DataStore) -> None:
-            await self._admission.accept(
+            accepted = await self._admission.accept(
                 tx, tenant, auth_set.device_id, auth_set.id, allowed=_ACCEPTABLE_FROM
             )
+            if accepted is not None:
+                await tx.add_effects(self._audit(tenant, actor, "accept", accepted))
 
         await self._store.atomically(accept)
         self._admission.wake()
@@ -211,13 +229,16 @@ class DevAuthApp:
             raise AuthSetNotFound()
         return auth_set.status
 
-    async def delete_auth_set(self, tenant: str, device_id: str, auth_id: str) -> None:
+    async def delete_auth_set(
+        self, tenant: str, device_id: str, auth_id: str, *, actor: Actor | None = None
+    ) -> None:
         """Dismiss an auth set; the last preauthorized one takes its device with it."""
 
         async def delete(tx: DataStore) -> None:
             auth_set = await tx.get_auth_set(tenant, auth_id, device_id=device_id)
             if auth_set is None:
                 raise AuthSetNotFound()
+            await tx.add_effects(self._audit(tenant, actor, "dismiss", auth_set))
             await tx.delete_auth_set(tenant, auth_id)
             if auth_set.status is AuthStatus.ACCEPTED:
                 await tx.delete_tokens(tenant, device_id=device_id)
@@ -233,16 +254,20 @@ class DevAuthApp:
         await self._store.atomically(delete)
         self._admission.wake()
 
-    async def decommission(self, tenant: str, device_id: str) -> None:
+    async def decommission(
+        self, tenant: str, device_id: str, *, actor: Actor | None = None
+    ) -> None:
         """Remove a device at once and have every peer forget it."""
 
         async def remove(tx: DataStore) -> None:
-            if await tx.get_device(tenant, device_id) is None:
+            device = await tx.get_device(tenant, device_id)
+            if device is None:
                 raise DeviceNotFound()
             await tx.delete_tokens(tenant, device_id=device_id)
             await tx.delete_auth_sets_of_device(tenant, device_id)
             await tx.delete_device(tenant, device_id)
             await tx.add_effects(decommission_effects(tenant, device_id))
+            await tx.add_effects(self._audit(tenant, actor, "decommission", device))
 
         await self._store.atomically(remove)
         self._admission.wake()
@@ -302,6 +327,17 @@ class DevAuthApp:
         """Replace the device's identity at an external provider."""
         if not await self._store.set_device_external(tenant, device_id, external=external):
             raise DeviceNotFound()
+
+    def _audit(
+        self,
+        tenant: str,
+        actor: Actor | None,
+        action: str,
+        subject: AuthSet | Device,
+        status: AuthStatus | None = None,
+    ) -> list[Effect]:
+        when = self._admission.now()
+        return device_audit(tenant, actor, action, subject, when=when, status=status)
 
     async def _with_auth_sets(self, tenant: str, devices: Sequence[Device]) -> list[Device]:
         auth_sets = await self._store.list_auth_sets(tenant, [d.id for d in devices])
