@@ -49,9 +49,11 @@ async def _report(
     )
 
 
-async def _latest(client: httpx.AsyncClient, device: str = DEVICE) -> httpx.Response:
+async def _latest(
+    client: httpx.AsyncClient, device: str = DEVICE, tenant: str = ""
+) -> httpx.Response:
     return await client.get(
-        f"{MANAGEMENT}/devices/{device}/telemetry/latest", headers=user_headers()
+        f"{MANAGEMENT}/devices/{device}/telemetry/latest", headers=user_headers(tenant)
     )
 
 
@@ -163,7 +165,8 @@ class TestReport:
 
     async def test_another_tenants_telemetry_invisible(self, client: httpx.AsyncClient) -> None:
         assert (await _report(client, sample(), tenant="acme")).status_code == 204
-        assert (await _latest(client)).status_code == 404
+        assert_error(await _latest(client), 404, "the device has reported no telemetry")
+        assert (await _latest(client, tenant="acme")).json() == sample()
 
 
 def _cpu(i: int) -> float:

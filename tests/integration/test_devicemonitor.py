@@ -19,6 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 MONITOR: Final = "/api/management/v1/devicemonitor/devices"
 SEARCH: Final = "/api/management/v2/inventory/filters/search"
+AUDIT: Final = "/api/management/v1/auditlogs/logs"
 
 
 @pytest.fixture
