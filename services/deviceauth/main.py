@@ -19,7 +19,7 @@ from common.web.tokenissuer import TokenIssuer
 from services.deviceauth.api import devices_router, internal_router, management_router
 from services.deviceauth.api.deps import Services
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
-from services.deviceauth.app import Clock, DevAuthApp, utcnow
+from services.deviceauth.app import Admission, Clock, DevAuthApp, DeviceAuthApp
 from services.deviceauth.config import Settings
 from services.deviceauth.store.indexes import INDEXES
 from services.deviceauth.store.mongo import MongoStore
@@ -65,19 +65,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 res.db,
                 outbox=Outbox(res.db, relay.deployed),
                 revocations=feed,
-                clock=clock or utcnow,
+                clock=clock,
+            )
+            admission = Admission(
+                store, default_max_devices=config.max_devices, wake=wake, clock=clock
             )
             yield Services(
                 settings=config,
-                devauth=DevAuthApp(
+                devauth=DevAuthApp(store, admission),
+                device_auth=DeviceAuthApp(
                     store,
+                    admission,
                     signer=signer,
                     verifier=TokenVerifier(keys),
                     issuer=config.jwt_issuer,
                     token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
-                    default_max_devices=config.max_devices,
-                    wake=wake,
-                    clock=clock,
                 ),
                 issuer=TokenIssuer(keys=tuple(k.verifying() for k in keys), feed=feed),
             )

@@ -12,10 +12,10 @@ from fastapi import Depends, Request
 
 from common.web.app import services_dependency, services_of
 from common.web.tokenissuer import TokenIssuer
-from services.deviceauth.app import DevAuthApp
+from services.deviceauth.app import DevAuthApp, DeviceAuthApp
 from services.deviceauth.config import Settings
 
-__all__ = ["DevAuthAppDep", "Services", "ServicesDep", "token_issuer"]
+__all__ = ["DevAuthAppDep", "DeviceAuthAppDep", "Services", "ServicesDep", "token_issuer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class Services:
 
     settings: Settings
     devauth: DevAuthApp
+    device_auth: DeviceAuthApp
     issuer: TokenIssuer
 
 
@@ -34,7 +35,12 @@ def _devauth(services: ServicesDep) -> DevAuthApp:
     return services.devauth
 
 
+def _device_auth(services: ServicesDep) -> DeviceAuthApp:
+    return services.device_auth
+
+
 DevAuthAppDep = Annotated[DevAuthApp, Depends(_devauth)]
+DeviceAuthAppDep = Annotated[DeviceAuthApp, Depends(_device_auth)]
 
 
 def token_issuer(request: Request) -> TokenIssuer:
