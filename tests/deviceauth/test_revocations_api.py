@@ -46,7 +46,7 @@ class TestKeys:
         [jwk] = r.json()["keys"]
         assert (jwk["kty"], jwk["alg"], jwk["use"]) == ("RSA", "RS256", "sig")
         assert "kid" not in jwk  # device tokens name no key
-        assert set(jwk) == {"kty", "n", "e", "alg", "use"}  # nothing private
+        assert set(jwk) == {"kty", "n", "e", "alg", "use", "key_ops"}  # nothing private
         public = verifying_key_from_jwk(jwk).public_key
         expected = load_signing_key(key_dir / "rsa.pem").public_key
         pem = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
