@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from common.core.background import in_background
+
 __all__ = ["LeaseTerms", "renewing"]
 
 _log = logging.getLogger("common.core.leases")
@@ -54,10 +56,5 @@ async def renewing(
                 _log.warning("lost the lease on %s to another process", what)
                 return
 
-    task = asyncio.create_task(keep(), name=f"lease-{what}")
-    try:
+    async with in_background(keep(), name=f"lease-{what}"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -33,6 +33,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from common.core.background import in_background
 from common.core.mongo import Document
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
@@ -220,13 +221,8 @@ class OutboxRelay:
     async def running(self) -> AsyncIterator[OutboxRelay]:
         """Drop what no deployed peer will take, then deliver for the duration of the block."""
         await self.drop_undeployed()
-        task = asyncio.create_task(self._loop(), name="outbox-relay")
-        try:
+        async with in_background(self._loop(), name="outbox-relay"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _loop(self) -> None:
         while True:

@@ -41,6 +41,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from common.core.background import in_background
 from common.core.mongo import Document, TenantCollection
 
 __all__ = [
@@ -287,13 +288,8 @@ class RevocationFeed:
     async def running(self) -> AsyncIterator[RevocationFeed]:
         """Follow the collection in the background while the service runs."""
         self._last = await self._latest()
-        task = asyncio.create_task(self._follow(), name="revocation-feed")
-        try:
+        async with in_background(self._follow(), name="revocation-feed"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _latest(self) -> int:
         doc = await self._counter.find_one({"_id": _REVOCATIONS})

@@ -7,6 +7,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +44,16 @@ async def _passes(gw: RunningGateway, path: str, token: str) -> bool:
         assert r.json()["path"] == path
         return True
     return False
+
+
+def _refused(gw: RunningGateway, token: str) -> Callable[[], Awaitable[httpx.Response | None]]:
+    """A probe: the device route's answer once it refuses the token."""
+
+    async def probe() -> httpx.Response | None:
+        r = await gw.client.get(DEVICE_PATH, headers=_bearer(token))
+        return r if r.status_code == 401 else None
+
+    return probe
 
 
 class TestMissingOrMalformed:
@@ -228,11 +239,7 @@ class TestRevocation:
         assert await _passes(gw, DEVICE_PATH, token)
         issuers.revoke("deviceauth", f"jti:{claims_of(token)['jti']}")
 
-        async def refused() -> httpx.Response | None:
-            r = await gw.client.get(DEVICE_PATH, headers=_bearer(token))
-            return r if r.status_code == 401 else None
-
-        r = await eventually(refused, within=1.0, what="the revoked token refused")
+        r = await eventually(_refused(gw, token), within=1.0, what="the revoked token refused")
         assert assert_error(r, 401) == "token invalid"
         assert await _passes(gw, DEVICE_PATH, bystander)
 
@@ -314,12 +321,8 @@ class TestRevocation:
             issuers.failing = None
             issuers.revoke("deviceauth", f"jti:{claims_of(token)['jti']}")
 
-            async def refused() -> httpx.Response | None:
-                r = await gw.client.get(DEVICE_PATH, headers=_bearer(token))
-                return r if r.status_code == 401 else None
-
             # The follower retries after a failed read and catches up by itself.
-            r = await eventually(refused, within=3.0, what="the revocation applied")
+            r = await eventually(_refused(gw, token), within=3.0, what="the revocation applied")
             assert assert_error(r, 401) == "token invalid"
 
 
