@@ -29,6 +29,7 @@ __all__ = [
     "DataStore",
     "DeploymentFilter",
     "DeploymentStore",
+    "DeviceDeploymentStore",
     "DuplicateArtifact",
     "DuplicateDeployment",
     "DuplicateId",
@@ -198,7 +199,7 @@ class ReleaseStore(Protocol):
 
 
 class DeploymentStore(Protocol):
-    """Deployments, device deployments, logs, last statuses."""
+    """Deployments and their statistics."""
 
     async def insert_deployment(
         self, tenant_id: str, deployment: Deployment, *, checksum: str
@@ -242,6 +243,27 @@ class DeploymentStore(Protocol):
         """
         ...
 
+    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
+        """Abort the active device deployments and finish the deployment with their counts."""
+        ...
+
+    async def unfinished_deployments(self) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's deployments that are not finished."""
+        ...
+
+    async def recount_stats(
+        self, tenant_id: str, deployment_id: str
+    ) -> tuple[dict[str, int], dict[str, int]] | None:
+        """Recount an unfinished deployment's statistics from its device deployments.
+
+        Returns the statistics before and after when they were wrong, else None.
+        """
+        ...
+
+
+class DeviceDeploymentStore(Protocol):
+    """Device deployments (a device's part in a deployment), their logs, last statuses."""
+
     async def start_device_deployment(
         self, tenant_id: str, device_deployment: DeviceDeployment, change: StatsChange
     ) -> tuple[DeviceDeployment, bool] | None:
@@ -278,23 +300,6 @@ class DeploymentStore(Protocol):
         """Put it back to pending as its next attempt, and its count with it, atomically.
 
         Compare-and-set on the status; None if it changed meanwhile.
-        """
-        ...
-
-    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
-        """Abort the active device deployments and finish the deployment with their counts."""
-        ...
-
-    async def unfinished_deployments(self) -> list[tuple[str, str]]:
-        """(tenant, id) of every tenant's deployments that are not finished."""
-        ...
-
-    async def recount_stats(
-        self, tenant_id: str, deployment_id: str
-    ) -> tuple[dict[str, int], dict[str, int]] | None:
-        """Recount an unfinished deployment's statistics from its device deployments.
-
-        Returns the statistics before and after when they were wrong, else None.
         """
         ...
 
@@ -391,14 +396,25 @@ class JobStore(Protocol):
         """A generation job."""
         ...
 
-    async def set_job_state(
-        self, tenant_id: str, job_id: str, state: JobState, *, error: str = ""
-    ) -> None:
-        """Record a job's progress."""
+    async def claim_job(
+        self, tenant_id: str, job_id: str, *, owner: str, now: datetime, until: datetime
+    ) -> GenerateJob | None:
+        """Take up an unfinished job whose lease has lapsed (or that has none): it is then
+        processing, held by `owner` until `until`; None when another holds it or it is over."""
         ...
 
-    async def unfinished_jobs(self) -> list[GenerateJob]:
-        """Jobs of every tenant not done or failed (start-up recovery)."""
+    async def renew_job(self, tenant_id: str, job_id: str, *, owner: str, until: datetime) -> bool:
+        """Extend `owner`'s lease on a job; False when it holds the job no longer."""
+        ...
+
+    async def finish_job(
+        self, tenant_id: str, job_id: str, state: JobState, *, owner: str, error: str = ""
+    ) -> bool:
+        """Record a held job's outcome (done or failed); False when `owner` holds it no longer."""
+        ...
+
+    async def claimable_jobs(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's unfinished jobs whose lease has lapsed."""
         ...
 
     async def artifact_tenants(self, artifact_ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -418,21 +434,42 @@ class JobStore(Protocol):
         ...
 
     async def claim_intent(
-        self, tenant_id: str, intent_id: str, *, from_state: JobState, to_state: JobState
+        self,
+        tenant_id: str,
+        intent_id: str,
+        *,
+        from_state: JobState,
+        owner: str,
+        now: datetime,
+        until: datetime,
     ) -> UploadIntent | None:
-        """Move an intent between states (compare-and-set)."""
+        """Move an intent from `from_state` to processing, held by `owner` until `until`, if
+        nobody holds it; None otherwise."""
         ...
 
-    async def set_intent_state(
-        self, tenant_id: str, intent_id: str, state: JobState, *, error: str = ""
-    ) -> None:
-        """Record an intent's progress."""
+    async def renew_intent(
+        self, tenant_id: str, intent_id: str, *, owner: str, until: datetime
+    ) -> bool:
+        """Extend `owner`'s lease on an intent; False when it holds the intent no longer."""
         ...
 
-    async def unfinished_intents(self) -> list[UploadIntent]:
-        """Intents of every tenant still processing (start-up recovery)."""
+    async def finish_intent(
+        self, tenant_id: str, intent_id: str, state: JobState, *, owner: str, error: str = ""
+    ) -> bool:
+        """Record a held intent's outcome; False when `owner` holds it no longer."""
+        ...
+
+    async def claimable_intents(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's processing intents whose lease has lapsed."""
+        ...
+
+    async def claim_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> bool:
+        """Take the lease named `name` until `until`, or keep it when `owner` holds it already;
+        False while another process holds it."""
         ...
 
 
-class DataStore(ArtifactStore, ReleaseStore, DeploymentStore, JobStore, Protocol):
+class DataStore(
+    ArtifactStore, ReleaseStore, DeploymentStore, DeviceDeploymentStore, JobStore, Protocol
+):
     """Everything the deployments use-cases store."""

@@ -11,16 +11,19 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
+from common.core.audit import Actor, AuditObject, audit_event
 from common.core.outbox import Effect
-from services.deviceauth.models import AuthSet, Device
+from services.deviceauth.models import AuthSet, AuthStatus, Device
 
 __all__ = [
     "DEPLOYMENTS",
     "DEVICECONFIG",
     "DEVICECONNECT",
+    "DEVICEMONITOR",
     "INVENTORY",
     "IOT_MANAGER",
     "decommission_effects",
+    "device_audit",
     "deviceconnect_disconnect",
     "dismissal_effects",
     "inventory_check_in",
@@ -34,12 +37,14 @@ DEPLOYMENTS: Final = "deployments"
 DEVICECONNECT: Final = "deviceconnect"
 DEVICECONFIG: Final = "deviceconfig"
 IOT_MANAGER: Final = "iot_manager"
+DEVICEMONITOR: Final = "devicemonitor"
 
 _INVENTORY: Final = "/api/internal/v1/inventory/tenants"
 _DEPLOYMENTS: Final = "/api/internal/v1/deployments/tenants"
 _DEVICECONNECT: Final = "/api/internal/v1/deviceconnect/tenants"
 _DEVICECONFIG: Final = "/api/internal/v1/deviceconfig/tenants"
 _IOT_MANAGER: Final = "/api/internal/v1/iot-manager/tenants"
+_DEVICEMONITOR: Final = "/api/internal/v1/devicemonitor/tenants"
 # A device deleted before it was ever accepted is reported to iot-manager with this status.
 _DISMISSED: Final = "decommissioned"
 
@@ -211,5 +216,43 @@ def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:
             path=f"{_IOT_MANAGER}/{tid}/devices/{did}",
             ok=(200, 202, 204, 404),
         ),
+        Effect(
+            peer=DEVICEMONITOR,
+            method="DELETE",
+            path=f"{_DEVICEMONITOR}/{tid}/devices/{did}",
+            ok=(200, 204, 404),
+        ),
         _inventory_delete_device(tenant_id, device_id),
+    ]
+
+
+def device_audit(
+    tenant_id: str,
+    actor: Actor | None,
+    action: str,
+    subject: AuthSet | Device,
+    *,
+    when: datetime,
+    status: AuthStatus | None = None,
+) -> list[Effect]:
+    """The audit event of an operator's change to a device (none without an operator).
+
+    The change names the auth set acted on, and the status it was given if not implied.
+    """
+    if actor is None:
+        return []
+    device_id, change = subject.id, ""
+    if isinstance(subject, AuthSet):
+        device_id, change = subject.device_id, f"auth set {subject.id}"
+        if status is not None:
+            change += f" set to {status.value}"
+    return [
+        audit_event(
+            tenant_id,
+            actor=actor,
+            action=action,
+            object_=AuditObject.device(device_id, subject.id_data),
+            change=change,
+            when=when,
+        )
     ]
