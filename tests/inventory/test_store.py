@@ -183,16 +183,17 @@ class TestWriteDevice:
 
 
 class _Writes(monitoring.CommandListener):
-    """Counts the write commands a client sends."""
+    """Counts the write commands of a client that changed a document."""
 
     def __init__(self) -> None:
         self.count = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.count += event.command_name in ("update", "insert", "delete", "findAndModify")
+        pass
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        if event.command_name in ("update", "insert", "delete", "findAndModify"):
+            self.count += event.reply.get("n", 0) > 0
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
