@@ -140,6 +140,7 @@ class Gateway:
                     require=claims,
                     timeout=settings.verify_timeout,
                     key_refetch_interval=settings.key_refetch_interval,
+                    report_interval=settings.token_use_report_interval,
                     wall_clock=self._wall_clock,
                 )
         self._gate = TokenGate(
@@ -150,8 +151,9 @@ class Gateway:
         if settings.nats_uri is not None:
             self._nats = await _subscribe(settings.nats_uri, self._issuers)
         self._followers = [
-            asyncio.create_task(issuer.follow(), name=f"follow-{name}")
+            asyncio.create_task(work, name=f"{name}-tokens")
             for name, issuer in self._issuers.items()
+            for work in (issuer.follow(), issuer.report_uses())
         ]
         for issuer in self._issuers.values():
             if not await issuer.wait_ready(settings.verify_timeout):

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from common.core.revocations import tenant_key, token_key
 from common.core.tokens import TokenExpired, TokenInvalid
-from gateway.issuers import Issuer, IssuerUnavailable
+from gateway.issuers import Issuer, IssuerUnavailable, TokenUse
 from gateway.routes import AuthMode
 
 __all__ = ["DEVICE_CLAIMS", "USER_CLAIMS", "Denial", "TokenGate"]
@@ -91,6 +91,7 @@ class _Checked:
     expires: float
     issued_at: int
     keys: tuple[str, ...]
+    use: TokenUse
 
 
 class TokenGate:
@@ -136,6 +137,7 @@ class TokenGate:
         issuer = self._issuers[mode]
         if issuer.revocations.refuses(checked.keys, checked.issued_at):
             return _DEVICE_INVALID if device else _USER_UNAUTHORIZED
+        issuer.note_use(checked.use)
         return None
 
     def _remember(self, mode: AuthMode, token: str, checked: _Checked) -> None:
@@ -188,19 +190,21 @@ class TokenGate:
 
 def _checked(claims: dict[str, Any]) -> _Checked | None:
     """What a verified token leaves to check per request; None when its claims are unusable."""
-    token_id, tenant, issued, exp = (
+    token_id, subject, tenant, issued, exp = (
         claims.get("jti"),
+        claims.get("sub"),
         claims.get("mender.tenant", ""),
         claims.get("iat", 0),
         claims.get("exp", math.inf),
     )
-    if not isinstance(token_id, str) or not isinstance(claims.get("sub"), str):
+    if not isinstance(token_id, str) or not isinstance(subject, str):
         return None
     if not isinstance(tenant, str) or isinstance(issued, bool) or not isinstance(issued, int):
         return None
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
-    return _Checked(float(exp), issued, (token_key(token_id), tenant_key(tenant)))
+    keys = (token_key(token_id), tenant_key(tenant))
+    return _Checked(float(exp), issued, keys, (tenant, subject, token_id))
 
 
 _ISSUER_NAMES: Final = {AuthMode.DEVICE: "deviceauth", AuthMode.USER: "useradm"}

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # A token signed by no known key makes the gateway read the issuer's keys again (they
     # may have rotated), at most this often per issuer (seconds).
     key_refetch_interval: Seconds = 5.0
+    # How often the tokens let through are reported to their issuers (a device's check-in
+    # time, a personal access token's last use); each token at most once a minute.
+    token_use_report_interval: Seconds = 5.0
     # NATS server on which deviceauth and useradm publish revocations (e.g.
     # `nats://nats:4222`); unset: revocations are read from the issuers' feed alone.
     nats_uri: str | None = None

@@ -27,7 +27,7 @@ import aiohttp
 
 from common.core.tokens import TokenVerifier, UnknownKey, verifying_key_from_jwk
 
-__all__ = ["Issuer", "IssuerUnavailable", "RevocationState"]
+__all__ = ["Issuer", "IssuerUnavailable", "RevocationState", "TokenUse"]
 
 _log = logging.getLogger("gateway.issuers")
 # A long poll of the feed is held this long by the issuer (seconds).
@@ -36,6 +36,13 @@ _LONG_POLL: Final = 20.0
 _RETRY: Final = 1.0
 # Expired revocations are dropped at most this often (seconds).
 _PRUNE_EVERY: Final = 60.0
+# A token is reported used to its issuer at most this often (a device's check-in time has
+# this precision at deviceauth), in batches (seconds).
+_REPORT_EVERY: Final = 60.0
+_MAX_BATCH: Final = 10_000
+
+# A token used: tenant, subject, token id.
+TokenUse = tuple[str, str, str]
 
 
 class IssuerUnavailable(Exception):
@@ -90,17 +97,20 @@ class Issuer:
         require: tuple[str, ...],
         timeout: float,
         key_refetch_interval: float,
+        report_interval: float,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.revocations = RevocationState(wall_clock)
         self._keys_url = f"{base}{_PREFIXES[name]}/tokens/keys"
         self._feed_url = f"{base}{_PREFIXES[name]}/tokens/revocations"
+        self._used_url = f"{base}{_PREFIXES[name]}/tokens/used"
         self._session = session
         self._require = require
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._poll_timeout = aiohttp.ClientTimeout(total=timeout + _LONG_POLL)
         self._refetch_interval = key_refetch_interval
+        self._report_interval = report_interval
         self._verifier: TokenVerifier | None = None
         self._refetched_at = -float("inf")
         self._key_lock = asyncio.Lock()
@@ -109,6 +119,9 @@ class Issuer:
         # One catch-up at a time; the follower's reads go on meanwhile (applying the same
         # entries twice changes nothing).
         self._catch_up_lock = asyncio.Lock()
+        # Tokens reported used, and when; those to report next.
+        self._reported: dict[TokenUse, float] = {}
+        self._unreported: list[TokenUse] = []
 
     @property
     def ready(self) -> bool:
@@ -204,6 +217,37 @@ class Issuer:
             except _READ_ERRORS as exc:
                 _log.warning("cannot read the revocations of %s: %s", self.name, exc)
                 await asyncio.sleep(_RETRY)
+
+    def note_use(self, use: TokenUse) -> None:
+        """A token was let through: tell its issuer (a device checks in), once a minute."""
+        now = time.monotonic()
+        last = self._reported.get(use)
+        if last is not None and now - last < _REPORT_EVERY:
+            return
+        self._reported[use] = now
+        self._unreported.append(use)
+
+    async def report_uses(self) -> None:
+        """Send the tokens used to the issuer in batches, for as long as it runs."""
+        while True:
+            await asyncio.sleep(self._report_interval)
+            horizon = time.monotonic() - _REPORT_EVERY
+            self._reported = {u: t for u, t in self._reported.items() if t > horizon}
+            batch, self._unreported = self._unreported[:_MAX_BATCH], self._unreported[_MAX_BATCH:]
+            if not batch:
+                continue
+            body = {"tokens": [{"tenant_id": t, "sub": s, "jti": j} for t, s, j in batch]}
+            try:
+                async with self._session.post(
+                    self._used_url, json=body, timeout=self._timeout
+                ) as resp:
+                    if resp.status != 204:
+                        raise ValueError(f"{self._used_url} answered {resp.status}")
+            except _READ_ERRORS as exc:
+                # Not retried: the next use after a minute reports the token again.
+                _log.warning("cannot report %d token uses to %s: %s", len(batch), self.name, exc)
+                for use in batch:
+                    self._reported.pop(use, None)
 
     async def wait_ready(self, within: float) -> bool:
         """Wait until the first full read is done (at most `within` seconds)."""

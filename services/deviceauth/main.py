@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Final
@@ -15,7 +15,7 @@ from common.core.outbox import Outbox, OutboxRelay
 from common.core.revocations import revocation_feed
 from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
 from common.web.app import Resources, create_service_app
-from common.web.tokenissuer import TokenIssuer
+from common.web.tokenissuer import TokenIssuer, TokenUse
 from services.deviceauth.api import devices_router, internal_router, management_router
 from services.deviceauth.api.deps import Services
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
@@ -70,18 +70,25 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             admission = Admission(
                 store, default_max_devices=config.max_devices, wake=wake, clock=clock
             )
+            device_auth = DeviceAuthApp(
+                store,
+                admission,
+                signer=signer,
+                verifier=TokenVerifier(keys),
+                issuer=config.jwt_issuer,
+                token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
+            )
+
+            async def checked_in(uses: Sequence[TokenUse]) -> None:
+                await device_auth.check_in((use.tenant_id, use.sub) for use in uses)
+
             yield Services(
                 settings=config,
                 devauth=DevAuthApp(store, admission),
-                device_auth=DeviceAuthApp(
-                    store,
-                    admission,
-                    signer=signer,
-                    verifier=TokenVerifier(keys),
-                    issuer=config.jwt_issuer,
-                    token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
+                device_auth=device_auth,
+                issuer=TokenIssuer(
+                    keys=tuple(k.verifying() for k in keys), feed=feed, record_use=checked_in
                 ),
-                issuer=TokenIssuer(keys=tuple(k.verifying() for k in keys), feed=feed),
             )
 
     return create_service_app(

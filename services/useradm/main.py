@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from common.core.revocations import revocation_feed
 from common.web.app import Resources, create_service_app
-from common.web.tokenissuer import TokenIssuer
+from common.web.tokenissuer import TokenIssuer, TokenUse
 from services.useradm.api import internal_router, management_v1, management_v2
 from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
@@ -48,13 +48,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         async with revocation_feed(res.db, issuer=SERVICE_NAME, nats_uri=config.nats_uri) as feed:
             store = MongoStore(res.mongo, res.db, revocations=feed)
+            auth = AuthApp(store, hasher, keys, policy)
+
+            async def used(uses: Sequence[TokenUse]) -> None:
+                await auth.record_use((use.tenant_id, use.jti) for use in uses)
+
             yield Services(
                 settings=config,
                 users=UsersApp(store, hasher),
-                auth=AuthApp(store, hasher, keys, policy),
+                auth=auth,
                 user_settings=SettingsApp(store),
                 plans=PlansApp(),
-                issuer=TokenIssuer(keys=keys.verifying_keys(), feed=feed),
+                issuer=TokenIssuer(keys=keys.verifying_keys(), feed=feed, record_use=used),
             )
 
     return create_service_app(

@@ -70,9 +70,11 @@ SERVICES: Final = {
             {
                 # A forward-auth gateway asks with GET.
                 ("GET", "/api/internal/v1/devauth/tokens/verify"),
-                # Fleetport's gateway checks tokens itself, with these keys and revocations.
+                # Fleetport's gateway checks tokens itself, with these keys and revocations, and
+                # reports the tokens it let through.
                 ("GET", "/api/internal/v1/devauth/tokens/keys"),
                 ("GET", "/api/internal/v1/devauth/tokens/revocations"),
+                ("POST", "/api/internal/v1/devauth/tokens/used"),
             }
         ),
         # The document says 201; Mender's handler answers 204 No Content.
@@ -128,9 +130,11 @@ SERVICES: Final = {
                 # Mender registers the verify endpoint for GET too: what a forward-auth
                 # gateway sends.
                 ("GET", "/api/internal/v1/useradm/auth/verify"),
-                # Fleetport's gateway checks tokens itself, with these keys and revocations.
+                # Fleetport's gateway checks tokens itself, with these keys and revocations, and
+                # reports the tokens it let through.
                 ("GET", "/api/internal/v1/useradm/tokens/keys"),
                 ("GET", "/api/internal/v1/useradm/tokens/revocations"),
+                ("POST", "/api/internal/v1/useradm/tokens/used"),
             }
         ),
     ),

@@ -145,3 +145,29 @@ class TestFeed:
         entries = await asyncio.wait_for(waiting, 5)
         assert [e["key"] for e in entries] == [f"jti:{auth_id}"]
         assert await _feed(client, after=entries[-1]["seq"]) == []
+
+
+class TestTokenUse:
+    async def test_a_device_checks_in(
+        self, client: httpx.AsyncClient, device: FakeDevice, device_records: Any
+    ) -> None:
+        device_id, auth_id, _ = await admit(client, device)
+        await device_records.update_one({"_id": device_id}, {"$unset": {"check_in_time": 1}})
+        uses = [{"tenant_id": "", "sub": device_id, "jti": auth_id}] * 2
+        r = await client.post(f"{INTERNAL}/tokens/used", json={"tokens": uses})
+        assert r.status_code == 204
+        stored = await device_records.find_one({"_id": device_id})
+        assert stored is not None
+        assert stored["check_in_time"] is not None
+
+    async def test_unknown_devices_are_ignored(
+        self, client: httpx.AsyncClient, device_records: Any
+    ) -> None:
+        uses = [{"tenant_id": "", "sub": "gone", "jti": "gone"}]
+        r = await client.post(f"{INTERNAL}/tokens/used", json={"tokens": uses})
+        assert r.status_code == 204
+        assert await device_records.count_documents({}) == 0
+
+    async def test_bad_report(self, client: httpx.AsyncClient) -> None:
+        r = await client.post(f"{INTERNAL}/tokens/used", json={"tokens": [{"sub": "x"}]})
+        assert_error(r, 400, "tenant_id")

@@ -92,6 +92,8 @@ class IssuerControl:
     keys: dict[str, list[SigningKey]] = field(default_factory=dict)
     revocations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reads: list[str] = field(default_factory=list)
+    # The token uses the gateways reported, per issuer.
+    used: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     # While set, the issuer endpoints answer this status (an issuer in trouble).
     failing: int | None = None
     # Set when something is revoked (ends the long polls waiting for it).
@@ -179,7 +181,7 @@ class StubService:
         query = parse_qs(scope["query_string"].decode())
         prefix = _ISSUER_PREFIXES.get(self.name)
         if prefix is not None and path.startswith(f"{prefix}/tokens/"):
-            await self._issuer(path.removeprefix(f"{prefix}/tokens/"), query, send)
+            await self._issuer(path.removeprefix(f"{prefix}/tokens/"), query, receive, send)
         elif path.endswith("/blob"):
             await self._blob(scope, receive, send, int(query.get("size", ["1048576"])[0]))
         elif path.endswith("/chunked"):
@@ -217,7 +219,20 @@ class StubService:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _issuer(self, what: str, query: dict[str, list[str]], send: Send) -> None:
+    async def _issuer(
+        self, what: str, query: dict[str, list[str]], receive: Receive, send: Send
+    ) -> None:
+        if what == "used":
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    break
+            self.issuers.used.setdefault(self.name, []).extend(json.loads(body)["tokens"])
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         self.issuers.reads.append(what)
         if self.issuers.failing is not None:
             await self._json(send, self.issuers.failing, {"error": "failing", "request_id": ""})

@@ -326,6 +326,30 @@ class TestRevocation:
             assert assert_error(r, 401) == "token invalid"
 
 
+class TestUseReports:
+    async def test_tokens_let_through_are_reported_once_a_minute(
+        self, gateway_factory: GatewayFactory, issuers: IssuerControl
+    ) -> None:
+        device, user = make_token(extra={"mender.tenant": "t1"}), make_token(device=False)
+        async with gateway_factory(token_use_report_interval=0.05) as gw:
+            for _ in range(3):
+                assert await _passes(gw, DEVICE_PATH, device)
+                assert await _passes(gw, USER_PATH, user)
+            refused = make_token(exp=1)
+            assert (await gw.client.get(DEVICE_PATH, headers=_bearer(refused))).status_code == 403
+
+            def reported(issuer: str, token: str) -> list[dict[str, str]] | None:
+                jti = claims_of(token)["jti"]
+                found = [u for u in issuers.used.get(issuer, []) if u["jti"] == jti]
+                return found or None
+
+            [use] = await eventually(lambda: reported("deviceauth", device), within=5)
+            assert use == {"tenant_id": "t1", "sub": claims_of(device)["sub"], "jti": use["jti"]}
+            [use] = await eventually(lambda: reported("useradm", user), within=5)
+            assert use["sub"] == claims_of(user)["sub"]
+            assert reported("deviceauth", refused) is None
+
+
 class TestSignatureCache:
     async def test_expiry_is_checked_on_every_request(
         self, gateway_factory: GatewayFactory, issuers: IssuerControl

@@ -117,3 +117,20 @@ class TestFeed:
         entry = (await client.get(FEED)).json()["revocations"][0]
         # A login right after is dated no earlier than the revocation.
         assert claims_of(await login(client))["iat"] >= entry["not_before"]
+
+
+class TestTokenUse:
+    async def test_personal_access_token_last_used(
+        self, client: httpx.AsyncClient, admin: tuple[str, str]
+    ) -> None:
+        user_id, token = admin
+        pat = await client.post(TOKENS, json={"name": "ci"}, headers=bearer(token))
+        jti = claims_of(pat.text)["jti"]
+        uses = [
+            {"tenant_id": "", "sub": user_id, "jti": jti},
+            {"tenant_id": "", "sub": user_id, "jti": claims_of(token)["jti"]},
+        ]
+        r = await client.post(f"{INTERNAL}/tokens/used", json={"tokens": uses})
+        assert r.status_code == 204
+        [listed] = (await client.get(TOKENS, headers=bearer(token))).json()
+        assert listed["last_used"] is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -211,6 +212,13 @@ class DeviceAuthApp:
         if device is None or device.decommissioning:
             raise TokenInvalidError()
         await self._check_in(tenant, device)
+
+    async def check_in(self, devices: Iterable[tuple[str, str]]) -> None:
+        """Record that devices (tenant, device id) used their tokens (the gateway reports)."""
+        for tenant, device_id in set(devices):
+            device = await self._store.get_device(tenant, device_id)
+            if device is not None and not device.decommissioning:
+                await self._check_in(tenant, device)
 
     async def _check_in(self, tenant: str, device: Device) -> None:
         now = self._admission.now()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -146,10 +147,22 @@ class AuthApp:
         )
         if record is None or record.subject != subject or not user_exists:
             raise errors.InvalidToken("unauthorized")
-        if record.personal:
-            now = _now()
-            if record.last_used is None or record.last_used <= now - _LAST_USED_PRECISION:
-                await self._store.touch_token(tenant_id, token_id, now)
+        await self._touch(tenant_id, record, _now())
+
+    async def record_use(self, tokens: Iterable[tuple[str, str]]) -> None:
+        """Record that tokens (tenant, token id) were used: a personal access token's
+        `last_used` moves (at most every few minutes)."""
+        now = _now()
+        for tenant_id, token_id in set(tokens):
+            record = await self._store.get_token(tenant_id, token_id)
+            if record is not None:
+                await self._touch(tenant_id, record, now)
+
+    async def _touch(self, tenant_id: str, record: StoredToken, now: datetime) -> None:
+        if not record.personal:
+            return
+        if record.last_used is None or record.last_used <= now - _LAST_USED_PRECISION:
+            await self._store.touch_token(tenant_id, record.id, now)
 
     async def issue_personal_token(
         self, tenant_id: str, user_id: str, *, name: str, expires_in: int
