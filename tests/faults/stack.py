@@ -45,6 +45,8 @@ READY: Final = "Fleetport ready at "
 START_TIMEOUT: Final = 180.0
 # The launcher restarts a crashed child after half a second.
 RESTARTED: Final = 10.0
+# Starts tried when one loses a port to another process.
+START_ATTEMPTS: Final = 3
 
 
 def _read(path: Path) -> list[str]:
@@ -231,6 +233,11 @@ class RunningLauncher:
         port = environment(self.children()[name])[f"{svc.env_prefix}LISTEN_PORT"]
         return f"http://127.0.0.1:{port}{svc.health_path}"
 
+    def lost_a_port(self) -> bool:
+        """Whether a process failed to start because its port was taken."""
+        logs = self.state_dir / "logs"
+        return any("address already in use" in log.read_text() for log in logs.glob("*.log"))
+
     def management_api(self) -> ManagementApi:
         """The management API as the admin (close it after use)."""
         login = self.login()
@@ -253,10 +260,24 @@ class RunningLauncher:
 def ready_launcher(
     workdir: Path, *, env: Mapping[str, str] | None = None
 ) -> Iterator[RunningLauncher]:
-    """A launcher started in `workdir` and ready; everything it started is killed after."""
-    launcher = RunningLauncher(workdir, env=env)
+    """A launcher started in `workdir` and ready; everything it started is killed after.
+
+    A start that lost a port is tried again: the launcher picks free ports, but another
+    process on this shared machine may take one before the child binds it.
+    """
+    for attempt in range(1, START_ATTEMPTS + 1):
+        attempt_dir = workdir / f"start-{attempt}"
+        attempt_dir.mkdir(parents=True)
+        launcher = RunningLauncher(attempt_dir, env=env)
+        try:
+            launcher.wait_ready()
+        except AssertionError:
+            launcher.close()
+            if attempt == START_ATTEMPTS or not launcher.lost_a_port():
+                raise
+            continue
+        break
     try:
-        launcher.wait_ready()
         yield launcher
     finally:
         launcher.close()
