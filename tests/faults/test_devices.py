@@ -122,11 +122,15 @@ class TestAuthBurst:
                 within=60,
                 what=f"{KILL_AFTER} devices authenticated",
             )
+            authenticated = sum(d.token is not None for d in devices)
             pid = launcher.kill(killed)
             await burst
 
-        # Requests died with the process and were answered once it was back.
-        assert retrying.failed > 0
+        assert authenticated < DEVICES, "the burst was over before the kill"
+        if killed == "deviceauth":
+            # Its requests in flight died with it, and were answered once it was back. (While
+            # the database restarts, services may also just wait for it to answer again.)
+            assert retrying.failed > 0
         assert f"{killed} was killed by SIGKILL" in launcher.launcher_log()
         assert launcher.children()[killed] != pid
         by_id = {d.id: d for d in devices}
