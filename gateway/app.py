@@ -6,7 +6,9 @@ table in ARCHITECTURE.md and `bench/gateway_bench.py`).
 
 `GET /status` answers 204 while the process serves requests: the gateway's own liveness
 check (internal paths are never routed, so services' health endpoints are not reachable
-through it).
+through it). With the web UI deployed (`ui_addr`), `/ui/...` is proxied to it without a
+token check, as Mender's own gateway does, and `/` and `/ui` redirect to `/ui/` on the
+scheme and host the client used.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from gateway.auth import Denial, Grant, TokenGate, Verifier, VerifierUnavailable
 from gateway.config import UPSTREAMS, Settings
 from gateway.headers import (
     REQUEST_ID,
+    Origin,
     RequestHeaders,
+    TrustedProxies,
     bearer_token,
     cookie_token,
     forwarded_headers,
+    origin,
     parse_request_headers,
     verification_headers,
 )
@@ -37,9 +42,10 @@ from gateway.routes import AuthMode, Route, RouteTable, device_revocation_key
 from gateway.verifier import HttpVerifier
 from gateway.wsproxy import WsLimits, deny_websocket, proxy_websocket
 
-__all__ = ["STATUS_PATH", "Gateway"]
+__all__ = ["STATUS_PATH", "UI_PREFIX", "Gateway"]
 
 STATUS_PATH: Final = "/status"
+UI_PREFIX: Final = "/ui/"
 # Idle upstream connections are closed before uvicorn's default 5 s keep-alive would close
 # them from the other end, so a request never lands on a connection being torn down.
 _UPSTREAM_KEEPALIVE: Final = 2.0
@@ -61,6 +67,7 @@ class Gateway:
         self.settings = settings
         self.routes = routes or RouteTable()
         self._addrs: dict[str, str | None] = {u: settings.upstream_addr(u) for u in UPSTREAMS}
+        self._trusted = TrustedProxies(settings.trusted_proxies)
         self._custom_verifier = verifier
         self._clock = clock
         self._wall_clock = wall_clock
@@ -150,11 +157,18 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _rate_limited(self, scope: Scope) -> int:
+    def _rate_limited(self, client: Origin) -> int:
         if self._limiter is None:
             return 0
-        client = scope.get("client")
-        return self._limiter.retry_after(client[0] if client else "")
+        return self._limiter.retry_after(client.client)
+
+    async def _over_rate_limit(self, send: Send, client: Origin, request_id: str) -> bool:
+        """Answer 429 to a client over its rate limit; whether it was."""
+        wait = self._rate_limited(client)
+        if wait:
+            retry = [(b"retry-after", str(wait).encode())]
+            await send_error(send, 429, "too many requests", request_id, retry)
+        return bool(wait)
 
     async def _verify(
         self, scope: Scope, route: Route, token: str, forwarded: list[tuple[str, str]]
@@ -185,6 +199,11 @@ class Gateway:
             else:
                 await send_error(send, 405, "method not allowed", rid, [(b"allow", b"GET, HEAD")])
             return
+        client = origin(scope, req, self._trusted)
+        ui = self.settings.ui_addr
+        if ui is not None and _is_ui(path):
+            await self._ui(scope, receive, send, req, client, ui)
+            return
         route = self.routes.match(path)
         if route is None:
             await send_error(send, 404, "not found", rid)
@@ -193,13 +212,9 @@ class Gateway:
         if base is None:
             await send_error(send, 503, f"{route.upstream} is not available", rid)
             return
-        wait = self._rate_limited(scope)
-        if wait:
-            await send_error(
-                send, 429, "too many requests", rid, [(b"retry-after", str(wait).encode())]
-            )
+        if await self._over_rate_limit(send, client, rid):
             return
-        forwarded = forwarded_headers(scope, req.host, rid)
+        forwarded = forwarded_headers(scope, client, rid)
         headers = req.forward
         token = ""
         if route.auth is not AuthMode.NONE:
@@ -235,6 +250,41 @@ class Gateway:
             if key is not None:
                 self.gate.revoke_device(key)
 
+    async def _ui(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        req: RequestHeaders,
+        client: Origin,
+        base: str,
+    ) -> None:
+        """The web UI: its files, proxied; `/` and `/ui` redirect to `/ui/`."""
+        assert self._session is not None
+        rid = req.request_id
+        if not scope["path"].startswith(UI_PREFIX):
+            # NOTE: a permanent redirect, as the web UI's own server answers these paths.
+            location = client.url(UI_PREFIX).encode("latin-1")
+            await send_denial(send, 301, b"", rid, [(b"location", location)])
+            return
+        segments = scope["path"].split("/")
+        if "." in segments or ".." in segments:
+            await send_error(send, 404, "not found", rid)
+            return
+        if await self._over_rate_limit(send, client, rid):
+            return
+        await proxy_http(
+            self._session,
+            scope,
+            receive,
+            send,
+            url=upstream_url(base, scope),
+            headers=[*req.forward, *forwarded_headers(scope, client, rid)],
+            has_body=req.chunked or req.content_length not in (None, "0"),
+            request_id=rid,
+            upstream_name="ui",
+        )
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._session is None:
             await self.startup()
@@ -253,7 +303,8 @@ class Gateway:
                 scope, send, 503, rid, message=f"{route.upstream} is not available"
             )
             return
-        wait = self._rate_limited(scope)
+        client = origin(scope, req, self._trusted)
+        wait = self._rate_limited(client)
         if wait:
             await deny_websocket(
                 scope,
@@ -264,7 +315,7 @@ class Gateway:
                 headers=((b"retry-after", str(wait).encode()),),
             )
             return
-        forwarded = forwarded_headers(scope, req.host, rid)
+        forwarded = forwarded_headers(scope, client, rid)
         headers = req.forward
         if route.auth is not AuthMode.NONE:
             token, from_cookie = _credentials(route, req)
@@ -298,6 +349,10 @@ class Gateway:
             upstream_name=route.upstream,
             limits=self._ws_limits,
         )
+
+
+def _is_ui(path: str) -> bool:
+    return path in ("/", "/ui") or path.startswith(UI_PREFIX)
 
 
 def _credentials(route: Route, req: RequestHeaders) -> tuple[str, bool]:

@@ -7,10 +7,12 @@ is not deployed and its routes answer 503.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
 from typing import Annotated, Final
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["UPSTREAMS", "Settings"]
 
@@ -29,6 +31,7 @@ UPSTREAMS: Final = (
 
 Addr = str | None
 Seconds = Annotated[float, Field(gt=0)]
+Networks = tuple[IPv4Network | IPv6Network, ...]
 
 
 class Settings(BaseSettings):
@@ -51,6 +54,17 @@ class Settings(BaseSettings):
     auditlogs_addr: Addr = None
     devicemonitor_addr: Addr = None
     iot_manager_addr: Addr = None
+    # Mender's web UI (its `gui` image): served under /ui/, and / redirects there.
+    ui_addr: Addr = None
+
+    # HTTPS and WSS: the certificate chain and its private key, PEM files. Unset: plain HTTP
+    # (for a gateway behind a proxy that terminates TLS).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Proxies in front of the gateway whose `X-Forwarded-Proto`, `-Host` and `-For` describe
+    # the client: addresses or networks, separated by commas or spaces. Those headers from
+    # anyone else are dropped.
+    trusted_proxies: Annotated[Networks, NoDecode] = ()
 
     # How long a positive token verification is reused (capped by the token's `exp`);
     # 0 asks the verifier on every request.
@@ -83,6 +97,7 @@ class Settings(BaseSettings):
         "auditlogs_addr",
         "devicemonitor_addr",
         "iot_manager_addr",
+        "ui_addr",
     )
     @classmethod
     def _normalise_addr(cls, value: str | None) -> str | None:
@@ -93,6 +108,29 @@ class Settings(BaseSettings):
         if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
             raise ValueError(f"expected http(s)://host:port without a path, got {value!r}")
         return addr
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for item in value.replace(",", " ").split():
+            try:
+                networks.append(ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is no IP address or network") from None
+        return tuple(networks)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        pair = (self.tls_cert_file, self.tls_key_file)
+        if (pair[0] is None) != (pair[1] is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        for path in pair:
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a readable file")
+        return self
 
     def upstream_addr(self, upstream: str) -> str | None:
         """The base URL of an upstream service, or None when it is not deployed."""

@@ -3,13 +3,17 @@
 One pass over the client's headers collects what the gateway needs (request id, credentials,
 body framing) and the headers to forward; hop-by-hop headers, anything the client could use
 to impersonate the gateway (`X-Forwarded-*`, `X-MEN-RBAC-*`, the request id) are dropped and
-re-created by the gateway.
+re-created by the gateway. A trusted proxy's `X-Forwarded-Proto`, `-Host` and `-For` say how
+the client reached it (`Origin`); anyone else's are ignored.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final
 
 from gateway._types import Scope
@@ -17,11 +21,14 @@ from gateway._types import Scope
 __all__ = [
     "HOP_BY_HOP",
     "REQUEST_ID",
+    "Origin",
     "RequestHeaders",
+    "TrustedProxies",
     "bearer_token",
     "cookie_token",
     "forwarded_headers",
     "new_request_id",
+    "origin",
     "parse_request_headers",
     "verification_headers",
 ]
@@ -64,6 +71,14 @@ _REPLACED: Final = frozenset(
     }
 )
 _RBAC_PREFIX: Final = b"x-men-rbac-"
+# What a trusted proxy may say about the client's request.
+_PROXY_PROTO: Final = b"x-forwarded-proto"
+_PROXY_HOST: Final = b"x-forwarded-host"
+_PROXY_FOR: Final = b"x-forwarded-for"
+# A host name, IPv4 or bracketed IPv6 address, with an optional port: nothing that could
+# break out of a URL built from it.
+_HOST: Final = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 # The websocket handshake is redone by the upstream connection.
 _WS_HANDSHAKE: Final = frozenset(
     {
@@ -90,6 +105,10 @@ class RequestHeaders:
     chunked: bool
     # Client headers to pass upstream, names and values decoded as latin-1.
     forward: list[tuple[str, str]]
+    # The `X-Forwarded-*` the client sent: believed only from a trusted proxy.
+    proxy_proto: str = ""
+    proxy_host: str = ""
+    proxy_for: str = ""
 
 
 def new_request_id() -> str:
@@ -116,6 +135,7 @@ def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHe
     chunked = False
     connection_tokens: list[bytes] = []
     forward: list[tuple[str, str]] = []
+    proxied: dict[bytes, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.lower()
         if name in HOP_BY_HOP:
@@ -127,6 +147,9 @@ def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHe
         if name in _REPLACED or name.startswith(_RBAC_PREFIX):
             if name == REQUEST_ID and request_id is None:
                 request_id = _valid_request_id(raw_value)
+            elif name in (_PROXY_PROTO, _PROXY_HOST, _PROXY_FOR):
+                value = raw_value.decode("latin-1")
+                proxied[name] = f"{proxied[name]},{value}" if name in proxied else value
             continue
         if websocket and name in _WS_HANDSHAKE:
             if name == b"host":
@@ -153,6 +176,9 @@ def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHe
         content_length=content_length,
         chunked=chunked,
         forward=forward,
+        proxy_proto=proxied.get(_PROXY_PROTO, ""),
+        proxy_host=proxied.get(_PROXY_HOST, ""),
+        proxy_for=proxied.get(_PROXY_FOR, ""),
     )
 
 
@@ -173,31 +199,87 @@ def cookie_token(cookie: str) -> str:
     return ""
 
 
-def forwarded_headers(scope: Scope, host: str, request_id: str) -> list[tuple[str, str]]:
+class TrustedProxies:
+    """The addresses whose `X-Forwarded-*` headers the gateway believes."""
+
+    def __init__(self, networks: Sequence[IPv4Network | IPv6Network]) -> None:
+        self._networks = tuple(networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, address: str) -> bool:
+        """Whether `address` (an IP address as text) is a trusted proxy's."""
+        if not self._networks:
+            return False
+        try:
+            ip = ip_address(address.strip())
+        except ValueError:
+            return False
+        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self._networks)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """How the client reached Fleetport: the scheme and host it used, and its address."""
+
+    scheme: str
+    host: str
+    # The client's address (rate limits), and the `X-Forwarded-For` chain to pass on.
+    client: str
+    chain: str
+
+    def url(self, path: str) -> str:
+        """An absolute URL of `path` as the client addresses this server."""
+        return f"{self.scheme}://{self.host}{path}"
+
+
+def origin(scope: Scope, req: RequestHeaders, trusted: TrustedProxies) -> Origin:
+    """Where the request comes from; a trusted proxy's forwarded headers describe its client."""
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    scheme = _SCHEMES.get(scope.get("scheme", "http"), "http")
+    if not trusted.trusts(peer):
+        return Origin(scheme, req.host, peer, peer)
+    proto = req.proxy_proto.split(",")[0].strip().lower()
+    host = req.proxy_host.split(",")[0].strip()
+    hops = [h.strip() for h in req.proxy_for.split(",") if h.strip()]
+    # The nearest address that is not a trusted proxy's is the client (a client can write
+    # anything to the left of it).
+    address = peer
+    for hop in reversed(hops):
+        address = hop
+        if not trusted.trusts(hop):
+            break
+    return Origin(
+        scheme=_SCHEMES.get(proto, scheme),
+        host=host if _HOST.fullmatch(host) else req.host,
+        client=address,
+        chain=", ".join([*hops, peer]),
+    )
+
+
+def forwarded_headers(scope: Scope, client: Origin, request_id: str) -> list[tuple[str, str]]:
     """The `X-Forwarded-*` and request id headers describing the client's request.
 
     The token verifiers also get `X-Forwarded-Method` (see `verification_headers`).
     """
-    client = scope.get("client")
-    scheme = scope.get("scheme", "http")
-    if scheme == "ws":
-        scheme = "http"
-    elif scheme == "wss":
-        scheme = "https"
     raw_path: bytes | None = scope.get("raw_path")
     uri = raw_path.decode("latin-1") if raw_path else scope["path"]
     query: bytes = scope.get("query_string", b"")
     if query:
         uri = f"{uri}?{query.decode('latin-1')}"
     headers = [
-        ("X-Forwarded-Proto", scheme),
+        ("X-Forwarded-Proto", client.scheme),
         ("X-Forwarded-Uri", uri),
         (REQUEST_ID_NAME, request_id),
     ]
-    if host:
-        headers.append(("X-Forwarded-Host", host))
-    if client:
-        headers.append(("X-Forwarded-For", client[0]))
+    if client.host:
+        headers.append(("X-Forwarded-Host", client.host))
+    if client.chain:
+        headers.append(("X-Forwarded-For", client.chain))
     return headers
 
 

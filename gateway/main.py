@@ -23,7 +23,8 @@ def server_config(app: Gateway, **overrides: object) -> uvicorn.Config:
     Upstream `Date`/`Server` headers are relayed, so uvicorn adds none of its own; client
     addresses come from the socket, never from client-supplied forwarding headers. The
     websocket server is the `websockets` library's current (sans-I/O) implementation, which
-    logs a refused handshake as one access line.
+    logs a refused handshake as one access line. With a certificate and key, it serves HTTPS
+    and WSS (HTTP/1.1) itself.
     """
     settings = app.settings
     options: dict[str, object] = {
@@ -41,6 +42,9 @@ def server_config(app: Gateway, **overrides: object) -> uvicorn.Config:
         "date_header": False,
         "timeout_graceful_shutdown": 10,
     }
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        options["ssl_certfile"] = str(settings.tls_cert_file)
+        options["ssl_keyfile"] = str(settings.tls_key_file)
     options.update(overrides)
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 

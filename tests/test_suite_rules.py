@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Final
 
 _TESTS: Final = Path(__file__).parent
+_ROOT: Final = _TESTS.parent
+# The product's packages, whose modules stay short enough to read whole.
+_PRODUCT: Final = ("common", "gateway", "services")
+_MAX_LINES: Final = 600
 # Calls that check something besides a status code (assert_error, assert_*, pytest.raises,
 # polling for a condition).
 _CHECKING_CALLS: Final = frozenset({"raises", "eventually", "wait_until"})
@@ -70,3 +74,26 @@ async def test_with_helper(client):
 """
     tests = [n for n in ast.parse(source).body if isinstance(n, ast.AsyncFunctionDef)]
     assert [t.name for t in tests if _checks_only_a_status_code(t)] == ["test_status_only"]
+
+
+def _oversized_modules(root: Path, packages: tuple[str, ...]) -> Iterator[str]:
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            lines = len(path.read_text().splitlines())
+            if lines > _MAX_LINES:
+                yield f"{path.relative_to(root)}: {lines} lines"
+
+
+def test_no_product_module_is_over_600_lines() -> None:
+    # A module grown past this is split along a seam (see CONTRIBUTING.md), not left to grow.
+    assert list(_oversized_modules(_ROOT, _PRODUCT)) == []
+
+
+def test_the_rule_sees_an_oversized_module(tmp_path: Path) -> None:
+    package = tmp_path / "services" / "widgets"
+    package.mkdir(parents=True)
+    (package / "short.py").write_text("x = 1\n" * _MAX_LINES)
+    (package / "long.py").write_text("x = 1\n" * (_MAX_LINES + 1))
+    assert list(_oversized_modules(tmp_path, ("services",))) == [
+        f"services/widgets/long.py: {_MAX_LINES + 1} lines"
+    ]

@@ -8,6 +8,7 @@ Use-cases, stores, peer clients and the gateway import these modules; so may `co
 - `mongo`: client creation, `TenantCollection`, `transaction`, `atomically` (retried on
   conflicts, 503 when they persist), `ensure_indexes`
 - `outbox`: `Effect`, `Outbox`, `OutboxRelay` for cross-service effects
+- `audit`: `audit_event`, `Actor`, `AuditObject`: audit events queued in the outbox
 - `peers`: `PeerClient`, base of typed internal httpx clients
 - `tokens`: JWT signing/verification (RS256, EdDSA) and key files
 - `claims`: `Identity`, `decode_claims`: who a bearer token names (no verification)

@@ -22,6 +22,7 @@ from services.deployments.api.management import router as management_router
 from services.deployments.api.management_v2 import router_v1alpha1, router_v2
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
+from services.deployments.app.device import DeviceDeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
 from services.deployments.app.jobs import DirectUploadsApp, GenerateApp
 from services.deployments.app.releases import ReleasesApp
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks = BackgroundTasks()
             stack.push_async_callback(tasks.close)
             artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
-            deployments = DeploymentsApp(store, storage, inventory, signer)
+            deployments = DeploymentsApp(store, inventory)
+            device = DeviceDeploymentsApp(store, storage, signer)
             generate = GenerateApp(
                 store, storage, artifacts, tasks, max_generate_size=settings.max_generate_size
             )
@@ -99,9 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 artifacts=artifacts,
                 releases=ReleasesApp(store, artifacts),
                 deployments=deployments,
+                device=device,
                 generate=generate,
                 uploads=uploads,
-                downloads=DownloadsApp(storage, signer, deployments, uploads),
+                downloads=DownloadsApp(storage, signer, device, uploads),
             )
             resumed = await generate.recover() + await uploads.recover()
             if resumed:

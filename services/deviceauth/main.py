@@ -17,7 +17,7 @@ from common.web.app import Resources, create_service_app
 from services.deviceauth.api import devices_router, internal_router, management_router
 from services.deviceauth.api.deps import Services
 from services.deviceauth.api.internal import PREFIX as INTERNAL_PREFIX
-from services.deviceauth.app import Clock, DevAuthApp
+from services.deviceauth.app import Admission, Clock, DevAuthApp, DeviceAuthApp
 from services.deviceauth.config import Settings
 from services.deviceauth.store.indexes import INDEXES
 from services.deviceauth.store.mongo import MongoStore
@@ -49,18 +49,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         relay = OutboxRelay(
             res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
         )
+        store = MongoStore(res.mongo, res.db, outbox=Outbox(res.db, relay.deployed))
+        admission = Admission(
+            store, default_max_devices=config.max_devices, wake=relay.wake, clock=clock
+        )
         async with relay.running():
             yield Services(
                 settings=config,
-                devauth=DevAuthApp(
-                    MongoStore(res.mongo, res.db, outbox=Outbox(res.db, relay.deployed)),
+                devauth=DevAuthApp(store, admission),
+                device_auth=DeviceAuthApp(
+                    store,
+                    admission,
                     signer=signer,
                     verifier=TokenVerifier(keys),
                     issuer=config.jwt_issuer,
                     token_lifetime=timedelta(seconds=config.jwt_exp_timeout),
-                    default_max_devices=config.max_devices,
-                    wake=relay.wake,
-                    clock=clock,
                 ),
             )
 

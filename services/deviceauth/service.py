@@ -13,7 +13,14 @@ SERVICE: Final = ServiceSpec(
     env_prefix="DEVICEAUTH_",
     internal_name="devauth",
     database="deviceauth",
-    peers=("inventory", "deployments", "deviceconnect", "deviceconfig", "iot_manager"),
+    peers=(
+        "inventory",
+        "deployments",
+        "deviceconnect",
+        "deviceconfig",
+        "iot_manager",
+        "auditlogs",
+    ),
     local_env={
         "SERVER_PRIV_KEY_PATH": LocalResource.DEVICE_TOKEN_KEY,
     },

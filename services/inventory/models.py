@@ -50,7 +50,10 @@ Scope = Literal["identity", "inventory", "system", "tags", "monitor"]
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 DEFAULT_SCOPE: Final = "inventory"
 
-Operator = Literal["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex"]
+# `$ltne` (the web UI's offline and issue filters): less than the value, or no such attribute.
+Operator = Literal[
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$ltne", "$in", "$nin", "$exists", "$regex"
+]
 OPERATORS: Final[tuple[str, ...]] = get_args(Operator)
 
 # Limits on what a device or a peer may store. Mender bounds names to 1-1024 characters;
@@ -220,6 +223,7 @@ class Predicate:
 
     attribute: AttributeRef
     operator: Operator
+    # `$ltne`: the bounds it compares with (the value, and the time a string also reads as).
     value: Any
 
 

@@ -6,7 +6,8 @@
 (`<svc>/devices_v1.yaml`, `<svc>/management_v2.yaml`, …). For every service the script
 writes `<out>/<svc>.json`: each document's operations with their method, path, parameters
 (where, name, required) and response status codes, sorted, one operation a line. The tests
-read only these files, so the suite needs no copy of the specifications.
+read only these files, so the suite needs no copy of the specifications. A file written by
+hand (it has a `_source` key: the service has no OpenAPI document) is left as it is.
 """
 
 from __future__ import annotations
@@ -109,6 +110,14 @@ def _render(facts: Facts) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
+def _handwritten(path: Path) -> bool:
+    """Whether a facts file was written by hand (it names its `_source`)."""
+    try:
+        return "_source" in json.loads(path.read_text())
+    except ValueError:
+        return False
+
+
 def write_facts(spec_dir: Path, out: Path) -> list[str]:
     """Write one facts file per service directory of `spec_dir` into `out`; return the names."""
     services = sorted(
@@ -118,7 +127,7 @@ def write_facts(spec_dir: Path, out: Path) -> list[str]:
         raise SystemExit(f"{spec_dir}: no service directory with <surface>_v<N>.yaml documents")
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.json"):
-        if stale.stem not in services:
+        if stale.stem not in services and not _handwritten(stale):
             stale.unlink()
     for name in services:
         (out / f"{name}.json").write_text(_render(service_facts(spec_dir / name)))

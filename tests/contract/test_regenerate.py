@@ -88,6 +88,16 @@ def test_removes_facts_of_services_no_longer_there(spec_dir: Path, tmp_path: Pat
     assert sorted(p.name for p in out.iterdir()) == ["thing.json"]
 
 
+def test_keeps_facts_written_by_hand(spec_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "facts"
+    out.mkdir()
+    handwritten = '{"_source": "a vendor page", "devices_v1": []}\n'
+    (out / "manual.json").write_text(handwritten)
+    main([str(spec_dir), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["manual.json", "thing.json"]
+    assert (out / "manual.json").read_text() == handwritten
+
+
 def test_refuses_a_directory_without_documents(tmp_path: Path) -> None:
     out = tmp_path / "facts"
     with pytest.raises(SystemExit, match="no service directory"):

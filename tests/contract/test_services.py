@@ -10,6 +10,8 @@ from typing import Final
 import pytest
 from fastapi import FastAPI
 
+from services.auditlogs.config import Settings as AuditlogsSettings
+from services.auditlogs.main import create_app as auditlogs_app
 from services.deployments.config import Settings as DeploymentsSettings
 from services.deployments.main import create_app as deployments_app
 from services.deviceauth.config import Settings as DeviceauthSettings
@@ -18,6 +20,8 @@ from services.deviceconfig.config import Settings as DeviceconfigSettings
 from services.deviceconfig.main import create_app as deviceconfig_app
 from services.deviceconnect.config import Settings as DeviceconnectSettings
 from services.deviceconnect.main import create_app as deviceconnect_app
+from services.devicemonitor.config import Settings as DevicemonitorSettings
+from services.devicemonitor.main import create_app as devicemonitor_app
 from services.inventory.config import Settings as InventorySettings
 from services.inventory.main import create_app as inventory_app
 from services.iot_manager.config import Settings as IotManagerSettings
@@ -44,6 +48,9 @@ class _Service:
 
 
 SERVICES: Final = {
+    "auditlogs": _Service(
+        lambda: auditlogs_app(AuditlogsSettings(mongo_url=_NO_DB, dev_mode=True)),
+    ),
     "deployments": _Service(
         lambda: deployments_app(DeploymentsSettings(mongo_url=_NO_DB, dev_mode=True)),
         undocumented=frozenset(
@@ -76,6 +83,20 @@ SERVICES: Final = {
         # deviceauth cuts the connection of a device that is no longer accepted.
         undocumented=frozenset(
             {("POST", "/api/internal/v1/deviceconnect/tenants/{}/devices/{}/disconnect")}
+        ),
+    ),
+    "devicemonitor": _Service(
+        lambda: devicemonitor_app(DevicemonitorSettings(mongo_url=_NO_DB, dev_mode=True)),
+        undocumented=frozenset(
+            {
+                # inventory reads a device's open alerts when devicemonitor asks it to reindex.
+                ("GET", "/api/internal/v1/devicemonitor/tenants/{}/devices/{}/alerts/latest"),
+                # A decommissioned device's alerts and configuration go with it.
+                ("DELETE", "/api/internal/v1/devicemonitor/tenants/{}/devices/{}"),
+                # Health checks, as every service has.
+                ("GET", "/api/internal/v1/devicemonitor/health"),
+                ("GET", "/api/internal/v1/devicemonitor/alive"),
+            }
         ),
     ),
     "inventory": _Service(

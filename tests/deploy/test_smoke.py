@@ -44,7 +44,9 @@ class _Running:
     def __init__(self, deployment: Deployment, logs: Path) -> None:
         self.deployment = deployment
         self.logs = logs
-        self.ports = {name: free_port() for name in [*deployment.processes, DATABASE, NATS]}
+        # Every component a URL may name; what is not started here (the web UI) answers nothing.
+        components = {*deployment.processes, *deployment.hosts.values(), DATABASE, NATS}
+        self.ports = {name: free_port() for name in components}
         self.db = EmbeddedMongo(logs / "db", port=self.ports[DATABASE], log=logs / "db.log")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         # Only what the files give, plus where the interpreter is: nothing leaks from here.

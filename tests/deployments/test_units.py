@@ -6,12 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from common.core.errors import BadRequest
-from services.deployments.app.deployments import REPORTABLE_STATUSES, status_filter
+from services.deployments.app.deployments import status_filter
+from services.deployments.app.device import REPORTABLE_STATUSES
 from services.deployments.app.downloads import RangeNotSatisfiable, byte_range
 from services.deployments.app.releases import normalize_tags
 from services.deployments.config import Settings
 from services.deployments.models import ACTIVE_STATUSES, STAT_NAMES, DeviceDeploymentStatus
-from services.deployments.store.mongo import depends_combinations, search_tokens
+from services.deployments.store.artifacts import depends_combinations
+from services.deployments.store.deployments import search_tokens
 
 
 class TestByteRange:

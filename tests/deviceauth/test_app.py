@@ -15,7 +15,7 @@ from common.core.mongo import create_client, ensure_indexes
 from common.core.outbox import Outbox
 from common.core.pages import Page
 from common.core.tokens import TokenVerifier, load_signing_key
-from services.deviceauth.app import DevAuthApp
+from services.deviceauth.app import Admission, DevAuthApp, DeviceAuthApp
 from services.deviceauth.app.errors import DeviceExists, DeviceUnauthorized
 from services.deviceauth.models import AuthStatus, DeviceStatus, device_status_from
 from services.deviceauth.store import DataStore
@@ -55,15 +55,25 @@ def wakes() -> list[int]:
 
 
 @pytest.fixture
-def devauth(store: _RacingStore, key_dir: Path, wakes: list[int]) -> DevAuthApp:
+def admission(store: _RacingStore, wakes: list[int]) -> Admission:
+    return Admission(store, wake=lambda: wakes.append(1))
+
+
+@pytest.fixture
+def devauth(store: _RacingStore, admission: Admission) -> DevAuthApp:
+    return DevAuthApp(store, admission)
+
+
+@pytest.fixture
+def device_auth(store: _RacingStore, admission: Admission, key_dir: Path) -> DeviceAuthApp:
     signer = load_signing_key(key_dir / "rsa.pem")
-    return DevAuthApp(
+    return DeviceAuthApp(
         store,
+        admission,
         signer=signer,
         verifier=TokenVerifier([signer]),
         issuer="Mender",
         token_lifetime=timedelta(days=7),
-        wake=lambda: wakes.append(1),
     )
 
 
@@ -81,11 +91,15 @@ async def _accept_all(devauth: DevAuthApp) -> None:
 
 class TestAuthenticate:
     async def test_reject_racing_the_token(
-        self, devauth: DevAuthApp, store: _RacingStore, device: FakeDevice
+        self,
+        devauth: DevAuthApp,
+        device_auth: DeviceAuthApp,
+        store: _RacingStore,
+        device: FakeDevice,
     ) -> None:
         body, signature = _request(device)
         with pytest.raises(DeviceUnauthorized):
-            await devauth.authenticate(body, signature=signature)
+            await device_auth.authenticate(body, signature=signature)
         await _accept_all(devauth)
         [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
         auth_id = view.auth_sets[0].id
@@ -95,21 +109,25 @@ class TestAuthenticate:
 
         store.meanwhile = reject
         with pytest.raises(DeviceUnauthorized):
-            await devauth.authenticate(body, signature=signature)
+            await device_auth.authenticate(body, signature=signature)
         assert await store.get_token("", auth_id) is None
 
     async def test_reject_concurrent_with_token_requests(
-        self, devauth: DevAuthApp, store: _RacingStore, device: FakeDevice
+        self,
+        devauth: DevAuthApp,
+        device_auth: DeviceAuthApp,
+        store: _RacingStore,
+        device: FakeDevice,
     ) -> None:
         body, signature = _request(device)
         with pytest.raises(DeviceUnauthorized):
-            await devauth.authenticate(body, signature=signature)
+            await device_auth.authenticate(body, signature=signature)
         [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
         auth_id = view.auth_sets[0].id
         for _ in range(3):
             await devauth.set_auth_set_status("", view.id, auth_id, status="accepted")
             await asyncio.gather(
-                *(devauth.authenticate(body, signature=signature) for _ in range(3)),
+                *(device_auth.authenticate(body, signature=signature) for _ in range(3)),
                 devauth.set_auth_set_status("", view.id, auth_id, status="rejected"),
                 return_exceptions=True,
             )
@@ -117,11 +135,11 @@ class TestAuthenticate:
             assert await store.get_token("", auth_id) is None
 
     async def test_concurrent_first_contacts(
-        self, devauth: DevAuthApp, device: FakeDevice, wakes: list[int]
+        self, devauth: DevAuthApp, device_auth: DeviceAuthApp, device: FakeDevice, wakes: list[int]
     ) -> None:
         body, signature = _request(device)
         results = await asyncio.gather(
-            *(devauth.authenticate(body, signature=signature) for _ in range(5)),
+            *(device_auth.authenticate(body, signature=signature) for _ in range(5)),
             return_exceptions=True,
         )
         assert all(isinstance(r, DeviceUnauthorized) for r in results), results
@@ -132,14 +150,14 @@ class TestAuthenticate:
         assert wakes
 
     async def test_concurrent_accepts_of_a_preauthorized_device(
-        self, devauth: DevAuthApp, device: FakeDevice
+        self, devauth: DevAuthApp, device_auth: DeviceAuthApp, device: FakeDevice
     ) -> None:
         await devauth.preauthorize(
             "", identity_data=device.identity, pubkey=device.pubkey, force=False
         )
         body, signature = _request(device)
         tokens = await asyncio.gather(
-            *(devauth.authenticate(body, signature=signature) for _ in range(4))
+            *(device_auth.authenticate(body, signature=signature) for _ in range(4))
         )
         assert all(t.count(".") == 2 for t in tokens)
         [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))

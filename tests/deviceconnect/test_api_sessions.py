@@ -355,7 +355,11 @@ class TestAuditEvents:
         assert first["path"] == "/api/internal/v1/auditlogs/tenants/t1/logs"
         assert first["body"]["actor"] == {"id": "user-1", "type": "user"}
         assert first["body"]["object"] == {"id": device_id, "type": "device"}
-        assert first["body"]["meta"] == {"session_id": [sid]}
+        assert first["body"]["meta"] == {
+            "session_id": [sid],
+            "request_id": [first["request_id"]],
+        }
+        assert first["request_id"]
 
 
 class TestCommands:

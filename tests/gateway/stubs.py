@@ -368,7 +368,7 @@ async def serve_config(config: uvicorn.Config) -> AsyncIterator[str]:
         if not server.started:
             task.result()
             raise RuntimeError("server did not start")
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if config.is_ssl else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task

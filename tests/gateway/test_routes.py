@@ -9,10 +9,12 @@ from tests.contract.facts import documents, operations, services
 
 # Spec directory → the upstream name in the gateway's settings (workflows has no public API).
 SPEC_UPSTREAM = {
+    "auditlogs": "auditlogs",
     "deployments": "deployments",
     "deviceauth": "deviceauth",
     "deviceconfig": "deviceconfig",
     "deviceconnect": "deviceconnect",
+    "devicemonitor": "devicemonitor",
     "inventory": "inventory",
     "iot-manager": "iot_manager",
     "useradm": "useradm",

@@ -90,6 +90,9 @@ class TestSearchOperators:
             ("inventory", "n", "$gte", 2, ["d2", "d3"]),
             ("inventory", "n", "$lt", 2.5, ["d1", "d2"]),
             ("inventory", "n", "$lte", 1, ["d1"]),
+            ("inventory", "n", "$ltne", 2, ["d1", "d4"]),
+            ("inventory", "n", "$ltne", 0, ["d4"]),
+            ("inventory", "hostname", "$ltne", "H", ["d3", "d4"]),
             ("inventory", "device_type", "$in", ["bbb", "qemu"], ["d3", "d4"]),
             ("inventory", "device_type", "$nin", ["bbb", "qemu"], ["d1", "d2"]),
             ("inventory", "n", "$exists", True, ["d1", "d2", "d3"]),
@@ -223,6 +226,18 @@ class TestSearch:
     async def test_text(self, seeded: httpx.AsyncClient, text: str, expected: list[str]) -> None:
         assert await _search(seeded, {"text": text}) == expected
 
+    async def test_offline_devices_by_check_in_time(self, client: httpx.AsyncClient) -> None:
+        # The web UI's "offline" filter: checked in before the threshold, or never.
+        for device, when in (("early", "2024-05-01T10:00:00Z"), ("late", "2024-05-01T12:00:00Z")):
+            r = await client.patch(
+                f"{INTERNAL_V1}/tenants//device/{device}/attribute/scope/system",
+                json=[{"name": "check_in_time", "value": when}],
+            )
+            assert r.status_code == 200, r.text
+        await put_inventory(client, "never", [{"name": "device_type", "value": "rpi4"}])
+        offline = _filter("system", "check_in_time", "$ltne", "2024-05-01T11:00:00.000Z")
+        assert await _search(client, offline) == ["early", "never"]
+
     async def test_text_with_filters(self, seeded: httpx.AsyncClient) -> None:
         body = {"text": "garage", **_filter("inventory", "device_type", "$eq", "bbb")}
         assert await _search(seeded, body) == ["d3"]
@@ -238,7 +253,7 @@ class TestSearch:
     @pytest.mark.parametrize(
         ("body", "fragment"),
         [
-            (_filter("inventory", "n", "$ltne", 1), "$ltne"),
+            (_filter("inventory", "n", "$ltne", True), "string or a number"),
             (_filter("inventory", "n", "$where", "1"), "$where"),
             (_filter("inventory", "n", "eq", 1), "eq"),
             (_filter("nosuch", "n", "$eq", 1), "nosuch"),

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from common.web.app import services_dependency
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
+from services.deployments.app.device import DeviceDeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
 from services.deployments.app.jobs import DirectUploadsApp, GenerateApp
 from services.deployments.app.releases import ReleasesApp
@@ -21,6 +22,7 @@ from services.deployments.storage.signing import URLSigner
 __all__ = [
     "ArtifactsAppDep",
     "DeploymentsAppDep",
+    "DeviceDeploymentsAppDep",
     "DownloadsAppDep",
     "ExternalURL",
     "GenerateAppDep",
@@ -43,6 +45,7 @@ class Services:
     artifacts: ArtifactsApp
     releases: ReleasesApp
     deployments: DeploymentsApp
+    device: DeviceDeploymentsApp
     generate: GenerateApp
     uploads: DirectUploadsApp
     downloads: DownloadsApp
@@ -67,6 +70,10 @@ def _deployments(services: ServicesDep) -> DeploymentsApp:
     return services.deployments
 
 
+def _device(services: ServicesDep) -> DeviceDeploymentsApp:
+    return services.device
+
+
 def _generate(services: ServicesDep) -> GenerateApp:
     return services.generate
 
@@ -83,6 +90,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 ArtifactsAppDep = Annotated[ArtifactsApp, Depends(_artifacts)]
 ReleasesAppDep = Annotated[ReleasesApp, Depends(_releases)]
 DeploymentsAppDep = Annotated[DeploymentsApp, Depends(_deployments)]
+DeviceDeploymentsAppDep = Annotated[DeviceDeploymentsApp, Depends(_device)]
 GenerateAppDep = Annotated[GenerateApp, Depends(_generate)]
 UploadsAppDep = Annotated[DirectUploadsApp, Depends(_uploads)]
 DownloadsAppDep = Annotated[DownloadsApp, Depends(_downloads)]

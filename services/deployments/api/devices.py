@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from common.core.errors import BadRequest
 from common.web.identity import DeviceIdentity
 from services.deployments.api.deps import (
-    DeploymentsAppDep,
+    DeviceDeploymentsAppDep,
     DownloadsAppDep,
     ExternalURL,
 )
@@ -71,10 +71,10 @@ async def _answer(
     identity_tenant: str,
     device_id: str,
     request: NextRequest,
-    deployments: DeploymentsAppDep,
+    device: DeviceDeploymentsAppDep,
     external_url: str,
 ) -> Response:
-    instructions = await deployments.next_for_device(
+    instructions = await device.next_for_device(
         identity_tenant, device_id, request=request, external_url=external_url
     )
     if instructions is None:
@@ -86,21 +86,21 @@ async def _answer(
 @router.get(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
 async def check_update(
     identity: DeviceIdentity,
-    deployments: DeploymentsAppDep,
+    device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
     artifact_name: Annotated[str, Query()] = "",
     device_type: Annotated[str, Query()] = "",
 ) -> Response:
     """Next update for the device (204: nothing to do); query artifact_name, device_type."""
     request = _next_request({"artifact_name": artifact_name, "device_type": device_type})
-    return await _answer(identity.tenant, identity.subject, request, deployments, external_url)
+    return await _answer(identity.tenant, identity.subject, request, device, external_url)
 
 
 @router.post(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
 async def check_update_post(
     body: NextV1Request,
     identity: DeviceIdentity,
-    deployments: DeploymentsAppDep,
+    device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
 ) -> Response:
     """Next update for the device, from its provides (v1 body)."""
@@ -108,27 +108,27 @@ async def check_update_post(
     provides["device_type"] = body.device_type
     provides["artifact_name"] = body.artifact_name
     request = _next_request(provides)
-    return await _answer(identity.tenant, identity.subject, request, deployments, external_url)
+    return await _answer(identity.tenant, identity.subject, request, device, external_url)
 
 
 @router.post(PREFIX_V2 + "/device/deployments/next", response_model=InstructionsOut)
 async def check_update_v2(
     body: NextV2Request,
     identity: DeviceIdentity,
-    deployments: DeploymentsAppDep,
+    device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
 ) -> Response:
     """Next update for the device, from `device_provides` (what the client tries first)."""
     request = _next_request(dict(body.device_provides))
-    return await _answer(identity.tenant, identity.subject, request, deployments, external_url)
+    return await _answer(identity.tenant, identity.subject, request, device, external_url)
 
 
 @router.put(PREFIX_V1 + "/device/deployments/{id}/status", status_code=204)
 async def put_deployment_status_for_device(
-    id: str, body: StatusReport, identity: DeviceIdentity, deployments: DeploymentsAppDep
+    id: str, body: StatusReport, identity: DeviceIdentity, device: DeviceDeploymentsAppDep
 ) -> Response:
     """Report the device's progress; 409 once the deployment was aborted for it."""
-    await deployments.report_status(
+    await device.report_status(
         identity.tenant, identity.subject, id, status=body.status, substate=body.substate
     )
     return Response(status_code=204)
@@ -136,13 +136,13 @@ async def put_deployment_status_for_device(
 
 @router.put(PREFIX_V1 + "/device/deployments/{id}/log", status_code=204)
 async def put_deployment_log_for_device(
-    id: str, body: LogRequest, identity: DeviceIdentity, deployments: DeploymentsAppDep
+    id: str, body: LogRequest, identity: DeviceIdentity, device: DeviceDeploymentsAppDep
 ) -> Response:
     """Upload the device's deployment log."""
     messages = [
         LogMessage(timestamp=m.timestamp, level=m.level, message=m.message) for m in body.messages
     ]
-    await deployments.save_log(identity.tenant, identity.subject, id, messages)
+    await device.save_log(identity.tenant, identity.subject, id, messages)
     return Response(status_code=204)
 
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from services.deployments.app.deployments import DeviceDeploymentView, Instructions
+from services.deployments.app.deployments import DeviceDeploymentView
+from services.deployments.app.device import Instructions
 from services.deployments.app.releases import ReleaseView
 from services.deployments.models import (
     STAT_NAMES,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from common.core.errors import NotFound, ServiceError
-from services.deployments.app.deployments import DeploymentsApp
+from services.deployments.app.device import DeviceDeploymentsApp
 from services.deployments.app.jobs import DirectUploadsApp
 from services.deployments.artifact import write_configuration_artifact
 from services.deployments.storage import InvalidKey, ObjectNotFound, Storage
@@ -82,12 +82,12 @@ class DownloadsApp:
         self,
         storage: Storage,
         signer: URLSigner,
-        deployments: DeploymentsApp,
+        device: DeviceDeploymentsApp,
         uploads: DirectUploadsApp,
     ) -> None:
         self._storage = storage
         self._signer = signer
-        self._deployments = deployments
+        self._device = device
         self._uploads = uploads
 
     async def open(
@@ -130,7 +130,7 @@ class DownloadsApp:
         device_id: str,
     ) -> bytes:
         """Check a signed configuration link and build the `mender-configure` artifact."""
-        deployment, _ = await self._deployments.configuration_artifact_source(
+        deployment, _ = await self._device.configuration_artifact_source(
             method="GET",
             path=path,
             query=dict(query),

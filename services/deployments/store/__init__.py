@@ -29,6 +29,7 @@ __all__ = [
     "DataStore",
     "DeploymentFilter",
     "DeploymentStore",
+    "DeviceDeploymentStore",
     "DuplicateArtifact",
     "DuplicateDeployment",
     "DuplicateId",
@@ -198,7 +199,7 @@ class ReleaseStore(Protocol):
 
 
 class DeploymentStore(Protocol):
-    """Deployments, device deployments, logs, last statuses."""
+    """Deployments and their statistics."""
 
     async def insert_deployment(
         self, tenant_id: str, deployment: Deployment, *, checksum: str
@@ -242,6 +243,27 @@ class DeploymentStore(Protocol):
         """
         ...
 
+    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
+        """Abort the active device deployments and finish the deployment with their counts."""
+        ...
+
+    async def unfinished_deployments(self) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's deployments that are not finished."""
+        ...
+
+    async def recount_stats(
+        self, tenant_id: str, deployment_id: str
+    ) -> tuple[dict[str, int], dict[str, int]] | None:
+        """Recount an unfinished deployment's statistics from its device deployments.
+
+        Returns the statistics before and after when they were wrong, else None.
+        """
+        ...
+
+
+class DeviceDeploymentStore(Protocol):
+    """Device deployments (a device's part in a deployment), their logs, last statuses."""
+
     async def start_device_deployment(
         self, tenant_id: str, device_deployment: DeviceDeployment, change: StatsChange
     ) -> tuple[DeviceDeployment, bool] | None:
@@ -278,23 +300,6 @@ class DeploymentStore(Protocol):
         """Put it back to pending as its next attempt, and its count with it, atomically.
 
         Compare-and-set on the status; None if it changed meanwhile.
-        """
-        ...
-
-    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
-        """Abort the active device deployments and finish the deployment with their counts."""
-        ...
-
-    async def unfinished_deployments(self) -> list[tuple[str, str]]:
-        """(tenant, id) of every tenant's deployments that are not finished."""
-        ...
-
-    async def recount_stats(
-        self, tenant_id: str, deployment_id: str
-    ) -> tuple[dict[str, int], dict[str, int]] | None:
-        """Recount an unfinished deployment's statistics from its device deployments.
-
-        Returns the statistics before and after when they were wrong, else None.
         """
         ...
 
@@ -434,5 +439,7 @@ class JobStore(Protocol):
         ...
 
 
-class DataStore(ArtifactStore, ReleaseStore, DeploymentStore, JobStore, Protocol):
+class DataStore(
+    ArtifactStore, ReleaseStore, DeploymentStore, DeviceDeploymentStore, JobStore, Protocol
+):
     """Everything the deployments use-cases store."""

@@ -11,10 +11,10 @@ from typing import Annotated
 from fastapi import Depends
 
 from common.web.app import services_dependency
-from services.deviceauth.app import DevAuthApp
+from services.deviceauth.app import DevAuthApp, DeviceAuthApp
 from services.deviceauth.config import Settings
 
-__all__ = ["DevAuthAppDep", "Services", "ServicesDep"]
+__all__ = ["DevAuthAppDep", "DeviceAuthAppDep", "Services", "ServicesDep"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,7 @@ class Services:
 
     settings: Settings
     devauth: DevAuthApp
+    device_auth: DeviceAuthApp
 
 
 ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
@@ -32,4 +33,9 @@ def _devauth(services: ServicesDep) -> DevAuthApp:
     return services.devauth
 
 
+def _device_auth(services: ServicesDep) -> DeviceAuthApp:
+    return services.device_auth
+
+
 DevAuthAppDep = Annotated[DevAuthApp, Depends(_devauth)]
+DeviceAuthAppDep = Annotated[DeviceAuthApp, Depends(_device_auth)]

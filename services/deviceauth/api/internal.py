@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from common.core.errors import BadRequest
 from common.web.paging import PageDep, set_page_headers
 from common.web.routing import TENANT
-from services.deviceauth.api.deps import DevAuthAppDep
+from services.deviceauth.api.deps import DevAuthAppDep, DeviceAuthAppDep
 from services.deviceauth.api.schemas import (
     CountOut,
     DeviceOut,
@@ -41,9 +41,9 @@ def _token_of(request: Request) -> str | None:
 
 @router.get("/tokens/verify", response_class=Response)
 @router.post("/tokens/verify", response_class=Response)
-async def verify_token(request: Request, devauth: DevAuthAppDep) -> Response:
+async def verify_token(request: Request, device_auth: DeviceAuthAppDep) -> Response:
     """Check a device token (the gateway asks): 200 valid, 401 invalid, 403 expired."""
-    await devauth.verify_token(_token_of(request))
+    await device_auth.verify_token(_token_of(request))
     return Response(status_code=200)
 
 

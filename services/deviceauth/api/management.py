@@ -6,6 +6,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Query, Request, Response
 
+from common.core.audit import Actor
 from common.core.errors import Conflict
 from common.web.identity import UserIdentity
 from common.web.paging import PageDep, set_page_headers
@@ -67,6 +68,7 @@ async def preauthorize_device(
             identity_data=body.identity_data,
             pubkey=body.pubkey,
             force=body.force,
+            actor=Actor.of(identity),
         )
     except DeviceExists as exc:
         raise Conflict(exc.message, body=DeviceOut.of(exc.device).model_dump(mode="json")) from None
@@ -101,7 +103,7 @@ async def decommission_device(
     device_id: str, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> None:
     """Decommission a device: it loses access at once and every service forgets it."""
-    await devauth.decommission(identity.tenant, device_id)
+    await devauth.decommission(identity.tenant, device_id, actor=Actor.of(identity))
 
 
 @router.delete("/devices/{device_id}/auth/{auth_id}", status_code=204, response_class=Response)
@@ -109,7 +111,7 @@ async def delete_device_auth_set(
     device_id: str, auth_id: str, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> None:
     """Dismiss an auth set (a last preauthorized one removes the device)."""
-    await devauth.delete_auth_set(identity.tenant, device_id, auth_id)
+    await devauth.delete_auth_set(identity.tenant, device_id, auth_id, actor=Actor.of(identity))
 
 
 @router.put("/devices/{device_id}/auth/{auth_id}/status", status_code=204, response_class=Response)
@@ -117,7 +119,9 @@ async def update_device_status(
     device_id: str, auth_id: str, body: StatusBody, identity: UserIdentity, devauth: DevAuthAppDep
 ) -> None:
     """Accept, reject or reset (pending) an auth set of a device."""
-    await devauth.set_auth_set_status(identity.tenant, device_id, auth_id, status=body.status)
+    await devauth.set_auth_set_status(
+        identity.tenant, device_id, auth_id, status=body.status, actor=Actor.of(identity)
+    )
 
 
 @router.get("/devices/{device_id}/auth/{auth_id}/status")

@@ -1,5 +1,7 @@
 """Business rules of deviceauth: no HTTP and no database driver here."""
 
-from services.deviceauth.app.devauth import Clock, DevAuthApp
+from services.deviceauth.app.admission import Admission, Clock
+from services.deviceauth.app.devauth import DevAuthApp
+from services.deviceauth.app.device import DeviceAuthApp
 
-__all__ = ["Clock", "DevAuthApp"]
+__all__ = ["Admission", "Clock", "DevAuthApp", "DeviceAuthApp"]

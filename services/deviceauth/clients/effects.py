@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
+from common.core.audit import Actor, AuditObject, audit_event
 from common.core.outbox import Effect
-from services.deviceauth.models import AuthSet, Device
+from services.deviceauth.models import AuthSet, AuthStatus, Device
 
 __all__ = [
     "DEPLOYMENTS",
@@ -21,6 +22,7 @@ __all__ = [
     "INVENTORY",
     "IOT_MANAGER",
     "decommission_effects",
+    "device_audit",
     "deviceconnect_disconnect",
     "dismissal_effects",
     "inventory_check_in",
@@ -212,4 +214,36 @@ def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:
             ok=(200, 202, 204, 404),
         ),
         _inventory_delete_device(tenant_id, device_id),
+    ]
+
+
+def device_audit(
+    tenant_id: str,
+    actor: Actor | None,
+    action: str,
+    subject: AuthSet | Device,
+    *,
+    when: datetime,
+    status: AuthStatus | None = None,
+) -> list[Effect]:
+    """The audit event of an operator's change to a device (none without an operator).
+
+    The change names the auth set acted on, and the status it was given if not implied.
+    """
+    if actor is None:
+        return []
+    device_id, change = subject.id, ""
+    if isinstance(subject, AuthSet):
+        device_id, change = subject.device_id, f"auth set {subject.id}"
+        if status is not None:
+            change += f" set to {status.value}"
+    return [
+        audit_event(
+            tenant_id,
+            actor=actor,
+            action=action,
+            object_=AuditObject.device(device_id, subject.id_data),
+            change=change,
+            when=when,
+        )
     ]

@@ -1,22 +1,19 @@
-"""Audit events for the auditlogs service, delivered through the outbox.
+"""Audit events of remote access, built with the shared builder and delivered by the outbox.
 
-Each event is one call to `POST /api/internal/v1/auditlogs/tenants/{tenant}/logs`, in the
-shape of Mender's audit log entries: who (`actor`), did what (`action`, the names Mender's
-audit log uses for remote access), to what (`object`), when, and the session it belongs to.
+A user's session with a device (terminal, port forward) and each file transfer is one event
+about the device, with the action names Mender's audit log uses for remote access, and the
+session it belongs to in `meta`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Final
-from urllib.parse import quote
+from datetime import datetime
 
+from common.core.audit import AUDITLOGS, Actor, AuditObject
+from common.core.audit import audit_event as _audit_event
 from common.core.outbox import Effect
 
 __all__ = ["AUDITLOGS", "audit_event"]
-
-AUDITLOGS: Final = "auditlogs"
-_LOGS: Final = "/api/internal/v1/auditlogs/tenants/{tenant}/logs"
 
 
 def audit_event(
@@ -27,18 +24,14 @@ def audit_event(
     device_id: str,
     session_id: str,
     when: datetime,
-    details: dict[str, Any] | None = None,
+    details: dict[str, list[str]] | None = None,
 ) -> Effect:
     """One audit log entry about a user's remote access to a device."""
-    return Effect(
-        peer=AUDITLOGS,
-        method="POST",
-        path=_LOGS.format(tenant=quote(tenant_id, safe="")),
-        body={
-            "actor": {"id": user_id, "type": "user"},
-            "action": action,
-            "object": {"id": device_id, "type": "device"},
-            "meta": {"session_id": [session_id], **(details or {})},
-            "time": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        },
+    return _audit_event(
+        tenant_id,
+        actor=Actor.user(user_id),
+        action=action,
+        object_=AuditObject.device(device_id),
+        when=when,
+        meta={"session_id": [session_id], **(details or {})},
     )

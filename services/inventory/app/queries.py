@@ -195,9 +195,28 @@ def _filter_value(operator: str, value: Any) -> Any:
         return [_scalar(v, operator) for v in value]
     if operator in ("$eq", "$ne") and isinstance(value, list):
         return [_scalar(v, operator) for v in value]
-    if operator in ("$gt", "$gte", "$lt", "$lte") and isinstance(value, bool):
+    if operator in ("$gt", "$gte", "$lt", "$lte", "$ltne") and isinstance(value, bool):
         raise BadRequest(f"{operator}: the value must be a string or a number")
+    if operator == "$ltne":
+        return _ltne_bounds(_scalar(value, operator))
     return _scalar(value, operator)
+
+
+def _ltne_bounds(value: Any) -> list[Any]:
+    """What `$ltne` compares with: the value, and the time a string also reads as.
+
+    The web UI finds offline devices with `system/check_in_time $ltne <RFC 3339 time>`; the
+    server stores that attribute as a time, so the string is compared as one too.
+    """
+    bounds = [value]
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return bounds
+        if when.tzinfo is not None:
+            bounds.append(when.astimezone(UTC))
+    return bounds
 
 
 def _predicate(params: FilterParams) -> Predicate:

@@ -280,6 +280,10 @@ def _condition(pred: Predicate) -> Document:
         if regex.options:
             condition["$options"] = regex.options
         return {path: condition}
+    if pred.operator == "$ltne":
+        # Less than (any of the bounds), or missing.
+        below: list[Document] = [{path: {"$lt": bound}} for bound in pred.value]
+        return {"$or": [*below, {path: {"$exists": False}}]}
     return {path: {pred.operator: pred.value}}
 
 

@@ -1,0 +1,1 @@
+"""auditlogs service: the audit trail of who did what, listed, filtered and exported."""

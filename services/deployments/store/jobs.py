@@ -1,0 +1,145 @@
+"""Limits, per-tenant settings, generation jobs and direct-upload intents in Mongo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from pymongo import ReturnDocument
+
+from common.core.mongo import Document
+from services.deployments.models import GenerateJob, JobState, UploadIntent
+from services.deployments.store import JobStore
+from services.deployments.store.base import MongoCollections
+from services.deployments.store.indexes import ARTIFACTS, JOBS, LIMITS, SETTINGS, UPLOADS
+
+__all__ = ["MongoJobStore"]
+
+# MongoDB's own index on `_id`, named by queries that span tenants.
+_ID_INDEX: Final = "_id_"
+
+
+def _job(doc: Mapping[str, Any]) -> GenerateJob:
+    fields = GenerateJob.model_fields
+    return GenerateJob(id=str(doc["_id"]), **{k: v for k, v in doc.items() if k in fields})
+
+
+def _intent(doc: Mapping[str, Any]) -> UploadIntent:
+    fields = UploadIntent.model_fields
+    return UploadIntent(id=str(doc["_id"]), **{k: v for k, v in doc.items() if k in fields})
+
+
+class MongoJobStore(MongoCollections, JobStore):
+    """Limits, storage settings and the artifact jobs of every tenant."""
+
+    async def get_limit(self, tenant_id: str, name: str) -> int:
+        """Find a limit."""
+        doc = await self._c(LIMITS, tenant_id).find_one({"name": name})
+        return int(doc.get("value", 0)) if doc else 0
+
+    async def set_limit(self, tenant_id: str, name: str, value: int) -> None:
+        """Upsert a limit."""
+        await self._c(LIMITS, tenant_id).update_one(
+            {"name": name}, {"$set": {"value": value}}, upsert=True
+        )
+
+    async def get_storage_settings(self, tenant_id: str) -> dict[str, Any] | None:
+        """Find the settings document."""
+        doc = await self._c(SETTINGS, tenant_id).find_one({})
+        if doc is None:
+            return None
+        value = doc.get("storage")
+        return dict(value) if isinstance(value, dict) else None
+
+    async def set_storage_settings(self, tenant_id: str, settings: dict[str, Any] | None) -> None:
+        """Upsert (or clear) the settings document."""
+        coll = self._c(SETTINGS, tenant_id)
+        if settings is None:
+            await coll.delete_one({})
+        else:
+            await coll.update_one({}, {"$set": {"storage": settings}}, upsert=True)
+
+    async def insert_job(self, job: GenerateJob) -> None:
+        """Insert a job document."""
+        doc = job.model_dump(exclude={"id", "tenant_id"})
+        await self._c(JOBS, job.tenant_id).insert_one({"_id": job.id, **doc})
+
+    async def get_job(self, tenant_id: str, job_id: str) -> GenerateJob | None:
+        """Find a job."""
+        doc = await self._c(JOBS, tenant_id).find_one({"_id": job_id})
+        return _job(doc) if doc else None
+
+    async def set_job_state(
+        self, tenant_id: str, job_id: str, state: JobState, *, error: str = ""
+    ) -> None:
+        """Update a job's state."""
+        await self._c(JOBS, tenant_id).update_one(
+            {"_id": job_id}, {"$set": {"state": state, "error": error}}
+        )
+
+    async def unfinished_jobs(self) -> list[GenerateJob]:
+        """Jobs of every tenant still pending or processing.
+
+        The one query spanning tenants: start-up recovery must see every tenant's jobs.
+        """
+        cursor = self._db[JOBS].find(
+            {"tenant_id": {"$exists": True}, "state": {"$in": ["pending", "processing"]}}
+        )
+        return [_job(d) async for d in cursor]
+
+    async def artifact_tenants(self, artifact_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(tenant, id) of the artifacts with these ids, in whichever tenant.
+
+        Spans tenants (see `unfinished_jobs`): the storage sweep looks at every object.
+        """
+        cursor = self._db[ARTIFACTS].find(
+            {"_id": {"$in": list(artifact_ids)}, "tenant_id": {"$exists": True}},
+            projection={"tenant_id": 1},
+            hint=_ID_INDEX,
+        )
+        return [(str(d["tenant_id"]), str(d["_id"])) async for d in cursor]
+
+    async def unfinished_upload_keys(self, ids: Sequence[str]) -> list[str]:
+        """Object keys of the unfinished jobs and upload intents with these ids, any tenant."""
+        query: Document = {
+            "_id": {"$in": list(ids)},
+            "tenant_id": {"$exists": True},
+            "state": {"$in": ["pending", "processing"]},
+        }
+        jobs = self._db[JOBS].find(query, projection={"raw_key": 1}, hint=_ID_INDEX)
+        intents = self._db[UPLOADS].find(query, projection={"key": 1}, hint=_ID_INDEX)
+        return [str(d["raw_key"]) async for d in jobs] + [str(d["key"]) async for d in intents]
+
+    async def insert_intent(self, intent: UploadIntent) -> None:
+        """Insert an intent document."""
+        doc = intent.model_dump(exclude={"id", "tenant_id"})
+        await self._c(UPLOADS, intent.tenant_id).insert_one({"_id": intent.id, **doc})
+
+    async def get_intent(self, tenant_id: str, intent_id: str) -> UploadIntent | None:
+        """Find an intent."""
+        doc = await self._c(UPLOADS, tenant_id).find_one({"_id": intent_id})
+        return _intent(doc) if doc else None
+
+    async def claim_intent(
+        self, tenant_id: str, intent_id: str, *, from_state: JobState, to_state: JobState
+    ) -> UploadIntent | None:
+        """Compare-and-set the state."""
+        doc = await self._c(UPLOADS, tenant_id).find_one_and_update(
+            {"_id": intent_id, "state": from_state},
+            {"$set": {"state": to_state}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _intent(doc) if doc else None
+
+    async def set_intent_state(
+        self, tenant_id: str, intent_id: str, state: JobState, *, error: str = ""
+    ) -> None:
+        """Update an intent's state."""
+        await self._c(UPLOADS, tenant_id).update_one(
+            {"_id": intent_id}, {"$set": {"state": state, "error": error}}
+        )
+
+    async def unfinished_intents(self) -> list[UploadIntent]:
+        """Intents of every tenant still processing (see `unfinished_jobs`)."""
+        cursor = self._db[UPLOADS].find({"tenant_id": {"$exists": True}, "state": "processing"})
+        return [_intent(d) async for d in cursor]

@@ -1,0 +1,174 @@
+"""The admission rules both sides of deviceauth apply.
+
+A device is created with its first auth set, an auth set is accepted within the device
+limit, and the device's status follows its auth sets; each change tells the peers through
+the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+from common.core.outbox import Effect
+from services.deviceauth.app.errors import UnsupportedLimit
+from services.deviceauth.clients import (
+    deviceconnect_disconnect,
+    inventory_identity,
+    provision_effects,
+    status_effects,
+)
+from services.deviceauth.models import (
+    LIMIT_MAX_DEVICES,
+    AuthSet,
+    AuthStatus,
+    Device,
+    DeviceStatus,
+    device_status_from,
+)
+from services.deviceauth.store import DataStore
+
+__all__ = ["RACE_ATTEMPTS", "Admission", "Clock", "check_limit_name", "new_id"]
+
+Clock = Callable[[], datetime]
+
+# How often a write that lost a race with a concurrent request is retried.
+RACE_ATTEMPTS: Final = 3
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new random id (devices, auth sets)."""
+    return str(uuid.uuid4())
+
+
+def check_limit_name(name: str) -> None:
+    """Refuse a limit deviceauth does not have."""
+    if name != LIMIT_MAX_DEVICES:
+        raise UnsupportedLimit(name)
+
+
+class Admission:
+    """Devices and auth sets changed as Mender's rules require, with the peers told."""
+
+    def __init__(
+        self,
+        store: DataStore,
+        *,
+        default_max_devices: int = 0,
+        wake: Callable[[], None] = lambda: None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._store = store
+        self._default_max_devices = default_max_devices
+        self._wake = wake
+        self._clock = clock or _utcnow
+
+    def now(self) -> datetime:
+        """The current time (the clock given, or the wall clock)."""
+        return self._clock()
+
+    def wake(self) -> None:
+        """Tell the outbox relay that effects were committed."""
+        self._wake()
+
+    async def create_device(
+        self,
+        tenant: str,
+        auth_set: AuthSet,
+        status: DeviceStatus,
+        *,
+        effects: Sequence[Effect] = (),
+    ) -> None:
+        """Create a device with its first auth set (and `effects` of the caller's own)."""
+        device = Device(
+            id=auth_set.device_id,
+            id_data=auth_set.id_data,
+            id_data_sha256=auth_set.id_data_sha256,
+            status=status,
+            created_ts=auth_set.ts,
+            updated_ts=auth_set.ts,
+            revision=1,
+        )
+
+        async def create(tx: DataStore) -> None:
+            await tx.insert_device(tenant, device)
+            await tx.insert_auth_set(tenant, auth_set)
+            await tx.add_effects(
+                [
+                    inventory_identity(tenant, device.id, device.identity_data),
+                    *status_effects(tenant, device.id, status=status, revision=device.revision),
+                    *effects,
+                ]
+            )
+
+        await self._store.atomically(create)
+        self.wake()
+
+    async def limit(self, tenant: str, name: str) -> int:
+        """The value of a limit (0 = unlimited)."""
+        check_limit_name(name)
+        value = await self._store.get_limit(tenant, name)
+        return self._default_max_devices if value is None else value
+
+    async def accept(
+        self,
+        tx: DataStore,
+        tenant: str,
+        device_id: str,
+        auth_id: str,
+        *,
+        allowed: frozenset[AuthStatus],
+    ) -> AuthSet | None:
+        """Accept the auth set in `tx` if its status allows; the accepted auth set or None."""
+        # Re-read inside the transaction: a concurrent change may have won the race.
+        auth_set = await tx.get_auth_set(tenant, auth_id, device_id=device_id)
+        if auth_set is None:
+            return None
+        if auth_set.status is AuthStatus.ACCEPTED:
+            return auth_set
+        if auth_set.status not in allowed:
+            return None
+        # A device has one accepted key: the others are rejected and their tokens go.
+        rejected = await tx.reject_accepted_auth_sets(tenant, device_id, keep=auth_id)
+        await tx.delete_tokens(tenant, token_ids=rejected)
+        await tx.set_auth_set_status(tenant, auth_id, AuthStatus.ACCEPTED)
+        device = await tx.get_device(tenant, device_id)
+        if device is not None and not device.provisioned:
+            # Before the status change, as Mender's workflow does: iot-manager hears that
+            # the device is provisioned, then that it is accepted.
+            await tx.add_effects(provision_effects(tenant, device, auth_set))
+            await tx.set_device_provisioned(tenant, device_id, provisioned=True)
+        await self.refresh_status(tx, tenant, device_id)
+        return auth_set.model_copy(update={"status": AuthStatus.ACCEPTED})
+
+    async def refresh_status(self, tx: DataStore, tenant: str, device_id: str) -> Device | None:
+        """Recompute the device status from its auth sets; tell the peers when it changes."""
+        device = await tx.get_device(tenant, device_id)
+        if device is None:
+            return None
+        auth_sets = await tx.list_auth_sets(tenant, [device_id])
+        status = device_status_from([a.status for a in auth_sets])
+        if status is device.status:
+            return device
+        updated = await tx.update_device_status(tenant, device_id, status=status, now=self.now())
+        if updated is not None:
+            effects = status_effects(tenant, device_id, status=status, revision=updated.revision)
+            if device.status is DeviceStatus.ACCEPTED:
+                # Its tokens are gone: an open remote-access connection must go too.
+                effects.append(deviceconnect_disconnect(tenant, device_id))
+            await tx.add_effects(effects)
+        return updated
+
+    async def can_accept(self, tenant: str) -> bool:
+        """Whether one more device may be accepted within the limit."""
+        limit = await self.limit(tenant, LIMIT_MAX_DEVICES)
+        if limit == 0:
+            return True
+        accepted = await self._store.count_devices(tenant, status=DeviceStatus.ACCEPTED)
+        return accepted < limit

@@ -1,0 +1,1 @@
+"""devicemonitor service: device alerts, the devices' monitor configuration, and telemetry."""

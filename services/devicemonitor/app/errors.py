@@ -1,0 +1,21 @@
+"""Domain errors of devicemonitor, with their HTTP status and message."""
+
+from __future__ import annotations
+
+from common.core.errors import BadRequest, Forbidden
+
+__all__ = ["InvalidRequest", "OtherDevice"]
+
+
+class InvalidRequest(BadRequest):
+    """The request breaks a rule: a field, a size limit, a time (400)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"invalid request: {problem}")
+
+
+class OtherDevice(Forbidden):
+    """A device reports for a device id that is not its own (403)."""
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device_id {device_id!r} is not the authenticated device")

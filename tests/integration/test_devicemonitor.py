@@ -1,0 +1,87 @@
+"""Device monitoring through the gateway: a device's alerts, the Monitoring tab's calls, and
+the device list's issue filter in inventory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import pytest
+
+from common.localstack.launcher import Stack
+from tests.e2e.api import ManagementApi, RawDevice, unique_identity
+from tests.toolkit import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+MONITOR: Final = "/api/management/v1/devicemonitor/devices"
+SEARCH: Final = "/api/management/v2/inventory/filters/search"
+
+
+@pytest.fixture
+def device(stack: Stack, api: ManagementApi) -> Iterator[tuple[RawDevice, str]]:
+    """An accepted device holding a token, and its id."""
+    raw = RawDevice(stack.url, unique_identity("monitor"))
+    try:
+        assert raw.auth_request().status_code == 401
+        pending = api.wait_for_device(raw.identity, status="pending")
+        api.accept(pending)
+        assert raw.auth_request().status_code == 200
+        yield raw, pending["id"]
+    finally:
+        raw.close()
+
+
+def _alert(level: str) -> dict[str, Any]:
+    return {
+        "name": "sshd",
+        "level": level,
+        "subject": {"name": "sshd", "type": "systemd", "status": level.lower()},
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+
+
+def _with_issues(api: ManagementApi) -> list[str]:
+    """What the device list's "Monitoring alert" filter finds."""
+    filters = [{"scope": "monitor", "attribute": "alerts", "type": "$eq", "value": True}]
+    response = api.http.post(SEARCH, json={"page": 1, "per_page": 500, "filters": filters})
+    assert response.status_code == 200, response.text
+    return [d["id"] for d in response.json()]
+
+
+class TestDeviceAlerts:
+    def test_alert_to_issue_and_back(
+        self, api: ManagementApi, device: tuple[RawDevice, str]
+    ) -> None:
+        raw, device_id = device
+        headers = {"Authorization": f"Bearer {raw.token}"}
+        sent = raw.http.post(
+            "/api/devices/v1/devicemonitor/alert", json=[_alert("CRITICAL")], headers=headers
+        )
+        assert sent.status_code == 204, sent.text
+
+        # The Monitoring tab: history and open issues.
+        history = api.http.get(
+            f"{MONITOR}/{device_id}/alerts?page=1&per_page=20&sort_ascending=false"
+        )
+        assert history.status_code == 200, history.text
+        assert history.headers["X-Total-Count"] == "1"
+        assert [a["level"] for a in history.json()] == ["CRITICAL"]
+        latest = api.http.get(f"{MONITOR}/{device_id}/alerts/latest")
+        assert [a["name"] for a in latest.json()] == ["sshd"]
+        wait_until(
+            lambda: device_id in _with_issues(api), what="inventory lists the device's issue"
+        )
+
+        cleared = raw.http.post(
+            "/api/devices/v1/devicemonitor/alert", json=_alert("OK"), headers=headers
+        )
+        assert cleared.status_code == 204, cleared.text
+        assert api.http.get(f"{MONITOR}/{device_id}/alerts/latest").json() == []
+        wait_until(lambda: device_id not in _with_issues(api), what="inventory clears the issue")
+
+    def test_a_user_cannot_post_alerts(self, api: ManagementApi) -> None:
+        response = api.http.post("/api/devices/v1/devicemonitor/alert", json=[_alert("OK")])
+        assert response.status_code == 401
+        assert response.json()["error"] == "not a device token"
