@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.core.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings, DurationOrZero
 from services.devicemonitor.service import SERVICE
 
 __all__ = ["Settings"]
@@ -27,4 +27,4 @@ class Settings(BaseServiceSettings):
     # Most alerts one request may carry.
     max_alerts_per_batch: Annotated[int, Field(ge=1, le=10_000)] = 100
     # How far ahead of the server's clock a reported time may be (a device's clock drifts).
-    max_clock_skew: timedelta = timedelta(minutes=10)
+    max_clock_skew: DurationOrZero = timedelta(minutes=10)
