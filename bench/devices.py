@@ -1,12 +1,12 @@
-"""Real devices for the benchmarks: preauthorized, then authenticated with a signed request.
-
-The request is laid out and signed by the tests' device simulator (`tests.toolkit.devices`),
-so benchmarks and tests send exactly what the Mender client sends.
-"""
+"""Devices for the benchmarks: real ones, preauthorized then authenticated with a signed
+request (laid out and signed by the tests' device simulator, `tests.toolkit.devices`, as the
+Mender client does); or just the unsigned token a service behind the gateway decodes."""
 
 from __future__ import annotations
 
-from typing import Final
+import base64
+import json
+from typing import Any, Final
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -14,6 +14,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from tests.toolkit.devices import AUTH_REQUESTS, device_id_of, public_key_pem, signed_auth_request
 
 PREAUTHORIZE: Final = "/api/management/v2/devauth/devices"
+
+
+def unsigned_token(claims: dict[str, Any]) -> str:
+    """A well-formed JWT with these claims and no valid signature: what a service behind the
+    gateway accepts (it decodes tokens, the gateway verifies them)."""
+
+    def part(document: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2ln"
 
 
 async def register_device(
