@@ -28,6 +28,11 @@ class GenerateJob(Model):
     raw_size: int
     created: datetime
     error: str = ""
+    # Which process runs it, until when (see `common.core.leases`), and how many times a
+    # process has taken it up.
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    claims: int = 0
 
 
 class UploadIntent(Model):
@@ -40,3 +45,6 @@ class UploadIntent(Model):
     expire: datetime
     created: datetime
     error: str = ""
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    claims: int = 0
