@@ -38,6 +38,8 @@ class Settings(BaseServiceSettings):
     limit_tokens_per_user: Annotated[int, Field(ge=0)] = 10
     # bcrypt work factor of new password hashes (Mender's default cost is 10).
     bcrypt_cost: Annotated[int, Field(ge=4, le=15)] = 10
+    # auditlogs' internal address: operators' changes to users and tokens are recorded there.
+    auditlogs_addr: str | None = None
 
     @model_validator(mode="after")
     def _require_key_outside_development(self) -> Settings:
