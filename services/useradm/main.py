@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from common.core.audit import AUDITLOGS
 from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
-from services.useradm.api import internal_router, management_v1, management_v2
+from services.useradm.api import internal_router, management_v1, management_v2, tenantadm_router
 from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
 from services.useradm.app import (
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         config,
         name=SERVICE_NAME,
         internal_prefix=INTERNAL_PREFIX,
-        routers=[management_v1, management_v2, internal_router],
+        routers=[management_v1, management_v2, tenantadm_router, internal_router],
         indexes=INDEXES,
         setup=setup,
     )

@@ -1,4 +1,4 @@
-"""Management APIs: login and logout, users, settings, personal access tokens, plans."""
+"""Management APIs: login and logout, users, settings, personal access tokens, roles, plans."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ from services.useradm.api.deps import (
 from services.useradm.api.schemas import (
     OwnUserUpdateV2In,
     PersonalAccessTokenOut,
+    RoleOut,
     TokenRequestIn,
     UserNewIn,
     UserOut,
     UserUpdateIn,
 )
+from services.useradm.app.organization import PERMIT_ALL_ROLE
 from services.useradm.models import Plan, PlanBinding
 
 __all__ = ["PREFIX_V1", "PREFIX_V2", "management_v1", "management_v2"]
@@ -234,6 +236,15 @@ async def revoke_personal_token(id: str, identity: UserIdentity, auth: AuthAppDe
     """Revoke one of the caller's tokens; it stops working at once."""
     await auth.revoke_token(identity.tenant, identity.subject, id, actor=Actor.of(identity))
     return Response(status_code=204)
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+
+@management_v1.get("/roles")
+async def list_roles(_identity: UserIdentity) -> list[RoleOut]:
+    """The roles users may hold: the one that permits everything, held by every user."""
+    return [RoleOut.of(PERMIT_ALL_ROLE)]
 
 
 # -- plans ----------------------------------------------------------------------------------

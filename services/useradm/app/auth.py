@@ -13,6 +13,7 @@ from common.core.outbox import Effect
 from common.core.tokens import TokenExpired, TokenInvalid
 from services.useradm.app import errors
 from services.useradm.app.keys import KeyRing
+from services.useradm.app.organization import organization_claims
 from services.useradm.app.passwords import PasswordHasher
 from services.useradm.models import SCOPE_ALL, StoredToken
 from services.useradm.store import DataStore, DuplicateTokenName
@@ -102,6 +103,7 @@ class AuthApp:
             expires_at = datetime.fromtimestamp(claims["exp"], UTC)
         if tenant_id:
             claims["mender.tenant"] = tenant_id
+        claims.update(organization_claims(tenant_id))
         record = StoredToken(
             id=claims["jti"], subject=subject, issued_at=now, expires_at=expires_at, name=name
         )
