@@ -28,6 +28,8 @@ class GenerateJob(Model):
     raw_size: int
     created: datetime
     error: str = ""
+    # The user who submitted it: the artifact's audit event names them.
+    user_id: str | None = None
 
 
 class UploadIntent(Model):
@@ -40,3 +42,5 @@ class UploadIntent(Model):
     expire: datetime
     created: datetime
     error: str = ""
+    # The user who asked for the link: the artifact's audit event names them.
+    user_id: str | None = None

@@ -13,6 +13,8 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from common.core.outbox import OUTBOX_INDEXES
+
 __all__ = [
     "ARTIFACTS",
     "DEPLOYMENTS",
@@ -147,4 +149,5 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         IndexModel([_T, ("state", ASCENDING)]),
     ],
     JOBS: [_BY_ID, IndexModel([_T, ("state", ASCENDING)])],
+    **OUTBOX_INDEXES,
 }
