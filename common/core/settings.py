@@ -1,16 +1,53 @@
-"""Settings shared by every service: pydantic-settings with a per-service env prefix."""
+"""Settings shared by every service: pydantic-settings with a per-service env prefix.
+
+Any setting may also be given as a file: `<PREFIX><NAME>_FILE=/path` reads the value from
+that file (without its trailing newline), so that secrets, a database URL with its password
+among them, live in files mounted into the container rather than in its environment. A
+variable set directly wins over its `_FILE` form.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+import os
+from pathlib import Path
+from typing import Annotated, Any, Final
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["DEV_PLACEHOLDER", "BaseServiceSettings"]
 
 # A secret with this value is only acceptable in development mode.
 DEV_PLACEHOLDER: Final = "change-me"
+_FILE_SUFFIX: Final = "_FILE"
+
+
+class _FromFiles(PydanticBaseSettingsSource):
+    """Values of the settings named by `<PREFIX><NAME>_FILE` variables, read from those files."""
+
+    def get_field_value(
+        self,
+        field: FieldInfo,  # noqa: ARG002 (the name is enough)
+        field_name: str,
+    ) -> tuple[Any, str, bool]:
+        """One setting's value from its file, if a variable names one."""
+        variable = f"{self.config.get('env_prefix', '')}{field_name}{_FILE_SUFFIX}".upper()
+        path = os.environ.get(variable)
+        if not path:
+            return None, field_name, False
+        try:
+            return Path(path).read_text().rstrip("\r\n"), field_name, False
+        except OSError as exc:
+            raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(info, name)
+            if value is not None:
+                values[name] = value
+        return values
 
 
 class BaseServiceSettings(BaseSettings):
@@ -28,6 +65,19 @@ class BaseServiceSettings(BaseSettings):
     request_size_limit: Annotated[int, Field(ge=1024)] = 1024 * 1024
     # Timeout for calls to peer services, in seconds.
     peer_timeout: Annotated[float, Field(gt=0)] = 10.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then `_FILE` variables' files, then the rest."""
+        files = _FromFiles(settings_cls)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
 
     def secrets(self) -> dict[str, str]:
         """Name → value of the secrets that must not keep their placeholder in production."""

@@ -114,11 +114,13 @@ def generate_key_file(path: Path, kind: str = "rsa") -> None:
     write_secret_file(path, pem)
 
 
-def write_secret_file(path: Path, content: bytes) -> None:
-    """Create `path` (mode 0600) holding `content`, whole or not at all; an existing file wins.
+def write_secret_file(path: Path, content: bytes, *, replace: bool = False) -> None:
+    """Create `path` (mode 0600) holding `content`, whole or not at all; an existing file wins
+    unless `replace` (for a file derived from others, rewritten when they change).
 
-    The content is written and synced under a temporary name, then linked into place: a crash
-    at any point leaves either no file or the complete one, never an empty key.
+    The content is written and synced under a temporary name, then linked (or renamed) into
+    place: a crash at any point leaves the old file or the complete new one, never an empty
+    key.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -127,12 +129,16 @@ def write_secret_file(path: Path, content: bytes) -> None:
             out.write(content)
             out.flush()
             os.fsync(out.fileno())
+        if replace:
+            os.replace(temporary, path)
+            return
         try:
             os.link(temporary, path)
         except FileExistsError:
             return
     finally:
-        os.unlink(temporary)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 class TokenVerifier:

@@ -3,7 +3,8 @@
 `python -m common.localstack.keygen DIR` writes `DIR/useradm/private.id.1.pem` (user tokens),
 `DIR/deviceauth.pem` (device tokens), `DIR/presign.secret` (download-link HMAC) and
 `DIR/iot-manager.key` (encrypts integration credentials at rest). The launcher calls it for
-`make run`; docker compose runs it once into a shared volume.
+`make run` (docker compose generates its own, one volume per consumer:
+`common.localstack.provision`).
 """
 
 from __future__ import annotations

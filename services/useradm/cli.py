@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from services.useradm.config import Settings
+    from services.useradm.config import DatabaseSettings, Settings
 
 __all__ = ["EXIT_CONFLICT", "EXIT_FAILURE", "EXIT_INVALID", "main"]
 
@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _create_user(settings: Settings, email: str, password: str, user_id: str | None) -> str:
+async def _create_user(
+    settings: DatabaseSettings, email: str, password: str, user_id: str | None
+) -> str:
     # Imported here: a command line that only parses its arguments should start quickly.
     from common.core.mongo import create_client, ensure_indexes
     from common.core.outbox import Outbox
@@ -73,14 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from common.core.errors import BadRequest
     from services.useradm.app.errors import DuplicateEmail, DuplicateUserId
-    from services.useradm.config import Settings
+    from services.useradm.config import DatabaseSettings, Settings
 
     try:
-        settings = Settings()
+        # Creating a user needs the database only, not the key that signs tokens.
+        settings = Settings() if args.command in (None, "serve") else DatabaseSettings()
     except ValidationError as exc:
         _fail(f"useradm: invalid configuration: {exc}")
         return EXIT_INVALID
-    if args.command in (None, "serve"):
+    if isinstance(settings, Settings):
         _serve(settings)
         return 0
     try:

@@ -11,17 +11,24 @@ from pydantic_settings import SettingsConfigDict
 from common.core.settings import BaseServiceSettings
 from services.useradm.service import SERVICE
 
-__all__ = ["SERVICE_NAME", "Settings"]
+__all__ = ["SERVICE_NAME", "DatabaseSettings", "Settings"]
 
 SERVICE_NAME: Final = "useradm"
 
 
-class Settings(BaseServiceSettings):
-    """Configuration of useradm; every field is read from `USERADM_<NAME>`."""
+class DatabaseSettings(BaseServiceSettings):
+    """What working on useradm's users needs (`create-user`): the database, password hashing."""
 
     model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
     mongo_db: str = SERVICE.database
+    # bcrypt work factor of new password hashes (Mender's default cost is 10).
+    bcrypt_cost: Annotated[int, Field(ge=4, le=15)] = 10
+
+
+class Settings(DatabaseSettings):
+    """Configuration of useradm; every field is read from `USERADM_<NAME>`."""
+
     # PEM private key (RSA → RS256, Ed25519 → EdDSA) that signs user tokens. A file named
     # `private.id.<N>.pem` gives the key id N (else 0); other `private.id.<M>.pem` files in
     # the same directory are loaded too, so tokens of rotated-out keys keep verifying.
@@ -36,8 +43,6 @@ class Settings(BaseServiceSettings):
     limit_sessions_per_user: Annotated[int, Field(ge=0)] = 10
     # Personal access tokens a user may hold; 0 means unlimited.
     limit_tokens_per_user: Annotated[int, Field(ge=0)] = 10
-    # bcrypt work factor of new password hashes (Mender's default cost is 10).
-    bcrypt_cost: Annotated[int, Field(ge=4, le=15)] = 10
     # auditlogs' internal address: operators' changes to users and tokens are recorded there.
     auditlogs_addr: str | None = None
 

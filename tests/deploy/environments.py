@@ -5,16 +5,20 @@
 given and where its volumes are mounted; and which host name is which component. `localise()`
 then maps that environment onto this machine, and nothing else: a listening address becomes
 127.0.0.1 and a free port, a URL naming a component's host points at that component's local
-port (MongoDB's at the embedded database, NATS's at a local nats-server), a path under a
-mounted volume points into a local directory. A host, a path or a secret the files name but
-do not provide is an error, which is the point: settings and deployment files cannot drift.
+port (MongoDB's at the embedded database, without its credentials: the embedded server has
+no users; NATS's at a local nats-server), a path under a mounted volume points into a local
+directory, and a `_FILE` setting whose file holds such a URL gets a copy holding the local
+one. A host, a path or a secret the files name but do not provide is an error, which is the
+point: settings and deployment files cannot drift. compose's one-shot that generates the
+secrets runs for real, into the local directories of the volumes it mounts.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import secrets
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,6 @@ from urllib.parse import urlsplit
 import yaml
 
 from common.core.servicespec import ServiceSpec
-from common.localstack.keygen import ensure_keys
 from tests.deploy.chart import NAMESPACE, Manifest
 
 __all__ = ["DATABASE", "GATEWAY", "NATS", "Deployment", "Process", "from_chart", "from_compose"]
@@ -32,7 +35,8 @@ __all__ = ["DATABASE", "GATEWAY", "NATS", "Deployment", "Process", "from_chart",
 DATABASE: Final = "database"
 NATS: Final = "nats"
 GATEWAY: Final = "gateway"
-_VARIABLE: Final = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
+# compose's `$$` (a literal `$`) and `${VAR}`, `${VAR:-default}`, `${VAR-default}`.
+_VARIABLE: Final = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
 
 
 @dataclass
@@ -57,6 +61,10 @@ class Deployment:
     hosts: dict[str, str]
     # How the first admin user is created: the process to run for it.
     create_admin: Process
+    # Where localised copies of files go.
+    scratch: Path
+    # Ports published on the host (`localhost:<port>` in a URL) → component.
+    published: dict[int, str] = field(default_factory=dict)
 
     def localise(
         self, process: Process, prefix: str, ports: Mapping[str, int], *, port: int
@@ -70,15 +78,30 @@ class Deployment:
             elif "://" in value:
                 env[name] = self._url(value, ports)
             elif value.startswith("/") and name not in process.secret:
-                env[name] = _local_path(value, process.mounts)
+                env[name] = self._file(name, _local_path(value, process.mounts), ports)
         env[f"{prefix}LISTEN_PORT"] = str(port)
         return env
+
+    def _file(self, name: str, path: str, ports: Mapping[str, int]) -> str:
+        """The local path of a mounted file; a `_FILE` URL's is a copy with the local URL."""
+        if not name.endswith("_FILE"):
+            return path
+        content = Path(path).read_text()
+        if "://" not in content:
+            return path
+        copy = self.scratch / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(self._url(content.strip(), ports))
+        return str(copy)
 
     def _url(self, value: str, ports: Mapping[str, int]) -> str:
         url = urlsplit(value)
         host = url.hostname or ""
-        assert host in self.hosts, f"{value}: {host!r} is no component of the deployment"
-        component = self.hosts[host]
+        if host == "localhost" and url.port in self.published:
+            component = self.published[url.port]
+        else:
+            assert host in self.hosts, f"{value}: {host!r} is no component of the deployment"
+            component = self.hosts[host]
         netloc = f"127.0.0.1:{ports[component]}"
         if component == DATABASE:
             # The embedded server is no replica set: the URL keeps only the database's address.
@@ -101,46 +124,73 @@ def _resource(name: str) -> str:
 # --- docker compose ---------------------------------------------------------------------
 
 
-def _interpolate(value: Any, variables: dict[str, str]) -> str:
-    """Compose's `${VAR}`, `${VAR:?msg}`, `${VAR:-default}`: each variable gets a new secret."""
+def _interpolate(value: Any, variables: Mapping[str, str]) -> str:
+    """Compose's interpolation: a variable set in `variables`, else its default, else empty."""
 
     def value_of(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return variables.setdefault(name, base64.b64encode(secrets.token_bytes(32)).decode())
+        if match.group(0) == "$$":
+            return "$"
+        return variables.get(match.group(1)) or match.group(2) or ""
 
     return _VARIABLE.sub(value_of, str(value))
 
 
-def from_compose(path: Path, services: tuple[ServiceSpec, ...], local: Path) -> Deployment:
-    """The compose file's processes; its named volumes become directories under `local`."""
+def _provision(entry: dict[str, Any], variables: Mapping[str, str], local: Path) -> None:
+    """Run compose's secrets one-shot here: its root a directory of links to the volumes."""
+    command = [_interpolate(c, variables) for c in entry["command"]]
+    module, root, *args = command
+    linked = local / "secrets-root"
+    linked.mkdir(parents=True, exist_ok=True)
+    for volume in entry["volumes"]:
+        source, target = _interpolate(volume, variables).split(":")[:2]
+        assert target.startswith(root + "/"), f"{volume}: not under {root}"
+        (local / source).mkdir(parents=True, exist_ok=True)
+        (linked / target.removeprefix(root + "/")).symlink_to(local / source)
+    done = subprocess.run(
+        [sys.executable, "-m", module, str(linked), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def from_compose(
+    path: Path, services: tuple[ServiceSpec, ...], local: Path, variables: Mapping[str, str]
+) -> Deployment:
+    """The compose file's processes, with `variables` set; its named volumes become
+    directories under `local`."""
     compose: dict[str, Any] = yaml.safe_load(path.read_text())["services"]
-    variables: dict[str, str] = {}
     components = {_resource(svc.name): svc.name for svc in services}
 
-    def process(entry: dict[str, Any], args: list[str] | None = None) -> Process:
+    def process(entry: dict[str, Any]) -> Process:
         mounts = {}
         for volume in entry.get("volumes", []):
-            source, target = str(volume).split(":")[:2]
+            source, target = _interpolate(volume, variables).split(":")[:2]
             mounts[target] = local / source
             mounts[target].mkdir(parents=True, exist_ok=True)
         env = {k: _interpolate(v, variables) for k, v in entry.get("environment", {}).items()}
-        secret = frozenset(k for k, v in entry.get("environment", {}).items() if "${" in str(v))
-        command = entry["command"]
-        return Process(command[0], env, mounts, args or command[1:], secret)
+        command = [_interpolate(c, variables) for c in entry["command"]]
+        if "entrypoint" in entry:  # a shell command line, not a module
+            return Process("", env, mounts, [*entry["entrypoint"], *command])
+        return Process(command[0], env, mounts, command[1:])
 
-    # The one-shot container that writes the keys into their volume.
-    keys = process(compose["keys"])
-    ensure_keys(Path(_local_path(keys.args[0], keys.mounts)))
+    _provision(compose["secrets"], variables, local)
     processes = {components[name]: process(compose[name]) for name in components}
     processes[GATEWAY] = process(compose["gateway"])
     hosts = {name: components.get(name, name) for name in compose}
     hosts |= {"mongo": DATABASE, "nats": NATS}
-    admin = next(
-        (process(entry) for entry in compose.values() if "create-user" in entry.get("command", [])),
-        # Otherwise as the compose file's comment has it: `run --rm useradm ... create-user`.
-        process(compose["useradm"], ["create-user"]),
-    )
-    return Deployment(processes, hosts, admin)
+    published = {}
+    for name, entry in compose.items():
+        for mapping in entry.get("ports", []):
+            published[int(_interpolate(mapping, variables).split(":")[0])] = hosts[name]
+    [admin] = [
+        process(entry)
+        for entry in compose.values()
+        if "create-user" in " ".join(map(str, entry.get("command", [])))
+    ]
+    return Deployment(processes, hosts, admin, local / "localised", published)
 
 
 # --- the Helm chart ---------------------------------------------------------------------
@@ -236,4 +286,4 @@ def from_chart(
                 root = next(p for p in rule["http"]["paths"] if p["path"] == "/")
                 hosts[rule["host"]] = hosts[root["backend"]["service"]["name"]]
     assert admin is not None, "the chart creates no admin user"
-    return Deployment(processes, hosts, admin)
+    return Deployment(processes, hosts, admin, local / "localised")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,13 +30,12 @@ SERVICES: Final = discover()
 ADMIN: Final = {"email": "admin@example.com", "password": "smoke-test-password"}
 # The operator's own Secret that the chart's admin Job reads.
 ADMIN_SECRET: Final = "fleetport-admin"
-
-
-def _health(component: str, port: int) -> str:
-    if component == GATEWAY:
-        return f"http://127.0.0.1:{port}/status"
-    svc = next(s for s in SERVICES if s.name == component)
-    return f"http://127.0.0.1:{port}{svc.health_path}"
+# What the operator sets for `docker compose up`; the certificate names this machine.
+COMPOSE_VARIABLES: Final = {
+    "FLEETPORT_ADMIN_EMAIL": ADMIN["email"],
+    "FLEETPORT_ADMIN_PASSWORD": ADMIN["password"],
+    "FLEETPORT_HOSTNAME": "127.0.0.1",
+}
 
 
 class _Running:
@@ -51,6 +51,26 @@ class _Running:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         # Only what the files give, plus where the interpreter is: nothing leaks from here.
         self.base_env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        self.envs = {
+            name: deployment.localise(
+                process, self._prefix(name), self.ports, port=self.ports[name]
+            )
+            for name, process in deployment.processes.items()
+        }
+        # The gateway serves HTTPS when the files give it a certificate: trust that one only.
+        cert = self.envs[GATEWAY].get("GATEWAY_TLS_CERT_FILE")
+        scheme = "https" if cert else "http"
+        self.gateway_url = f"{scheme}://127.0.0.1:{self.ports[GATEWAY]}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=cert) if cert else True
+        )
+
+    def health_url(self, component: str) -> str:
+        """Where a component answers its health check."""
+        if component == GATEWAY:
+            return f"{self.gateway_url}/status"
+        svc = next(s for s in SERVICES if s.name == component)
+        return f"http://127.0.0.1:{self.ports[component]}{svc.health_path}"
 
     def _prefix(self, component: str) -> str:
         if component == GATEWAY:
@@ -65,24 +85,21 @@ class _Running:
             [nats, "-a", "127.0.0.1", "-p", str(self.ports[NATS])], log=self.logs / "nats.log"
         )
         for name, process in self.deployment.processes.items():
-            env = self.deployment.localise(
-                process, self._prefix(name), self.ports, port=self.ports[name]
-            )
             self.procs[name] = spawn(
                 [sys.executable, "-m", process.module, *process.args],
-                env=self.base_env | env,
+                env=self.base_env | self.envs[name],
                 log=self.logs / f"{name}.log",
             )
 
     def wait_healthy(self) -> None:
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, verify=self.verify) as client:
             for name in self.deployment.processes:
 
                 def healthy(name: str = name) -> bool:
                     exited = self.procs[name].poll()
                     assert exited is None, f"{name} exited {exited}: {self.logs / name}.log"
                     try:
-                        return client.get(_health(name, self.ports[name])).status_code == 204
+                        return client.get(self.health_url(name)).status_code == 204
                     except httpx.TransportError:
                         return False
 
@@ -110,7 +127,7 @@ def running(
 ) -> Iterator[_Running]:
     local = tmp_path_factory.mktemp(f"{request.param}-volumes")
     if request.param == "compose":
-        deployment = from_compose(COMPOSE, SERVICES, local)
+        deployment = from_compose(COMPOSE, SERVICES, local, COMPOSE_VARIABLES)
     else:
         manifests = render({"admin": {"existingSecret": ADMIN_SECRET}})
         deployment = from_chart(manifests, SERVICES, local, {ADMIN_SECRET: ADMIN})
@@ -125,21 +142,25 @@ def running(
         stack.stop()
 
 
-def _gateway(stack: _Running) -> str:
-    return f"http://127.0.0.1:{stack.ports[GATEWAY]}"
-
-
 class TestSmoke:
     def test_every_service_and_the_gateway_are_healthy(self, running: _Running) -> None:
         assert set(running.deployment.processes) == {s.name for s in SERVICES} | {GATEWAY}
-        with httpx.Client() as client:
+        with httpx.Client(verify=running.verify) as client:
             for name in running.deployment.processes:
-                assert client.get(_health(name, running.ports[name])).status_code == 204, name
+                assert client.get(running.health_url(name)).status_code == 204, name
+
+    def test_the_root_leads_to_the_web_ui(self, running: _Running) -> None:
+        with httpx.Client(verify=running.verify) as client:
+            root = client.get(f"{running.gateway_url}/")
+        assert root.status_code == 301
+        assert root.headers["location"] == f"{running.gateway_url}/ui/"
 
     async def test_login_through_the_gateway_and_a_device_authenticates(
         self, running: _Running
     ) -> None:
-        async with httpx.AsyncClient(base_url=_gateway(running), timeout=10.0) as client:
+        async with httpx.AsyncClient(
+            base_url=running.gateway_url, timeout=10.0, verify=running.verify
+        ) as client:
             login = await client.post(
                 "/api/management/v1/useradm/auth/login", auth=(ADMIN["email"], ADMIN["password"])
             )

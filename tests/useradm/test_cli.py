@@ -123,14 +123,26 @@ class TestCreateUser:
         assert result.stdout == ""
         assert fragment in result.stderr
 
-    def test_production_needs_a_key(self, env: dict[str, str]) -> None:
+    async def test_production_needs_no_signing_key_to_create_one(
+        self, env: dict[str, str], db: AsyncDatabase[Document]
+    ) -> None:
+        # The one-shot that creates the first user holds the database URL, not the key.
         env = {**env, "USERADM_DEV_MODE": "false"}
         del env["USERADM_SERVER_PRIV_KEY_PATH"]
         result = _run(
             env, "create-user", "--username", "a@example.com", "--password", "s3cret-pass"
         )
+        assert result.returncode == 0, result.stderr
+        stored = await db["users"].find_one({"_id": result.stdout.strip()})
+        assert stored is not None
+        assert stored["email"] == "a@example.com"
+
+    def test_production_needs_a_key_to_serve(self, env: dict[str, str]) -> None:
+        env = {**env, "USERADM_DEV_MODE": "false"}
+        del env["USERADM_SERVER_PRIV_KEY_PATH"]
+        result = _run(env, "serve")
         assert result.returncode == 2
-        assert "server_priv_key_path" in result.stderr
+        assert "server_priv_key_path is required unless dev_mode is enabled" in result.stderr
 
 
 @pytest.fixture

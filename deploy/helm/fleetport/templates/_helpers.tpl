@@ -141,7 +141,7 @@ capabilities:
 {{- $root := index . 0 -}}
 {{- $p := (index . 1).envPrefix -}}
 {{- $s3 := $root.Values.storage.s3 -}}
-# Links are signed for the address clients use (the gateway does not pass the scheme on).
+# Links are signed for the public address, whatever proxy a request came through.
 - name: {{ $p }}PRESIGN_URL_BASE
   value: {{ printf "%s://%s" (ternary "https" "http" $root.Values.tls.enabled) $root.Values.host | quote }}
 {{- if eq $root.Values.storage.type "volume" }}
