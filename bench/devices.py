@@ -1,10 +1,11 @@
-"""Real devices for the benchmarks: preauthorized, then authenticated with a signed request."""
+"""Devices for the benchmarks: real ones, preauthorized then authenticated with a signed
+request; or just the unsigned token a service behind the gateway decodes."""
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
@@ -12,6 +13,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 PREAUTHORIZE: Final = "/api/management/v2/devauth/devices"
 AUTH_REQUESTS: Final = "/api/devices/v1/authentication/auth_requests"
+
+
+def unsigned_token(claims: dict[str, Any]) -> str:
+    """A well-formed JWT with these claims and no valid signature: what a service behind the
+    gateway accepts (it decodes tokens, the gateway verifies them)."""
+
+    def part(document: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2ln"
 
 
 async def register_device(

@@ -36,6 +36,9 @@ class Settings(BaseServiceSettings):
     storage_sweep_interval: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
     storage_partial_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
     storage_orphan_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    # How long a claim on an artifact job (generation, direct upload) lasts unless its process
+    # renews it: a job whose process died is taken up by a replica after this long.
+    job_lease: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
     # Largest artifact accepted by an upload (Mender: storage.max_image_size).
     max_image_size: Annotated[int, Field(ge=1)] = 10 * _GIB
     # Largest raw file accepted by `POST /artifacts/generate`.

@@ -11,6 +11,7 @@ from typing import Final
 from fastapi import FastAPI
 
 from common.core.audit import AUDITLOGS
+from common.core.leases import LeaseTerms
 from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.deployments.api.deps import Services
@@ -26,7 +27,7 @@ from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.device import DeviceDeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
-from services.deployments.app.jobs import DirectUploadsApp, GenerateApp
+from services.deployments.app.jobs import DirectUploadsApp, GenerateApp, reclaim_periodically
 from services.deployments.app.releases import ReleasesApp
 from services.deployments.app.sweeper import StorageSweeper
 from services.deployments.app.tasks import BackgroundTasks
@@ -91,11 +92,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
             deployments = DeploymentsApp(store, inventory)
             device = DeviceDeploymentsApp(store, storage, signer)
+            # One holder id for this process: its claims on artifact jobs.
+            leases = LeaseTerms(duration=settings.job_lease)
             generate = GenerateApp(
-                store, storage, artifacts, tasks, max_generate_size=settings.max_generate_size
+                store,
+                storage,
+                artifacts,
+                tasks,
+                max_generate_size=settings.max_generate_size,
+                leases=leases,
             )
             uploads = DirectUploadsApp(
-                store, storage, artifacts, tasks, enabled=settings.enable_direct_upload
+                store,
+                storage,
+                artifacts,
+                tasks,
+                enabled=settings.enable_direct_upload,
+                leases=leases,
             )
             services = Services(
                 settings=settings,
@@ -110,12 +123,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 uploads=uploads,
                 downloads=DownloadsApp(storage, signer, device, uploads),
             )
-            resumed = await generate.recover() + await uploads.recover()
+            resumed = await generate.reclaim() + await uploads.reclaim()
             if resumed:
                 _log.info("resuming %d unfinished artifact jobs", resumed)
             # Upkeep runs beside the requests, apart from the artifact jobs in `tasks`.
             upkeep = BackgroundTasks()
             stack.push_async_callback(upkeep.close)
+            upkeep.spawn(
+                reclaim_periodically([generate, uploads], settings.job_lease.total_seconds()),
+                name="reclaim-jobs",
+            )
             upkeep.spawn(deployments.recount_unfinished(), name="recount-statistics")
             sweeper = StorageSweeper(
                 store,

@@ -96,6 +96,13 @@ SERVICES: Final = {
                 # Health checks, as every service has.
                 ("GET", "/api/internal/v1/devicemonitor/health"),
                 ("GET", "/api/internal/v1/devicemonitor/alive"),
+                # Telemetry, beyond Mender: samples in, latest, ranges, a stream, thresholds.
+                ("POST", "/api/devices/v1/devicemonitor/telemetry"),
+                ("GET", "/api/management/v1/devicemonitor/devices/{}/telemetry"),
+                ("GET", "/api/management/v1/devicemonitor/devices/{}/telemetry/latest"),
+                ("GET", "/api/management/v1/devicemonitor/devices/{}/telemetry/stream"),
+                ("GET", "/api/management/v1/devicemonitor/telemetry/thresholds"),
+                ("PUT", "/api/management/v1/devicemonitor/telemetry/thresholds"),
             }
         ),
     ),

@@ -206,7 +206,8 @@ class TestAlertEffects:
         assert audit["object"] == {"id": DEVICE, "type": "device"}
         assert audit["action"] == "alert"
         assert audit["change"] == "CRITICAL: sshd"
-        assert audit["time"] == "2026-03-01T12:00:00Z"
+        assert audit["time"] == "2026-03-01T12:00:00.000Z"
+        assert audit["meta"]["level"] == ["CRITICAL"]
 
     async def test_nothing_queued_for_a_refused_batch(
         self, with_peers: httpx.AsyncClient, mongo: AsyncMongoClient[Document], db_name: str

@@ -1,12 +1,14 @@
-"""Device monitoring through the gateway: a device's alerts, the Monitoring tab's calls, and
-the device list's issue filter in inventory."""
+"""Device monitoring through the gateway: a device's alerts, the Monitoring tab's calls, the
+device list's issue filter in inventory, and telemetry (a stream included)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import httpx
 import pytest
 
 from common.localstack.launcher import Stack
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 MONITOR: Final = "/api/management/v1/devicemonitor/devices"
 SEARCH: Final = "/api/management/v2/inventory/filters/search"
+AUDIT: Final = "/api/management/v1/auditlogs/logs"
 
 
 @pytest.fixture
@@ -85,3 +88,34 @@ class TestDeviceAlerts:
         response = api.http.post("/api/devices/v1/devicemonitor/alert", json=[_alert("OK")])
         assert response.status_code == 401
         assert response.json()["error"] == "not a device token"
+
+
+class TestTelemetry:
+    def test_report_read_and_stream_through_the_gateway(
+        self, stack: Stack, api: ManagementApi, device: tuple[RawDevice, str]
+    ) -> None:
+        raw, device_id = device
+        headers = {"Authorization": f"Bearer {raw.token}"}
+        base = f"{MONITOR}/{device_id}/telemetry"
+        with httpx.Client(base_url=stack.url, headers=api.http.headers, timeout=30) as viewer:
+            with viewer.stream("GET", f"{base}/stream") as stream:
+                assert stream.status_code == 200
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                sent = raw.http.post(
+                    "/api/devices/v1/devicemonitor/telemetry",
+                    json={"cpu": {"total": 42.5}, "memory": {"used": 1, "total": 2}},
+                    headers=headers,
+                )
+                assert sent.status_code == 204, sent.text
+                lines = stream.iter_lines()
+                event = next(line for line in lines if line.startswith("event:"))
+                data = next(line for line in lines if line.startswith("data:"))
+        assert event == "event: sample"
+        assert json.loads(data.removeprefix("data: "))["cpu"] == {"total": 42.5}
+        latest = api.http.get(f"{base}/latest")
+        assert latest.status_code == 200, latest.text
+        assert latest.json()["memory"] == {"used": 1.0, "total": 2.0}
+        series = api.http.get(base, params={"metric": "cpu/total"})
+        assert series.status_code == 200, series.text
+        points = series.json()["series"][0]["points"]
+        assert [(p["n"], p["max"]) for p in points] == [(1, 42.5)]

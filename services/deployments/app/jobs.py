@@ -1,8 +1,10 @@
 """Background artifact work with persistent records: generation and direct uploads.
 
-Each job is recorded before its work starts and marked `done` or `failed` at the end; a job
-interrupted by a restart is still `pending`/`processing` and is run again at start-up
-(`recover`). Running a job twice is harmless: the artifact id is fixed by the job.
+Each job is recorded before its work starts and marked `done` or `failed` at the end. A
+process runs a job only once it has claimed it with a lease (`common.core.leases`), renewed
+while it runs, so that two replicas never run one job; a job whose holder died (its lease
+lapsed) is claimed and run again by whichever replica looks first (`reclaim`, at start-up and
+then periodically). Even then a repeat is harmless: the artifact id is fixed by the job.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any, Final
 
 from common.core.audit import Actor
 from common.core.errors import BadRequest, NotFound, ServiceError, UnprocessableEntity
+from common.core.leases import LeaseTerms, renewing
 from services.deployments.app.artifacts import MAX_DESCRIPTION, ArtifactsApp, parse_uuid
 from services.deployments.app.errors import ArtifactTooLarge
 from services.deployments.app.tasks import BackgroundTasks
 from services.deployments.artifact import PAYLOAD_FILE_NAME, write_single_file_artifact
-from services.deployments.models import GenerateJob, UploadIntent
+from services.deployments.models import GenerateJob, JobState, UploadIntent
 from services.deployments.storage import (
     Link,
     ObjectNotFound,
@@ -34,7 +37,13 @@ from services.deployments.storage import (
 )
 from services.deployments.store import DataStore
 
-__all__ = ["GENERATE_TYPES", "UPLOAD_LINK_EXPIRE", "DirectUploadsApp", "GenerateApp"]
+__all__ = [
+    "GENERATE_TYPES",
+    "UPLOAD_LINK_EXPIRE",
+    "DirectUploadsApp",
+    "GenerateApp",
+    "reclaim_periodically",
+]
 
 _log = logging.getLogger("deployments.jobs")
 
@@ -111,12 +120,14 @@ class GenerateApp:
         tasks: BackgroundTasks,
         *,
         max_generate_size: int,
+        leases: LeaseTerms,
     ) -> None:
         self._store = store
         self._storage = storage
         self._artifacts = artifacts
         self._tasks = tasks
         self._max_size = max_generate_size
+        self._leases = leases
 
     async def submit(
         self,
@@ -182,16 +193,35 @@ class GenerateApp:
         except BaseException:
             await self._storage.delete(raw_key)
             raise
-        self._tasks.spawn(self.run(job), name=f"generate-{job_id}")
+        self._tasks.spawn(self.take(tenant_id, job_id), name=f"generate-{job_id}")
         return job
 
-    async def run(self, job: GenerateJob) -> None:
+    async def take(self, tenant_id: str, job_id: str) -> None:
+        """Claim a job and run it, unless another process holds it or it is over."""
+        job = await self._store.claim_job(
+            tenant_id,
+            job_id,
+            owner=self._leases.owner,
+            now=datetime.now(UTC),
+            until=self._leases.until(),
+        )
+        if job is None:
+            return
+
+        async def renew(until: datetime) -> bool:
+            return await self._store.renew_job(
+                tenant_id, job_id, owner=self._leases.owner, until=until
+            )
+
+        async with renewing(renew, self._leases, what=f"generation job {job_id}"):
+            await self._run(job)
+
+    async def _run(self, job: GenerateJob) -> None:
         """Build the artifact, ingest it like an upload and record the outcome."""
         tenant_id = job.tenant_id
         if await self._store.get_artifact(tenant_id, job.id) is not None:
             await self._finish(job, "done")
             return
-        await self._store.set_job_state(tenant_id, job.id, "processing")
         try:
             with tempfile.TemporaryDirectory(prefix="fleetport-generate-") as tmp:
                 payload = Path(tmp) / "payload"
@@ -230,20 +260,28 @@ class GenerateApp:
             await self._finish(job, "done")
 
     async def _finish(self, job: GenerateJob, state: str, error: str = "") -> None:
-        await self._store.set_job_state(
-            job.tenant_id, job.id, "done" if state == "done" else "failed", error=error
+        held = await self._store.finish_job(
+            job.tenant_id,
+            job.id,
+            "done" if state == "done" else "failed",
+            owner=self._leases.owner,
+            error=error,
         )
+        if not held:  # its new holder finishes it, and removes the file then
+            _log.warning("generation job %s was taken over before it ended", job.id)
+            return
         try:
             await self._storage.delete(job.raw_key)
         except StorageError:
             _log.exception("could not remove %s", job.raw_key)
 
-    async def recover(self) -> int:
-        """Restart the jobs an earlier process left unfinished; returns how many."""
-        jobs = await self._store.unfinished_jobs()
-        for job in jobs:
-            self._tasks.spawn(self.run(job), name=f"generate-{job.id}")
-        return len(jobs)
+    async def reclaim(self) -> int:
+        """Take up the unfinished jobs nobody holds (their process died); returns how many
+        were found (another replica may claim some first)."""
+        found = await self._store.claimable_jobs(datetime.now(UTC))
+        for tenant_id, job_id in found:
+            self._tasks.spawn(self.take(tenant_id, job_id), name=f"generate-{job_id}")
+        return len(found)
 
 
 def split_object_key(key: str) -> tuple[str, str]:
@@ -267,12 +305,14 @@ class DirectUploadsApp:
         tasks: BackgroundTasks,
         *,
         enabled: bool,
+        leases: LeaseTerms,
     ) -> None:
         self._store = store
         self._storage = storage
         self._artifacts = artifacts
         self._tasks = tasks
         self._enabled = enabled
+        self._leases = leases
 
     async def request_link(
         self, tenant_id: str, *, external_url: str, user_id: str | None = None
@@ -323,18 +363,48 @@ class DirectUploadsApp:
             intent_id = str(uuid.UUID(intent_id))
         except ValueError:
             raise NotFound("not found") from None
-        intent = await self._store.claim_intent(
-            tenant_id, intent_id, from_state="pending", to_state="processing"
-        )
+        intent = await self._claim(tenant_id, intent_id, "pending")
         if intent is None:
             raise NotFound("not found")
-        self._tasks.spawn(self.process(intent), name=f"upload-{intent_id}")
+        self._tasks.spawn(self._held(intent), name=f"upload-{intent_id}")
 
-    async def process(self, intent: UploadIntent) -> None:
+    async def _claim(self, tenant_id: str, intent_id: str, state: JobState) -> UploadIntent | None:
+        return await self._store.claim_intent(
+            tenant_id,
+            intent_id,
+            from_state=state,
+            owner=self._leases.owner,
+            now=datetime.now(UTC),
+            until=self._leases.until(),
+        )
+
+    async def take(self, tenant_id: str, intent_id: str) -> None:
+        """Claim an intent left processing by a process that died, and process it."""
+        intent = await self._claim(tenant_id, intent_id, "processing")
+        if intent is not None:
+            await self._held(intent)
+
+    async def _held(self, intent: UploadIntent) -> None:
+        async def renew(until: datetime) -> bool:
+            return await self._store.renew_intent(
+                intent.tenant_id, intent.id, owner=self._leases.owner, until=until
+            )
+
+        async with renewing(renew, self._leases, what=f"direct upload {intent.id}"):
+            await self._process(intent)
+
+    async def _finish(self, intent: UploadIntent, state: JobState, error: str = "") -> None:
+        held = await self._store.finish_intent(
+            intent.tenant_id, intent.id, state, owner=self._leases.owner, error=error
+        )
+        if not held:
+            _log.warning("direct upload %s was taken over before it ended", intent.id)
+
+    async def _process(self, intent: UploadIntent) -> None:
         """Parse the uploaded object and record the artifact (or drop the object)."""
         tenant_id = intent.tenant_id
         if await self._store.get_artifact(tenant_id, intent.id) is not None:
-            await self._store.set_intent_state(tenant_id, intent.id, "done")
+            await self._finish(intent, "done")
             return
         try:
             await self._storage.size(intent.key)
@@ -346,20 +416,30 @@ class DirectUploadsApp:
                 actor=_actor(intent.user_id),
             )
         except ServiceError as exc:
-            await self._store.set_intent_state(tenant_id, intent.id, "failed", error=exc.message)
+            await self._finish(intent, "failed", exc.message)
         except ObjectNotFound:
-            await self._store.set_intent_state(
-                tenant_id, intent.id, "failed", error="nothing was uploaded"
-            )
+            await self._finish(intent, "failed", "nothing was uploaded")
         except StorageError as exc:
             _log.exception("processing direct upload %s failed", intent.id)
-            await self._store.set_intent_state(tenant_id, intent.id, "failed", error=str(exc))
+            await self._finish(intent, "failed", str(exc))
         else:
-            await self._store.set_intent_state(tenant_id, intent.id, "done")
+            await self._finish(intent, "done")
 
-    async def recover(self) -> int:
-        """Resume intents an earlier process was processing; returns how many."""
-        intents = await self._store.unfinished_intents()
-        for intent in intents:
-            self._tasks.spawn(self.process(intent), name=f"upload-{intent.id}")
-        return len(intents)
+    async def reclaim(self) -> int:
+        """Take up the intents left processing by a process that died; returns how many were
+        found."""
+        found = await self._store.claimable_intents(datetime.now(UTC))
+        for tenant_id, intent_id in found:
+            self._tasks.spawn(self.take(tenant_id, intent_id), name=f"upload-{intent_id}")
+        return len(found)
+
+
+async def reclaim_periodically(apps: list[GenerateApp | DirectUploadsApp], every: float) -> None:
+    """Look for work whose holder died every `every` seconds (after the look at start-up)."""
+    while True:
+        await asyncio.sleep(every)
+        for app in apps:
+            try:
+                await app.reclaim()
+            except Exception:  # the database is unreachable: look again next time
+                _log.exception("looking for abandoned artifact jobs failed")

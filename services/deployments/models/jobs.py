@@ -30,6 +30,11 @@ class GenerateJob(Model):
     error: str = ""
     # The user who submitted it: the artifact's audit event names them.
     user_id: str | None = None
+    # Which process runs it, until when (see `common.core.leases`), and how many times a
+    # process has taken it up.
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    claims: int = 0
 
 
 class UploadIntent(Model):
@@ -44,3 +49,6 @@ class UploadIntent(Model):
     error: str = ""
     # The user who asked for the link: the artifact's audit event names them.
     user_id: str | None = None
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    claims: int = 0

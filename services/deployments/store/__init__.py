@@ -426,14 +426,25 @@ class JobStore(Protocol):
         """A generation job."""
         ...
 
-    async def set_job_state(
-        self, tenant_id: str, job_id: str, state: JobState, *, error: str = ""
-    ) -> None:
-        """Record a job's progress."""
+    async def claim_job(
+        self, tenant_id: str, job_id: str, *, owner: str, now: datetime, until: datetime
+    ) -> GenerateJob | None:
+        """Take up an unfinished job whose lease has lapsed (or that has none): it is then
+        processing, held by `owner` until `until`; None when another holds it or it is over."""
         ...
 
-    async def unfinished_jobs(self) -> list[GenerateJob]:
-        """Jobs of every tenant not done or failed (start-up recovery)."""
+    async def renew_job(self, tenant_id: str, job_id: str, *, owner: str, until: datetime) -> bool:
+        """Extend `owner`'s lease on a job; False when it holds the job no longer."""
+        ...
+
+    async def finish_job(
+        self, tenant_id: str, job_id: str, state: JobState, *, owner: str, error: str = ""
+    ) -> bool:
+        """Record a held job's outcome (done or failed); False when `owner` holds it no longer."""
+        ...
+
+    async def claimable_jobs(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's unfinished jobs whose lease has lapsed."""
         ...
 
     async def artifact_tenants(self, artifact_ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -453,19 +464,33 @@ class JobStore(Protocol):
         ...
 
     async def claim_intent(
-        self, tenant_id: str, intent_id: str, *, from_state: JobState, to_state: JobState
+        self,
+        tenant_id: str,
+        intent_id: str,
+        *,
+        from_state: JobState,
+        owner: str,
+        now: datetime,
+        until: datetime,
     ) -> UploadIntent | None:
-        """Move an intent between states (compare-and-set)."""
+        """Move an intent from `from_state` to processing, held by `owner` until `until`, if
+        nobody holds it; None otherwise."""
         ...
 
-    async def set_intent_state(
-        self, tenant_id: str, intent_id: str, state: JobState, *, error: str = ""
-    ) -> None:
-        """Record an intent's progress."""
+    async def renew_intent(
+        self, tenant_id: str, intent_id: str, *, owner: str, until: datetime
+    ) -> bool:
+        """Extend `owner`'s lease on an intent; False when it holds the intent no longer."""
         ...
 
-    async def unfinished_intents(self) -> list[UploadIntent]:
-        """Intents of every tenant still processing (start-up recovery)."""
+    async def finish_intent(
+        self, tenant_id: str, intent_id: str, state: JobState, *, owner: str, error: str = ""
+    ) -> bool:
+        """Record a held intent's outcome; False when `owner` holds it no longer."""
+        ...
+
+    async def claimable_intents(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's processing intents whose lease has lapsed."""
         ...
 
 

@@ -255,7 +255,7 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
     async def unfinished_deployments(self) -> list[tuple[str, str]]:
         """(tenant, id) of the deployments of every tenant not finished yet.
 
-        Spans tenants, like `unfinished_jobs`: start-up recovery looks at all of them.
+        Spans tenants, like `claimable_jobs`: start-up recovery looks at all of them.
         """
         cursor = self._db[DEPLOYMENT_STATS].find(
             {"status": {"$in": ["pending", "inprogress"]}, "tenant_id": {"$exists": True}},

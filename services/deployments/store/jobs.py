@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from pymongo import ReturnDocument
 
-from common.core.mongo import Document
+from common.core.mongo import Document, TenantCollection
 from services.deployments.models import GenerateJob, JobState, UploadIntent
 from services.deployments.store import JobStore
 from services.deployments.store.base import MongoCollections
@@ -17,6 +18,49 @@ __all__ = ["MongoJobStore"]
 
 # MongoDB's own index on `_id`, named by queries that span tenants.
 _ID_INDEX: Final = "_id_"
+
+
+# A job can be claimed where nobody holds it: no lease, or one that has lapsed.
+def _lapsed(now: datetime) -> Document:
+    return {"lease_until": {"$not": {"$gt": now}}}
+
+
+async def _claim(
+    coll: TenantCollection,
+    work_id: str,
+    states: Sequence[JobState],
+    *,
+    owner: str,
+    now: datetime,
+    until: datetime,
+) -> Document | None:
+    doc: Document | None = await coll.find_one_and_update(
+        {"_id": work_id, "state": {"$in": list(states)}, **_lapsed(now)},
+        {
+            "$set": {"state": "processing", "lease_owner": owner, "lease_until": until},
+            "$inc": {"claims": 1},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    return doc
+
+
+async def _renew(coll: TenantCollection, work_id: str, *, owner: str, until: datetime) -> bool:
+    result = await coll.update_one(
+        {"_id": work_id, "state": "processing", "lease_owner": owner},
+        {"$set": {"lease_until": until}},
+    )
+    return result.matched_count == 1
+
+
+async def _finish(
+    coll: TenantCollection, work_id: str, state: JobState, *, owner: str, error: str
+) -> bool:
+    result = await coll.update_one(
+        {"_id": work_id, "state": "processing", "lease_owner": owner},
+        {"$set": {"state": state, "error": error, "lease_until": None}},
+    )
+    return result.matched_count == 1
 
 
 def _job(doc: Mapping[str, Any]) -> GenerateJob:
@@ -69,28 +113,50 @@ class MongoJobStore(MongoCollections, JobStore):
         doc = await self._c(JOBS, tenant_id).find_one({"_id": job_id})
         return _job(doc) if doc else None
 
-    async def set_job_state(
-        self, tenant_id: str, job_id: str, state: JobState, *, error: str = ""
-    ) -> None:
-        """Update a job's state."""
-        await self._c(JOBS, tenant_id).update_one(
-            {"_id": job_id}, {"$set": {"state": state, "error": error}}
+    async def claim_job(
+        self, tenant_id: str, job_id: str, *, owner: str, now: datetime, until: datetime
+    ) -> GenerateJob | None:
+        """Take up an unfinished job nobody holds."""
+        doc = await _claim(
+            self._c(JOBS, tenant_id),
+            job_id,
+            ("pending", "processing"),
+            owner=owner,
+            now=now,
+            until=until,
         )
+        return _job(doc) if doc else None
 
-    async def unfinished_jobs(self) -> list[GenerateJob]:
-        """Jobs of every tenant still pending or processing.
+    async def renew_job(self, tenant_id: str, job_id: str, *, owner: str, until: datetime) -> bool:
+        """Extend the lease."""
+        return await _renew(self._c(JOBS, tenant_id), job_id, owner=owner, until=until)
 
-        The one query spanning tenants: start-up recovery must see every tenant's jobs.
+    async def finish_job(
+        self, tenant_id: str, job_id: str, state: JobState, *, owner: str, error: str = ""
+    ) -> bool:
+        """Record the outcome."""
+        coll = self._c(JOBS, tenant_id)
+        return await _finish(coll, job_id, state, owner=owner, error=error)
+
+    async def claimable_jobs(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's unfinished jobs nobody holds.
+
+        One of the queries spanning tenants: every replica looks for every tenant's jobs.
         """
         cursor = self._db[JOBS].find(
-            {"tenant_id": {"$exists": True}, "state": {"$in": ["pending", "processing"]}}
+            {
+                "tenant_id": {"$exists": True},
+                "state": {"$in": ["pending", "processing"]},
+                **_lapsed(now),
+            },
+            projection={"tenant_id": 1},
         )
-        return [_job(d) async for d in cursor]
+        return [(str(d["tenant_id"]), str(d["_id"])) async for d in cursor]
 
     async def artifact_tenants(self, artifact_ids: Sequence[str]) -> list[tuple[str, str]]:
         """(tenant, id) of the artifacts with these ids, in whichever tenant.
 
-        Spans tenants (see `unfinished_jobs`): the storage sweep looks at every object.
+        Spans tenants (see `claimable_jobs`): the storage sweep looks at every object.
         """
         cursor = self._db[ARTIFACTS].find(
             {"_id": {"$in": list(artifact_ids)}, "tenant_id": {"$exists": True}},
@@ -121,25 +187,38 @@ class MongoJobStore(MongoCollections, JobStore):
         return _intent(doc) if doc else None
 
     async def claim_intent(
-        self, tenant_id: str, intent_id: str, *, from_state: JobState, to_state: JobState
+        self,
+        tenant_id: str,
+        intent_id: str,
+        *,
+        from_state: JobState,
+        owner: str,
+        now: datetime,
+        until: datetime,
     ) -> UploadIntent | None:
-        """Compare-and-set the state."""
-        doc = await self._c(UPLOADS, tenant_id).find_one_and_update(
-            {"_id": intent_id, "state": from_state},
-            {"$set": {"state": to_state}},
-            return_document=ReturnDocument.AFTER,
+        """Move an intent from `from_state` to processing, nobody holding it."""
+        doc = await _claim(
+            self._c(UPLOADS, tenant_id), intent_id, (from_state,), owner=owner, now=now, until=until
         )
         return _intent(doc) if doc else None
 
-    async def set_intent_state(
-        self, tenant_id: str, intent_id: str, state: JobState, *, error: str = ""
-    ) -> None:
-        """Update an intent's state."""
-        await self._c(UPLOADS, tenant_id).update_one(
-            {"_id": intent_id}, {"$set": {"state": state, "error": error}}
-        )
+    async def renew_intent(
+        self, tenant_id: str, intent_id: str, *, owner: str, until: datetime
+    ) -> bool:
+        """Extend the lease."""
+        return await _renew(self._c(UPLOADS, tenant_id), intent_id, owner=owner, until=until)
 
-    async def unfinished_intents(self) -> list[UploadIntent]:
-        """Intents of every tenant still processing (see `unfinished_jobs`)."""
-        cursor = self._db[UPLOADS].find({"tenant_id": {"$exists": True}, "state": "processing"})
-        return [_intent(d) async for d in cursor]
+    async def finish_intent(
+        self, tenant_id: str, intent_id: str, state: JobState, *, owner: str, error: str = ""
+    ) -> bool:
+        """Record the outcome."""
+        coll = self._c(UPLOADS, tenant_id)
+        return await _finish(coll, intent_id, state, owner=owner, error=error)
+
+    async def claimable_intents(self, now: datetime) -> list[tuple[str, str]]:
+        """(tenant, id) of every tenant's intents left processing by a holder that is gone."""
+        cursor = self._db[UPLOADS].find(
+            {"tenant_id": {"$exists": True}, "state": "processing", **_lapsed(now)},
+            projection={"tenant_id": 1},
+        )
+        return [(str(d["tenant_id"]), str(d["_id"])) async for d in cursor]

@@ -1,4 +1,4 @@
-"""Devices API: a device reports alerts and the monitor checks it runs."""
+"""Devices API: a device reports alerts, the monitor checks it runs, and telemetry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from typing import Final
 
 from fastapi import APIRouter, Response
 
-from services.devicemonitor.api.deps import AlertsAppDep, DeviceIdentity, JsonBody
+from services.devicemonitor.api.deps import (
+    AlertsAppDep,
+    DeviceIdentity,
+    JsonBody,
+    TelemetryAppDep,
+)
 
 __all__ = ["PREFIX", "router"]
 
@@ -28,4 +33,13 @@ async def set_monitor_configuration(
 ) -> Response:
     """Replace the monitor checks the calling device reports it runs."""
     await alerts.set_configuration(identity.tenant, identity.subject, body)
+    return Response(status_code=204)
+
+
+@router.post("/telemetry", status_code=204)
+async def report_telemetry(
+    identity: DeviceIdentity, telemetry: TelemetryAppDep, body: JsonBody
+) -> Response:
+    """Record the calling device's telemetry samples (one or an array, all or none)."""
+    await telemetry.report(identity.tenant, identity.subject, body)
     return Response(status_code=204)

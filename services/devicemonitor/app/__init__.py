@@ -1,5 +1,6 @@
 """The use-cases of devicemonitor."""
 
 from services.devicemonitor.app.alerts import AlertsApp
+from services.devicemonitor.app.telemetry import Range, TelemetryApp
 
-__all__ = ["AlertsApp"]
+__all__ = ["AlertsApp", "Range", "TelemetryApp"]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from common.core.outbox import Effect
 from common.core.pages import Page
 from services.devicemonitor.app.errors import InvalidRequest
 from services.devicemonitor.app.validation import batch, check_device, check_not_future, parse
@@ -20,9 +21,15 @@ from services.devicemonitor.models import (
 )
 from services.devicemonitor.store import DataStore
 
-__all__ = ["AlertsApp"]
+__all__ = ["AlertsApp", "alert_effects"]
 
 _MAX_CHECKS = 1000
+
+
+def alert_effects(tenant_id: str, alerts: Sequence[Alert]) -> list[Effect]:
+    """What alerts cause elsewhere: inventory's refresh of each device, an audit event each."""
+    effects = [reindex(tenant_id, d) for d in sorted({a.device_id for a in alerts})]
+    return effects + [alert_audit(tenant_id, a) for a in alerts]
 
 
 class AlertsApp:
@@ -66,9 +73,7 @@ class AlertsApp:
 
     async def record(self, tenant_id: str, alerts: Sequence[Alert]) -> None:
         """Store alerts with their effects: inventory's refresh and an audit event each."""
-        devices = sorted({a.device_id for a in alerts})
-        effects = [reindex(tenant_id, d) for d in devices]
-        effects += [alert_audit(tenant_id, a) for a in alerts]
+        effects = alert_effects(tenant_id, alerts)
         await self._store.add_alerts(tenant_id, alerts, effects=effects)
         self._notify()
 
@@ -113,5 +118,5 @@ class AlertsApp:
         return await self._store.get_configuration(tenant_id, device_id)
 
     async def forget_device(self, tenant_id: str, device_id: str) -> None:
-        """Delete a decommissioned device's alerts and configuration."""
+        """Delete a decommissioned device's alerts, configuration and telemetry."""
         await self._store.delete_device(tenant_id, device_id)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from common.core.errors import BadRequest, Forbidden
+from common.core.errors import BadRequest, Forbidden, NotFound
 
-__all__ = ["InvalidRequest", "OtherDevice"]
+__all__ = ["InvalidRequest", "NoTelemetry", "OtherDevice"]
 
 
 class InvalidRequest(BadRequest):
@@ -19,3 +19,10 @@ class OtherDevice(Forbidden):
 
     def __init__(self, device_id: str) -> None:
         super().__init__(f"device_id {device_id!r} is not the authenticated device")
+
+
+class NoTelemetry(NotFound):
+    """The device has reported no sample yet (404)."""
+
+    def __init__(self) -> None:
+        super().__init__("the device has reported no telemetry")

@@ -8,19 +8,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Final
 from urllib.parse import quote
 
+from common.core.audit import AUDITLOGS, Actor, AuditObject, audit_event
 from common.core.outbox import Effect
 from services.devicemonitor.models import Alert
 
 __all__ = ["AUDITLOGS", "INVENTORY", "alert_audit", "reindex"]
 
 INVENTORY: Final = "inventory"
-AUDITLOGS: Final = "auditlogs"
 _REINDEX: Final = "/api/internal/v1/inventory/tenants/{tenant}/devices/{device}/reindex"
-_LOGS: Final = "/api/internal/v1/auditlogs/tenants/{tenant}/logs"
 
 
 def _segment(value: str) -> str:
@@ -35,16 +33,12 @@ def reindex(tenant_id: str, device_id: str) -> Effect:
 
 def alert_audit(tenant_id: str, alert: Alert) -> Effect:
     """The audit event of an alert: the device raised it about one of its entities."""
-    return Effect(
-        peer=AUDITLOGS,
-        method="POST",
-        path=_LOGS.format(tenant=_segment(tenant_id)),
-        body={
-            "actor": {"id": alert.device_id, "type": "device"},
-            "action": "alert",
-            "object": {"id": alert.device_id, "type": "device"},
-            "change": f"{alert.level.value}: {alert.name}",
-            "meta": {"alert_id": [alert.id], "level": [alert.level.value]},
-            "time": alert.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        },
+    return audit_event(
+        tenant_id,
+        actor=Actor(id=alert.device_id, type="device"),
+        action="alert",
+        object_=AuditObject.device(alert.device_id),
+        when=alert.timestamp,
+        change=f"{alert.level.value}: {alert.name}",
+        meta={"alert_id": [alert.id], "level": [alert.level.value]},
     )

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.core.outbox import Effect
-from services.devicemonitor.models import Alert, AlertQuery, MonitorConfiguration
+from services.devicemonitor.models import (
+    Alert,
+    AlertQuery,
+    MinuteStats,
+    MonitorConfiguration,
+    Thresholds,
+)
 
-__all__ = ["DataStore"]
+__all__ = [
+    "DataStore",
+    "DeviceTelemetry",
+    "Minutes",
+    "SamplePlan",
+    "StreamedSample",
+    "TelemetryStore",
+]
 
 
 class DataStore(Protocol):
@@ -49,5 +63,80 @@ class DataStore(Protocol):
         ...
 
     async def delete_device(self, tenant_id: str, device_id: str) -> None:
-        """Forget everything stored about a device."""
+        """Forget everything stored about a device: alerts, configuration, telemetry."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTelemetry:
+    """What a sample report starts from: the device's latest sample time, its breaches."""
+
+    latest: datetime | None
+    breaches: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplePlan:
+    """What a sample report writes, decided from the device's `DeviceTelemetry`."""
+
+    # The samples kept (newer than the device's latest), oldest first: time and content.
+    samples: tuple[tuple[datetime, dict[str, Any]], ...] = ()
+    # hour → metric → minute of the hour → statistics to add.
+    stats: dict[datetime, dict[str, dict[int, MinuteStats]]] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    # Metrics that left their range, and that came back into it.
+    opened: frozenset[str] = frozenset()
+    closed: frozenset[str] = frozenset()
+    alerts: tuple[Alert, ...] = ()
+    effects: tuple[Effect, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedSample:
+    """A device's sample with its sequence number (1, 2, … per device)."""
+
+    seq: int
+    sample: dict[str, Any]
+
+
+# Per metric: its unit and its statistics by the minute they are of (its start in seconds
+# since the epoch), oldest first.
+Minutes = dict[str, tuple[str, list[tuple[int, MinuteStats]]]]
+
+
+class TelemetryStore(Protocol):
+    """Where samples, their statistics, thresholds and breaches live (one tenant a call)."""
+
+    async def record_samples(
+        self, tenant_id: str, device_id: str, plan: Callable[[DeviceTelemetry], SamplePlan]
+    ) -> SamplePlan:
+        """Write what `plan` decides from the device's current state, all at once."""
+        ...
+
+    async def latest_sample(self, tenant_id: str, device_id: str) -> StreamedSample | None:
+        """The device's latest sample, or None."""
+        ...
+
+    async def samples_after(self, tenant_id: str, device_id: str, seq: int) -> list[StreamedSample]:
+        """The device's recent samples after sequence `seq`, oldest first."""
+        ...
+
+    async def minutes(
+        self,
+        tenant_id: str,
+        device_id: str,
+        *,
+        metrics: Sequence[str] | None,
+        start: datetime,
+        end: datetime,
+    ) -> Minutes:
+        """Per-minute statistics of the metrics (all if None) in the hours of [start, end)."""
+        ...
+
+    async def get_thresholds(self, tenant_id: str) -> Thresholds:
+        """The tenant's thresholds."""
+        ...
+
+    async def set_thresholds(self, tenant_id: str, thresholds: Thresholds) -> None:
+        """Replace the tenant's thresholds."""
         ...

@@ -8,7 +8,15 @@ from pymongo import ASCENDING, IndexModel
 
 from common.core.outbox import OUTBOX_INDEXES
 
-__all__ = ["ALERTS", "CONFIGURATIONS", "INDEXES", "LATEST"]
+__all__ = [
+    "ALERTS",
+    "CONFIGURATIONS",
+    "INDEXES",
+    "LATEST",
+    "SAMPLES",
+    "TELEMETRY",
+    "THRESHOLDS",
+]
 
 # Every alert, as raised.
 ALERTS: Final = "alerts"
@@ -16,6 +24,14 @@ ALERTS: Final = "alerts"
 LATEST: Final = "latest_alerts"
 # Per device, the monitor configuration it reported (`_id` is the device id).
 CONFIGURATIONS: Final = "configurations"
+
+# Telemetry: per device and hour, each metric's statistics per minute; expired by `expire_at`.
+SAMPLES: Final = "samples"
+# Per device: its latest sample and the few before it (for streams) with their sequence, and
+# the metrics now out of their range (a CRITICAL alert was raised for each).
+TELEMETRY: Final = "telemetry"
+# Per tenant, the thresholds of metrics.
+THRESHOLDS: Final = "thresholds"
 
 # Keys are ascending and scanned backwards for the newest first: the embedded server answers
 # a range over a descending key wrongly.
@@ -52,5 +68,21 @@ INDEXES: Final = {
     CONFIGURATIONS: [
         IndexModel([("tenant_id", ASCENDING), ("_id", ASCENDING)], name="tenant_device"),
     ],
+    SAMPLES: [
+        IndexModel(
+            [("tenant_id", ASCENDING), ("device_id", ASCENDING), ("hour", ASCENDING)],
+            name="tenant_device_hour",
+            unique=True,
+        ),
+        IndexModel([("expire_at", ASCENDING)], name="expire_at", expireAfterSeconds=0),
+    ],
+    TELEMETRY: [
+        IndexModel(
+            [("tenant_id", ASCENDING), ("device_id", ASCENDING)],
+            name="tenant_device",
+            unique=True,
+        ),
+    ],
+    THRESHOLDS: [IndexModel([("tenant_id", ASCENDING)], name="tenant", unique=True)],
     **OUTBOX_INDEXES,
 }

@@ -18,7 +18,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from common.core.mongo import Document, TenantCollection, atomically
 from common.core.outbox import Effect, Outbox
 from services.devicemonitor.models import Alert, AlertQuery, Level, MonitorConfiguration
-from services.devicemonitor.store.indexes import ALERTS, CONFIGURATIONS, LATEST
+from services.devicemonitor.store.indexes import (
+    ALERTS,
+    CONFIGURATIONS,
+    LATEST,
+    SAMPLES,
+    TELEMETRY,
+)
 
 __all__ = ["MongoStore"]
 
@@ -147,10 +153,10 @@ class MongoStore:
         return configuration
 
     async def delete_device(self, tenant_id: str, device_id: str) -> None:
-        """Forget everything stored about a device."""
+        """Forget everything stored about a device: alerts, configuration, telemetry."""
 
         async def work(session: AsyncClientSession) -> None:
-            for name in (ALERTS, LATEST):
+            for name in (ALERTS, LATEST, SAMPLES, TELEMETRY):
                 await self._coll(name, tenant_id).delete_many(
                     {"device_id": device_id}, session=session
                 )

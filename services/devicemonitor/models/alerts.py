@@ -1,4 +1,4 @@
-"""Domain models of devicemonitor: alerts and the monitor configuration a device reports."""
+"""Alerts and the monitor configuration a device reports."""
 
 from __future__ import annotations
 
