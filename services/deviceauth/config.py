@@ -35,6 +35,8 @@ class Settings(BaseServiceSettings):
     deviceconnect_addr: str | None = None
     deviceconfig_addr: str | None = None
     iot_manager_addr: str | None = None
+    # devicemonitor's internal address: a decommissioned device's alerts and telemetry go.
+    devicemonitor_addr: str | None = None
     auditlogs_addr: str | None = None
     # How often the outbox relay looks for effects when nothing woke it, in seconds.
     outbox_poll_interval: Annotated[float, Field(gt=0)] = 1.0
@@ -53,5 +55,6 @@ class Settings(BaseServiceSettings):
             "deviceconnect": self.deviceconnect_addr or None,
             "deviceconfig": self.deviceconfig_addr or None,
             "iot_manager": self.iot_manager_addr or None,
+            "devicemonitor": self.devicemonitor_addr or None,
             "auditlogs": self.auditlogs_addr or None,
         }

@@ -20,6 +20,7 @@ SERVICE: Final = ServiceSpec(
         "deviceconfig",
         "iot_manager",
         "auditlogs",
+        "devicemonitor",
     ),
     local_env={
         "SERVER_PRIV_KEY_PATH": LocalResource.DEVICE_TOKEN_KEY,

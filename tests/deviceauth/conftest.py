@@ -163,7 +163,14 @@ def make_settings(mongo_url: str, db_name: str, key_dir: Path) -> Callable[..., 
 # Every peer deployed where nothing answers: their effects stay queued for a test to inspect.
 _PEERS_AWAY: Final = {
     f"{peer}_addr": "http://127.0.0.1:1"
-    for peer in ("inventory", "deployments", "deviceconnect", "deviceconfig", "iot_manager")
+    for peer in (
+        "inventory",
+        "deployments",
+        "deviceconnect",
+        "deviceconfig",
+        "iot_manager",
+        "devicemonitor",
+    )
 }
 
 

@@ -683,6 +683,7 @@ class TestDecommissionDevice:
             ),
             ("deviceconnect", f"/api/internal/v1/deviceconnect/tenants//devices/{device_id}"),
             ("deviceconfig", f"/api/internal/v1/deviceconfig/tenants//devices/{device_id}"),
+            ("devicemonitor", f"/api/internal/v1/devicemonitor/tenants//devices/{device_id}"),
             ("inventory", f"/api/internal/v1/inventory/tenants//devices/{device_id}"),
             ("iot_manager", f"/api/internal/v1/iot-manager/tenants//devices/{device_id}"),
         }
@@ -715,7 +716,14 @@ class TestDecommissionDevice:
         # Every peer is told once.
         deletes = await outbox.find({"method": "DELETE"}).to_list()
         told = sorted(e["peer"] for e in deletes)
-        assert told == ["deployments", "deviceconfig", "deviceconnect", "inventory", "iot_manager"]
+        assert told == [
+            "deployments",
+            "deviceconfig",
+            "deviceconnect",
+            "devicemonitor",
+            "inventory",
+            "iot_manager",
+        ]
 
     async def test_not_found(self, client: httpx.AsyncClient) -> None:
         r = await client.delete(f"{MGMT}/devices/nope", headers=USER)

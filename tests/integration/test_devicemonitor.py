@@ -119,3 +119,29 @@ class TestTelemetry:
         assert series.status_code == 200, series.text
         points = series.json()["series"][0]["points"]
         assert [(p["n"], p["max"]) for p in points] == [(1, 42.5)]
+
+
+class TestDecommission:
+    def test_alerts_and_telemetry_go_with_the_device(
+        self, api: ManagementApi, device: tuple[RawDevice, str]
+    ) -> None:
+        raw, device_id = device
+        headers = {"Authorization": f"Bearer {raw.token}"}
+        alerted = raw.http.post(
+            "/api/devices/v1/devicemonitor/alert", json=_alert("CRITICAL"), headers=headers
+        )
+        assert alerted.status_code == 204, alerted.text
+        reported = raw.http.post(
+            "/api/devices/v1/devicemonitor/telemetry", json={"cpu": {"total": 1}}, headers=headers
+        )
+        assert reported.status_code == 204, reported.text
+        assert api.decommission(device_id).status_code == 204
+
+        def forgotten() -> bool:
+            alerts = api.http.get(f"{MONITOR}/{device_id}/alerts")
+            latest = api.http.get(f"{MONITOR}/{device_id}/telemetry/latest")
+            return alerts.json() == [] and latest.status_code == 404
+
+        wait_until(forgotten, what="devicemonitor forgets the decommissioned device")
+        latest = api.http.get(f"{MONITOR}/{device_id}/telemetry/latest")
+        assert latest.json()["error"] == "the device has reported no telemetry"

@@ -19,6 +19,7 @@ __all__ = [
     "DEPLOYMENTS",
     "DEVICECONFIG",
     "DEVICECONNECT",
+    "DEVICEMONITOR",
     "INVENTORY",
     "IOT_MANAGER",
     "decommission_effects",
@@ -36,12 +37,14 @@ DEPLOYMENTS: Final = "deployments"
 DEVICECONNECT: Final = "deviceconnect"
 DEVICECONFIG: Final = "deviceconfig"
 IOT_MANAGER: Final = "iot_manager"
+DEVICEMONITOR: Final = "devicemonitor"
 
 _INVENTORY: Final = "/api/internal/v1/inventory/tenants"
 _DEPLOYMENTS: Final = "/api/internal/v1/deployments/tenants"
 _DEVICECONNECT: Final = "/api/internal/v1/deviceconnect/tenants"
 _DEVICECONFIG: Final = "/api/internal/v1/deviceconfig/tenants"
 _IOT_MANAGER: Final = "/api/internal/v1/iot-manager/tenants"
+_DEVICEMONITOR: Final = "/api/internal/v1/devicemonitor/tenants"
 # A device deleted before it was ever accepted is reported to iot-manager with this status.
 _DISMISSED: Final = "decommissioned"
 
@@ -212,6 +215,12 @@ def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:
             method="DELETE",
             path=f"{_IOT_MANAGER}/{tid}/devices/{did}",
             ok=(200, 202, 204, 404),
+        ),
+        Effect(
+            peer=DEVICEMONITOR,
+            method="DELETE",
+            path=f"{_DEVICEMONITOR}/{tid}/devices/{did}",
+            ok=(200, 204, 404),
         ),
         _inventory_delete_device(tenant_id, device_id),
     ]
