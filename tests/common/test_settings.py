@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,12 @@ class TestFromFiles:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         key = tmp_path / "aes-key"
-        key.write_text("not base64 of 32 bytes")
+        key.write_text("c2hvcnQ=\n")  # base64, but of 5 bytes
         monkeypatch.setenv("IOT_MANAGER_AES_ENCRYPTION_KEY_FILE", str(key))
-        with pytest.raises(ValidationError, match="aes_encryption_key"):
+        with pytest.raises(ValidationError, match="must be 32 bytes, base64-encoded"):
             IotSettings()
+        key.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+        assert IotSettings().encryption_keys()[0] == bytes(range(32))
 
     def test_a_missing_file_is_named(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         missing = tmp_path / "nowhere"
