@@ -60,6 +60,9 @@ class Settings(BaseServiceSettings):
     aws_create_bucket: bool = False
     # Internal address of inventory (group and all-devices deployments).
     inventory_addr: str | None = None
+    # auditlogs' internal address: operators' changes to artifacts, releases and deployments
+    # are recorded there (through the outbox).
+    auditlogs_addr: str | None = None
 
     def secrets(self) -> dict[str, str]:
         """The presign secret may keep its placeholder only in development mode."""
