@@ -41,6 +41,7 @@ async def _create_user(
 ) -> str:
     # Imported here: a command line that only parses its arguments should start quickly.
     from common.core.mongo import create_client, ensure_indexes
+    from common.core.outbox import Outbox
     from common.core.revocations import RevocationFeed
     from services.useradm.app.passwords import PasswordHasher
     from services.useradm.app.users import UsersApp
@@ -52,8 +53,9 @@ async def _create_user(
     try:
         db = client[settings.mongo_db or SERVICE_NAME]
         await ensure_indexes(db, INDEXES)
-        # Creating a user revokes nothing: the feed is not followed here.
-        store = MongoStore(client, db, revocations=RevocationFeed(db))
+        # The command line acts as no operator and revokes nothing: it records no audit
+        # event, and the revocation feed is not followed here.
+        store = MongoStore(client, db, outbox=Outbox(db, ()), revocations=RevocationFeed(db))
         users = UsersApp(store, PasswordHasher(cost=settings.bcrypt_cost))
         user = await users.create_user("", email=email, password=password, user_id=user_id)
         return user.id

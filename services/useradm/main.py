@@ -8,10 +8,12 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from common.core.audit import AUDITLOGS
+from common.core.outbox import Outbox, OutboxRelay
 from common.core.revocations import revocation_feed
 from common.web.app import Resources, create_service_app
 from common.web.tokenissuer import TokenIssuer, TokenUse
-from services.useradm.api import internal_router, management_v1, management_v2
+from services.useradm.api import internal_router, management_v1, management_v2, tenantadm_router
 from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
 from services.useradm.app import (
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = load_key_ring(
             config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
         )
+        relay = OutboxRelay(res.db, res.http, {AUDITLOGS: config.auditlogs_addr})
         hasher = PasswordHasher(cost=config.bcrypt_cost)
         policy = TokenPolicy(
             issuer=config.jwt_issuer,
@@ -46,8 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions_per_user=config.limit_sessions_per_user,
             tokens_per_user=config.limit_tokens_per_user,
         )
-        async with revocation_feed(res.db, issuer=SERVICE_NAME, nats_uri=config.nats_uri) as feed:
-            store = MongoStore(res.mongo, res.db, revocations=feed)
+        async with (
+            relay.running(),
+            revocation_feed(res.db, issuer=SERVICE_NAME, nats_uri=config.nats_uri) as feed,
+        ):
+            store = MongoStore(
+                res.mongo, res.db, outbox=Outbox(res.db, relay.deployed), revocations=feed
+            )
             auth = AuthApp(store, hasher, keys, policy)
 
             async def used(uses: Sequence[TokenUse]) -> None:
@@ -66,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         config,
         name=SERVICE_NAME,
         internal_prefix=INTERNAL_PREFIX,
-        routers=[management_v1, management_v2, internal_router],
+        routers=[management_v1, management_v2, tenantadm_router, internal_router],
         indexes=INDEXES,
         setup=setup,
     )

@@ -130,6 +130,10 @@ SERVICES: Final = {
                 # Mender registers the verify endpoint for GET too: what a forward-auth
                 # gateway sends.
                 ("GET", "/api/internal/v1/useradm/auth/verify"),
+                # The web UI's Enterprise mode: the roles (Mender's RBAC) and the caller's
+                # organization (Mender's tenantadm, which Fleetport has not).
+                ("GET", "/api/management/v1/useradm/roles"),
+                ("GET", "/api/management/v1/tenantadm/user/tenant"),
                 # Fleetport's gateway checks tokens itself, with these keys and revocations, and
                 # reports the tokens it let through.
                 ("GET", "/api/internal/v1/useradm/tokens/keys"),

@@ -6,6 +6,7 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from common.core.outbox import OUTBOX_INDEXES
 from common.core.revocations import REVOCATION_INDEXES
 
 __all__ = ["INDEXES", "SETTINGS", "TENANTS", "TOKENS", "USERS", "USER_SETTINGS"]
@@ -43,5 +44,6 @@ INDEXES: Final = {
             [("tenant_id", ASCENDING), ("user_id", ASCENDING)], name="tenant_user", unique=True
         )
     ],
+    **OUTBOX_INDEXES,
     **REVOCATION_INDEXES,
 }
