@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 partial_max_age=settings.storage_partial_max_age,
                 orphan_max_age=settings.storage_orphan_max_age,
             )
-            sweeping = sweeper.run(interval=settings.storage_sweep_interval)
+            sweeping = sweeper.run(leases, interval=settings.storage_sweep_interval)
             upkeep.spawn(sweeping, name="storage-sweep")
             yield services
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from common.core.leases import LeaseTerms
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.sweeper import StorageSweeper
 from services.deployments.config import Settings
@@ -179,3 +180,35 @@ class TestService:
             _age(root, [later], 2 * HOUR)
             await eventually(lambda: not (root / later).exists())
             assert (root / young).exists()
+
+
+class TestOneReplicaAtATime:
+    async def test_the_lease_holder_sweeps_and_the_others_wait_until_it_lapses(
+        self, store: MongoStore, tmp_path: Path
+    ) -> None:
+        storage = LocalStorage(tmp_path / "objects", URLSigner("secret"))
+        sweeper = StorageSweeper(store, storage, partial_max_age=HOUR, orphan_max_age=HOUR)
+        first, second = LeaseTerms(), LeaseTerms()
+        orphan = _new_key("")
+        await storage.put_stream(orphan, _bytes(b"orphan"), size_limit=10)
+        _age(storage.root, [orphan], 2 * HOUR)
+
+        assert await sweeper.turn(first, interval=HOUR)
+        assert await _keys(storage) == set()
+        # The holder keeps its turn; the other replica does not sweep meanwhile.
+        again = _new_key("")
+        await storage.put_stream(again, _bytes(b"orphan"), size_limit=10)
+        _age(storage.root, [again], 2 * HOUR)
+        assert not await sweeper.turn(second, interval=HOUR)
+        assert await _keys(storage) == {again}
+        assert await sweeper.turn(first, interval=HOUR)
+        assert await _keys(storage) == set()
+
+        # The holder is gone: once its lease lapses, the other replica takes the turn.
+        assert await sweeper.turn(first, interval=timedelta(microseconds=1))
+        lapsed = _new_key("")
+        await storage.put_stream(lapsed, _bytes(b"orphan"), size_limit=10)
+        _age(storage.root, [lapsed], 2 * HOUR)
+        assert await sweeper.turn(second, interval=HOUR)
+        assert await _keys(storage) == set()
+        assert not await sweeper.turn(first, interval=HOUR)

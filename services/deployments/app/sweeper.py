@@ -2,8 +2,10 @@
 
 A crash can leave a partial upload (a `.part` file, an S3 multipart upload) and an object no
 artifact refers to (stored, then the process died before recording the artifact; or the
-artifact was deleted, then the process died before removing its file). Sweeping is
-idempotent: replicas may sweep at the same time, each skipping what another removed first.
+artifact was deleted, then the process died before removing its file). One replica at a
+time sweeps: the periodic sweep is a named lease (`common.core.leases`) that its holder
+keeps from turn to turn and another replica takes only once it lapses. A sweep is idempotent
+all the same: two at once would each skip what the other removed first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from common.core.leases import LeaseTerms
 from services.deployments.storage import (
     InvalidKey,
     Storage,
@@ -31,6 +34,7 @@ _log = logging.getLogger("deployments.sweeper")
 # Objects looked up in the database per query.
 _BATCH: Final = 500
 _RAW_SUFFIX: Final = ".raw"
+_LOCK: Final = "storage-sweep"
 
 
 def _object_id(key: str) -> str | None:
@@ -107,11 +111,22 @@ class StorageSweeper:
             removed.append(item)
         return removed
 
-    async def run(self, *, interval: timedelta) -> None:
-        """Sweep now and then every `interval`, until cancelled."""
+    async def turn(self, leases: LeaseTerms, *, interval: timedelta) -> bool:
+        """Sweep if this process holds (or can take) the sweep's lease, for two intervals;
+        whether it swept."""
+        now = datetime.now(UTC)
+        held = await self._store.claim_lock(
+            _LOCK, owner=leases.owner, now=now, until=now + 2 * interval
+        )
+        if held:
+            await self.sweep()
+        return held
+
+    async def run(self, leases: LeaseTerms, *, interval: timedelta) -> None:
+        """Take a turn now and then every `interval`, until cancelled."""
         while True:
             try:
-                await self.sweep()
+                await self.turn(leases, interval=interval)
             except Exception:  # the loop must survive a storage or database hiccup
                 _log.exception("storage sweep failed")
             await asyncio.sleep(interval.total_seconds())

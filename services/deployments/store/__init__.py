@@ -463,6 +463,11 @@ class JobStore(Protocol):
         """(tenant, id) of every tenant's processing intents whose lease has lapsed."""
         ...
 
+    async def claim_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> bool:
+        """Take the lease named `name` until `until`, or keep it when `owner` holds it already;
+        False while another process holds it."""
+        ...
+
 
 class DataStore(
     ArtifactStore, ReleaseStore, DeploymentStore, DeviceDeploymentStore, JobStore, Protocol

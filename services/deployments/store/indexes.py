@@ -42,6 +42,8 @@ LIMITS: Final = "limits"
 SETTINGS: Final = "settings"
 UPLOADS: Final = "uploads"
 JOBS: Final = "generate_jobs"
+# Named leases on periodic work that one replica at a time does (the storage sweep).
+LOCKS: Final = "locks"
 # The unfinished deployments of every tenant (recounted at start-up). Queries spanning
 # tenants name their index: the embedded server's planner only picks one by itself for
 # equality on the tenant.
@@ -147,4 +149,5 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         IndexModel([_T, ("state", ASCENDING)]),
     ],
     JOBS: [_BY_ID, IndexModel([_T, ("state", ASCENDING)])],
+    LOCKS: [_BY_ID],
 }

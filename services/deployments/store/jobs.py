@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, TenantCollection
 from services.deployments.models import GenerateJob, JobState, UploadIntent
 from services.deployments.store import JobStore
 from services.deployments.store.base import MongoCollections
-from services.deployments.store.indexes import ARTIFACTS, JOBS, LIMITS, SETTINGS, UPLOADS
+from services.deployments.store.indexes import ARTIFACTS, JOBS, LIMITS, LOCKS, SETTINGS, UPLOADS
 
 __all__ = ["MongoJobStore"]
 
@@ -214,6 +215,18 @@ class MongoJobStore(MongoCollections, JobStore):
         """Record the outcome."""
         coll = self._c(UPLOADS, tenant_id)
         return await _finish(coll, intent_id, state, owner=owner, error=error)
+
+    async def claim_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> bool:
+        """Take (or keep) a named lease, unless another holds it."""
+        try:
+            await self._c(LOCKS, "").update_one(
+                {"_id": name, "$or": [_lapsed(now), {"lease_owner": owner}]},
+                {"$set": {"lease_owner": owner, "lease_until": until}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # it exists, held by another process
+            return False
+        return True
 
     async def claimable_intents(self, now: datetime) -> list[tuple[str, str]]:
         """(tenant, id) of every tenant's intents left processing by a holder that is gone."""
