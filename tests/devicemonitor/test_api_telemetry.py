@@ -12,8 +12,14 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
-from services.devicemonitor.config import Settings
-from tests.devicemonitor.conftest import DEVICE_API, MANAGEMENT, START, device_headers, user_headers
+from tests.devicemonitor.conftest import (
+    DEVICE_API,
+    MANAGEMENT,
+    RETENTION,
+    START,
+    device_headers,
+    user_headers,
+)
 from tests.toolkit import ManualClock, assert_error
 
 DEVICE = "5d4c3b2a-1908-4f7e-8d6c-5b4a39281706"
@@ -196,7 +202,7 @@ class TestHourOfSamples:
         # Storage: one document for the device's hour, expiring after the retention.
         docs = await mongo[db_name]["samples"].find({}).to_list()
         assert [(d["device_id"], d["hour"]) for d in docs] == [(DEVICE, START)]
-        assert docs[0]["expire_at"] == START + timedelta(hours=1) + Settings().telemetry_retention
+        assert docs[0]["expire_at"] == START + timedelta(hours=1) + RETENTION
         assert len(docs[0]["metrics"]["cpu/total"]) == 60
         assert len(docs[0]["fives"]["cpu/total"]) == 12
         found = await _range(

@@ -18,6 +18,7 @@ from tests.conftest import ClientFactory
 from tests.devicemonitor.conftest import (
     DEVICE_API,
     MANAGEMENT,
+    RETENTION,
     START,
     alert,
     device_headers,
@@ -39,6 +40,7 @@ async def client(
         mongo_url=mongo_url,
         mongo_db=db_name,
         dev_mode=True,
+        telemetry_retention=RETENTION,
         inventory_addr="http://127.0.0.1:9",
         auditlogs_addr="http://127.0.0.1:9",
     )
