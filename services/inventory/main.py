@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 MongoStore(resources.db),
                 limit_attributes=settings.limit_attributes,
                 limit_tags=settings.limit_tags,
+                report_refresh=settings.report_refresh,
                 devicemonitor=devicemonitor,
             ),
         )

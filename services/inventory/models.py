@@ -266,6 +266,21 @@ class DeviceChange:
     if_unmodified_since: datetime | None = None
     if_tags_etag: str | None = None
     new_tags_etag: str | None = None
+    # The digest of a device's whole report when the write replaces its inventory scope with
+    # it; a write that changes the inventory scope otherwise forgets the stored digest.
+    report_digest: str | None = None
+    # With `report_digest`: no write at all while the stored digest is the same and the
+    # device's `updated_ts` is later than this (an unchanged report refreshes it only then).
+    skip_if_updated_after: datetime | None = None
+
+    @property
+    def touches_inventory(self) -> bool:
+        """Whether the write can change the device-reported (inventory scope) attributes."""
+        return (
+            DEFAULT_SCOPE in self.replace_scopes
+            or any(a.scope == DEFAULT_SCOPE for a in self.set)
+            or any(r.scope == DEFAULT_SCOPE for r in self.remove)
+        )
 
 
 class _Input(BaseModel):

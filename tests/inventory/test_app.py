@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -99,6 +99,23 @@ class TestDeviceWrites:
         assert change.create
         assert change.limits == {"inventory": 100}
         assert change.now == NOW
+
+    async def test_a_whole_report_carries_its_digest(self) -> None:
+        store = FakeStore()
+        app = _app(store)
+        report = [_new("os", "Linux"), _new("cpus", 4)]
+        for attributes in (report, report[::-1], [_new("os", "Linux"), _new("cpus", 5)]):
+            await app.update_device_attributes("t", "d1", attributes=attributes, replace=True)
+        await app.update_device_attributes("t", "d1", attributes=report, replace=False)
+        first, reordered, changed, merged = (change for _, _, change in store.changes)
+        # The same attributes in any order are the same report; another value is another.
+        assert first.report_digest is not None
+        assert reordered.report_digest == first.report_digest
+        assert changed.report_digest not in (None, first.report_digest)
+        assert first.skip_if_updated_after == NOW - timedelta(hours=1)
+        # A merge is no whole report: it has no digest, and the store forgets the stored one.
+        assert (merged.report_digest, merged.skip_if_updated_after) == (None, None)
+        assert merged.touches_inventory
 
     @pytest.mark.parametrize(
         ("outcome", "error"),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.errors import Conflict
@@ -179,6 +180,120 @@ class TestWriteDevice:
         assert device is not None
         assert device.attributes[0].value == "a"
         assert await store.get_device("b", "same-id") is None
+
+
+class _Writes(monitoring.CommandListener):
+    """Counts the write commands of a client that changed a document."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name in ("update", "insert", "delete", "findAndModify"):
+            self.count += event.reply.get("n", 0) > 0
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class TestUnchangedReports:
+    """A device's whole report that is the stored one writes nothing until refresh time."""
+
+    @pytest.fixture
+    async def watched(
+        self, mongo_url: str, db: AsyncDatabase[Document]
+    ) -> AsyncIterator[tuple[MongoStore, _Writes]]:
+        writes = _Writes()
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            mongo_url, tz_aware=True, event_listeners=[writes]
+        )
+        try:
+            yield MongoStore(client[db.name]), writes
+        finally:
+            await client.close()
+
+    @staticmethod
+    def _report(now: datetime, digest: str, *attrs: Attribute) -> DeviceChange:
+        return DeviceChange(
+            now=now,
+            set=attrs,
+            replace_scopes=frozenset({"inventory"}),
+            touch_updated=True,
+            report_digest=digest,
+            skip_if_updated_after=now - timedelta(hours=1),
+        )
+
+    async def test_the_same_report_writes_nothing_until_the_refresh(
+        self, watched: tuple[MongoStore, _Writes], db: AsyncDatabase[Document]
+    ) -> None:
+        store, writes = watched
+        os_ = _attr("inventory", "os", "Linux")
+        assert await store.write_device("", "d1", self._report(NOW, "a", os_)) is WriteOutcome.OK
+        assert writes.count == 1
+
+        later = NOW + timedelta(minutes=59)
+        assert await store.write_device("", "d1", self._report(later, "a", os_)) is WriteOutcome.OK
+        assert writes.count == 1
+        doc = await db["devices"].find_one({"_id": "d1"})
+        assert doc is not None
+        assert doc["updated_ts"] == NOW
+        assert doc["report_digest"] == "a"
+
+        # Past the refresh period the same report is written, to refresh `updated_ts`.
+        refresh = NOW + timedelta(minutes=61)
+        assert (
+            await store.write_device("", "d1", self._report(refresh, "a", os_)) is WriteOutcome.OK
+        )
+        assert writes.count == 2
+        device = await store.get_device("", "d1")
+        assert device is not None
+        assert device.updated_ts == refresh
+
+    async def test_a_different_report_is_written(self, watched: tuple[MongoStore, _Writes]) -> None:
+        store, writes = watched
+        await store.write_device("", "d1", self._report(NOW, "a", _attr("inventory", "os", "A")))
+        changed = self._report(NOW, "b", _attr("inventory", "os", "B"))
+        assert await store.write_device("", "d1", changed) is WriteOutcome.OK
+        assert writes.count == 2
+        device = await store.get_device("", "d1")
+        assert device is not None
+        assert [a.value for a in device.attributes if a.name == "os"] == ["B"]
+
+    async def test_other_changes_to_the_inventory_scope_forget_the_digest(
+        self, watched: tuple[MongoStore, _Writes], db: AsyncDatabase[Document]
+    ) -> None:
+        store, writes = watched
+        os_ = _attr("inventory", "os", "Linux")
+        await store.write_device("", "d1", self._report(NOW, "a", os_))
+        # Another scope leaves it.
+        peer = DeviceChange(now=NOW, set=(_attr("identity", "mac", "aa"),))
+        await store.write_device("", "d1", peer)
+        assert await db["devices"].count_documents({"report_digest": "a"}) == 1
+        # A merge into the inventory scope (a device's PATCH) forgets it, so the next whole
+        # report replaces the merged attribute.
+        merge = DeviceChange(now=NOW, set=(_attr("inventory", "extra", "1"),))
+        await store.write_device("", "d1", merge)
+        assert await db["devices"].count_documents({"report_digest": {"$exists": True}}) == 0
+        before = writes.count
+        await store.write_device("", "d1", self._report(NOW, "a", os_))
+        assert writes.count == before + 1
+        device = await store.get_device("", "d1")
+        assert device is not None
+        inventory = sorted(a.name for a in device.attributes if a.scope == "inventory")
+        assert inventory == ["os"]
+
+    async def test_a_deleted_device_is_created_again(
+        self, watched: tuple[MongoStore, _Writes]
+    ) -> None:
+        store, _ = watched
+        os_ = _attr("inventory", "os", "Linux")
+        await store.write_device("", "d1", self._report(NOW, "a", os_))
+        assert await store.delete_devices("", ["d1"]) == 1
+        assert await store.write_device("", "d1", self._report(NOW, "a", os_)) is WriteOutcome.OK
+        assert await store.get_device("", "d1") is not None
 
 
 class TestSetStatuses:

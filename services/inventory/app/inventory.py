@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Final
 
@@ -62,6 +64,15 @@ def _last_wins(attributes: Iterable[Attribute]) -> tuple[Attribute, ...]:
     return tuple({(a.scope, a.name): a for a in attributes}.values())
 
 
+def _report_digest(attributes: Iterable[Attribute]) -> str:
+    """A digest of a device's report, independent of the order of its attributes."""
+    canonical = sorted(
+        json.dumps([a.name, a.value, a.description], sort_keys=True, default=str)
+        for a in attributes
+    )
+    return hashlib.blake2b("\n".join(canonical).encode(), digest_size=16).hexdigest()
+
+
 def _parse_check_in_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise BadRequest("system/check_in_time must be an RFC 3339 timestamp")
@@ -111,12 +122,14 @@ class InventoryApp:
         *,
         limit_attributes: int,
         limit_tags: int,
+        report_refresh: timedelta = timedelta(hours=1),
         devicemonitor: DevicemonitorClient | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self._store = store
         self._limit_attributes = limit_attributes
         self._limit_tags = limit_tags
+        self._report_refresh = report_refresh
         self._devicemonitor = devicemonitor
         self._clock = clock
 
@@ -163,6 +176,10 @@ class InventoryApp:
             replace_scopes=frozenset({DEFAULT_SCOPE}) if replace else frozenset(),
             limits=self._limits([DEFAULT_SCOPE]),
             touch_updated=True,
+            # A whole report that is the stored one writes nothing, but for refreshing
+            # `updated_ts` once per `report_refresh`.
+            report_digest=_report_digest(attrs) if replace else None,
+            skip_if_updated_after=now - self._report_refresh if replace else None,
         )
         await self._write(tenant_id, device_id, change)
 

@@ -52,6 +52,8 @@ _CREATED_KEY: Final = "system-created_ts"
 _TIERS: Final = ("standard", "micro", "system")
 _WRITE_ATTEMPTS: Final = 3
 _KEY_ESCAPES: Final = str.maketrans({".": "\uff0e", "$": "\uff04"})
+# The digest of the device's last whole report, while its inventory scope is exactly that.
+_DIGEST: Final = "report_digest"
 
 
 def attribute_key(scope: str, name: str) -> str:
@@ -237,6 +239,9 @@ def _write_pipeline(change: DeviceChange, revision: int | None = None) -> list[D
         first["updated_ts"] = {"$literal": now}
     if change.new_tags_etag is not None:
         first["tags_etag"] = {"$literal": change.new_tags_etag}
+    if change.touches_inventory:
+        digest = change.report_digest
+        first[_DIGEST] = "$$REMOVE" if digest is None else {"$literal": digest}
     second: Document = {
         f"attributes.{_CREATED_KEY}": {
             "$ifNull": [f"$attributes.{_CREATED_KEY}", {"$literal": _system("created_ts", now)}]
@@ -343,6 +348,8 @@ class MongoStore(DataStore):
         if _over_limit_up_front(change):
             return WriteOutcome.LIMIT_EXCEEDED
         coll = self._coll(tenant_id)
+        if await self._unchanged(coll, device_id, change):
+            return WriteOutcome.OK
         filter_ = _write_filter(device_id, change)
         pipeline = _write_pipeline(change)
         for _ in range(_WRITE_ATTEMPTS):
@@ -360,6 +367,21 @@ class MongoStore(DataStore):
             if outcome is not None:
                 return outcome
         raise Conflict("the device id is taken or the device is being changed concurrently")
+
+    @staticmethod
+    async def _unchanged(coll: TenantCollection, device_id: str, change: DeviceChange) -> bool:
+        """Whether a report is the one stored, and the device was updated recently enough."""
+        if change.report_digest is None or change.skip_if_updated_after is None:
+            return False
+        found = await coll.find_one(
+            {
+                "_id": device_id,
+                _DIGEST: change.report_digest,
+                "updated_ts": {"$gt": change.skip_if_updated_after},
+            },
+            {"_id": 1},
+        )
+        return found is not None
 
     async def set_statuses(
         self,
