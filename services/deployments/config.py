@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.core.settings import DEV_PLACEHOLDER, BaseServiceSettings
+from common.core.settings import DEV_PLACEHOLDER, BaseServiceSettings, Duration
 from services.deployments.service import SERVICE
 
 __all__ = ["Settings"]
@@ -33,12 +33,12 @@ class Settings(BaseServiceSettings):
     # uploads idle for `storage_partial_max_age` (an upload in progress writes all the time)
     # and objects no artifact refers to once `storage_orphan_max_age` old (younger ones may
     # be uploads whose artifact is being recorded).
-    storage_sweep_interval: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
-    storage_partial_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
-    storage_orphan_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    storage_sweep_interval: Duration = timedelta(hours=1)
+    storage_partial_max_age: Duration = timedelta(hours=1)
+    storage_orphan_max_age: Duration = timedelta(hours=1)
     # How long a claim on an artifact job (generation, direct upload) lasts unless its process
     # renews it: a job whose process died is taken up by a replica after this long.
-    job_lease: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
+    job_lease: Duration = timedelta(seconds=30)
     # Largest artifact accepted by an upload (Mender: storage.max_image_size).
     max_image_size: Annotated[int, Field(ge=1)] = 10 * _GIB
     # Largest raw file accepted by `POST /artifacts/generate`.
