@@ -53,12 +53,16 @@ class TestOneReplica:
         self, service: Service, artifacts_factory: ArtifactFactory
     ) -> None:
         await service.upload(artifacts_factory.make("app-2.0"), tenant="t1")
+        reach = service.services.reach
         assert (await poll(service.client, "dev", tenant="t2")).status_code == 204
-        await create_deployment(
+        deployment_id = await create_deployment(
             service.client, tenant="t1", name="x", artifact_name="app-2.0", devices=["dev"]
         )
+        # Another tenant's deployment changes nothing for t2's devices.
         assert (await poll(service.client, "dev", tenant="t2")).status_code == 204
-        assert (await poll(service.client, "dev", tenant="t1")).status_code == 200
+        assert reach.hits == 2
+        response = await poll(service.client, "dev", tenant="t1")
+        assert response.json()["id"] == deployment_id
 
     async def test_a_snapshot_too_large_leaves_polls_to_the_database(
         self, store: MongoStore, service: Service, artifacts_factory: ArtifactFactory
