@@ -81,6 +81,8 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("/api/management/v{N}/useradm/auth/logout", "useradm", _U, ends_session=True),
     Route("/api/management/v{N}/useradm/oauth2", "useradm", _N),
     Route("/api/management/v{N}/useradm/oidc", "useradm", _N),
+    # The caller's organization (Mender's tenantadm), answered by useradm.
+    Route("/api/management/v{N}/tenantadm", "useradm", _U),
     Route("/api/devices/v{N}/inventory", "inventory", _D),
     Route("/api/management/v{N}/inventory", "inventory", _U),
     Route("/api/devices/v{N}/deployments", "deployments", _D),

@@ -9,14 +9,15 @@ variable set directly wins over its `_FILE` form.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["DEV_PLACEHOLDER", "BaseServiceSettings"]
+__all__ = ["DEV_PLACEHOLDER", "BaseServiceSettings", "Duration", "DurationOrZero"]
 
 # A secret with this value is only acceptable in development mode.
 DEV_PLACEHOLDER: Final = "change-me"
@@ -48,6 +49,21 @@ class _FromFiles(PydanticBaseSettingsSource):
             if value is not None:
                 values[name] = value
         return values
+
+
+def _seconds(value: object) -> object:
+    """A number of seconds, as an environment variable gives it, becomes a timedelta."""
+    if isinstance(value, str):
+        try:
+            return timedelta(seconds=float(value))
+        except (ValueError, OverflowError):
+            return value  # ISO 8601 (`PT1H`) or `[D days, ]HH:MM:SS`, parsed by pydantic
+    return value
+
+
+# A duration in seconds (`90`, `2.5`) or ISO 8601 (`PT1H30M`): positive, or also zero.
+Duration = Annotated[timedelta, BeforeValidator(_seconds), Field(gt=timedelta(0))]
+DurationOrZero = Annotated[timedelta, BeforeValidator(_seconds), Field(ge=timedelta(0))]
 
 
 class BaseServiceSettings(BaseSettings):

@@ -99,7 +99,7 @@ class AuditLog(_Model):
     actor: EventActor
     action: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     object_: EventObject = Field(alias="object")
-    change: Annotated[str, StringConstraints(max_length=64 * 1024)] = ""
+    change: Annotated[str, StringConstraints(max_length=64 * 1024)] | None = None
     meta: dict[_Id, list[_Text]] = Field(default_factory=dict, max_length=32)
     time: AwareDatetime
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.core.settings import DEV_PLACEHOLDER, BaseServiceSettings
+from common.core.settings import DEV_PLACEHOLDER, BaseServiceSettings, Duration
 from services.deployments.service import SERVICE
 
 __all__ = ["Settings"]
@@ -33,17 +33,17 @@ class Settings(BaseServiceSettings):
     # uploads idle for `storage_partial_max_age` (an upload in progress writes all the time)
     # and objects no artifact refers to once `storage_orphan_max_age` old (younger ones may
     # be uploads whose artifact is being recorded).
-    storage_sweep_interval: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
-    storage_partial_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
-    storage_orphan_max_age: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    storage_sweep_interval: Duration = timedelta(hours=1)
+    storage_partial_max_age: Duration = timedelta(hours=1)
+    storage_orphan_max_age: Duration = timedelta(hours=1)
     # How long a claim on an artifact job (generation, direct upload) lasts unless its process
     # renews it: a job whose process died is taken up by a replica after this long.
-    job_lease: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
+    job_lease: Duration = timedelta(seconds=30)
     # Idle polls: a device no active deployment lists is answered from memory. Each tenant's
     # snapshot holds at most this many device ids (beyond it, polls go to the database); the
     # deployments other replicas create are seen within `poll_snapshot_refresh`.
     poll_snapshot_max_devices: Annotated[int, Field(ge=0)] = 200_000
-    poll_snapshot_refresh: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=1)
+    poll_snapshot_refresh: Duration = timedelta(seconds=1)
     # Largest artifact accepted by an upload (Mender: storage.max_image_size).
     max_image_size: Annotated[int, Field(ge=1)] = 10 * _GIB
     # Largest raw file accepted by `POST /artifacts/generate`.
@@ -65,6 +65,9 @@ class Settings(BaseServiceSettings):
     aws_create_bucket: bool = False
     # Internal address of inventory (group and all-devices deployments).
     inventory_addr: str | None = None
+    # auditlogs' internal address: operators' changes to artifacts, releases and deployments
+    # are recorded there (through the outbox).
+    auditlogs_addr: str | None = None
 
     def secrets(self) -> dict[str, str]:
         """The presign secret may keep its placeholder only in development mode."""

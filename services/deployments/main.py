@@ -10,7 +10,9 @@ from typing import Final
 
 from fastapi import FastAPI
 
+from common.core.audit import AUDITLOGS
 from common.core.leases import LeaseTerms
+from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.deployments.api.deps import Services
 from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
@@ -78,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else:
                 storage = LocalStorage(settings.storage_path, signer)
                 await storage.health_check()
-            store = MongoStore(resources.db)
+            relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
+            store = MongoStore(resources.db, outbox=Outbox(resources.db, relay.deployed))
+            await stack.enter_async_context(relay.running())
             inventory: Inventory = (
                 InventoryClient(resources.http, settings.inventory_addr)
                 if settings.inventory_addr

@@ -13,7 +13,7 @@ SERVICE: Final = ServiceSpec(
     env_prefix="DEPLOYMENTS_",
     internal_name="deployments",
     database="deployment_service",
-    peers=("inventory",),
+    peers=("inventory", "auditlogs"),
     local_env={
         "STORAGE_PATH": LocalResource.ARTIFACTS_DIR,
         "PRESIGN_SECRET": LocalResource.DOWNLOAD_LINK_SECRET,

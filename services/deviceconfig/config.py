@@ -21,3 +21,5 @@ class Settings(BaseServiceSettings):
     # deviceconnect's internal address: a connected device is told to check for the new
     # deployment at once. Unset: the device finds it on its next poll.
     deviceconnect_addr: str | None = None
+    # auditlogs' internal address: users' changes are recorded there (through the outbox).
+    auditlogs_addr: str | None = None

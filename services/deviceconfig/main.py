@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from common.core.audit import AUDITLOGS
+from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.deviceconfig.api import devices_router, internal_router, management_router
 from services.deviceconfig.api.deps import Services
@@ -37,12 +39,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.deviceconnect_addr
             else None
         )
-        yield Services(
-            settings=settings,
-            configurations=DeviceConfigApp(
-                MongoStore(resources.db), deployments=deployments, deviceconnect=deviceconnect
-            ),
+        relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
+        store = MongoStore(
+            resources.mongo, resources.db, outbox=Outbox(resources.db, relay.deployed)
         )
+        async with relay.running():
+            yield Services(
+                settings=settings,
+                configurations=DeviceConfigApp(
+                    store, deployments=deployments, deviceconnect=deviceconnect, notify=relay.wake
+                ),
+            )
 
     return create_service_app(
         settings,

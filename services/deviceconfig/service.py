@@ -13,5 +13,5 @@ SERVICE: Final = ServiceSpec(
     env_prefix="DEVICECONFIG_",
     internal_name="deviceconfig",
     database="deviceconfig",
-    peers=("deployments", "deviceconnect"),
+    peers=("deployments", "deviceconnect", "auditlogs"),
 )

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.core.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings, Duration, DurationOrZero
 from services.deviceconnect.service import SERVICE
 
 __all__ = ["Settings"]
@@ -31,22 +31,22 @@ class Settings(BaseServiceSettings):
     # Largest file uploaded to or downloaded from a device (Mender: 1 GiB).
     max_file_size: Annotated[int, Field(ge=1)] = _GIB
     # The longest a file transfer waits for the device.
-    file_transfer_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=60)
+    file_transfer_timeout: Duration = timedelta(seconds=60)
     # Websocket keep-alive: a ping every interval; no answer within the timeout closes it.
-    ping_interval: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
-    ping_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=30)
+    ping_interval: Duration = timedelta(seconds=30)
+    ping_timeout: Duration = timedelta(seconds=30)
     # Device output buffered per session for a reader that falls behind; past it the device
     # is read no further until the reader catches up, or the stall timeout drops the session.
     session_buffer_size: Annotated[int, Field(ge=64 * _KIB)] = _MIB
-    session_stall_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=10)
+    session_stall_timeout: Duration = timedelta(seconds=10)
     # Terminal output recorded per session; past it the session is stopped (Mender: 8 MiB).
     recording_max_size: Annotated[int, Field(ge=_KIB)] = 8 * _MIB
     # How long recordings are kept.
-    recording_expire: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(days=30)
+    recording_expire: Duration = timedelta(days=30)
     # Between instances (NATS): unacknowledged bytes per session direction, and keepalives.
     nats_window: Annotated[int, Field(ge=64 * _KIB)] = _MIB
-    nats_keepalive: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=10)
+    nats_keepalive: Duration = timedelta(seconds=10)
     # `GET /shutdown` closes the websockets over this period.
-    shutdown_drain: Annotated[timedelta, Field(ge=timedelta(0))] = timedelta(seconds=10)
+    shutdown_drain: DurationOrZero = timedelta(seconds=10)
     # Internal address of auditlogs (audit events wait in the outbox until it is set).
     auditlogs_addr: str | None = None

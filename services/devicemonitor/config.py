@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.core.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings, Duration, DurationOrZero
 from services.devicemonitor.service import SERVICE
 
 __all__ = ["Settings"]
@@ -27,11 +27,11 @@ class Settings(BaseServiceSettings):
     # Most alerts one request may carry.
     max_alerts_per_batch: Annotated[int, Field(ge=1, le=10_000)] = 100
     # How far ahead of the server's clock a reported time may be (a device's clock drifts).
-    max_clock_skew: timedelta = timedelta(minutes=10)
+    max_clock_skew: DurationOrZero = timedelta(minutes=10)
     # Most telemetry samples one request may carry.
     max_samples_per_batch: Annotated[int, Field(ge=1, le=3600)] = 600
     # How long telemetry statistics are kept (whole hours expire together).
-    telemetry_retention: timedelta = timedelta(days=30)
+    telemetry_retention: Duration = timedelta(days=30)
     # How long a replica uses the thresholds it read before it reads them again: a change
     # made through another replica applies there within this time.
     thresholds_cache_ttl: Annotated[float, Field(ge=0)] = 5.0

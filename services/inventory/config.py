@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.core.settings import BaseServiceSettings
+from common.core.settings import BaseServiceSettings, Duration
 from services.inventory.service import SERVICE
 
 __all__ = ["Settings"]
@@ -26,7 +26,7 @@ class Settings(BaseServiceSettings):
     limit_tags: Annotated[int, Field(ge=0)] = 20
     # A device's report that is the same as the last one is not written again, but for
     # refreshing its `updated_ts` at most once per this period.
-    report_refresh: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    report_refresh: Duration = timedelta(hours=1)
     # devicemonitor's internal address, for re-indexing monitor attributes; unset when
     # devicemonitor is not deployed.
     devicemonitor_addr: str | None = None

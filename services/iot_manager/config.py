@@ -55,6 +55,8 @@ class Settings(BaseServiceSettings):
     # PEM file of the certificate authorities trusted for outgoing HTTPS instead of the
     # default bundle (e.g. a proxy that inspects TLS).
     ca_file: Path | None = None
+    # auditlogs' internal address: users' changes to integrations are recorded there.
+    auditlogs_addr: str | None = None
     # How often the delivery loop looks for due deliveries when nothing woke it, in seconds.
     outbox_poll_interval: Annotated[float, Field(gt=0)] = 1.0
     # Longest wait between two delivery attempts of one event, in seconds.

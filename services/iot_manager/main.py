@@ -12,6 +12,7 @@ from typing import Final
 
 from fastapi import FastAPI
 
+from common.core.audit import AUDITLOGS
 from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.iot_manager.api import internal_router, management_router
@@ -60,11 +61,13 @@ def create_app(
             verify=_verify(config),
             proxies=proxies,
         )
+        audit_peer = {AUDITLOGS: config.auditlogs_addr} if config.auditlogs_addr else {}
         store = MongoStore(
             res.mongo,
             res.db,
             SecretBox(*config.encryption_keys()),
-            outbox=Outbox(res.db, {DELIVERIES}),  # delivered by the relay's sender, below
+            # Deliveries go through the relay's sender, audit events to auditlogs (below).
+            outbox=Outbox(res.db, {DELIVERIES, *audit_peer}),
         )
         clouds = Clouds(
             IoTHub(outbound),
@@ -80,7 +83,7 @@ def create_app(
         relay = OutboxRelay(
             res.db,
             res.http,
-            {},
+            audit_peer,
             senders={DELIVERIES: events.deliver},
             poll_interval=config.outbox_poll_interval,
             max_backoff=config.retry_max_backoff,
@@ -88,7 +91,11 @@ def create_app(
         services = Services(
             settings=config,
             integrations=IntegrationsApp(
-                store, outbound=outbound, clouds=clouds, trusted_hosts=config.trusted_hosts()
+                store,
+                outbound=outbound,
+                clouds=clouds,
+                trusted_hosts=config.trusted_hosts(),
+                notify=relay.wake,
             ),
             events=events,
         )

@@ -13,6 +13,7 @@ SERVICE: Final = ServiceSpec(
     env_prefix="IOT_MANAGER_",
     internal_name="iot-manager",
     database="iot-manager",
+    peers=("auditlogs",),
     local_env={
         "AES_ENCRYPTION_KEY": LocalResource.CREDENTIALS_KEY,
     },

@@ -41,6 +41,7 @@ async def _create_user(
 ) -> str:
     # Imported here: a command line that only parses its arguments should start quickly.
     from common.core.mongo import create_client, ensure_indexes
+    from common.core.outbox import Outbox
     from services.useradm.app.passwords import PasswordHasher
     from services.useradm.app.users import UsersApp
     from services.useradm.config import SERVICE_NAME
@@ -51,7 +52,9 @@ async def _create_user(
     try:
         db = client[settings.mongo_db or SERVICE_NAME]
         await ensure_indexes(db, INDEXES)
-        users = UsersApp(MongoStore(client, db), PasswordHasher(cost=settings.bcrypt_cost))
+        # The command line acts as no operator: it records no audit event.
+        store = MongoStore(client, db, outbox=Outbox(db, ()))
+        users = UsersApp(store, PasswordHasher(cost=settings.bcrypt_cost))
         user = await users.create_user("", email=email, password=password, user_id=user_id)
         return user.id
     finally:

@@ -43,6 +43,8 @@ class Settings(DatabaseSettings):
     limit_sessions_per_user: Annotated[int, Field(ge=0)] = 10
     # Personal access tokens a user may hold; 0 means unlimited.
     limit_tokens_per_user: Annotated[int, Field(ge=0)] = 10
+    # auditlogs' internal address: operators' changes to users and tokens are recorded there.
+    auditlogs_addr: str | None = None
 
     @model_validator(mode="after")
     def _require_key_outside_development(self) -> Settings:

@@ -8,8 +8,10 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from common.core.audit import AUDITLOGS
+from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
-from services.useradm.api import internal_router, management_v1, management_v2
+from services.useradm.api import internal_router, management_v1, management_v2, tenantadm_router
 from services.useradm.api.deps import Services
 from services.useradm.api.internal import PREFIX as INTERNAL_PREFIX
 from services.useradm.app import (
@@ -37,7 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = load_key_ring(
             config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
         )
-        store = MongoStore(res.mongo, res.db)
+        relay = OutboxRelay(res.db, res.http, {AUDITLOGS: config.auditlogs_addr})
+        store = MongoStore(res.mongo, res.db, outbox=Outbox(res.db, relay.deployed))
         hasher = PasswordHasher(cost=config.bcrypt_cost)
         policy = TokenPolicy(
             issuer=config.jwt_issuer,
@@ -45,19 +48,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions_per_user=config.limit_sessions_per_user,
             tokens_per_user=config.limit_tokens_per_user,
         )
-        yield Services(
-            settings=config,
-            users=UsersApp(store, hasher),
-            auth=AuthApp(store, hasher, keys, policy),
-            user_settings=SettingsApp(store),
-            plans=PlansApp(),
-        )
+        async with relay.running():
+            yield Services(
+                settings=config,
+                users=UsersApp(store, hasher),
+                auth=AuthApp(store, hasher, keys, policy),
+                user_settings=SettingsApp(store),
+                plans=PlansApp(),
+            )
 
     return create_service_app(
         config,
         name=SERVICE_NAME,
         internal_prefix=INTERNAL_PREFIX,
-        routers=[management_v1, management_v2, internal_router],
+        routers=[management_v1, management_v2, tenantadm_router, internal_router],
         indexes=INDEXES,
         setup=setup,
     )

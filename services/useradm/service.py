@@ -13,6 +13,7 @@ SERVICE: Final = ServiceSpec(
     env_prefix="USERADM_",
     internal_name="useradm",
     database="useradm",
+    peers=("auditlogs",),
     local_env={
         "SERVER_PRIV_KEY_PATH": LocalResource.USER_TOKEN_KEY,
     },

@@ -76,9 +76,11 @@ class TestQueries:
         while "inputStage" in stages[-1]:
             stages.append(stages[-1]["inputStage"])
         assert stages[-1]["stage"] == "IXSCAN", plan
-        assert explain["executionStats"]["nReturned"] == matched
+        # The index narrows the scan to the matching events. (The counts of the explanation
+        # itself are not compared: the embedded server may report a trial run's.)
         assert explain["executionStats"]["totalDocsExamined"] <= matched
         assert await store.count("", filter_) == matched
+        assert len(await store.find("", filter_, skip=0, limit=500)) == matched
 
     async def test_pages_are_ordered_and_disjoint(self, store: MongoStore) -> None:
         newest = LogFilter()

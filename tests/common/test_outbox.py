@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -222,6 +223,35 @@ class TestSenders:
         assert await relay.deliver_due() == 2
         assert sender.sent == [("a", "/a1"), ("a", "/a2")]
         assert await Outbox(db, HOOKS).pending() == []
+
+    async def test_two_replicas_deliver_each_effect_once_in_lane_order(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+    ) -> None:
+        # iot-manager's webhook and cloud deliveries, with two replicas relaying at once.
+        db = mongo[db_name]
+        effects = [
+            Effect("hooks", "POST", f"/{lane}{n}", lane=lane) for n in range(5) for lane in "abc"
+        ]
+        await Outbox(db, HOOKS).add(effects)
+        sent: list[tuple[str, str]] = []
+
+        async def send(effect: Mapping[str, Any]) -> Attempt:
+            await asyncio.sleep(0)  # let the other replica run meanwhile
+            sent.append((effect["lane"], effect["path"]))
+            return Attempt(Outcome.DONE, "delivered")
+
+        replicas = [OutboxRelay(db, http, {}, senders={"hooks": send}) for _ in range(2)]
+
+        async def drained() -> bool:
+            await asyncio.gather(*(relay.deliver_due() for relay in replicas))
+            return await Outbox(db, HOOKS).pending() == []
+
+        await eventually(drained, what="both replicas drained the outbox")
+        assert sorted(sent) == sorted((e.lane or "", e.path) for e in effects)
+        for lane in "abc":
+            assert [path for name, path in sent if name == lane] == [
+                f"/{lane}{n}" for n in range(5)
+            ]
 
     async def test_a_refused_delivery_is_set_aside(
         self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient

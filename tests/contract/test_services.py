@@ -116,8 +116,17 @@ SERVICES: Final = {
     ),
     "useradm": _Service(
         lambda: useradm_app(UseradmSettings(mongo_url=_NO_DB, dev_mode=True)),
-        # Mender registers the verify endpoint for GET too: what a forward-auth gateway sends.
-        undocumented=frozenset({("GET", "/api/internal/v1/useradm/auth/verify")}),
+        undocumented=frozenset(
+            {
+                # Mender registers the verify endpoint for GET too: what a forward-auth
+                # gateway sends.
+                ("GET", "/api/internal/v1/useradm/auth/verify"),
+                # The web UI's Enterprise mode: the roles (Mender's RBAC) and the caller's
+                # organization (Mender's tenantadm, which Fleetport has not).
+                ("GET", "/api/management/v1/useradm/roles"),
+                ("GET", "/api/management/v1/tenantadm/user/tenant"),
+            }
+        ),
     ),
 }
 DOCUMENTS: Final = [(service, document) for service in SERVICES for document in documents(service)]

@@ -15,6 +15,7 @@ from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
 from common.core.mongo import create_client, ensure_indexes
+from common.core.outbox import Outbox
 from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
@@ -81,7 +82,8 @@ async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
     client = create_client(mongo_url)
     try:
         await ensure_indexes(client[db_name], INDEXES)
-        yield MongoStore(client[db_name])
+        db = client[db_name]
+        yield MongoStore(db, outbox=Outbox(db, ()))
     finally:
         await client.close()
 

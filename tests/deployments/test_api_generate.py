@@ -12,6 +12,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
+from common.core.outbox import Outbox
 from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
@@ -193,7 +194,8 @@ class TestGenerateRecovery:
             created=datetime.now(UTC),
         )
         lost = job.model_copy(update={"id": str(uuid.uuid4()), "raw_key": "t1/gone.raw"})
-        store = MongoStore(mongo[settings.mongo_db])
+        db = mongo[settings.mongo_db]
+        store = MongoStore(db, outbox=Outbox(db, ()))
         await store.insert_job(job)
         await store.insert_job(lost)
 

@@ -16,6 +16,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
+from common.core.outbox import Outbox
 from common.web.app import services_of
 from services.deployments.api.deps import Services
 from services.deployments.config import Settings
@@ -41,7 +42,8 @@ class _Leftovers:
     """Jobs and uploads as a process that died mid-way leaves them."""
 
     def __init__(self, settings: Settings, mongo: AsyncMongoClient[Document]) -> None:
-        self.store = MongoStore(mongo[settings.mongo_db])
+        db = mongo[settings.mongo_db]
+        self.store = MongoStore(db, outbox=Outbox(db, ()))
         self.storage = LocalStorage(settings.storage_path, URLSigner(TEST_SECRET))
         self.jobs: list[GenerateJob] = []
         self.intents: list[UploadIntent] = []
@@ -184,6 +186,7 @@ class TestTwoReplicas:
                 await services_of(app, Services).tasks.wait_idle()
         assert [a.status_code for a in answers] == [202, 404]
         assert answers[1].json()["error"] == "not found"
-        intent = await MongoStore(mongo[settings.mongo_db]).get_intent("t1", intent_id)
+        db = mongo[settings.mongo_db]
+        intent = await MongoStore(db, outbox=Outbox(db, ())).get_intent("t1", intent_id)
         assert intent is not None
         assert (intent.state, intent.claims) == ("done", 1)

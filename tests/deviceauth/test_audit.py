@@ -6,39 +6,25 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 
-from services.auditlogs.config import Settings as AuditlogsSettings
-from services.auditlogs.main import create_app as create_auditlogs_app
 from services.deviceauth.main import create_app
+from tests.auditlogs.live import LiveAuditlogs, live_auditlogs
 from tests.conftest import ClientFactory
 from tests.deviceauth.conftest import MGMT, USER, FakeDevice, PrivateKey, register, set_status
-from tests.toolkit import LiveServer, eventually
-
-LOGS = "/api/management/v1/auditlogs/logs"
 
 
 @pytest.fixture
-async def auditlogs(mongo_url: str, db_name: str) -> AsyncIterator[LiveServer]:
-    """auditlogs served for real on its own database (without useradm: no emails)."""
-    settings = AuditlogsSettings(mongo_url=mongo_url, mongo_db=f"{db_name}_audit", dev_mode=True)
-    async with LiveServer(create_auditlogs_app(settings), lifespan="on") as server:
+async def auditlogs(mongo_url: str, db_name: str) -> AsyncIterator[LiveAuditlogs]:
+    """auditlogs served for real on its own database."""
+    async with live_auditlogs(mongo_url, f"{db_name}_audit") as server:
         yield server
-
-
-async def _trail(server: LiveServer) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        response = await http.get(LOGS, params={"sort": "asc"}, headers=USER)
-    assert response.status_code == 200, response.text
-    events: list[dict[str, Any]] = response.json()
-    return events
 
 
 class TestAuditEvents:
     async def test_each_change_by_an_operator_is_one_event(
         self,
-        auditlogs: LiveServer,
+        auditlogs: LiveAuditlogs,
         make_settings: Callable[..., Any],
         asgi_client: ClientFactory,
         device_key: Callable[[str], PrivateKey],
@@ -61,12 +47,7 @@ class TestAuditEvents:
             assert r.status_code == 204, r.text
             r = await client.delete(f"{MGMT}/devices/{first_id}", headers=USER)
             assert r.status_code == 204, r.text
-
-            async def five() -> bool:
-                return len(await _trail(auditlogs)) == 5
-
-            await eventually(five, what="five audit events")
-        events = await _trail(auditlogs)
+            events = await auditlogs.wait_for(5)
         assert [(e["action"], e["object"]["id"]) for e in events] == [
             ("preauthorize", first_id),
             ("accept", second_id),

@@ -15,6 +15,7 @@ from common.localstack.embedded import free_port
 from services.deployments.artifact import ArtifactParser
 from services.deviceconfig.config import Settings
 from services.deviceconfig.main import create_app
+from tests.auditlogs.live import live_auditlogs
 from tests.conftest import ClientFactory
 from tests.deployments.flows import poll
 from tests.deviceconfig.conftest import (
@@ -304,3 +305,35 @@ class TestDeployWithoutDeployments:
         assert response.status_code == 503
         assert response.json()["error"].startswith("deployments is unreachable: ")
         assert "deployment_id" not in await _view(bare_client, device_id, "")
+
+
+class TestAuditEvents:
+    async def test_setting_and_deploying_are_recorded(
+        self, settings: Settings, asgi_client: ClientFactory, mongo_url: str, db_name: str
+    ) -> None:
+        async with live_auditlogs(mongo_url, f"{db_name}_audit") as auditlogs:
+            with_audit = settings.model_copy(update={"auditlogs_addr": auditlogs.url})
+            async with asgi_client(create_app(with_audit)) as client:
+                tenant = _tenant()
+                device_id = await _provision(client, tenant)
+                headers = user_headers(tenant, user_id="operator-1")
+                r = await client.put(f"{MANAGEMENT}/{device_id}", json=DESIRED, headers=headers)
+                assert r.status_code == 204, r.text
+                r = await client.post(
+                    f"{MANAGEMENT}/{device_id}/deploy", json={"retries": 0}, headers=headers
+                )
+                assert r.status_code == 200, r.text
+                # A peer's change (iot-manager's merge) is no user's: no event.
+                r = await client.patch(
+                    f"{INTERNAL}/tenants/{tenant}/configurations/device/{device_id}",
+                    json={"extra": "1"},
+                )
+                assert r.status_code == 204, r.text
+                events = await auditlogs.wait_for(2, tenant)
+        assert [(e["action"], e["object"]) for e in events] == [
+            ("set_configuration", {"id": device_id, "type": "device"}),
+            ("deploy_configuration", {"id": device_id, "type": "device"}),
+        ]
+        assert {e["actor"]["id"] for e in events} == {"operator-1"}
+        assert json.loads(events[0]["change"]) == DESIRED
+        assert json.loads(events[1]["change"]) == DESIRED

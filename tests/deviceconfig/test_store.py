@@ -11,6 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document, create_client, ensure_indexes
+from common.core.outbox import Outbox
 from services.deviceconfig.models import DeviceConfiguration
 from services.deviceconfig.store import DeviceIdTaken
 from services.deviceconfig.store.indexes import INDEXES
@@ -33,7 +34,8 @@ async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
     client = create_client(mongo_url)
     try:
         await ensure_indexes(client[db_name], INDEXES)
-        yield MongoStore(client[db_name])
+        db = client[db_name]
+        yield MongoStore(client, db, outbox=Outbox(db, {"auditlogs"}))
     finally:
         await client.close()
 

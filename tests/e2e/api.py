@@ -8,7 +8,6 @@ what the gateway does with it after the device is rejected or decommissioned.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import uuid
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.toolkit import wait_until
+from tests.toolkit.devices import AUTH_REQUESTS, public_key_pem, signed_auth_request
 
 __all__ = [
     "DEPLOYMENTS",
@@ -43,7 +43,6 @@ DEPLOYMENTS: Final = "/api/management/v1/deployments"
 DEVICECONFIG: Final = "/api/management/v1/deviceconfig/configurations/device"
 DEVICE_CONFIGURATION: Final = "/api/devices/v1/deviceconfig/configuration"
 USERS: Final = "/api/management/v1/useradm/users"
-AUTH_REQUESTS: Final = "/api/devices/v1/authentication/auth_requests"
 DEVICE_INVENTORY: Final = "/api/devices/v1/inventory/device/attributes"
 DEVICE_NEXT: Final = "/api/devices/v2/deployments/device/deployments/next"
 DEVICE_NEXT_V1: Final = "/api/devices/v1/deployments/device/deployments/next"
@@ -401,13 +400,7 @@ class RawDevice:
         """A device with `identity`, talking to the gateway at `base_url`."""
         self.identity = dict(identity)
         self._key = ed25519.Ed25519PrivateKey.generate()
-        self.pubkey = (
-            self._key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
+        self.pubkey = public_key_pem(self._key)
         self.http = httpx.Client(base_url=base_url, timeout=_HTTP_TIMEOUT)
         self.token: str | None = None
 
@@ -417,20 +410,8 @@ class RawDevice:
 
     def auth_request(self) -> httpx.Response:
         """Send one signed auth request, exactly as the client lays it out."""
-        id_data = json.dumps(self.identity, separators=(",", ":"), sort_keys=True)
-        body = (
-            json.dumps({"id_data": id_data, "tenant_token": "", "pubkey": self.pubkey}) + "\n"
-        ).encode()
-        signature = base64.b64encode(self._key.sign(body)).decode()
-        response = self.http.post(
-            AUTH_REQUESTS,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": "Bearer",
-                "X-MEN-Signature": signature,
-            },
-        )
+        body, headers = signed_auth_request(self._key, self.identity)
+        response = self.http.post(AUTH_REQUESTS, content=body, headers=headers)
         if response.status_code == 200:
             self.token = response.text
         return response

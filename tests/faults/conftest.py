@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.faults.stack import RunningLauncher
+from tests.faults.stack import RunningLauncher, ready_launcher
 
 Launch = Callable[..., RunningLauncher]
 
@@ -36,9 +36,5 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launch]:
 @pytest.fixture(scope="module")
 def shared_launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLauncher]:
     """One ready stack for a module's tests: a single start for many faults."""
-    launcher = RunningLauncher(tmp_path_factory.mktemp("launcher"))
-    try:
-        launcher.wait_ready()
+    with ready_launcher(tmp_path_factory.mktemp("launcher")) as launcher:
         yield launcher
-    finally:
-        launcher.close()

@@ -14,6 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -22,9 +24,18 @@ import httpx
 from common.localstack.embedded import free_port
 from common.localstack.launcher import DATABASE
 from common.localstack.registry import discover
+from tests.e2e.api import ManagementApi
 from tests.toolkit import child_pids, is_running, wait_until
 
-__all__ = ["ADMIN", "READY", "REPO", "RunningLauncher", "cmdline", "environment"]
+__all__ = [
+    "ADMIN",
+    "READY",
+    "REPO",
+    "RunningLauncher",
+    "cmdline",
+    "environment",
+    "ready_launcher",
+]
 
 REPO: Final = Path(__file__).parents[2]
 ADMIN: Final = ("owner@example.com", "owner-password-1")
@@ -32,6 +43,10 @@ LOGIN: Final = "/api/management/v1/useradm/auth/login"
 READY: Final = "Fleetport ready at "
 # Starting the whole stack on a busy two-core machine can take a while.
 START_TIMEOUT: Final = 180.0
+# The launcher restarts a crashed child after half a second.
+RESTARTED: Final = 10.0
+# Starts tried when one loses a port to another process.
+START_ATTEMPTS: Final = 3
 
 
 def _read(path: Path) -> list[str]:
@@ -76,7 +91,10 @@ def _uv() -> str:
 class RunningLauncher:
     """The launcher as a real process tree in a private state directory; `close()` kills all."""
 
-    def __init__(self, workdir: Path, *, via_make: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, via_make: bool = False, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Start it in `workdir`; `env` adds settings that every process it starts inherits."""
         self.state_dir = workdir / "state"
         self.console_path = workdir / "console.txt"
         self.port = free_port()
@@ -87,6 +105,7 @@ class RunningLauncher:
             "FLEETPORT_STATE_DIR": str(self.state_dir),
             "FLEETPORT_ADMIN_EMAIL": ADMIN[0],
             "FLEETPORT_ADMIN_PASSWORD": ADMIN[1],
+            **(env or {}),
         }
         env.pop("MONGO_URL", None)
         argv = (
@@ -149,6 +168,25 @@ class RunningLauncher:
                 named[name] = pid
         return named
 
+    def kill(self, name: str) -> int:
+        """`kill -9` one child (`database`, a service, `gateway`); its process id."""
+        pid = self.children()[name]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def restarted(self, name: str, old_pid: int, timeout: float = RESTARTED) -> int:
+        """Wait for a new process in place of a killed one; its id."""
+
+        def new_pid() -> int | None:
+            pid = self.children().get(name)
+            return pid if pid is not None and pid != old_pid else None
+
+        return wait_until(new_pid, timeout=timeout, what=f"{name} restarted")
+
+    def environment_of(self, name: str) -> dict[str, str]:
+        """The environment a child was started with (its port, database, peers' addresses)."""
+        return environment(self.children()[name])
+
     def stack_processes(self) -> dict[int, str]:
         """Every live process of this stack, with its command line.
 
@@ -195,6 +233,17 @@ class RunningLauncher:
         port = environment(self.children()[name])[f"{svc.env_prefix}LISTEN_PORT"]
         return f"http://127.0.0.1:{port}{svc.health_path}"
 
+    def lost_a_port(self) -> bool:
+        """Whether a process failed to start because its port was taken."""
+        logs = self.state_dir / "logs"
+        return any("address already in use" in log.read_text() for log in logs.glob("*.log"))
+
+    def management_api(self) -> ManagementApi:
+        """The management API as the admin (close it after use)."""
+        login = self.login()
+        assert login.status_code == 200, login.text
+        return ManagementApi(self.url, login.text)
+
     def close(self) -> None:
         """Kill whatever is left, so that a failed test leaves nothing running."""
         if self.proc.poll() is None:
@@ -205,3 +254,30 @@ class RunningLauncher:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@contextmanager
+def ready_launcher(
+    workdir: Path, *, env: Mapping[str, str] | None = None
+) -> Iterator[RunningLauncher]:
+    """A launcher started in `workdir` and ready; everything it started is killed after.
+
+    A start that lost a port is tried again: the launcher picks free ports, but another
+    process on this shared machine may take one before the child binds it.
+    """
+    for attempt in range(1, START_ATTEMPTS + 1):
+        attempt_dir = workdir / f"start-{attempt}"
+        attempt_dir.mkdir(parents=True)
+        launcher = RunningLauncher(attempt_dir, env=env)
+        try:
+            launcher.wait_ready()
+        except AssertionError:
+            launcher.close()
+            if attempt == START_ATTEMPTS or not launcher.lost_a_port():
+                raise
+            continue
+        break
+    try:
+        yield launcher
+    finally:
+        launcher.close()

@@ -1,39 +1,44 @@
 """Deployments killed in the middle of a status-report storm: every report is acknowledged
-in the end, and the statistics equal the devices' statuses.
+in the end and counted once.
 
-The service runs as a real process; 100 devices poll and report `downloading`, `installing`
-and `success` at once, retrying on errors as the Mender client does; the process is killed
-with SIGKILL mid-storm and started again. A transaction the dead process left open holds
-its documents until the database drops it (60 s), so the storm takes about a minute more.
+The service runs as a real process; 60 simulated devices poll and report `downloading`,
+`installing` and `success` at once, retrying on errors as the Mender client does; the
+process is killed with SIGKILL mid-storm and started again. Afterwards each device has
+exactly one device deployment (in the API and in the database), and the statistics equal
+the count of the devices' statuses. A transaction the dead process left open holds its
+documents until the database drops it (60 s), so the storm takes about a minute more.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
+from common.core.mongo import Document
 from common.localstack.embedded import free_port
 from services.deployments.artifact.writer import write_single_file_artifact
 from services.deployments.models import STAT_NAMES
-from tests.deployments.flows import DEPLOYMENTS, NEXT_V2, stats_of
+from services.deployments.store.indexes import DEVICE_DEPLOYMENTS
+from tests.deployments.flows import DEPLOYMENTS, stats_of
 from tests.deployments.helpers import DEVICE_TYPE, device_headers, multipart_body, user_headers
-from tests.toolkit import eventually
+from tests.toolkit import Retrying, SimulatedDevice, eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-DEVICES: Final = 100
+DEVICES: Final = 60
 # Reports acknowledged before the kill: about a quarter of the storm.
 KILL_AFTER: Final = DEVICES
 STATUSES: Final = ("downloading", "installing", "success")
@@ -123,44 +128,30 @@ def _artifact(workdir: Path) -> bytes:
     return out.getvalue()
 
 
-class _Storm:
-    """The devices' requests, retried until answered as expected."""
+async def _device(device: SimulatedDevice, deployment_id: str) -> None:
+    """A device's part in the storm: it finds the deployment and reports each status."""
+    offered = await device.poll()
+    assert offered is not None, f"{device.identity}: no deployment offered"
+    assert offered["id"] == deployment_id
+    for status in STATUSES:
+        await device.report(deployment_id, status)
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.acknowledged = 0
-        self.failed = 0
 
-    async def until(self, send: Callable[[], Awaitable[httpx.Response]], expected: int) -> None:
-        while True:
-            try:
-                response = await send()
-            except httpx.TransportError:
-                response = None  # the process died under the request, or is not back yet
-            if response is not None and response.status_code == expected:
-                self.acknowledged += 1
-                return
-            if response is not None and response.status_code < 500:
-                raise AssertionError(f"{response.status_code}: {response.text}")
-            self.failed += 1
-            await asyncio.sleep(0.2)
-
-    async def device(self, device_id: str, deployment_id: str) -> None:
-        headers = device_headers(device_id)
-        body = {"device_provides": {"artifact_name": "installed-1.0", "device_type": DEVICE_TYPE}}
-        await self.until(
-            functools.partial(self.client.post, NEXT_V2, json=body, headers=headers), 200
-        )
-        url = f"/api/devices/v1/deployments/device/deployments/{deployment_id}/status"
-        for status in STATUSES:
-            report = functools.partial(
-                self.client.put, url, json={"status": status}, headers=headers
-            )
-            await self.until(report, 204)
+def _storm_device(client: httpx.AsyncClient, device_id: str, retrying: Retrying) -> SimulatedDevice:
+    """A device that already holds a token (deployments trusts what the gateway checked)."""
+    device = SimulatedDevice(
+        client,
+        {"serial": device_id},
+        retrying=retrying,
+        device_type=DEVICE_TYPE,
+        artifact_name="installed-1.0",
+    )
+    device.token = device_headers(device_id)["Authorization"].removeprefix("Bearer ")
+    return device
 
 
 async def test_killed_mid_storm_every_report_counts_once(
-    deployments: _Deployments, tmp_path: Path
+    deployments: _Deployments, tmp_path: Path, mongo: AsyncMongoClient[Document], db_name: str
 ) -> None:
     await deployments.start()
     devices = [f"storm-{i:03}" for i in range(DEVICES)]
@@ -181,20 +172,30 @@ async def test_killed_mid_storm_every_report_counts_once(
         assert created.status_code == 201, created.text
         deployment_id = created.headers["Location"].rsplit("/", 1)[1]
 
-        storm = _Storm(client)
-        running = asyncio.gather(*(storm.device(d, deployment_id) for d in devices))
-        await eventually(lambda: storm.acknowledged >= KILL_AFTER, within=120)
+        retrying = Retrying()
+        storm = [_storm_device(client, d, retrying) for d in devices]
+        running = asyncio.gather(*(_device(d, deployment_id) for d in storm))
+        await eventually(lambda: retrying.answered >= KILL_AFTER, within=120)
         await deployments.kill()
         await deployments.start()
         await running
 
         # Requests died with the process, and were answered by the new one.
-        assert storm.failed > 0
-        assert storm.acknowledged == DEVICES * (1 + len(STATUSES))
-        expected = dict.fromkeys(STAT_NAMES, 0) | {"success": DEVICES}
-        assert await stats_of(client, deployment_id) == expected
+        assert retrying.failed > 0
+        assert retrying.answered == DEVICES * (1 + len(STATUSES))
         response = await client.get(f"{DEPLOYMENTS}/{deployment_id}", headers=user_headers())
         assert response.json()["status"] == "finished"
         assert response.json()["device_count"] == DEVICES
         listed = await client.get(f"{DEPLOYMENTS}/{deployment_id}/devices", headers=user_headers())
-        assert {d["id"]: d["status"] for d in listed.json()} == dict.fromkeys(devices, "success")
+        # Each device once, each at its last status; the statistics count exactly those.
+        assert sorted(d["id"] for d in listed.json()) == devices
+        assert {d["status"] for d in listed.json()} == {"success"}
+        counted = Counter(d["status"] for d in listed.json())
+        statistics = await stats_of(client, deployment_id)
+        assert statistics == dict.fromkeys(STAT_NAMES, 0) | dict(counted)
+        assert statistics["success"] == DEVICES
+
+    # And in the database itself: one device deployment per device, none left over.
+    stored = mongo[db_name][DEVICE_DEPLOYMENTS]
+    assert await stored.count_documents({"deploymentid": deployment_id}) == DEVICES
+    assert sorted(await stored.distinct("deviceid", {"deploymentid": deployment_id})) == devices

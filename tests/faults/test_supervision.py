@@ -25,20 +25,8 @@ from tests.toolkit import is_running, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
-# The launcher restarts a crashed child after half a second.
-RESTARTED: Final = 10.0
 # A restarted service imports its whole framework again: slow on a busy two-core machine.
 HEALTHY: Final = 60.0
-
-
-def _restarted(launcher: RunningLauncher, name: str, old_pid: int) -> int:
-    """Wait for a new process in place of a killed one; its id."""
-
-    def new_pid() -> int | None:
-        pid = launcher.children().get(name)
-        return pid if pid is not None and pid != old_pid else None
-
-    return wait_until(new_pid, timeout=RESTARTED, what=f"{name} restarted")
 
 
 def _answered(request: Callable[[], httpx.Response], status: int, what: str) -> httpx.Response:
@@ -63,7 +51,7 @@ class TestKilledProcessComesBack:
         before = shared_launcher.children()
         os.kill(before["useradm"], signal.SIGKILL)
 
-        pid = _restarted(shared_launcher, "useradm", before["useradm"])
+        pid = shared_launcher.restarted("useradm", before["useradm"])
         assert not Path(f"/proc/{before['useradm']}").exists(), "the killed process not reaped"
         wait_until(
             lambda: _status(shared_launcher.health_url("useradm")) == 204,
@@ -81,7 +69,7 @@ class TestKilledProcessComesBack:
         command = cmdline(before[DATABASE])
         os.kill(before[DATABASE], signal.SIGKILL)
 
-        pid = _restarted(shared_launcher, DATABASE, before[DATABASE])
+        pid = shared_launcher.restarted(DATABASE, before[DATABASE])
         assert not Path(f"/proc/{before[DATABASE]}").exists(), "the killed process not reaped"
         assert cmdline(pid) == command  # the same port and storage
         # The admin created before the crash logs in: the data survived it.

@@ -92,6 +92,7 @@ class TestMatch:
             ("/api/management/v2alpha1/inventory/identities/search", "inventory", AuthMode.USER),
             ("/api/devices/v1/deviceconnect/connect", "deviceconnect", AuthMode.DEVICE),
             ("/api/management/v1/auditlogs/logs", "auditlogs", AuthMode.USER),
+            ("/api/management/v1/tenantadm/user/tenant", "useradm", AuthMode.USER),
             ("/api/devices/v1/devicemonitor/alert", "devicemonitor", AuthMode.DEVICE),
             ("/api/management/v1/iot-manager/integrations", "iot_manager", AuthMode.USER),
             ("/api/management/v1/inventory", "inventory", AuthMode.USER),

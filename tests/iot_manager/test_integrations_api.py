@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 from common.core.mongo import Document
 from services.iot_manager.config import Settings
 from services.iot_manager.main import create_app
+from tests.auditlogs.live import live_auditlogs
 from tests.conftest import ClientFactory
 from tests.iot_manager.conftest import (
     MGMT,
@@ -389,3 +390,40 @@ class TestHealth:
             r = await client.get(f"/api/internal/v1/iot-manager/{path}")
             assert r.status_code == 204
             assert r.content == b""
+
+
+class TestAuditEvents:
+    async def test_create_change_and_delete_are_recorded(
+        self,
+        make_settings: Callable[..., Settings],
+        asgi_client: ClientFactory,
+        mongo_url: str,
+        db_name: str,
+    ) -> None:
+        async with live_auditlogs(mongo_url, f"{db_name}_audit") as auditlogs:
+            settings = make_settings(auditlogs_addr=auditlogs.url)
+            async with asgi_client(create_app(settings, environ={})) as client:
+                body = webhook("http://localhost:9/hook", description="alerts")
+                integration_id = await create_integration(client, body)
+                r = await client.put(
+                    f"{MGMT}/integrations/{integration_id}/credentials",
+                    json=webhook("http://localhost:9/other")["credentials"],
+                    headers=USER,
+                )
+                assert r.status_code == 204, r.text
+                r = await client.delete(f"{MGMT}/integrations/{integration_id}", headers=USER)
+                assert r.status_code == 204, r.text
+                events = await auditlogs.wait_for(3)
+        assert [(e["action"], e.get("change")) for e in events] == [
+            ("create", None),
+            ("update", "credentials replaced"),
+            ("delete", None),
+        ]
+        for e in events:
+            assert e["object"] == {
+                "id": integration_id,
+                "type": "integration",
+                "integration": {"name": "alerts"},
+            }
+            assert e["actor"]["type"] == "user"
+            assert SECRET not in str(e)

@@ -8,11 +8,14 @@ available everywhere:
 - `failing_commands`: the database refuses chosen commands, cutting a change mid-way;
 - `ManualClock`: time that moves only when a test says so, for TTLs and expiries;
 - `LiveServer`: an ASGI app on a real port inside the test's event loop;
-- `child_pids` / `is_running`: real processes, seen through /proc.
+- `child_pids` / `is_running`: real processes, seen through /proc;
+- `SimulatedDevice` / `Retrying`: a device driving the device API as the Mender client does
+  (signed auth request, inventory, polls, status reports), retrying as the client retries.
 """
 
 from tests.toolkit.clocks import ManualClock, clock
 from tests.toolkit.database import failing_commands
+from tests.toolkit.devices import Retrying, SimulatedDevice
 from tests.toolkit.errors import assert_error
 from tests.toolkit.polling import eventually, wait_until
 from tests.toolkit.processes import child_pids, is_running
@@ -21,6 +24,8 @@ from tests.toolkit.servers import LiveServer
 __all__ = [
     "LiveServer",
     "ManualClock",
+    "Retrying",
+    "SimulatedDevice",
     "assert_error",
     "child_pids",
     "clock",

@@ -97,7 +97,20 @@ class TestLogin:
         assert header_of(token) == {"alg": "RS256", "kid": 1, "typ": "JWT"}
         _verify_rs256(token, signing_key)
         claims = claims_of(token)
-        assert set(claims) == {"jti", "sub", "iss", "iat", "nbf", "exp", "scp", "mender.user"}
+        assert set(claims) == {
+            "jti",
+            "sub",
+            "iss",
+            "iat",
+            "nbf",
+            "exp",
+            "scp",
+            "mender.user",
+            # The organization's plan, as the web UI's Enterprise mode compares them.
+            "mender.plan",
+            "mender.addons",
+            "mender.trial",
+        }
         assert claims["sub"] == user_id
         assert claims["iss"] == "mender.useradm"
         assert claims["scp"] == "mender.*"

@@ -180,8 +180,8 @@ class TestListUsers:
         users = r.json()
         assert [u["id"] for u in users] == [admin_id, other_id]
         assert users[0]["email"] == EMAIL
-        assert set(users[0]) == {"id", "email", "created_ts", "updated_ts", "login_ts"}
-        assert set(users[1]) == {"id", "email", "created_ts", "updated_ts"}
+        assert set(users[0]) == {"id", "email", "created_ts", "updated_ts", "login_ts", "roles"}
+        assert set(users[1]) == {"id", "email", "created_ts", "updated_ts", "roles"}
         created = datetime.fromisoformat(users[1]["created_ts"])
         assert created.tzinfo is not None
         assert abs(datetime.now(UTC) - created) < timedelta(minutes=1)

@@ -10,6 +10,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.mongo import Document, create_client, ensure_indexes
+from common.core.outbox import Outbox
 from services.useradm.models import StoredToken, User, UserChange, UserFilter
 from services.useradm.store import (
     DuplicateEmail,
@@ -30,7 +31,7 @@ async def store(mongo_url: str, db_name: str) -> AsyncIterator[MongoStore]:
     try:
         db = client[db_name]
         await ensure_indexes(db, INDEXES)
-        yield MongoStore(client, db)
+        yield MongoStore(client, db, outbox=Outbox(db, ()))
     finally:
         await client.close()
 

@@ -6,6 +6,7 @@ import base64
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from common.core.errors import ServiceError
+from common.core.outbox import Effect
 from common.core.pages import Page
 from common.core.tokens import SigningKey, TokenExpired, TokenInvalid
 from services.useradm.app import AuthApp, KeyRing, PasswordHasher, PlansApp, TokenPolicy, errors
@@ -143,6 +145,7 @@ class _MemoryStore:
     """Just enough of the store for the auth use-cases."""
 
     def __init__(self) -> None:
+        self.effects: list[Effect] = []
         self.users: dict[str, User] = {}
         self.tokens: dict[str, StoredToken] = {}
         self.touched: list[datetime] = []
@@ -153,8 +156,11 @@ class _MemoryStore:
     async def user_exists(self, tenant_id: str, user_id: str) -> bool:
         return user_id in self.users
 
-    async def insert_token(self, tenant_id: str, token: StoredToken) -> None:
+    async def insert_token(
+        self, tenant_id: str, token: StoredToken, *, effects: Sequence[Effect] = ()
+    ) -> None:
         self.tokens[token.id] = token
+        self.effects.extend(effects)
 
     async def trim_sessions(self, tenant_id: str, user_id: str, *, keep: int, current: str) -> int:
         return 0
@@ -225,6 +231,8 @@ class TestAuthApp:
         await app.verify(pat, **_FORWARDED)
         await app.verify(pat, **_FORWARDED)
         assert len(store.touched) == 1
+        # Issued without an operator named (not through the management API): no audit event.
+        assert store.effects == []
 
     async def test_errors_carry_their_status(self, auth: tuple[AuthApp, _MemoryStore]) -> None:
         app, _ = auth

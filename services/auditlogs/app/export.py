@@ -50,7 +50,7 @@ def _row(log: AuditLog) -> list[str]:
         log.object_.id,
         log.object_.type,
         log.object_.label,
-        log.change,
+        log.change or "",
     ]
     return [defuse(cell) for cell in cells]
 

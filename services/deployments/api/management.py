@@ -8,6 +8,7 @@ from typing import Final
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest
 from common.web.identity import UserIdentity
 from common.web.multipart import MultipartStream
@@ -106,6 +107,7 @@ async def new_image(
         description=fields.get("description", ""),
         artifact_id=fields.get("artifact_id") or None,
         declared_size=_int_field(fields, "size"),
+        actor=Actor.of(identity),
     )
     return Response(status_code=201, headers=_location(request, artifact.id))
 
@@ -135,7 +137,9 @@ async def upload_link(
     identity: UserIdentity, uploads: UploadsAppDep, external_url: ExternalURL
 ) -> UploadLinkOut:
     """Get a one-hour link to PUT an artifact file directly."""
-    intent_id, link = await uploads.request_link(identity.tenant, external_url=external_url)
+    intent_id, link = await uploads.request_link(
+        identity.tenant, external_url=external_url, user_id=identity.subject
+    )
     return UploadLinkOut(id=intent_id, uri=link.uri, expire=link.expire)
 
 
@@ -176,6 +180,7 @@ async def generate_image(
         filename_hint=form.filename,
         chunks=form.file_chunks(),
         declared_size=_int_field(fields, "size"),
+        user_id=identity.subject,
     )
     return Response(status_code=201, headers={"Location": f"{PREFIX}/artifacts/{job.id}"})
 
@@ -198,7 +203,7 @@ async def edit_image(
 @router.delete("/artifacts/{id}", status_code=204)
 async def delete_image(id: str, identity: UserIdentity, artifacts: ArtifactsAppDep) -> Response:
     """Delete an artifact and its file (409 while an active deployment uses it)."""
-    await artifacts.delete(identity.tenant, id)
+    await artifacts.delete(identity.tenant, id, actor=Actor.of(identity))
     return Response(status_code=204)
 
 
@@ -260,6 +265,7 @@ async def post_deployment(
         devices=body.devices,
         all_devices=body.all_devices,
         force_installation=body.force_installation,
+        actor=Actor.of(identity),
     )
     return Response(status_code=201, headers=_location(request, deployment.id))
 
@@ -290,6 +296,7 @@ async def deploy_to_group(
         artifact_name=body.artifact_name,
         group=name,
         force_installation=body.force_installation,
+        actor=Actor.of(identity),
     )
     return Response(status_code=201, headers={"Location": f"{PREFIX}/deployments/{deployment.id}"})
 
@@ -394,7 +401,7 @@ async def abort_deployment(
     """Abort a deployment (`{"status": "aborted"}`; 422 once finished)."""
     if body.status != "aborted":
         raise BadRequest("Unexpected deployment status")
-    await deployments.abort(identity.tenant, deployment_id)
+    await deployments.abort(identity.tenant, deployment_id, actor=Actor.of(identity))
     return Response(status_code=204)
 
 

@@ -6,6 +6,7 @@ from typing import Final
 
 from fastapi import APIRouter, Request, Response
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest
 from common.web.identity import UserIdentity
 from common.web.paging import PageDep, set_page_headers
@@ -136,7 +137,9 @@ async def patch_release(
     releases: ReleasesAppDep,
 ) -> Response:
     """Update a release's notes (at most 1024 characters)."""
-    await releases.update_notes(identity.tenant, release_name, notes=body.notes)
+    await releases.update_notes(
+        identity.tenant, release_name, notes=body.notes, actor=Actor.of(identity)
+    )
     return Response(status_code=204)
 
 
@@ -148,7 +151,7 @@ async def put_release_tags(
     releases: ReleasesAppDep,
 ) -> Response:
     """Replace a release's tags (lower-cased, de-duplicated, at most 20)."""
-    await releases.replace_tags(identity.tenant, release_name, tags=body)
+    await releases.replace_tags(identity.tenant, release_name, tags=body, actor=Actor.of(identity))
     return Response(status_code=204)
 
 

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from services.deployments.app.audit import artifact_audit
 from services.deployments.app.errors import (
     ArtifactConflict,
     ArtifactInUse,
@@ -97,6 +99,7 @@ class ArtifactsApp:
         description: str = "",
         artifact_id: str | None = None,
         declared_size: int | None = None,
+        actor: Actor | None = None,
     ) -> Artifact:
         """Store and parse an uploaded artifact in one pass; nothing is kept if it is invalid."""
         if len(description) > MAX_DESCRIPTION:
@@ -113,6 +116,7 @@ class ArtifactsApp:
             chunks=chunks,
             description=description,
             declared_size=declared_size,
+            actor=actor,
         )
 
     async def ingest(
@@ -124,8 +128,11 @@ class ArtifactsApp:
         description: str = "",
         declared_size: int | None = None,
         already_stored: bool = False,
+        actor: Actor | None = None,
+        action: str = "upload",
     ) -> Artifact:
-        """Parse the artifact while storing it under its key, then record it.
+        """Parse the artifact while storing it under its key, then record it (with the audit
+        event of the `actor`'s `action`, when an operator's).
 
         With `already_stored` the bytes come from storage (direct upload) and are not
         written again. On any failure the stored object is removed.
@@ -177,7 +184,9 @@ class ArtifactsApp:
         # A crash from here on leaves an object no artifact refers to: the storage sweep
         # removes it.
         try:
-            await self._store.record_artifact(tenant_id, artifact)
+            await self._store.record_artifact(
+                tenant_id, artifact, effects=artifact_audit(tenant_id, actor, action, artifact)
+            )
         except DuplicateArtifact as exc:
             await self._discard(key)
             raise ArtifactConflict(exc.conflict) from None
@@ -230,23 +239,30 @@ class ArtifactsApp:
         if updated is None:
             raise NotFound("Resource not found")
 
-    async def delete(self, tenant_id: str, artifact_id: str) -> None:
+    async def delete(self, tenant_id: str, artifact_id: str, *, actor: Actor | None = None) -> None:
         """Delete an artifact not used by an active deployment, with its file."""
         artifact_id = parse_uuid(artifact_id)
         if await self._store.get_artifact(tenant_id, artifact_id) is None:
             raise NotFound("Resource not found")
         if await self._store.active_deployments_using(tenant_id, artifact_id=artifact_id):
             raise ArtifactInUse()
-        await self.remove(tenant_id, [artifact_id])
+        await self.remove(tenant_id, [artifact_id], actor=actor)
 
-    async def remove(self, tenant_id: str, artifact_ids: Sequence[str]) -> None:
+    async def remove(
+        self, tenant_id: str, artifact_ids: Sequence[str], *, actor: Actor | None = None
+    ) -> None:
         """Delete artifacts with their release entries, then their files (no usage check).
 
         The file goes last: a crash before it leaves an object no artifact refers to, which
         the storage sweep removes, never an artifact without its file.
         """
         for artifact_id in artifact_ids:
-            if await self._store.forget_artifact(tenant_id, artifact_id) is not None:
+            forgotten = await self._store.forget_artifact(
+                tenant_id,
+                artifact_id,
+                effects=lambda artifact: artifact_audit(tenant_id, actor, "delete", artifact),
+            )
+            if forgotten is not None:
                 await self._discard(object_key(tenant_id, artifact_id))
 
     async def download_link(self, tenant_id: str, artifact_id: str, *, external_url: str) -> Link:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest, Conflict, NotFound
 from services.deployments.app.artifacts import parse_uuid
+from services.deployments.app.audit import deployment_audit
 from services.deployments.app.errors import (
     DeploymentAlreadyFinished,
     DeploymentNotFound,
@@ -107,6 +109,7 @@ class DeploymentsApp:
         all_devices: bool = False,
         group: str | None = None,
         force_installation: bool = False,
+        actor: Actor | None = None,
     ) -> Deployment:
         """Create a software deployment for devices, a group or all accepted devices."""
         if not name:
@@ -170,7 +173,12 @@ class DeploymentsApp:
             force_installation=force_installation,
         )
         try:
-            await self._store.insert_deployment(tenant_id, deployment, checksum=checksum)
+            await self._store.insert_deployment(
+                tenant_id,
+                deployment,
+                checksum=checksum,
+                effects=deployment_audit(tenant_id, actor, "create", deployment),
+            )
         except DuplicateDeployment:
             raise Conflict(
                 "Invalid deployment definition: there is already an active deployment "
@@ -363,12 +371,19 @@ class DeploymentsApp:
 
     # --- management actions ------------------------------------------------------------
 
-    async def abort(self, tenant_id: str, deployment_id: str) -> None:
+    async def abort(
+        self, tenant_id: str, deployment_id: str, *, actor: Actor | None = None
+    ) -> None:
         """Abort: unfinished device deployments become aborted and the deployment finishes."""
         deployment = await self.get(tenant_id, deployment_id)
         if deployment.status == "finished":
             raise DeploymentAlreadyFinished()
-        await self._store.abort_deployment(tenant_id, deployment.id, now=datetime.now(UTC))
+        await self._store.abort_deployment(
+            tenant_id,
+            deployment.id,
+            now=datetime.now(UTC),
+            effects=deployment_audit(tenant_id, actor, "abort", deployment),
+        )
 
     async def abort_for_device(self, tenant_id: str, device_id: str) -> None:
         """Abort the device's unfinished device deployments."""

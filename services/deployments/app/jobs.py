@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest, NotFound, ServiceError, UnprocessableEntity
 from common.core.leases import LeaseTerms, renewing
 from services.deployments.app.artifacts import MAX_DESCRIPTION, ArtifactsApp, parse_uuid
@@ -51,6 +52,11 @@ UPLOAD_LINK_EXPIRE: Final = timedelta(hours=1)
 _MAX_FIELD: Final = 256
 _RESERVED_FILES: Final = frozenset({"dest_dir", "filename", "permissions"})
 _READ_CHUNK: Final = 256 * 1024
+
+
+def _actor(user_id: str | None) -> Actor | None:
+    """The user a job or an upload was submitted by (none: recorded before users were)."""
+    return Actor.user(user_id) if user_id else None
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -135,6 +141,7 @@ class GenerateApp:
         filename_hint: str,
         chunks: AsyncIterable[bytes],
         declared_size: int | None = None,
+        user_id: str | None = None,
     ) -> GenerateJob:
         """Validate the request, store the file and queue the generation; returns the job."""
         if not name or len(name) > _MAX_FIELD:
@@ -179,6 +186,7 @@ class GenerateApp:
             raw_key=raw_key,
             raw_size=size,
             created=datetime.now(UTC),
+            user_id=user_id,
         )
         try:
             await self._store.insert_job(job)
@@ -238,6 +246,8 @@ class GenerateApp:
                     artifact_id=job.id,
                     chunks=_file_chunks(artifact_path),
                     description=job.description,
+                    actor=_actor(job.user_id),
+                    action="generate",
                 )
         except ServiceError as exc:
             await self._finish(job, "failed", exc.message)
@@ -304,7 +314,9 @@ class DirectUploadsApp:
         self._enabled = enabled
         self._leases = leases
 
-    async def request_link(self, tenant_id: str, *, external_url: str) -> tuple[str, Link]:
+    async def request_link(
+        self, tenant_id: str, *, external_url: str, user_id: str | None = None
+    ) -> tuple[str, Link]:
         """Record an upload intent and return its id and PUT link (valid for one hour)."""
         if not self._enabled:
             raise NotFound("direct upload is not enabled")
@@ -316,7 +328,12 @@ class DirectUploadsApp:
         now = datetime.now(UTC)
         await self._store.insert_intent(
             UploadIntent(
-                id=intent_id, tenant_id=tenant_id, key=key, expire=link.expire, created=now
+                id=intent_id,
+                tenant_id=tenant_id,
+                key=key,
+                expire=link.expire,
+                created=now,
+                user_id=user_id,
             )
         )
         return intent_id, link
@@ -396,6 +413,7 @@ class DirectUploadsApp:
                 artifact_id=intent.id,
                 chunks=self._storage.open_stream(intent.key),
                 already_stored=True,
+                actor=_actor(intent.user_id),
             )
         except ServiceError as exc:
             await self._finish(intent, "failed", exc.message)

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from common.core.audit import Actor
 from common.core.errors import BadRequest, Conflict, NotFound
 from common.core.requestid import current_request_id
 from services.deployments.app.artifacts import ArtifactsApp
+from services.deployments.app.audit import release_audit
 from services.deployments.models import Artifact, Release
 from services.deployments.store import DataStore, ReleaseFilter
 
@@ -99,7 +101,9 @@ class ReleasesApp:
             raise NotFound("release not found")
         return (await self._with_artifacts(tenant_id, [release]))[0]
 
-    async def update_notes(self, tenant_id: str, name: str, *, notes: str | None) -> None:
+    async def update_notes(
+        self, tenant_id: str, name: str, *, notes: str | None, actor: Actor | None = None
+    ) -> None:
         """Replace the release notes (at most 1024 characters); None leaves them."""
         if notes is None:
             await self.get(tenant_id, name)
@@ -108,10 +112,13 @@ class ReleasesApp:
             raise BadRequest(
                 f"invalid request body: notes: the length must be no more than {MAX_NOTES}"
             )
-        if not await self._store.set_release_notes(tenant_id, name, notes):
+        effects = release_audit(tenant_id, actor, name, f"notes set to {notes!r}")
+        if not await self._store.set_release_notes(tenant_id, name, notes, effects=effects):
             raise NotFound("release not found")
 
-    async def replace_tags(self, tenant_id: str, name: str, *, tags: Sequence[Any]) -> None:
+    async def replace_tags(
+        self, tenant_id: str, name: str, *, tags: Sequence[Any], actor: Actor | None = None
+    ) -> None:
         """Replace the release's tags, keeping the tenant under 100 distinct tags."""
         normalized = normalize_tags(tags)
         release = await self._store.get_release(tenant_id, name)
@@ -121,7 +128,8 @@ class ReleasesApp:
         others_only = in_use - set(release.tags)
         if len(others_only | set(normalized)) > MAX_UNIQUE_TAGS:
             raise Conflict("the total number of unique tags has been exceeded")
-        if not await self._store.set_release_tags(tenant_id, name, normalized):
+        effects = release_audit(tenant_id, actor, name, f"tags set to {', '.join(normalized)}")
+        if not await self._store.set_release_tags(tenant_id, name, normalized, effects=effects):
             raise NotFound("release not found")
 
     async def tags(self, tenant_id: str) -> list[str]:

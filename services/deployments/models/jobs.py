@@ -28,6 +28,8 @@ class GenerateJob(Model):
     raw_size: int
     created: datetime
     error: str = ""
+    # The user who submitted it: the artifact's audit event names them.
+    user_id: str | None = None
     # Which process runs it, until when (see `common.core.leases`), and how many times a
     # process has taken it up.
     lease_owner: str = ""
@@ -45,6 +47,8 @@ class UploadIntent(Model):
     expire: datetime
     created: datetime
     error: str = ""
+    # The user who asked for the link: the artifact's audit event names them.
+    user_id: str | None = None
     lease_owner: str = ""
     lease_until: datetime | None = None
     claims: int = 0

@@ -5,11 +5,12 @@ Every method takes the tenant first; implementations confine each operation to i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from common.core.outbox import Effect
 from services.deployments.models import (
     Artifact,
     Deployment,
@@ -113,9 +114,11 @@ class StatsChange:
 class ArtifactStore(Protocol):
     """Artifacts (`images`)."""
 
-    async def record_artifact(self, tenant_id: str, artifact: Artifact) -> None:
+    async def record_artifact(
+        self, tenant_id: str, artifact: Artifact, *, effects: Sequence[Effect] = ()
+    ) -> None:
         """Insert the artifact, list it in its release, add it to the unfinished deployments
-        of its name, atomically.
+        of its name, record `effects`, atomically.
 
         `DuplicateArtifact` on a name/depends clash, `DuplicateId` on an id clash.
         """
@@ -153,8 +156,15 @@ class ArtifactStore(Protocol):
         """Change the description (with the release's copy), atomically; None if absent."""
         ...
 
-    async def forget_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
-        """Delete and return the artifact, dropping it from its release, atomically."""
+    async def forget_artifact(
+        self,
+        tenant_id: str,
+        artifact_id: str,
+        *,
+        effects: Callable[[Artifact], Sequence[Effect]] = lambda _: (),
+    ) -> Artifact | None:
+        """Delete and return the artifact, dropping it from its release and recording the
+        `effects` of the deleted artifact, atomically."""
         ...
 
 
@@ -177,12 +187,18 @@ class ReleaseStore(Protocol):
         """A page of matching releases and the number of all matches."""
         ...
 
-    async def set_release_tags(self, tenant_id: str, name: str, tags: list[str]) -> bool:
-        """Replace the release's tags; False when there is no such release."""
+    async def set_release_tags(
+        self, tenant_id: str, name: str, tags: list[str], *, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Replace the release's tags, with `effects`; False (nothing written) when there is
+        no such release."""
         ...
 
-    async def set_release_notes(self, tenant_id: str, name: str, notes: str) -> bool:
-        """Replace the release's notes; False when there is no such release."""
+    async def set_release_notes(
+        self, tenant_id: str, name: str, notes: str, *, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Replace the release's notes, with `effects`; False (nothing written) when there is
+        no such release."""
         ...
 
     async def release_tags(self, tenant_id: str) -> list[str]:
@@ -202,9 +218,15 @@ class DeploymentStore(Protocol):
     """Deployments and their statistics."""
 
     async def insert_deployment(
-        self, tenant_id: str, deployment: Deployment, *, checksum: str
+        self,
+        tenant_id: str,
+        deployment: Deployment,
+        *,
+        checksum: str,
+        effects: Sequence[Effect] = (),
     ) -> None:
-        """Insert; `DuplicateDeployment` when an active one has the same checksum."""
+        """Insert with `effects`; `DuplicateDeployment` when an active one has the same
+        checksum."""
         ...
 
     async def get_deployment(self, tenant_id: str, deployment_id: str) -> Deployment | None:
@@ -243,8 +265,16 @@ class DeploymentStore(Protocol):
         """
         ...
 
-    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
-        """Abort the active device deployments and finish the deployment with their counts."""
+    async def abort_deployment(
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        *,
+        now: datetime,
+        effects: Sequence[Effect] = (),
+    ) -> None:
+        """Abort the active device deployments and finish the deployment with their counts,
+        recording `effects`."""
         ...
 
     async def active_device_lists(self, tenant_id: str) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, atomically
+from common.core.outbox import Effect
 from services.deployments.models import (
     Artifact,
     ArtifactInfo,
@@ -150,8 +151,11 @@ def _release_entry(artifact: Artifact) -> Document:
 class MongoArtifactStore(MongoCollections, ArtifactStore):
     """Artifacts, with their entries in the releases and in unfinished deployments."""
 
-    async def record_artifact(self, tenant_id: str, artifact: Artifact) -> None:
-        """Insert, list in its release, offer to unfinished deployments: one transaction."""
+    async def record_artifact(
+        self, tenant_id: str, artifact: Artifact, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Insert, list in its release, offer to unfinished deployments, record `effects`:
+        one transaction."""
 
         async def work(session: AsyncClientSession) -> None:
             await self._c(ARTIFACTS, tenant_id).insert_one(artifact_doc(artifact), session=session)
@@ -171,6 +175,7 @@ class MongoArtifactStore(MongoCollections, ArtifactStore):
                 {"$addToSet": {"artifacts": artifact.id}},
                 session=session,
             )
+            await self._outbox.add(effects, session=session)
 
         for attempt in (1, 2):
             try:
@@ -261,8 +266,15 @@ class MongoArtifactStore(MongoCollections, ArtifactStore):
 
         return await atomically(self._db.client, work)
 
-    async def forget_artifact(self, tenant_id: str, artifact_id: str) -> Artifact | None:
-        """Delete and drop from its release (an emptied release goes): one transaction."""
+    async def forget_artifact(
+        self,
+        tenant_id: str,
+        artifact_id: str,
+        *,
+        effects: Callable[[Artifact], Sequence[Effect]] = lambda _: (),
+    ) -> Artifact | None:
+        """Delete and drop from its release (an emptied release goes), and record the
+        `effects` of the deleted artifact: one transaction."""
 
         async def work(session: AsyncClientSession) -> Artifact | None:
             doc = await self._c(ARTIFACTS, tenant_id).find_one_and_delete(
@@ -271,6 +283,7 @@ class MongoArtifactStore(MongoCollections, ArtifactStore):
             if doc is None:
                 return None
             artifact = artifact_from_doc(doc)
+            await self._outbox.add(effects(artifact), session=session)
             releases = self._c(RELEASES, tenant_id)
             await releases.update_one(
                 {"name": artifact.name, "artifacts.id": artifact.id},

@@ -6,22 +6,45 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from common.core.mongo import Document, TenantCollection
+from common.core.mongo import Document, TenantCollection, atomically
+from common.core.outbox import Effect, Outbox
 from services.deployments.store import TextMatch
 
 __all__ = ["MongoCollections", "names_query", "text_query"]
 
 
 class MongoCollections:
-    """One Mongo database of deployments; every query goes through a tenant's collection."""
+    """One Mongo database of deployments, and its outbox; every query goes through a
+    tenant's collection."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], *, outbox: Outbox) -> None:
         self._db = db
+        self._outbox = outbox
 
     def _c(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
+
+    async def _update_with_effects(
+        self,
+        name: str,
+        tenant_id: str,
+        query: Document,
+        update: Document,
+        effects: Sequence[Effect],
+    ) -> bool:
+        """Update one document and, if it matched, record `effects` in the same transaction."""
+
+        async def work(session: AsyncClientSession) -> bool:
+            result = await self._c(name, tenant_id).update_one(query, update, session=session)
+            if result.matched_count == 0:
+                return False
+            await self._outbox.add(effects, session=session)
+            return True
+
+        return await atomically(self._db.client, work)
 
 
 def text_query(match: TextMatch) -> Any:

@@ -20,6 +20,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.mongo import Document, atomically
+from common.core.outbox import Outbox
 from services.deployments.models import STAT_NAMES
 from services.deployments.store import StatsChange
 from services.deployments.store.base import MongoCollections
@@ -74,8 +75,8 @@ class DeploymentCounters(MongoCollections):
     store, they share one instance, so one order per deployment in this process.
     """
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        super().__init__(db)
+    def __init__(self, db: AsyncDatabase[Document], *, outbox: Outbox) -> None:
+        super().__init__(db, outbox=outbox)
         self._serial = _Serializer()
 
     async def _serially(

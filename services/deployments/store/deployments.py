@@ -12,6 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, transaction
+from common.core.outbox import Effect
 from services.deployments.models import (
     ACTIVE_STATUSES,
     STAT_NAMES,
@@ -109,9 +110,14 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
     """Deployments with their counters (a document apart, written by every status move)."""
 
     async def insert_deployment(
-        self, tenant_id: str, deployment: Deployment, *, checksum: str
+        self,
+        tenant_id: str,
+        deployment: Deployment,
+        *,
+        checksum: str,
+        effects: Sequence[Effect] = (),
     ) -> None:
-        """Insert the deployment and its counters together (one transaction)."""
+        """Insert the deployment, its counters and `effects` together (one transaction)."""
         doc = _deployment_doc(deployment)
         doc["constructor_checksum"] = checksum
         try:
@@ -120,6 +126,7 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
                 await self._c(DEPLOYMENT_STATS, tenant_id).insert_one(
                     _stats_doc(deployment), session=session
                 )
+                await self._outbox.add(effects, session=session)
         except DuplicateKeyError as exc:
             raise DuplicateDeployment(deployment.id) from exc
 
@@ -202,8 +209,16 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
         )
         return _deployment(doc, None) if doc else None
 
-    async def abort_deployment(self, tenant_id: str, deployment_id: str, *, now: datetime) -> None:
-        """Abort the active device deployments, recount and finish, in one transaction."""
+    async def abort_deployment(
+        self,
+        tenant_id: str,
+        deployment_id: str,
+        *,
+        now: datetime,
+        effects: Sequence[Effect] = (),
+    ) -> None:
+        """Abort the active device deployments, recount, finish and record `effects`, in one
+        transaction."""
 
         async def work(session: AsyncClientSession) -> None:
             await self._c(DEVICE_DEPLOYMENTS, tenant_id).update_many(
@@ -233,6 +248,7 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
                 {"$set": {"stats": stats, "status": "finished", "room": 0}},
                 session=session,
             )
+            await self._outbox.add(effects, session=session)
 
         await self._serially(tenant_id, deployment_id, work)
 

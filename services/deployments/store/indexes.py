@@ -13,6 +13,8 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from common.core.outbox import OUTBOX_INDEXES
+
 __all__ = [
     "ARTIFACTS",
     "DEPLOYMENTS",
@@ -152,4 +154,5 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
     ],
     JOBS: [_BY_ID, IndexModel([_T, ("state", ASCENDING)])],
     LOCKS: [_BY_ID],
+    **OUTBOX_INDEXES,
 }

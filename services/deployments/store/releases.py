@@ -7,6 +7,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
+from common.core.outbox import Effect
 from services.deployments.models import Release, ReleaseArtifact
 from services.deployments.store import ReleaseFilter, ReleaseStore
 from services.deployments.store.base import MongoCollections, names_query, text_query
@@ -64,19 +65,19 @@ class MongoReleaseStore(MongoCollections, ReleaseStore):
             return items, len(items)
         return items, await coll.count_documents(query)
 
-    async def set_release_tags(self, tenant_id: str, name: str, tags: list[str]) -> bool:
-        """Replace the tags."""
-        result = await self._c(RELEASES, tenant_id).update_one(
-            {"name": name}, {"$set": {"tags": tags}}
-        )
-        return result.matched_count > 0
+    async def set_release_tags(
+        self, tenant_id: str, name: str, tags: list[str], *, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Replace the tags, with `effects`."""
+        query, update = {"name": name}, {"$set": {"tags": tags}}
+        return await self._update_with_effects(RELEASES, tenant_id, query, update, effects)
 
-    async def set_release_notes(self, tenant_id: str, name: str, notes: str) -> bool:
-        """Replace the notes."""
-        result = await self._c(RELEASES, tenant_id).update_one(
-            {"name": name}, {"$set": {"notes": notes}}
-        )
-        return result.matched_count > 0
+    async def set_release_notes(
+        self, tenant_id: str, name: str, notes: str, *, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Replace the notes, with `effects`."""
+        query, update = {"name": name}, {"$set": {"notes": notes}}
+        return await self._update_with_effects(RELEASES, tenant_id, query, update, effects)
 
     async def release_tags(self, tenant_id: str) -> list[str]:
         """Distinct tags."""

@@ -6,6 +6,7 @@ from typing import Final
 
 from fastapi import APIRouter, Response
 
+from common.core.audit import Actor
 from services.deviceconfig.api.deps import ConfigurationBody, DeviceConfigAppDep, UserIdentity
 from services.deviceconfig.api.schemas import DeployIn, DeployOut, DeviceConfigurationOut
 
@@ -36,7 +37,9 @@ async def set_configuration(
     configuration: ConfigurationBody,
 ) -> Response:
     """Replace a device's desired configuration."""
-    await configurations.set_configuration(identity.tenant, device_id, configuration)
+    await configurations.set_configuration(
+        identity.tenant, device_id, configuration, actor=Actor.of(identity)
+    )
     return Response(status_code=204)
 
 
@@ -50,5 +53,6 @@ async def deploy_configuration(
         device_id,
         retries=body.retries,
         update_control_map=body.update_control_map,
+        actor=Actor.of(identity),
     )
     return DeployOut(deployment_id=deployment_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from common.core.audit import Actor, AuditObject, audit_event
 from common.core.errors import Conflict, ServiceError, ServiceUnavailable
+from common.core.outbox import Effect
 from services.deviceconfig.app.errors import (
     DeviceExists,
     DeviceNotFound,
@@ -75,6 +77,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _audit(
+    tenant_id: str, actor: Actor | None, action: str, device_id: str, configuration: Configuration
+) -> list[Effect]:
+    """The audit event of a user's change (none for a peer's): the configuration is the change,
+    as Mender records it."""
+    if actor is None:
+        return []
+    change = json.dumps(configuration, ensure_ascii=False, sort_keys=True)
+    event = audit_event(
+        tenant_id,
+        actor=actor,
+        action=action,
+        object_=AuditObject.device(device_id),
+        change=change,
+        when=_now(),
+    )
+    return [event]
+
+
 class DeviceConfigApp:
     """Device configurations and configuration deployments.
 
@@ -88,10 +109,13 @@ class DeviceConfigApp:
         *,
         deployments: DeploymentsClient | None,
         deviceconnect: DeviceconnectClient | None = None,
+        notify: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._deployments = deployments
         self._deviceconnect = deviceconnect
+        # Called after effects were committed (the outbox relay delivers them now).
+        self._notify = notify
 
     # --- tenants and devices (deviceauth's effects) --------------------------------------
 
@@ -131,14 +155,24 @@ class DeviceConfigApp:
         return device
 
     async def set_configuration(
-        self, tenant_id: str, device_id: str, configuration: Mapping[str, Any]
+        self,
+        tenant_id: str,
+        device_id: str,
+        configuration: Mapping[str, Any],
+        *,
+        actor: Actor | None = None,
     ) -> None:
-        """Replace the device's desired configuration."""
+        """Replace the device's desired configuration (an audit event when a user does)."""
         configured = validate_configuration(configuration)
+        effects = _audit(tenant_id, actor, "set_configuration", device_id, configured)
         try:
-            await self._store.replace_configured(tenant_id, device_id, configured, now=_now())
+            await self._store.replace_configured(
+                tenant_id, device_id, configured, now=_now(), effects=effects
+            )
         except DeviceIdTaken:
             raise DeviceExists() from None
+        if effects:
+            self._notify()
 
     async def update_configuration(
         self, tenant_id: str, device_id: str, configuration: Mapping[str, Any]
@@ -188,6 +222,7 @@ class DeviceConfigApp:
         *,
         retries: int = 0,
         update_control_map: Mapping[str, Any] | None = None,
+        actor: Actor | None = None,
     ) -> str:
         """Deploy the device's desired configuration; the new deployment's id."""
         device = await self.device(tenant_id, device_id)
@@ -204,8 +239,13 @@ class DeviceConfigApp:
             configuration=device.configured,
             retries=retries,
         )
-        if not await self._store.set_deployment_id(tenant_id, device_id, deployment_id):
+        effects = _audit(tenant_id, actor, "deploy_configuration", device_id, device.configured)
+        if not await self._store.set_deployment_id(
+            tenant_id, device_id, deployment_id, effects=effects
+        ):
             raise DeviceNotFound()  # decommissioned meanwhile
+        if effects:
+            self._notify()
         await self._nudge(tenant_id, device_id)
         return deployment_id
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from common.core.outbox import Effect
 from services.deviceconfig.models import Configuration, DeviceConfiguration
 
 __all__ = ["DataStore", "DeviceIdTaken"]
@@ -26,9 +28,15 @@ class DataStore(Protocol):
         ...
 
     async def replace_configured(
-        self, tenant_id: str, device_id: str, configured: Configuration, *, now: datetime
+        self,
+        tenant_id: str,
+        device_id: str,
+        configured: Configuration,
+        *,
+        now: datetime,
+        effects: Sequence[Effect] = (),
     ) -> None:
-        """Set the desired configuration (recording the device if new)."""
+        """Set the desired configuration (recording the device if new), with `effects`."""
         ...
 
     async def update_configured(
@@ -49,8 +57,16 @@ class DataStore(Protocol):
         """Set what the device reported (recording the device if new)."""
         ...
 
-    async def set_deployment_id(self, tenant_id: str, device_id: str, deployment_id: str) -> bool:
-        """Record the device's latest configuration deployment; whether the device exists."""
+    async def set_deployment_id(
+        self,
+        tenant_id: str,
+        device_id: str,
+        deployment_id: str,
+        *,
+        effects: Sequence[Effect] = (),
+    ) -> bool:
+        """Record the device's latest configuration deployment, with `effects`; whether the
+        device exists (nothing is written when it does not)."""
         ...
 
     async def delete_device(self, tenant_id: str, device_id: str) -> bool:

@@ -6,6 +6,8 @@ from typing import Final
 
 from pymongo import ASCENDING, IndexModel
 
+from common.core.outbox import OUTBOX_INDEXES
+
 __all__ = ["DEVICES", "INDEXES"]
 
 DEVICES: Final = "devices"
@@ -21,4 +23,5 @@ INDEXES: Final = {
             name="tenant_id__id_revision",
         )
     ],
+    **OUTBOX_INDEXES,
 }

@@ -6,14 +6,17 @@ keys are free text, and a key such as `a.b` or `$x` could not be a field name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from common.core.mongo import Document, TenantCollection
+from common.core.mongo import Document, TenantCollection, atomically
+from common.core.outbox import Effect, Outbox
 from services.deviceconfig.models import Configuration, DeviceConfiguration
 from services.deviceconfig.store import DeviceIdTaken
 from services.deviceconfig.store.indexes import DEVICES
@@ -45,23 +48,41 @@ def _device(doc: Mapping[str, Any]) -> DeviceConfiguration:
 
 
 class MongoStore:
-    """Device configurations on one Mongo database; every query is tenant-scoped."""
+    """Device configurations on one Mongo database, and the outbox; every query is
+    tenant-scoped."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], *, outbox: Outbox
+    ) -> None:
+        self._client = client
         self._db = db
+        self._outbox = outbox
 
     def _devices(self, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[DEVICES], tenant_id)
 
-    async def _upsert(self, tenant_id: str, device_id: str, update: Document) -> None:
+    async def _upsert(
+        self, tenant_id: str, device_id: str, update: Document, effects: Sequence[Effect] = ()
+    ) -> None:
         devices = self._devices(tenant_id)
+
+        async def work(session: AsyncClientSession | None) -> None:
+            await devices.update_one({"_id": device_id}, update, upsert=True, session=session)
+            await self._outbox.add(effects, session=session)
+
+        async def write() -> None:
+            if effects:
+                await atomically(self._client, work)
+            else:
+                await work(None)
+
         try:
-            await devices.update_one({"_id": device_id}, update, upsert=True)
+            await write()
         except DuplicateKeyError:
             # Two first writes raced, and the other one inserted: this one now updates.
             # A second clash means the id belongs to another tenant.
             try:
-                await devices.update_one({"_id": device_id}, update, upsert=True)
+                await write()
             except DuplicateKeyError:
                 raise DeviceIdTaken(device_id) from None
 
@@ -85,9 +106,15 @@ class MongoStore:
             raise DeviceIdTaken(device.id) from None
 
     async def replace_configured(
-        self, tenant_id: str, device_id: str, configured: Configuration, *, now: datetime
+        self,
+        tenant_id: str,
+        device_id: str,
+        configured: Configuration,
+        *,
+        now: datetime,
+        effects: Sequence[Effect] = (),
     ) -> None:
-        """Set the desired configuration (recording the device if new)."""
+        """Set the desired configuration (recording the device if new), with `effects`."""
         await self._upsert(
             tenant_id,
             device_id,
@@ -95,6 +122,7 @@ class MongoStore:
                 "$set": {_CONFIGURED: _pairs(configured), "updated_ts": now},
                 "$inc": {"revision": 1},
             },
+            effects,
         )
 
     async def update_configured(
@@ -132,12 +160,27 @@ class MongoStore:
             },
         )
 
-    async def set_deployment_id(self, tenant_id: str, device_id: str, deployment_id: str) -> bool:
-        """Record the device's latest configuration deployment; whether the device exists."""
-        result = await self._devices(tenant_id).update_one(
-            {"_id": device_id}, {"$set": {"deployment_id": deployment_id}}
-        )
-        return result.matched_count == 1
+    async def set_deployment_id(
+        self,
+        tenant_id: str,
+        device_id: str,
+        deployment_id: str,
+        *,
+        effects: Sequence[Effect] = (),
+    ) -> bool:
+        """Record the device's latest configuration deployment, with `effects`; whether the
+        device exists (nothing is written when it does not)."""
+
+        async def work(session: AsyncClientSession) -> bool:
+            result = await self._devices(tenant_id).update_one(
+                {"_id": device_id}, {"$set": {"deployment_id": deployment_id}}, session=session
+            )
+            if result.matched_count != 1:
+                return False
+            await self._outbox.add(effects, session=session)
+            return True
+
+        return await atomically(self._client, work)
 
     async def delete_device(self, tenant_id: str, device_id: str) -> bool:
         """Forget a device; whether it existed."""

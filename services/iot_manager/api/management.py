@@ -6,6 +6,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, Query, Response
 
+from common.core.audit import Actor
 from common.web.paging import PageDep
 from services.iot_manager.api.deps import (
     EventsAppDep,
@@ -50,6 +51,7 @@ async def create_integration(
         provider=body.provider,
         credentials=body.credentials,
         description=body.description,
+        actor=Actor.of(user),
     )
     location = f"{PREFIX}/integrations/{integration.id}"
     return Response(status_code=201, headers={"Location": location})
@@ -68,7 +70,7 @@ async def remove_integration(
     user: UserIdentity, integration_id: IntegrationId, integrations: IntegrationsAppDep
 ) -> Response:
     """Remove an integration; a cloud one only when no device uses it."""
-    await integrations.remove_integration(user.tenant, integration_id)
+    await integrations.remove_integration(user.tenant, integration_id, actor=Actor.of(user))
     return Response(status_code=204)
 
 
@@ -80,7 +82,9 @@ async def set_integration_credentials(
     integrations: IntegrationsAppDep,
 ) -> Response:
     """Replace an integration's credentials (of the same kind)."""
-    await integrations.set_credentials(user.tenant, integration_id, credentials)
+    await integrations.set_credentials(
+        user.tenant, integration_id, credentials, actor=Actor.of(user)
+    )
     return Response(status_code=204)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from common.core.audit import Actor, AuditObject, audit_event
+from common.core.outbox import Effect
 from common.core.pages import Page
 from services.iot_manager.app.errors import (
     CloudFailure,
@@ -40,6 +43,10 @@ __all__ = ["IntegrationsApp", "trusted_host"]
 T = TypeVar("T")
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def trusted_host(host: str, patterns: Sequence[str]) -> bool:
     """Whether a host (port ignored) matches a pattern, `*` standing for one label."""
     labels = host.partition(":")[0].lower().rstrip(".").split(".")
@@ -62,11 +69,14 @@ class IntegrationsApp:
         outbound: OutboundClient,
         clouds: Clouds,
         trusted_hosts: Sequence[str],
+        notify: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._outbound = outbound
         self._clouds = clouds
         self._trusted_hosts = list(trusted_hosts)
+        # Called after effects were committed (the outbox relay delivers them now).
+        self._notify = notify
 
     async def list_integrations(self, tenant: str, *, page: Page) -> list[Integration]:
         """One page of the tenant's integrations."""
@@ -80,7 +90,13 @@ class IntegrationsApp:
         return integration
 
     async def create_integration(
-        self, tenant: str, *, provider: Provider, credentials: Credentials, description: str
+        self,
+        tenant: str,
+        *,
+        provider: Provider,
+        credentials: Credentials,
+        description: str,
+        actor: Actor | None = None,
     ) -> Integration:
         """Register the tenant's integration (IntegrationExists when it has one)."""
         await self._check(provider, credentials)
@@ -90,31 +106,66 @@ class IntegrationsApp:
             credentials=credentials,
             description=description,
         )
+        effects = self._audit(tenant, actor, "create", integration)
         try:
-            await self._store.insert_integration(tenant, integration)
+            await self._store.insert_integration(tenant, integration, effects=effects)
         except DuplicateIntegration:
             raise IntegrationExists() from None
+        self._notify()
         return integration
 
     async def set_credentials(
-        self, tenant: str, integration_id: str, credentials: Credentials
+        self,
+        tenant: str,
+        integration_id: str,
+        credentials: Credentials,
+        *,
+        actor: Actor | None = None,
     ) -> None:
         """Replace an integration's credentials with ones of the same kind."""
         integration = await self.get_integration(tenant, integration_id)
         await self._check(integration.provider, credentials)
-        if not await self._store.set_credentials(tenant, integration_id, credentials):
+        effects = self._audit(tenant, actor, "update", integration, "credentials replaced")
+        if not await self._store.set_credentials(
+            tenant, integration_id, credentials, effects=effects
+        ):
             raise IntegrationNotFound()
+        self._notify()
 
-    async def remove_integration(self, tenant: str, integration_id: str) -> None:
+    async def remove_integration(
+        self, tenant: str, integration_id: str, *, actor: Actor | None = None
+    ) -> None:
         """Remove an integration; a cloud one only when no device uses it."""
         integration = await self.get_integration(tenant, integration_id)
         removal = await self._store.remove_integration(
-            tenant, integration_id, unless_in_use=integration.provider is not Provider.WEBHOOK
+            tenant,
+            integration_id,
+            unless_in_use=integration.provider is not Provider.WEBHOOK,
+            effects=self._audit(tenant, actor, "delete", integration),
         )
         if removal is Removal.IN_USE:
             raise IntegrationInUse()
         if removal is Removal.NOT_FOUND:
             raise IntegrationNotFound()
+        self._notify()
+
+    def _audit(
+        self,
+        tenant: str,
+        actor: Actor | None,
+        action: str,
+        integration: Integration,
+        change: str = "",
+    ) -> list[Effect]:
+        """The audit event of a user's change to an integration (its secrets are not told)."""
+        if actor is None:
+            return []
+        name = integration.description or integration.provider.value
+        target = AuditObject.named("integration", integration.id, name)
+        event = audit_event(
+            tenant, actor=actor, action=action, object_=target, change=change, when=_now()
+        )
+        return [event]
 
     async def unregister_device(self, tenant: str, device_id: str) -> None:
         """Forget which integrations a device has (the clouds are left as they are)."""

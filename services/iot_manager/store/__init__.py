@@ -38,20 +38,34 @@ class DataStore(Protocol):
         """One integration, or None."""
         ...
 
-    async def insert_integration(self, tenant_id: str, integration: Integration) -> None:
-        """Store a new integration; DuplicateIntegration when the tenant has one."""
+    async def insert_integration(
+        self, tenant_id: str, integration: Integration, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Store a new integration with `effects`; DuplicateIntegration when the tenant has one."""
         ...
 
     async def set_credentials(
-        self, tenant_id: str, integration_id: str, credentials: Credentials
+        self,
+        tenant_id: str,
+        integration_id: str,
+        credentials: Credentials,
+        *,
+        effects: Sequence[Effect] = (),
     ) -> bool:
-        """Replace an integration's credentials; False when there is no such integration."""
+        """Replace an integration's credentials, with `effects`; False (and nothing written)
+        when there is no such integration."""
         ...
 
     async def remove_integration(
-        self, tenant_id: str, integration_id: str, *, unless_in_use: bool
+        self,
+        tenant_id: str,
+        integration_id: str,
+        *,
+        unless_in_use: bool,
+        effects: Sequence[Effect] = (),
     ) -> Removal:
-        """Remove an integration, but (with `unless_in_use`) not while devices use it."""
+        """Remove an integration, with `effects`, but (with `unless_in_use`) not while devices
+        use it."""
         ...
 
     async def get_device(self, tenant_id: str, device_id: str) -> Device | None:

@@ -114,8 +114,10 @@ class MongoStore(DataStore):
         doc = await self._coll(INTEGRATIONS, tenant_id).find_one({"_id": integration_id})
         return None if doc is None else self._integration(tenant_id, doc)
 
-    async def insert_integration(self, tenant_id: str, integration: Integration) -> None:
-        """Store a new integration; DuplicateIntegration when the tenant has one."""
+    async def insert_integration(
+        self, tenant_id: str, integration: Integration, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Store a new integration with `effects`; DuplicateIntegration when the tenant has one."""
         context = _context(tenant_id, integration.id)
         doc = {
             "_id": integration.id,
@@ -123,25 +125,49 @@ class MongoStore(DataStore):
             "description": integration.description,
             "credentials": self._credentials_doc(integration.credentials, context),
         }
+
+        async def work(session: AsyncClientSession) -> None:
+            await self._coll(INTEGRATIONS, tenant_id).insert_one(doc, session=session)
+            await self._outbox.add(effects, session=session)
+
         try:
-            await self._coll(INTEGRATIONS, tenant_id).insert_one(doc)
+            await atomically(self._client, work)
         except DuplicateKeyError as exc:
             raise DuplicateIntegration(tenant_id) from exc
 
     async def set_credentials(
-        self, tenant_id: str, integration_id: str, credentials: Credentials
+        self,
+        tenant_id: str,
+        integration_id: str,
+        credentials: Credentials,
+        *,
+        effects: Sequence[Effect] = (),
     ) -> bool:
-        """Replace an integration's credentials; False when there is no such integration."""
+        """Replace an integration's credentials, with `effects`; False (and nothing written)
+        when there is no such integration."""
         sealed = self._credentials_doc(credentials, _context(tenant_id, integration_id))
-        result = await self._coll(INTEGRATIONS, tenant_id).update_one(
-            {"_id": integration_id}, {"$set": {"credentials": sealed}}
-        )
-        return result.matched_count > 0
+
+        async def work(session: AsyncClientSession) -> bool:
+            result = await self._coll(INTEGRATIONS, tenant_id).update_one(
+                {"_id": integration_id}, {"$set": {"credentials": sealed}}, session=session
+            )
+            if result.matched_count == 0:
+                return False
+            await self._outbox.add(effects, session=session)
+            return True
+
+        return await atomically(self._client, work)
 
     async def remove_integration(
-        self, tenant_id: str, integration_id: str, *, unless_in_use: bool
+        self,
+        tenant_id: str,
+        integration_id: str,
+        *,
+        unless_in_use: bool,
+        effects: Sequence[Effect] = (),
     ) -> Removal:
-        """Remove an integration, but (with `unless_in_use`) not while devices use it."""
+        """Remove an integration, with `effects`, but (with `unless_in_use`) not while devices
+        use it."""
 
         async def work(session: AsyncClientSession) -> Removal:
             in_use = unless_in_use and await self._coll(DEVICES, tenant_id).find_one(
@@ -152,7 +178,10 @@ class MongoStore(DataStore):
             result = await self._coll(INTEGRATIONS, tenant_id).delete_one(
                 {"_id": integration_id}, session=session
             )
-            return Removal.REMOVED if result.deleted_count else Removal.NOT_FOUND
+            if not result.deleted_count:
+                return Removal.NOT_FOUND
+            await self._outbox.add(effects, session=session)
+            return Removal.REMOVED
 
         return await atomically(self._client, work)
 

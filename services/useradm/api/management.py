@@ -1,4 +1,4 @@
-"""Management APIs: login and logout, users, settings, personal access tokens, plans."""
+"""Management APIs: login and logout, users, settings, personal access tokens, roles, plans."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Body, Response
 from fastapi.responses import JSONResponse
 
+from common.core.audit import Actor
 from common.web.paging import PageDep
 from services.useradm.api.deps import (
     AuthAppDep,
@@ -23,11 +24,13 @@ from services.useradm.api.deps import (
 from services.useradm.api.schemas import (
     OwnUserUpdateV2In,
     PersonalAccessTokenOut,
+    RoleOut,
     TokenRequestIn,
     UserNewIn,
     UserOut,
     UserUpdateIn,
 )
+from services.useradm.app.organization import PERMIT_ALL_ROLE
 from services.useradm.models import Plan, PlanBinding
 
 __all__ = ["PREFIX_V1", "PREFIX_V2", "management_v1", "management_v2"]
@@ -85,7 +88,9 @@ async def list_users(
 @management_v1.post("/users", status_code=201, dependencies=[JsonBody])
 async def create_user(body: UserNewIn, identity: UserIdentity, users: UsersAppDep) -> Response:
     """Create a user in the caller's tenant."""
-    user = await users.create_user(identity.tenant, email=body.email, password=body.password)
+    user = await users.create_user(
+        identity.tenant, email=body.email, password=body.password, actor=Actor.of(identity)
+    )
     return Response(status_code=201, headers={"Location": f"users/{user.id}"})
 
 
@@ -122,6 +127,7 @@ async def update_user(
         email=body.email,
         password=body.password,
         current_password=body.current_password,
+        actor=Actor.of(identity),
     )
     return Response(status_code=204)
 
@@ -129,7 +135,9 @@ async def update_user(
 @management_v1.delete("/users/{id}", status_code=204)
 async def delete_user(id: str, identity: UserIdentity, users: UsersAppDep) -> Response:
     """Remove a user; their tokens stop working at once."""
-    await users.delete_user(identity.tenant, id, caller_id=identity.subject)
+    await users.delete_user(
+        identity.tenant, id, caller_id=identity.subject, actor=Actor.of(identity)
+    )
     return Response(status_code=204)
 
 
@@ -145,6 +153,7 @@ async def update_own_password(
         caller_token=_token_id(identity),
         password=body.password,
         current_password=body.current_password,
+        actor=Actor.of(identity),
     )
     return Response(status_code=204)
 
@@ -213,7 +222,11 @@ async def create_personal_token(
 ) -> Response:
     """Create a named personal access token; the answer is the token itself."""
     token = await auth.issue_personal_token(
-        identity.tenant, identity.subject, name=body.name, expires_in=body.expires_in
+        identity.tenant,
+        identity.subject,
+        name=body.name,
+        expires_in=body.expires_in,
+        actor=Actor.of(identity),
     )
     return _jwt(token)
 
@@ -221,8 +234,17 @@ async def create_personal_token(
 @management_v1.delete("/settings/tokens/{id}", status_code=204)
 async def revoke_personal_token(id: str, identity: UserIdentity, auth: AuthAppDep) -> Response:
     """Revoke one of the caller's tokens; it stops working at once."""
-    await auth.revoke_token(identity.tenant, identity.subject, id)
+    await auth.revoke_token(identity.tenant, identity.subject, id, actor=Actor.of(identity))
     return Response(status_code=204)
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+
+@management_v1.get("/roles")
+async def list_roles(_identity: UserIdentity) -> list[RoleOut]:
+    """The roles users may hold: the one that permits everything, held by every user."""
+    return [RoleOut.of(PERMIT_ALL_ROLE)]
 
 
 # -- plans ----------------------------------------------------------------------------------

@@ -6,13 +6,16 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
+from services.useradm.app.organization import PERMIT_ALL, Organization, Role
 from services.useradm.models import StoredToken, User
 
 __all__ = [
     "LoginOptionsIn",
     "OwnUserUpdateV2In",
     "PersonalAccessTokenOut",
+    "RoleOut",
     "TenantNewIn",
+    "TenantOut",
     "TokenRequestIn",
     "UserNewIn",
     "UserNewInternalIn",
@@ -89,6 +92,8 @@ class UserOut(BaseModel):
     created_ts: datetime
     updated_ts: datetime
     login_ts: datetime | None = None
+    # Until roles can be defined, every user holds the one that permits everything.
+    roles: list[str] = [PERMIT_ALL]
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -99,6 +104,70 @@ class UserOut(BaseModel):
             created_ts=user.created_ts,
             updated_ts=user.updated_ts,
             login_ts=user.login_ts,
+        )
+
+
+class PermissionObjectOut(BaseModel):
+    """What a permission applies to."""
+
+    type: str
+    value: str
+
+
+class PermissionOut(BaseModel):
+    """One permission of a role."""
+
+    action: str
+    object: PermissionObjectOut
+
+
+class RoleOut(BaseModel):
+    """A role as Mender lists it."""
+
+    name: str
+    description: str
+    permissions: list[PermissionOut]
+
+    @classmethod
+    def of(cls, role: Role) -> RoleOut:
+        """Render a role."""
+        return cls(
+            name=role.name,
+            description=role.description,
+            permissions=[
+                PermissionOut(action=action, object=PermissionObjectOut(type=kind, value=value))
+                for action, kind, value in role.permissions
+            ],
+        )
+
+
+class AddonOut(BaseModel):
+    """An add-on of an organization."""
+
+    name: str
+    enabled: bool
+
+
+class TenantOut(BaseModel):
+    """The caller's organization, as Mender's tenantadm shows it."""
+
+    id: str
+    name: str
+    plan: str
+    trial: bool
+    status: str
+    addons: list[AddonOut]
+
+    @classmethod
+    def of(cls, org: Organization) -> TenantOut:
+        """Render an organization."""
+        return cls(
+            id=org.id,
+            name=org.name,
+            plan=org.plan,
+            trial=org.trial,
+            status="active",
+            addons=[AddonOut(**addon) for addon in org.addon_list()],
         )
 
 

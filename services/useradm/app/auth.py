@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from common.core.audit import Actor, AuditObject, audit_event
+from common.core.outbox import Effect
 from common.core.tokens import TokenExpired, TokenInvalid
 from services.useradm.app import errors
 from services.useradm.app.keys import KeyRing
+from services.useradm.app.organization import organization_claims
 from services.useradm.app.passwords import PasswordHasher
 from services.useradm.models import SCOPE_ALL, StoredToken
 from services.useradm.store import DataStore, DuplicateTokenName
@@ -32,6 +35,22 @@ _LOGIN_TENANT: Final = ""
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _token_audit(
+    tenant_id: str, actor: Actor | None, action: str, token: StoredToken
+) -> list[Effect]:
+    """The audit event of a user creating or deleting a personal access token."""
+    if actor is None or token.name is None:
+        return []
+    event = audit_event(
+        tenant_id,
+        actor=actor,
+        action=action,
+        object_=AuditObject.named("user_access_token", token.id, token.name),
+        when=_now(),
+    )
+    return [event]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +103,7 @@ class AuthApp:
             expires_at = datetime.fromtimestamp(claims["exp"], UTC)
         if tenant_id:
             claims["mender.tenant"] = tenant_id
+        claims.update(organization_claims(tenant_id))
         record = StoredToken(
             id=claims["jti"], subject=subject, issued_at=now, expires_at=expires_at, name=name
         )
@@ -151,7 +171,13 @@ class AuthApp:
                 await self._store.touch_token(tenant_id, token_id, now)
 
     async def issue_personal_token(
-        self, tenant_id: str, user_id: str, *, name: str, expires_in: int
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        name: str,
+        expires_in: int,
+        actor: Actor | None = None,
     ) -> str:
         """Create a named token for the caller (`expires_in` seconds, 0 = never expires)."""
         if not name:
@@ -171,8 +197,9 @@ class AuthApp:
             raise errors.TooManyTokens()
         lifetime = timedelta(seconds=expires_in) if expires_in else None
         token, record = await self._issue(tenant_id, user_id, lifetime=lifetime, name=name)
+        effects = _token_audit(tenant_id, actor, "create", record)
         try:
-            await self._store.insert_token(tenant_id, record)
+            await self._store.insert_token(tenant_id, record, effects=effects)
         except DuplicateTokenName:
             raise errors.DuplicateTokenName() from None
         return token
@@ -181,9 +208,15 @@ class AuthApp:
         """The caller's personal access tokens, oldest first."""
         return await self._store.list_personal_tokens(tenant_id, user_id)
 
-    async def revoke_token(self, tenant_id: str, user_id: str, token_id: str) -> None:
+    async def revoke_token(
+        self, tenant_id: str, user_id: str, token_id: str, *, actor: Actor | None = None
+    ) -> None:
         """Delete one of the caller's tokens (nothing to do when absent)."""
-        await self._store.delete_token(tenant_id, user_id=user_id, token_id=token_id)
+        record = await self._store.get_token(tenant_id, token_id) if actor is not None else None
+        effects = _token_audit(tenant_id, actor, "delete", record) if record is not None else []
+        await self._store.delete_token(
+            tenant_id, user_id=user_id, token_id=token_id, effects=effects
+        )
 
     async def revoke_tokens(self, tenant_id: str, *, user_id: str | None = None) -> int:
         """Delete every token of a user, or of the whole tenant; return how many."""

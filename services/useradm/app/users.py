@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Final
 
+from common.core.audit import Actor, AuditObject, audit_event
+from common.core.outbox import Effect
 from services.useradm.app import errors
 from services.useradm.app.passwords import MAX_PASSWORD_BYTES, PasswordHasher
 from services.useradm.models import User, UserChange, UserFilter
@@ -36,6 +38,23 @@ _BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def user_audit(
+    tenant_id: str, actor: Actor | None, action: str, user: User, change: str = ""
+) -> list[Effect]:
+    """The audit event of an operator's change to a user account (none without one)."""
+    if actor is None:
+        return []
+    event = audit_event(
+        tenant_id,
+        actor=actor,
+        action=action,
+        object_=AuditObject.user(user.id, user.email),
+        change=change,
+        when=_now(),
+    )
+    return [event]
 
 
 def normalize_email(raw: str) -> str:
@@ -92,6 +111,7 @@ class UsersApp:
         password: str | None = None,
         password_hash: str | None = None,
         user_id: str | None = None,
+        actor: Actor | None = None,
     ) -> User:
         """Create a user from a password (or an existing bcrypt hash); return it."""
         address = normalize_email(email)
@@ -118,7 +138,9 @@ class UsersApp:
             updated_ts=now,
         )
         try:
-            await self._store.insert_user(tenant_id, user)
+            await self._store.insert_user(
+                tenant_id, user, effects=user_audit(tenant_id, actor, "create", user)
+            )
         except DuplicateEmail:
             raise errors.DuplicateEmail() from None
         except DuplicateUserId:
@@ -155,6 +177,7 @@ class UsersApp:
         email: str | None = None,
         password: str | None = None,
         current_password: str | None = None,
+        actor: Actor | None = None,
     ) -> None:
         """Change a user's email and/or password.
 
@@ -197,6 +220,13 @@ class UsersApp:
             email=new_email,
             password_hash=await self._hasher.hash(password) if password is not None else None,
         )
+        said = []
+        if new_email is not None and new_email != user.email:
+            said.append(f"email changed from {user.email} to {new_email}")
+        if password is not None:
+            said.append("password changed")
+        changed = user.model_copy(update={"email": new_email or user.email})
+        effects = user_audit(tenant_id, actor, "update", changed, "; ".join(said))
         try:
             found = await self._store.update_user(
                 tenant_id,
@@ -204,15 +234,21 @@ class UsersApp:
                 change,
                 revoke_tokens=credentials_change,
                 keep_token=caller_token if me else None,
+                effects=effects,
             )
         except DuplicateEmail:
             raise errors.DuplicateEmail() from None
         if not found:
             raise errors.UserNotFound()
 
-    async def delete_user(self, tenant_id: str, user_id: str, *, caller_id: str = "") -> None:
+    async def delete_user(
+        self, tenant_id: str, user_id: str, *, caller_id: str = "", actor: Actor | None = None
+    ) -> None:
         """Remove a user with their tokens and settings (nothing to do when absent)."""
-        await self._store.delete_user(tenant_id, self._resolve(user_id, caller_id))
+        target = self._resolve(user_id, caller_id)
+        user = await self._store.get_user(tenant_id, target) if actor is not None else None
+        effects = user_audit(tenant_id, actor, "delete", user) if user is not None else []
+        await self._store.delete_user(tenant_id, target, effects=effects)
 
     async def create_tenant(self, tenant_id: str) -> None:
         """Record a tenant; its users are created afterwards."""

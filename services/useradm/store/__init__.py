@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from common.core.outbox import Effect
 from services.useradm.models import StoredSettings, StoredToken, User, UserChange, UserFilter
 
 __all__ = [
@@ -42,8 +44,10 @@ class DataStore(Protocol):
 
     # -- users -----------------------------------------------------------------------------
 
-    async def insert_user(self, tenant_id: str, user: User) -> None:
-        """Store a new user; DuplicateEmail or DuplicateUserId when taken."""
+    async def insert_user(
+        self, tenant_id: str, user: User, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Store a new user with `effects`; DuplicateEmail or DuplicateUserId when taken."""
         ...
 
     async def get_user(self, tenant_id: str, user_id: str) -> User | None:
@@ -70,11 +74,12 @@ class DataStore(Protocol):
         *,
         revoke_tokens: bool = False,
         keep_token: str | None = None,
+        effects: Sequence[Effect] = (),
     ) -> bool:
         """Apply a change (False: no such user); DuplicateEmail when the email is taken.
 
         With `revoke_tokens`, the user's tokens except `keep_token` are deleted in the same
-        transaction.
+        transaction, as are `effects` recorded.
         """
         ...
 
@@ -82,8 +87,11 @@ class DataStore(Protocol):
         """Record a successful login."""
         ...
 
-    async def delete_user(self, tenant_id: str, user_id: str) -> bool:
-        """Delete a user with their tokens and settings; False when there was no such user."""
+    async def delete_user(
+        self, tenant_id: str, user_id: str, *, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Delete a user with their tokens and settings, with `effects`; False (and no
+        effects) when there was no such user."""
         ...
 
     async def add_tenant(self, tenant_id: str, when: datetime) -> None:
@@ -92,8 +100,11 @@ class DataStore(Protocol):
 
     # -- tokens ----------------------------------------------------------------------------
 
-    async def insert_token(self, tenant_id: str, token: StoredToken) -> None:
-        """Store an issued token; DuplicateTokenName for a taken personal token name."""
+    async def insert_token(
+        self, tenant_id: str, token: StoredToken, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Store an issued token with `effects`; DuplicateTokenName for a taken personal
+        token name."""
         ...
 
     async def trim_sessions(self, tenant_id: str, user_id: str, *, keep: int, current: str) -> int:
@@ -108,8 +119,11 @@ class DataStore(Protocol):
         """Record the use of a personal access token."""
         ...
 
-    async def delete_token(self, tenant_id: str, *, user_id: str, token_id: str) -> bool:
-        """Delete one of a user's tokens; False when it did not exist."""
+    async def delete_token(
+        self, tenant_id: str, *, user_id: str, token_id: str, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Delete one of a user's tokens, with `effects`; False (and no effects) when it did
+        not exist."""
         ...
 
     async def delete_tokens(self, tenant_id: str, *, user_id: str | None = None) -> int:

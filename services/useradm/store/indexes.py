@@ -6,6 +6,8 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from common.core.outbox import OUTBOX_INDEXES
+
 __all__ = ["INDEXES", "SETTINGS", "TENANTS", "TOKENS", "USERS", "USER_SETTINGS"]
 
 USERS: Final = "users"
@@ -41,4 +43,5 @@ INDEXES: Final = {
             [("tenant_id", ASCENDING), ("user_id", ASCENDING)], name="tenant_user", unique=True
         )
     ],
+    **OUTBOX_INDEXES,
 }

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -13,6 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, TenantCollection, atomically
+from common.core.outbox import Effect, Outbox
 from services.useradm.models import StoredSettings, StoredToken, User, UserChange, UserFilter
 from services.useradm.store import (
     DataStore,
@@ -25,6 +26,7 @@ from services.useradm.store.indexes import SETTINGS, TENANTS, TOKENS, USER_SETTI
 
 __all__ = ["MongoStore"]
 
+_T = TypeVar("_T")
 _NOT_NAMED: Final = {"name": {"$exists": False}}
 _NAMED: Final = {"name": {"$exists": True}}
 
@@ -111,19 +113,48 @@ def _duplicate_field(exc: DuplicateKeyError) -> str:
 class MongoStore(DataStore):
     """Stores users, tokens and settings; every query is scoped to one tenant."""
 
-    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document], *, outbox: Outbox
+    ) -> None:
         self._client = client
         self._db = db
+        self._outbox = outbox
 
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
 
+    async def _with_effects(
+        self,
+        work: Callable[[AsyncClientSession | None], Awaitable[_T]],
+        effects: Sequence[Effect],
+        *,
+        atomic: bool = False,
+    ) -> _T:
+        """Run `work`, and record `effects` in the same transaction unless it returned False
+        (nothing changed). Without effects, a transaction only when `atomic`."""
+        if not effects and not atomic:
+            return await work(None)
+
+        async def both(session: AsyncClientSession | None) -> _T:
+            result = await work(session)
+            if result is not False:
+                await self._outbox.add(effects, session=session)
+            return result
+
+        return await atomically(self._client, both)
+
     # -- users -----------------------------------------------------------------------------
 
-    async def insert_user(self, tenant_id: str, user: User) -> None:
-        """Store a new user; DuplicateEmail or DuplicateUserId when taken."""
+    async def insert_user(
+        self, tenant_id: str, user: User, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Store a new user with `effects`; DuplicateEmail or DuplicateUserId when taken."""
+
+        async def work(session: AsyncClientSession | None) -> None:
+            await self._coll(USERS, tenant_id).insert_one(_user_doc(user), session=session)
+
         try:
-            await self._coll(USERS, tenant_id).insert_one(_user_doc(user))
+            await self._with_effects(work, effects)
         except DuplicateKeyError as exc:
             if _duplicate_field(exc) == "email":
                 raise DuplicateEmail(user.email) from exc
@@ -161,11 +192,12 @@ class MongoStore(DataStore):
         *,
         revoke_tokens: bool = False,
         keep_token: str | None = None,
+        effects: Sequence[Effect] = (),
     ) -> bool:
         """Apply a change (False: no such user); DuplicateEmail when the email is taken.
 
         With `revoke_tokens`, the user's tokens except `keep_token` are deleted in the same
-        transaction.
+        transaction, as are `effects` recorded.
         """
         fields: Document = {"updated_ts": change.updated_ts}
         if change.email is not None:
@@ -189,9 +221,7 @@ class MongoStore(DataStore):
                 await self._coll(TOKENS, tenant_id).delete_many(query, session=session)
             return True
 
-        if not revoke_tokens:
-            return await work(None)
-        return await atomically(self._client, work)
+        return await self._with_effects(work, effects, atomic=revoke_tokens)
 
     async def set_login_ts(self, tenant_id: str, user_id: str, when: datetime) -> None:
         """Record a successful login."""
@@ -199,10 +229,13 @@ class MongoStore(DataStore):
             {"_id": user_id}, {"$set": {"login_ts": when}}
         )
 
-    async def delete_user(self, tenant_id: str, user_id: str) -> bool:
-        """Delete a user with their tokens and settings; False when there was no such user."""
+    async def delete_user(
+        self, tenant_id: str, user_id: str, *, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Delete a user with their tokens and settings, with `effects`; False (and no
+        effects) when there was no such user."""
 
-        async def work(session: AsyncClientSession) -> bool:
+        async def work(session: AsyncClientSession | None) -> bool:
             result = await self._coll(USERS, tenant_id).delete_one(
                 {"_id": user_id}, session=session
             )
@@ -212,7 +245,7 @@ class MongoStore(DataStore):
             )
             return result.deleted_count > 0
 
-        return await atomically(self._client, work)
+        return await self._with_effects(work, effects, atomic=True)
 
     async def add_tenant(self, tenant_id: str, when: datetime) -> None:
         """Record a tenant (idempotent)."""
@@ -222,10 +255,17 @@ class MongoStore(DataStore):
 
     # -- tokens ----------------------------------------------------------------------------
 
-    async def insert_token(self, tenant_id: str, token: StoredToken) -> None:
-        """Store an issued token; DuplicateTokenName for a taken personal token name."""
+    async def insert_token(
+        self, tenant_id: str, token: StoredToken, *, effects: Sequence[Effect] = ()
+    ) -> None:
+        """Store an issued token with `effects`; DuplicateTokenName for a taken personal
+        token name."""
+
+        async def work(session: AsyncClientSession | None) -> None:
+            await self._coll(TOKENS, tenant_id).insert_one(_token_doc(token), session=session)
+
         try:
-            await self._coll(TOKENS, tenant_id).insert_one(_token_doc(token))
+            await self._with_effects(work, effects)
         except DuplicateKeyError as exc:
             raise DuplicateTokenName(token.name or "") from exc
 
@@ -254,10 +294,19 @@ class MongoStore(DataStore):
             {"_id": token_id}, {"$set": {"last_used": when}}
         )
 
-    async def delete_token(self, tenant_id: str, *, user_id: str, token_id: str) -> bool:
-        """Delete one of a user's tokens; False when it did not exist."""
-        result = await self._coll(TOKENS, tenant_id).delete_one({"_id": token_id, "sub": user_id})
-        return result.deleted_count > 0
+    async def delete_token(
+        self, tenant_id: str, *, user_id: str, token_id: str, effects: Sequence[Effect] = ()
+    ) -> bool:
+        """Delete one of a user's tokens, with `effects`; False (and no effects) when it did
+        not exist."""
+
+        async def work(session: AsyncClientSession | None) -> bool:
+            result = await self._coll(TOKENS, tenant_id).delete_one(
+                {"_id": token_id, "sub": user_id}, session=session
+            )
+            return result.deleted_count > 0
+
+        return await self._with_effects(work, effects)
 
     async def delete_tokens(self, tenant_id: str, *, user_id: str | None = None) -> int:
         """Delete the tokens of a user, or of the whole tenant; return how many went."""
