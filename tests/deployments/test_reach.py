@@ -8,6 +8,7 @@ from datetime import timedelta
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
+from common.core.outbox import Outbox
 from services.deployments.app.reach import Reach
 from services.deployments.config import Settings
 from services.deployments.main import create_app
@@ -95,7 +96,8 @@ class TestOneReplica:
                 await release.wait()
                 return lists
 
-        reach = Reach(SlowStore(mongo[settings.mongo_db]), max_devices=10)
+        db = mongo[settings.mongo_db]
+        reach = Reach(SlowStore(db, outbox=Outbox(db, ())), max_devices=10)
         first = asyncio.create_task(reach.unreachable("", "dev"))
         await loading.wait()
         await create_deployment(service.client, name="x", artifact_name="app-2.0", devices=["dev"])
