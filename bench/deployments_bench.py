@@ -555,8 +555,10 @@ def _report(runs: list[Run], load_before: str) -> str:
         "",
         "| request | queries | what |",
         "| --- | ---: | --- |",
-        "| poll, nothing to do | 3 | active device deployment, newest finished one, next"
-        " deployment listing the device |",
+        "| poll, nothing to do | 0 | no active deployment lists the device (the replica's"
+        " snapshot of them, loaded with 1 query per tenant when a deployment appears) |",
+        "| poll, nothing to do, listed | 3 | active device deployment, newest finished one,"
+        " next deployment listing the device |",
         "| poll, first of a deployment | 7 | the 3 above, smallest compatible artifact, then"
         " one transaction: counter claim (`$inc` with room check), insert of the device"
         " deployment, commit |",

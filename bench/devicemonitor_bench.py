@@ -13,10 +13,12 @@ gateway, services only decode them). One device:
   posting every second); the CPU time of the service and of the database per sample;
 - `batched`: `--hours` of per-second samples (86,400 for a day) posted `--batch` at a time
   (an agent that reports once a minute what it sampled every second); CPU per sample;
-- `query`: the range over the whole time with the default bucket (about 300 points), for
-  one metric and for every metric of the device (7), `--queries` times each: latency
-  (median, p95) and the service's and database's CPU per query; the answer is checked
-  (every bucket counts its samples).
+- `query`: the range over the whole time with the default bucket (5 minutes for a day,
+  about 300 points), for one metric and for every metric of the device (7), `--queries`
+  times each: latency (median, p95) and the service's and database's CPU per query. The
+  bounds are on the five-minute grid, so the five-minute statistics are read; once more
+  with bounds a minute inside, which reads the per-minute statistics. Every answer is
+  checked: its buckets count exactly the samples in the range.
 
 Every sample carries two sensors, CPU total and two cores, memory used and total: seven
 metrics, as in the tests. Results go to `bench/results/devicemonitor.md`.
@@ -62,10 +64,17 @@ USER_AUTH: Final = {
 }
 
 
+_MINUTE: Final = timedelta(minutes=1)
+
+
+def _z(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
 def _sample(at: datetime, i: int) -> dict[str, Any]:
     cpu = 20 + (i % 600) / 10
     return {
-        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "timestamp": _z(at),
         "hwmon": {
             "temperature": [{"name": "CPU", "value": 40 + (i % 97) / 4, "unit": "Celsius"}],
             "voltage": [{"name": "12V", "value": 11.8 + (i % 7) / 100, "unit": "Volt"}],
@@ -156,9 +165,11 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
     service = _spawn(env, work / "devicemonitor.log")
     base = f"http://127.0.0.1:{port}"
     total = args.hours * 3600
-    # The day ends a minute ago: every sample is in the past, as a device's would be.
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
-    start = end - timedelta(seconds=total + args.single)
+    # The day ends on the five-minute grid, in the past as a device's samples would be.
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    end = now - timedelta(minutes=5 + now.minute % 5)
+    sent = total + args.single
+    start = end - timedelta(seconds=sent)
     assert database.pid is not None
     lines: list[str] = []
     try:
@@ -184,14 +195,17 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             ]
             with Meter(service.pid, database.pid) as batched:
                 await _post_all(session, base, batches, _progress("batched", len(batches)))
-            bounds = [
-                ("from", start.isoformat().replace("+00:00", "Z")),
-                ("to", end.isoformat().replace("+00:00", "Z")),
-            ]
+            bounds = [("from", _z(start)), ("to", _z(end))]
+            inside = [("from", _z(start + _MINUTE)), ("to", _z(end - _MINUTE))]
             queries: dict[str, tuple[list[float], Meter, dict[str, Any]]] = {}
-            for label, params in (
-                ("one metric (cpu/total)", [*bounds, ("metric", "cpu/total")]),
-                ("every metric (7)", bounds),
+            for label, params, expected in (
+                ("one metric (cpu/total)", [*bounds, ("metric", "cpu/total")], sent),
+                ("every metric (7)", bounds, sent),
+                (
+                    "one metric, bounds off the 5-minute grid",
+                    [*inside, ("metric", "cpu/total"), ("bucket", "300")],
+                    sent - 120,
+                ),
             ):
                 latencies = []
                 body: dict[str, Any] = {}
@@ -200,8 +214,8 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                         latency, body = await _query(session, base, params)
                         latencies.append(latency)
                 counted = sum(p["n"] for p in body["series"][0]["points"])
-                if counted != total + args.single:
-                    raise RuntimeError(f"{label}: {counted} samples counted, {total} sent")
+                if counted != expected:
+                    raise RuntimeError(f"{label}: {counted} samples counted, {expected} sent")
                 queries[label] = (latencies, meter, body)
         hours = await _hour_documents(database.url)
     finally:

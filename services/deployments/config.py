@@ -39,6 +39,11 @@ class Settings(BaseServiceSettings):
     # How long a claim on an artifact job (generation, direct upload) lasts unless its process
     # renews it: a job whose process died is taken up by a replica after this long.
     job_lease: Duration = timedelta(seconds=30)
+    # Idle polls: a device no active deployment lists is answered from memory. Each tenant's
+    # snapshot holds at most this many device ids (beyond it, polls go to the database); the
+    # deployments other replicas create are seen within `poll_snapshot_refresh`.
+    poll_snapshot_max_devices: Annotated[int, Field(ge=0)] = 200_000
+    poll_snapshot_refresh: Duration = timedelta(seconds=1)
     # Largest artifact accepted by an upload (Mender: storage.max_image_size).
     max_image_size: Annotated[int, Field(ge=1)] = 10 * _GIB
     # Largest raw file accepted by `POST /artifacts/generate`.

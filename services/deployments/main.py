@@ -28,6 +28,7 @@ from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.device import DeviceDeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
 from services.deployments.app.jobs import DirectUploadsApp, GenerateApp, reclaim_periodically
+from services.deployments.app.reach import Reach
 from services.deployments.app.releases import ReleasesApp
 from services.deployments.app.sweeper import StorageSweeper
 from services.deployments.app.tasks import BackgroundTasks
@@ -90,8 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks = BackgroundTasks()
             stack.push_async_callback(tasks.close)
             artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
-            deployments = DeploymentsApp(store, inventory)
-            device = DeviceDeploymentsApp(store, storage, signer)
+            reach = Reach(store, max_devices=settings.poll_snapshot_max_devices)
+            deployments = DeploymentsApp(store, inventory, reach)
+            device = DeviceDeploymentsApp(store, storage, signer, reach)
             # One holder id for this process: its claims on artifact jobs.
             leases = LeaseTerms(duration=settings.job_lease)
             generate = GenerateApp(
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 releases=ReleasesApp(store, artifacts),
                 deployments=deployments,
                 device=device,
+                reach=reach,
                 generate=generate,
                 uploads=uploads,
                 downloads=DownloadsApp(storage, signer, device, uploads),
@@ -134,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 name="reclaim-jobs",
             )
             upkeep.spawn(deployments.recount_unfinished(), name="recount-statistics")
+            refreshing = reach.refresh_periodically(settings.poll_snapshot_refresh.total_seconds())
+            upkeep.spawn(refreshing, name="refresh-active-deployments")
             sweeper = StorageSweeper(
                 store,
                 storage,

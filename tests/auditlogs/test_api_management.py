@@ -131,6 +131,7 @@ class TestListLogs:
             ({"created_after": "yesterday"}, 'invalid created_after: "yesterday" is not a Unix'),
             ({"created_before": "1e3"}, 'invalid created_before: "1e3" is not a Unix'),
             ({"created_before": str(10**20)}, "is out of range"),
+            ({"created_after": "99999999999999"}, '"99999999999999" is out of range'),
             (
                 {"created_after": T0_UNIX + 1, "created_before": T0_UNIX},
                 "created_after must not be later than created_before",
@@ -204,6 +205,7 @@ class TestExportLogs:
         [
             ({"limit": "all"}, 'invalid limit: "all" is not a number'),
             ({"limit": 0}, "invalid limit: must be at least 1"),
+            ({"limit": 10**30}, "invalid limit: must be at most 10000000"),
             ({"object_type": "spaceship"}, 'invalid object_type: "spaceship"'),
             ({"created_after": "x"}, 'invalid created_after: "x"'),
         ],

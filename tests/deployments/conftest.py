@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,6 +112,9 @@ def settings(
         storage_path=tmp_path / "storage",
         presign_secret=TEST_SECRET,
         inventory_addr=_inventory_server[1].url,
+        # One process per test: the periodic refresh of the idle-poll snapshots (for other
+        # replicas' deployments, tested on its own) stays out of the queries tests count.
+        poll_snapshot_refresh=timedelta(hours=1),
     )
 
 

@@ -24,6 +24,7 @@ from services.deviceconnect.app.protocol import (
     decode,
     encode,
 )
+from tests.auditlogs.live import live_auditlogs
 from tests.deviceconnect.conftest import INTERNAL, MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import open_ws, user_token
 from tests.toolkit import assert_error, eventually
@@ -360,6 +361,26 @@ class TestAuditEvents:
             "request_id": [first["request_id"]],
         }
         assert first["request_id"]
+
+    async def test_auditlogs_records_what_is_sent(
+        self, serve_with: ServeFactory, mongo_url: str, db_name: str
+    ) -> None:
+        device_id = str(uuid.uuid4())
+        async with live_auditlogs(mongo_url, f"{db_name}_audit") as auditlogs:
+            async with (
+                serve_with(auditlogs_addr=auditlogs.url) as running,
+                running.device(device_id, "t1"),
+                user_ws(running, device_id, tenant="t1") as ws,
+            ):
+                sid = await start_shell(ws)
+                await ws.send(encode(Frame(SHELL, "stop")))
+                await next_frame(ws, "stop")
+                events = await auditlogs.wait_for(2, "t1")
+        assert [e["action"] for e in events] == ["open_terminal", "close_terminal"]
+        for event in events:
+            assert event["actor"] == {"id": "user-1", "type": "user"}
+            assert event["object"] == {"id": device_id, "type": "device"}
+            assert event["meta"]["session_id"] == [sid]
 
 
 class TestCommands:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import httpx
@@ -26,6 +26,8 @@ __all__ = [
     "DEVICE_API",
     "INTERNAL",
     "MANAGEMENT",
+    "RETENTION",
+    "START",
     "alert",
     "device_headers",
     "outbox",
@@ -36,6 +38,9 @@ DEVICE_API: Final = "/api/devices/v1/devicemonitor"
 MANAGEMENT: Final = "/api/management/v1/devicemonitor"
 INTERNAL: Final = "/api/internal/v1/devicemonitor"
 START: Final = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+# The tests' times are fixed and past: telemetry kept this long does not expire under them
+# (the TTL monitor runs on the real clock).
+RETENTION: Final = timedelta(days=36_500)
 
 
 def alert(
@@ -75,7 +80,9 @@ def clock() -> ManualClock:
 @pytest.fixture
 def settings(mongo_url: str, db_name: str) -> Settings:
     """A devicemonitor with no peers (effects for them are not kept)."""
-    return Settings(mongo_url=mongo_url, mongo_db=db_name, dev_mode=True)
+    return Settings(
+        mongo_url=mongo_url, mongo_db=db_name, dev_mode=True, telemetry_retention=RETENTION
+    )
 
 
 @pytest.fixture

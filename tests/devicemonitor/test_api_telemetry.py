@@ -12,8 +12,14 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
-from services.devicemonitor.config import Settings
-from tests.devicemonitor.conftest import DEVICE_API, MANAGEMENT, START, device_headers, user_headers
+from tests.devicemonitor.conftest import (
+    DEVICE_API,
+    MANAGEMENT,
+    RETENTION,
+    START,
+    device_headers,
+    user_headers,
+)
 from tests.toolkit import ManualClock, assert_error
 
 DEVICE = "5d4c3b2a-1908-4f7e-8d6c-5b4a39281706"
@@ -196,8 +202,9 @@ class TestHourOfSamples:
         # Storage: one document for the device's hour, expiring after the retention.
         docs = await mongo[db_name]["samples"].find({}).to_list()
         assert [(d["device_id"], d["hour"]) for d in docs] == [(DEVICE, START)]
-        assert docs[0]["expire_at"] == START + timedelta(hours=1) + Settings().telemetry_retention
+        assert docs[0]["expire_at"] == START + timedelta(hours=1) + RETENTION
         assert len(docs[0]["metrics"]["cpu/total"]) == 60
+        assert len(docs[0]["fives"]["cpu/total"]) == 12
         found = await _range(
             hour,
             metric=["cpu/total", "temperature/CPU"],
@@ -236,6 +243,19 @@ class TestHourOfSamples:
             _z(START + timedelta(minutes=40)),
         ]
         assert [p["n"] for p in points] == [300, 600, 600, 300]
+
+        # Bounds off the five-minute grid are read per minute: still exact.
+        odd = await _range(
+            hour,
+            metric="cpu/total",
+            bucket=300,
+            **{"from": _z(START + timedelta(minutes=13)), "to": _z(START + timedelta(minutes=27))},
+        )
+        points = odd["series"][0]["points"]
+        assert [p["n"] for p in points] == [120, 300, 300, 120]
+        values = [_cpu(i) for i in range(13 * 60, 15 * 60)]
+        assert points[0]["min"] == pytest.approx(min(values))
+        assert points[0]["avg"] == pytest.approx(sum(values) / len(values))
 
         # The defaults: the last hour, in about 300 buckets (here of a minute), every metric
         # the device has.
@@ -286,6 +306,7 @@ class TestRangeRefusals:
             ({"bucket": 60, "from": "2026-01-01T00:00:00Z"}, "at most 10000"),
             ({"metric": "disk/sda"}, "unknown metric 'disk/sda'"),
             ({"metric": "cpu/*"}, "name one metric, not a family"),
+            ({"metric": [f"cpu/{i}" for i in range(101)]}, "at most 100 a query, not 101"),
             (
                 {"from": "2026-03-01T13:00:00Z", "to": "2026-03-01T12:00:00Z"},
                 "from must be before to",

@@ -12,7 +12,14 @@ import pytest
 
 from services.devicemonitor.config import Settings
 from services.devicemonitor.main import create_app
-from tests.devicemonitor.conftest import DEVICE_API, MANAGEMENT, START, device_headers, user_headers
+from tests.devicemonitor.conftest import (
+    DEVICE_API,
+    MANAGEMENT,
+    RETENTION,
+    START,
+    device_headers,
+    user_headers,
+)
 from tests.toolkit import LiveServer, ManualClock, assert_error
 
 DEVICE = "2f1e0d9c-8b7a-4695-a4b3-c2d1e0f9a8b7"
@@ -25,6 +32,7 @@ async def server(mongo_url: str, db_name: str, clock: ManualClock) -> AsyncItera
         mongo_url=mongo_url,
         mongo_db=db_name,
         dev_mode=True,
+        telemetry_retention=RETENTION,
         stream_poll_interval=0.02,
         stream_keepalive=0.1,
     )

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.devicemonitor.app.downsample import HourStats, choose_bucket, downsample, gather
+from services.devicemonitor.app.downsample import (
+    HourStats,
+    choose_bucket,
+    downsample,
+    gather,
+    span_for,
+)
 from services.devicemonitor.app.errors import InvalidRequest
 from services.devicemonitor.models import MinuteStats, NewSample, Threshold, readings
 
@@ -62,6 +68,13 @@ class TestBuckets:
     def test_refused(self, bucket: int, fragment: str) -> None:
         with pytest.raises(InvalidRequest, match=fragment):
             choose_bucket(T0, T0 + timedelta(days=30), bucket)
+
+    def test_five_minute_statistics_when_aligned(self) -> None:
+        assert span_for(T0, T0 + timedelta(days=1), 300) == 300
+        assert span_for(T0, T0 + timedelta(days=1), 600) == 300
+        assert span_for(T0, T0 + timedelta(days=1), 60) == 60
+        assert span_for(T0 + timedelta(minutes=1), T0 + timedelta(days=1), 300) == 60
+        assert span_for(T0, T0 + timedelta(minutes=61), 300) == 60
 
     def test_downsample_aligned_and_clipped(self) -> None:
         start = int(T0.timestamp())

@@ -1,8 +1,10 @@
 """The audit trail of the whole stack: one of each audited action through the gateway, each
-found exactly once with its actor and object; also when auditlogs is down meanwhile."""
+found exactly once with its actor and object (remote access included); also when auditlogs
+is down meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -15,8 +17,12 @@ import pytest
 
 from common.core.claims import decode_claims
 from common.localstack.launcher import Stack
+from services.deviceconnect.app.protocol import SHELL, Frame, encode
 from tests.conftest import ADMIN_EMAIL
 from tests.deployments.helpers import ArtifactFactory
+from tests.deviceconnect.conftest import DEVICE_WS
+from tests.deviceconnect.fakes import FakeDevice, open_ws
+from tests.deviceconnect.test_api_sessions import next_frame, start_shell
 from tests.e2e.api import ManagementApi, RawDevice, unique_identity
 from tests.toolkit import assert_error, wait_until
 
@@ -113,18 +119,7 @@ class _Operator:
         device = RawDevice(self.stack.url, unique_identity(f"dev-{self.tag}"))
         try:
             assert device.auth_request().status_code == 401
-            pending = wait_until(
-                lambda: next(
-                    (
-                        d
-                        for d in self.http.get(DEVAUTH, params={"status": "pending"}).json()
-                        if d["identity_data"] == device.identity
-                    ),
-                    None,
-                ),
-                timeout=30,
-                what="the device pending",
-            )
+            pending = self._pending(device)
         finally:
             device.close()
         device_id, auth_id = pending["id"], pending["auth_sets"][0]["id"]
@@ -207,6 +202,47 @@ class _Operator:
         _ok(self.http.delete(f"{INTEGRATIONS}/{integration}"), 204)
         self._expect("delete", "integration", integration)
 
+    def remote_access(self) -> None:
+        """Accept a device, which connects as mender-connect does; a terminal session."""
+        device = RawDevice(self.stack.url, unique_identity(f"remote-{self.tag}"))
+        try:
+            assert device.auth_request().status_code == 401
+            pending = self._pending(device)
+            auth = f"{DEVAUTH}/{pending['id']}/auth/{pending['auth_sets'][0]['id']}/status"
+            _ok(self.http.put(auth, json={"status": "accepted"}), 204)
+            self._expect("accept", "device", pending["id"])
+            assert device.auth_request().status_code == 200
+            assert device.token is not None
+            asyncio.run(self._terminal(pending["id"], device.token))
+        finally:
+            device.close()
+        self._expect("open_terminal", "device", pending["id"])
+        self._expect("close_terminal", "device", pending["id"])
+
+    async def _terminal(self, device_id: str, device_token: str) -> None:
+        """A shell opened and stopped on the device through the gateway's websockets."""
+        ws_url = "ws" + self.stack.url.removeprefix("http")
+        user_token = self.http.headers["Authorization"].split()[1]
+        user_url = f"{ws_url}/api/management/v1/deviceconnect/devices/{device_id}/connect"
+        async with open_ws(ws_url + DEVICE_WS, device_token) as device_ws:
+            fake = FakeDevice(device_ws)
+            fake.start()
+            try:
+                async with open_ws(user_url, user_token, close_timeout=1) as ws:
+                    await start_shell(ws)
+                    await ws.send(encode(Frame(SHELL, "stop")))
+                    await next_frame(ws, "stop")
+            finally:
+                await fake.stop()
+
+    def _pending(self, device: RawDevice) -> dict[str, Any]:
+        def listed() -> dict[str, Any] | None:
+            devices = self.http.get(DEVAUTH, params={"status": "pending"}).json()
+            return next((d for d in devices if d["identity_data"] == device.identity), None)
+
+        found: dict[str, Any] = wait_until(listed, timeout=30, what="the device pending")
+        return found
+
     def everything(self) -> None:
         """Every audited action once."""
         self.users()
@@ -214,6 +250,7 @@ class _Operator:
         self.software()
         self.configuration()
         self.integration()
+        self.remote_access()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from services.deployments.app.deployments import DeploymentsApp
 from services.deployments.app.device import DeviceDeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
 from services.deployments.app.jobs import DirectUploadsApp, GenerateApp
+from services.deployments.app.reach import Reach
 from services.deployments.app.releases import ReleasesApp
 from services.deployments.app.tasks import BackgroundTasks
 from services.deployments.config import Settings
@@ -46,6 +47,8 @@ class Services:
     releases: ReleasesApp
     deployments: DeploymentsApp
     device: DeviceDeploymentsApp
+    # What the idle-poll path knows of the active deployments.
+    reach: Reach
     generate: GenerateApp
     uploads: DirectUploadsApp
     downloads: DownloadsApp

@@ -21,6 +21,7 @@ from services.deployments.app.errors import (
     NoArtifact,
     NoDevices,
 )
+from services.deployments.app.reach import Reach
 from services.deployments.app.statuses import MAX_PENDING_WALK, change_status
 from services.deployments.clients import Inventory
 from services.deployments.models import (
@@ -90,9 +91,11 @@ def _fresh_stats(pending: int) -> dict[str, int]:
 class DeploymentsApp:
     """Deployments as the operator sees them: created, listed, counted, aborted."""
 
-    def __init__(self, store: DataStore, inventory: Inventory) -> None:
+    def __init__(self, store: DataStore, inventory: Inventory, reach: Reach) -> None:
         self._store = store
         self._inventory = inventory
+        # Told of each new deployment, so that idle polls see it at once.
+        self._reach = reach
 
     # --- creation ---------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class DeploymentsApp:
                 "Invalid deployment definition: there is already an active deployment "
                 "with the same parameters"
             ) from None
+        self._reach.forget(tenant_id)
         return deployment
 
     async def create_configuration(
@@ -222,6 +226,7 @@ class DeploymentsApp:
             )
         except DuplicateDeployment:
             raise Conflict("Deployment with given ID already exists") from None
+        self._reach.forget(tenant_id)
         return deployment
 
     # --- reads ------------------------------------------------------------------------

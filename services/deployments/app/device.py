@@ -10,6 +10,7 @@ from typing import Final
 
 from common.core.errors import BadRequest, Conflict, NotFound
 from services.deployments.app.errors import DeploymentNotFound
+from services.deployments.app.reach import Reach
 from services.deployments.app.statuses import MAX_PENDING_WALK, change_status
 from services.deployments.models import (
     Deployment,
@@ -66,17 +67,19 @@ class Instructions:
 class DeviceDeploymentsApp:
     """The device's side of deployments: `next`, status reports, logs, configuration links."""
 
-    def __init__(self, store: DataStore, storage: Storage, signer: URLSigner) -> None:
+    def __init__(self, store: DataStore, storage: Storage, signer: URLSigner, reach: Reach) -> None:
         self._store = store
         self._storage = storage
         self._signer = signer
+        self._reach = reach
 
     async def next_for_device(
         self, tenant_id: str, device_id: str, *, request: NextRequest, external_url: str
     ) -> Instructions | None:
         """What the device should install next, or None (204).
 
-        Cost per poll (indexed queries, asserted by the store tests): while an update is
+        A device that no active deployment lists gets None from memory (`Reach`). Otherwise,
+        cost per poll (indexed queries, asserted by the store tests): while an update is
         under way, 1 (the active device deployment, which embeds its artifact); with nothing
         to do, 3 (active, latest finished, next deployment); on the first poll of a new
         deployment, 7: those 3, the smallest compatible artifact, then one transaction of
@@ -85,6 +88,8 @@ class DeviceDeploymentsApp:
         artifact, already installed), +1 when the deployment's status moves forward (at
         most twice per deployment).
         """
+        if await self._reach.unreachable(tenant_id, device_id):
+            return None
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:
             latest = await self._store.find_latest_inactive_device_deployment(tenant_id, device_id)

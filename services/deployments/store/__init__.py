@@ -277,6 +277,10 @@ class DeploymentStore(Protocol):
         recording `effects`."""
         ...
 
+    async def active_device_lists(self, tenant_id: str) -> dict[str, list[str]]:
+        """The device list of each of a tenant's active (unfinished) deployments, by id."""
+        ...
+
     async def unfinished_deployments(self) -> list[tuple[str, str]]:
         """(tenant, id) of every tenant's deployments that are not finished."""
         ...

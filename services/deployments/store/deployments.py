@@ -252,6 +252,13 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
 
         await self._serially(tenant_id, deployment_id, work)
 
+    async def active_device_lists(self, tenant_id: str) -> dict[str, list[str]]:
+        """The device list of each of a tenant's active (unfinished) deployments, by id."""
+        cursor = self._c(DEPLOYMENTS, tenant_id).find(
+            {"active": True}, projection={"device_list": 1}
+        )
+        return {str(d["_id"]): list(d.get("device_list") or []) async for d in cursor}
+
     async def unfinished_deployments(self) -> list[tuple[str, str]]:
         """(tenant, id) of the deployments of every tenant not finished yet.
 

@@ -86,6 +86,8 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         IndexModel([_T, ("name", ASCENDING), ("created", ASCENDING)], name="deployment_name"),
         IndexModel([_T, ("artifact_name", ASCENDING), ("active", ASCENDING)]),
         IndexModel([_T, ("artifacts", ASCENDING), ("active", ASCENDING)]),
+        # The device lists of a tenant's active deployments (the idle-poll snapshot).
+        IndexModel([_T, ("active", ASCENDING)], name="tenant_id_active"),
         # The `next` lookup: active deployments listing a device, oldest first.
         IndexModel(
             [_T, ("device_list", ASCENDING), ("created", ASCENDING)],

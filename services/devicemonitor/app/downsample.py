@@ -1,8 +1,8 @@
 """Per-minute statistics: gathering readings into them, and downsampling them into buckets.
 
-Readings are kept per metric and minute (count, sum, lowest, highest); a range is answered
-by merging minutes into buckets of a whole number of minutes, aligned on the epoch so that
-the same bucket has the same bounds in every query.
+Readings are kept per metric and minute (count, sum, lowest, highest), and per five minutes;
+a range is answered by merging those into buckets of a whole number of minutes, aligned on
+the epoch so that the same bucket has the same bounds in every query.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ __all__ = [
     "downsample",
     "gather",
     "hour_of",
+    "span_for",
 ]
 
 MINUTE: Final = 60
+_FIVE_MINUTES: Final = 300
 # Most buckets one series may have, and how many a range gets by default.
 MAX_POINTS: Final = 10_000
 _DEFAULT_POINTS: Final = 300
@@ -67,6 +69,13 @@ def choose_bucket(start: datetime, end: datetime, bucket: int | None) -> int:
             f"at most {MAX_POINTS}, so a bucket of at least {-(-span // MAX_POINTS)} s"
         )
     return bucket
+
+
+def span_for(start: datetime, end: datetime, bucket: int) -> int:
+    """The statistics a range reads: per five minutes when its bounds and buckets are whole
+    multiples of five minutes (a fifth of the data), else per minute."""
+    aligned = (_epoch_seconds(start), _epoch_seconds(end), bucket)
+    return _FIVE_MINUTES if all(v % _FIVE_MINUTES == 0 for v in aligned) else MINUTE
 
 
 def downsample(

@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from services.devicemonitor.app.alerts import alert_effects
-from services.devicemonitor.app.downsample import HourStats, choose_bucket, downsample, gather
+from services.devicemonitor.app.downsample import (
+    HourStats,
+    choose_bucket,
+    downsample,
+    gather,
+    span_for,
+)
 from services.devicemonitor.app.errors import InvalidRequest, NoTelemetry
 from services.devicemonitor.app.validation import batch, check_device, check_not_future, parse
 from services.devicemonitor.models import (
@@ -37,6 +43,7 @@ from services.devicemonitor.store import (
 __all__ = ["Range", "TelemetryApp"]
 
 _MAX_THRESHOLDS: Final = 1000
+_MAX_SERIES: Final = 100
 _THRESHOLD: Final = "threshold"
 
 
@@ -201,6 +208,8 @@ class TelemetryApp:
 
         The range defaults to the last hour; its bounds are taken to whole minutes.
         """
+        if len(metrics) > _MAX_SERIES:
+            raise InvalidRequest(f"metric: at most {_MAX_SERIES} a query, not {len(metrics)}")
         for metric in metrics:
             try:
                 check_metric(metric)
@@ -214,7 +223,12 @@ class TelemetryApp:
             raise InvalidRequest("from must be before to")
         size = choose_bucket(start, end, bucket)
         found = await self._store.minutes(
-            tenant_id, device_id, metrics=list(metrics) or None, start=start, end=end
+            tenant_id,
+            device_id,
+            metrics=list(metrics) or None,
+            start=start,
+            end=end,
+            step=span_for(start, end, size),
         )
         names = list(metrics) or sorted(found)
         series = []

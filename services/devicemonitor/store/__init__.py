@@ -99,8 +99,8 @@ class StreamedSample:
     sample: dict[str, Any]
 
 
-# Per metric: its unit and its statistics by the minute they are of (its start in seconds
-# since the epoch), oldest first.
+# Per metric: its unit and its statistics by the span they are of (a minute, or five; its
+# start in seconds since the epoch), oldest first.
 Minutes = dict[str, tuple[str, list[tuple[int, MinuteStats]]]]
 
 
@@ -129,8 +129,10 @@ class TelemetryStore(Protocol):
         metrics: Sequence[str] | None,
         start: datetime,
         end: datetime,
+        step: int,
     ) -> Minutes:
-        """Per-minute statistics of the metrics (all if None) in the hours of [start, end)."""
+        """Statistics per `step` (60 or 300 s) of the metrics (all if None) in [start, end)'s
+        hours."""
         ...
 
     async def get_thresholds(self, tenant_id: str) -> Thresholds:

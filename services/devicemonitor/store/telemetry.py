@@ -1,8 +1,10 @@
 """Telemetry on MongoDB: one document per device and hour, the latest samples, thresholds.
 
 An hour's document holds, per metric and minute, the count, sum, lowest and highest reading
-(`metrics.<metric>.<MM>.{n,s,lo,hi}`), added to with `$inc`, `$min` and `$max`, so a report
-never reads it first and a document's size is bounded by the minutes of an hour. A report
+(`metrics.<metric>.<MM>.{n,s,lo,hi}`), and the same per five minutes (`fives.<metric>.<K>`,
+what a range in steps of five minutes reads: a fifth of the data), added to with `$inc`,
+`$min` and `$max`, so a report never reads it first and a document's size is bounded by the
+minutes of an hour. A report
 is one transaction: the hours' statistics, the device's latest samples and the metrics out
 of range (its `telemetry` document), the alerts they raise and the effects of those.
 """
@@ -33,6 +35,17 @@ __all__ = ["RECENT", "MongoTelemetryStore"]
 # Samples kept with the latest for streams to catch up from.
 RECENT: Final = 32
 _HOUR: Final = timedelta(hours=1)
+_MINUTES: Final = "metrics"
+_FIVES: Final = "fives"
+_FIELDS: Final = {60: _MINUTES, 300: _FIVES}
+
+
+def _fives(minutes: Mapping[int, MinuteStats]) -> dict[int, MinuteStats]:
+    merged: dict[int, MinuteStats] = {}
+    for minute, stats in minutes.items():
+        current = merged.get(minute // 5)
+        merged[minute // 5] = stats if current is None else current.merge(stats)
+    return merged
 
 
 def _hour_update(
@@ -42,12 +55,13 @@ def _hour_update(
     low: Document = {}
     high: Document = {}
     for metric, minutes in stats.items():
-        for minute, s in minutes.items():
-            base = f"metrics.{metric}.{minute:02d}"
-            inc[f"{base}.n"] = s.n
-            inc[f"{base}.s"] = s.total
-            low[f"{base}.lo"] = s.low
-            high[f"{base}.hi"] = s.high
+        for field, spans in ((_MINUTES, minutes), (_FIVES, _fives(minutes))):
+            for span, s in spans.items():
+                base = f"{field}.{metric}.{span:02d}"
+                inc[f"{base}.n"] = s.n
+                inc[f"{base}.s"] = s.total
+                low[f"{base}.lo"] = s.low
+                high[f"{base}.hi"] = s.high
     return {
         "$inc": inc,
         "$min": low,
@@ -163,13 +177,16 @@ class MongoTelemetryStore:
         metrics: Sequence[str] | None,
         start: datetime,
         end: datetime,
+        step: int,
     ) -> Minutes:
-        """Per-minute statistics of the metrics (all if None) in the hours of [start, end)."""
+        """Statistics per `step` (60 or 300 s) of the metrics (all if None) in [start, end)'s
+        hours."""
+        field = _FIELDS[step]
         projection: Document = {"hour": 1, "units": 1}
         if metrics is None:
-            projection["metrics"] = 1
+            projection[field] = 1
         else:
-            projection.update({f"metrics.{m}": 1 for m in metrics})
+            projection.update({f"{field}.{m}": 1 for m in metrics})
         first_hour = start.replace(minute=0, second=0, microsecond=0)
         cursor = (
             self._coll(SAMPLES, tenant_id)
@@ -180,11 +197,11 @@ class MongoTelemetryStore:
         async for doc in cursor:
             hour = int(doc["hour"].timestamp())
             units: dict[str, Any] = doc.get("units", {})
-            for metric, minutes in doc.get("metrics", {}).items():
+            for metric, spans in doc.get(field, {}).items():
                 _, series = found.setdefault(metric, (str(units.get(metric, "")), []))
                 series.extend(
-                    (hour + 60 * int(minute), MinuteStats(s["n"], s["s"], s["lo"], s["hi"]))
-                    for minute, s in sorted(minutes.items())
+                    (hour + step * int(span), MinuteStats(s["n"], s["s"], s["lo"], s["hi"]))
+                    for span, s in sorted(spans.items())
                 )
         return found
 
