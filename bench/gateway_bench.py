@@ -6,10 +6,11 @@
 Every server is its own process on 127.0.0.1 with one uvicorn worker (uvloop, httptools):
 
 - `upstream`: a FastAPI route returning a small JSON object;
-- `verifier`: a stub answering 200 to every token check (it counts them);
+- `issuer`: a stub of deviceauth and useradm publishing one public key and no revocations
+  (it counts how often it is asked);
 - `minimal proxy`: a bare raw-ASGI + aiohttp relay (`MinimalProxy` below), the baseline;
 - the Fleetport gateway (`python -m gateway`), token checks on: each request carries a
-  well-formed JWT on a device route, so it goes through the token cache and the verifier.
+  device JWT signed with the issuer's key, which the gateway checks itself.
 
 Load comes from `wrk` when it is on PATH, else from a small aiohttp load generator in this
 process (which then is the bottleneck; the report says which one ran). Results are written
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -47,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 
+from common.core.tokens import generate_key_file, load_signing_key, public_jwk  # noqa: E402
 from common.localstack.embedded import free_port  # noqa: E402
 
 RESULTS: Final = ROOT / "bench" / "results" / "gateway.md"
@@ -76,21 +78,35 @@ def _upstream_app() -> Any:
     return app
 
 
-class Verifier:
-    """Answers 200 to every token check; `GET /calls` tells how many it answered."""
+class Issuer:
+    """deviceauth's and useradm's token routes: one public key, no revocations; it counts
+    the requests (`GET /calls`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_file: str) -> None:
         self.calls = 0
+        key = load_signing_key(Path(key_file))
+        self._keys = json.dumps({"keys": [public_jwk(key.verifying())]}).encode()
 
     async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if scope["path"] == "/calls":
+        path: str = scope["path"]
+        status, body = 200, b""
+        if path == "/calls":
             body = str(self.calls).encode()
-        else:
+        elif path.endswith("/tokens/keys"):
             self.calls += 1
-            body = b""
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+            body = self._keys
+        elif path.endswith("/tokens/revocations"):
+            self.calls += 1
+            query = scope["query_string"].decode()
+            wait = float(dict(p.split("=") for p in query.split("&") if "=" in p).get("wait", 0))
+            # A long poll with nothing to say: held for as long as it may be.
+            await asyncio.sleep(wait)
+            body = b'{"revocations": [], "more": false}'
+        else:
+            status = 204
+        await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -165,7 +181,7 @@ class MinimalProxy:
 def _serve(role: str, port: int, upstream: str) -> None:
     apps: dict[str, Callable[[], Any]] = {
         "upstream": _upstream_app,
-        "verifier": Verifier,
+        "issuer": lambda: Issuer(upstream),
         "bulk": Bulk,
         "minproxy": lambda: MinimalProxy(upstream),
     }
@@ -252,20 +268,28 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer in time")
 
 
-def _token() -> str:
-    def part(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
+def _token(key_file: Path, *, user: bool = False) -> str:
+    """A device (or user) token signed with the issuer stub's key."""
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "jti": "a7a2c0b0-0000-4000-8000-000000000001",
         "sub": "d3a1c0b0-0000-4000-8000-000000000002",
         "iss": "Mender",
         "iat": now,
         "exp": now + 7 * 86400,
-        "mender.device": True,
     }
-    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+    if user:
+        claims.update({"scp": "mender.*", "mender.user": True})
+    else:
+        claims["mender.device"] = True
+    return load_signing_key(key_file).sign(claims)
+
+
+def _issuer_key() -> Path:
+    """A signing key for the issuer stub, in a file its process reads too."""
+    path = Path(tempfile.mkdtemp(prefix="gateway-bench-")) / "issuer.pem"
+    generate_key_file(path)
+    return path
 
 
 # --------------------------------------------------------------------------- load
@@ -371,10 +395,10 @@ def _load(url: str, connections: int, duration: float, token: str, use_wrk: bool
     return asyncio.run(_aiohttp_load(url, connections, duration, token))
 
 
-def _verifier_calls(verifier: Proc) -> int:
+def _issuer_calls(issuer: Proc) -> int:
     import urllib.request
 
-    with urllib.request.urlopen(f"{verifier.url}/calls", timeout=5) as resp:
+    with urllib.request.urlopen(f"{issuer.url}/calls", timeout=5) as resp:
         return int(resp.read())
 
 
@@ -392,20 +416,21 @@ def run_throughput(
     fleet = Fleet()
     try:
         upstream = fleet.serve("upstream")
-        verifier = fleet.serve("verifier")
+        key_file = _issuer_key()
+        issuer = fleet.serve("issuer", str(key_file))
         _wait_http(upstream.url + BENCH_PATH)
-        _wait_http(verifier.url + "/calls")
+        _wait_http(issuer.url + "/calls")
         minproxy = fleet.serve("minproxy", upstream.url)
         port = free_port()
         gateway = fleet.start(
             "gateway",
             [sys.executable, "-m", "gateway"],
-            _gateway_env(port, inventory=upstream.url, deviceauth=verifier.url),
+            _gateway_env(port, inventory=upstream.url, deviceauth=issuer.url),
             port,
         )
         _wait_http(minproxy.url + BENCH_PATH)
         _wait_http(gateway.url + "/status")
-        token = _token()
+        token = _token(key_file)
         targets = {
             "FastAPI route, direct": upstream.url + BENCH_PATH,
             "minimal raw-ASGI + aiohttp proxy": minproxy.url + BENCH_PATH,
@@ -417,7 +442,7 @@ def run_throughput(
             "Fleetport gateway (token checks on)": gateway,
         }
         results: dict[str, dict[int, Cell]] = {name: {} for name in targets}
-        calls_before = _verifier_calls(verifier)
+        calls_before = _issuer_calls(issuer)
         for connections in concurrencies:
             runs: dict[str, list[Run]] = {name: [] for name in targets}
             cpu = dict.fromkeys(targets, 0.0)
@@ -450,7 +475,7 @@ def run_throughput(
                     f"{cell.cpu_us:6.0f} CPU-us/req  runs {[round(x) for x in cell.runs]}",
                     flush=True,
                 )
-        return results, _verifier_calls(verifier) - calls_before
+        return results, _issuer_calls(issuer) - calls_before
     finally:
         fleet.stop()
 
@@ -535,17 +560,18 @@ def run_transfers(gib: float) -> list[Transfer]:
     fleet = Fleet()
     try:
         bulk = fleet.serve("bulk")
-        verifier = fleet.serve("verifier")
-        _wait_http(verifier.url + "/calls")
+        key_file = _issuer_key()
+        issuer = fleet.serve("issuer", str(key_file))
+        _wait_http(issuer.url + "/calls")
         port = free_port()
         gateway = fleet.start(
             "gateway",
             [sys.executable, "-m", "gateway"],
-            _gateway_env(port, deployments=bulk.url, useradm=verifier.url),
+            _gateway_env(port, deployments=bulk.url, useradm=issuer.url),
             port,
         )
         _wait_http(gateway.url + "/status")
-        token = _token()
+        token = _token(key_file, user=True)
         # Warm the gateway (first requests import and allocate what they need).
         asyncio.run(_upload(gateway.url + UPLOAD_PATH, 4 * 1024 * 1024, token))
         asyncio.run(_download(f"{gateway.url}{DOWNLOAD_PATH}?size={4 * 1024 * 1024}", 4 << 20))
@@ -607,7 +633,7 @@ def write_report(
     lines = ["# Gateway benchmark results", "", "Written by `bench/gateway_bench.py`.", ""]
     lines += [*_machine(), ""]
     if throughput is not None:
-        results, verifier_calls = throughput
+        results, issuer_calls = throughput
         concurrencies = sorted(next(iter(results.values())))
         lines += [
             "## One proxy hop",
@@ -621,9 +647,9 @@ def write_report(
                 "else the machine is doing. Everything runs on 127.0.0.1 with one uvicorn "
                 "worker per process (uvloop, httptools, the same server settings for all). "
                 "The upstream is a FastAPI route returning a small JSON object. The Fleetport "
-                "gateway checks a well-formed device JWT on every request (token cache on, "
-                f"default TTL 3 s); its verifier stub answered {verifier_calls} token checks "
-                "during all of the gateway's runs."
+                "gateway checks a signed device JWT on every request, itself: signature "
+                "(once per token), expiry and revocations; the issuer stub was asked "
+                f"{issuer_calls} times (keys, revocation long polls) during all of its runs."
             ),
             "",
             "| path | "
@@ -691,7 +717,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run one server of the benchmark (used internally)")
-    serve.add_argument("role", choices=["upstream", "verifier", "bulk", "minproxy"])
+    serve.add_argument("role", choices=["upstream", "issuer", "bulk", "minproxy"])
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--upstream", default="")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell")

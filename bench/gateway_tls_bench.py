@@ -3,7 +3,7 @@
     uv run python bench/gateway_tls_bench.py              # ~1 min
 
 The gateway (`python -m gateway`) runs in front of `gateway_bench.py`'s stub upstream and
-verifier, once plain and once with a self-signed P-256 certificate (what compose generates
+issuer, once plain and once with a self-signed P-256 certificate (what compose generates
 for a first run). A fixed number of requests go through it, from an aiohttp client in this
 process, in two shapes:
 
@@ -32,7 +32,7 @@ import aiohttp
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway_bench import BENCH_PATH, Fleet, _gateway_env, _token, _wait_http  # noqa: E402
+from gateway_bench import BENCH_PATH, Fleet, _gateway_env, _issuer_key, _token, _wait_http  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 
 from common.core.certificates import ensure_self_signed  # noqa: E402
@@ -56,8 +56,10 @@ class Measured:
         return 1000 * self.cpu / self.requests
 
 
-async def _drive(url: str, requests: int, *, keep_alive: bool, context: ssl.SSLContext) -> int:
-    headers = {"Authorization": f"Bearer {_token()}"}
+async def _drive(
+    url: str, token: str, requests: int, *, keep_alive: bool, context: ssl.SSLContext
+) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
     ok = 0
 
     async def worker(count: int) -> None:
@@ -89,7 +91,12 @@ async def _ready(url: str, context: ssl.SSLContext) -> None:
 
 
 def _measure(
-    fleet: Fleet, env: dict[str, str], scheme: str, requests: int, context: ssl.SSLContext
+    fleet: Fleet,
+    env: dict[str, str],
+    scheme: str,
+    token: str,
+    requests: int,
+    context: ssl.SSLContext,
 ) -> dict[bool, Measured]:
     port = free_port()
     gateway = fleet.start(
@@ -99,9 +106,9 @@ def _measure(
     asyncio.run(_ready(url, context))
     cells = {}
     for keep_alive in (True, False):
-        asyncio.run(_drive(url, CONNECTIONS * 10, keep_alive=keep_alive, context=context))
+        asyncio.run(_drive(url, token, CONNECTIONS * 10, keep_alive=keep_alive, context=context))
         before = cpu_seconds(gateway.pid)
-        ok = asyncio.run(_drive(url, requests, keep_alive=keep_alive, context=context))
+        ok = asyncio.run(_drive(url, token, requests, keep_alive=keep_alive, context=context))
         cells[keep_alive] = Measured(requests, ok, cpu_seconds(gateway.pid) - before)
     gateway.popen.terminate()
     gateway.popen.wait(10)
@@ -117,10 +124,12 @@ def main() -> int:
     fleet = Fleet()
     try:
         upstream = fleet.serve("upstream")
-        verifier = fleet.serve("verifier")
+        key_file = _issuer_key()
+        issuer = fleet.serve("issuer", str(key_file))
         _wait_http(upstream.url + BENCH_PATH)
-        _wait_http(verifier.url + "/calls")
-        addrs = {"inventory": upstream.url, "deviceauth": verifier.url}
+        _wait_http(issuer.url + "/calls")
+        addrs = {"inventory": upstream.url, "deviceauth": issuer.url}
+        token = _token(key_file)
         with tempfile.TemporaryDirectory() as tmp:
             cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
             ensure_self_signed(cert, key, ["127.0.0.1"])
@@ -128,8 +137,8 @@ def main() -> int:
             base = {f"GATEWAY_{n.upper()}_ADDR": a for n, a in addrs.items()}
             tls = {"GATEWAY_TLS_CERT_FILE": str(cert), "GATEWAY_TLS_KEY_FILE": str(key)}
             results = {
-                "http": _measure(fleet, base, "http", args.requests, context),
-                "https": _measure(fleet, base | tls, "https", args.requests, context),
+                "http": _measure(fleet, base, "http", token, args.requests, context),
+                "https": _measure(fleet, base | tls, "https", token, args.requests, context),
             }
     finally:
         fleet.stop()
