@@ -52,6 +52,7 @@ from common.core.tokens import generate_key_file, load_signing_key, public_jwk  
 from common.localstack.embedded import free_port  # noqa: E402
 
 RESULTS: Final = ROOT / "bench" / "results" / "gateway.md"
+TOKEN_SECTION: Final = "## Token checks on the device hot path"
 BENCH_PATH: Final = "/api/devices/v1/inventory/bench"
 UPLOAD_PATH: Final = "/api/management/v1/deployments/artifacts"
 DOWNLOAD_PATH: Final = "/api/devices/v1/deployments/download/bench-blob"
@@ -106,7 +107,8 @@ class Issuer:
             body = b'{"revocations": [], "more": false}'
         else:
             status = 204
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        headers = [(b"content-type", b"application/json")] if body else []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -708,7 +710,12 @@ def write_report(
             )
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    # `token_bench.py` keeps its results in the same file, from this heading on.
+    kept = path.read_text().partition(TOKEN_SECTION)[2] if path.exists() else ""
+    text = "\n".join(lines)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + TOKEN_SECTION + kept
+    path.write_text(text)
     print(f"wrote {path}")
 
 
