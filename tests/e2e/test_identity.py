@@ -39,9 +39,9 @@ def _assert_unauthorized(raw: RawDevice) -> None:
         response = raw.check_next()
         return response if response.status_code == 401 else None
 
-    # The gateway may keep a positive verification for GATEWAY_TOKEN_CACHE_TTL (3 s by
-    # default), so the refusal is awaited a little longer than that, with a read-only call
-    # (a write let through in that window would change what the test checks afterwards).
+    # A revocation made elsewhere reaches the gateway from deviceauth's feed within a
+    # moment, so the refusal is awaited, with a read-only call (a write let through in that
+    # window would change what the test checks afterwards).
     refused = wait_until(
         probe,
         timeout=REVOCATION_WINDOW,
