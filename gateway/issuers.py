@@ -30,8 +30,9 @@ from common.core.tokens import TokenVerifier, UnknownKey, verifying_key_from_jwk
 __all__ = ["Issuer", "IssuerUnavailable", "RevocationState", "TokenUse"]
 
 _log = logging.getLogger("gateway.issuers")
-# A long poll of the feed is held this long by the issuer (seconds).
-_LONG_POLL: Final = 20.0
+# A long poll of the feed is held this long by the issuer (seconds). A stopping issuer
+# answers its requests in flight before it exits, so this bounds how long a stop takes.
+_LONG_POLL: Final = 5.0
 # After a failed read of the keys or the feed, the next try waits this long.
 _RETRY: Final = 1.0
 # Expired revocations are dropped at most this often (seconds).

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["in_background"]
+
+# How long a cancelled task has to end before it is cancelled again (seconds).
+_RECANCEL: Final = 1.0
 
 
 @contextlib.asynccontextmanager
@@ -17,6 +20,10 @@ async def in_background(work: Coroutine[Any, Any, None], *, name: str) -> AsyncI
     try:
         yield
     finally:
-        task.cancel()
+        # A library call can swallow a cancellation (the work then carries on with its
+        # loop): cancel again until the task has ended.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_RECANCEL)
         with contextlib.suppress(asyncio.CancelledError):
             await task

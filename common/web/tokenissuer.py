@@ -20,7 +20,7 @@ from common.core.tokens import VerifyingKey, public_jwk
 __all__ = ["MAX_USES", "MAX_WAIT", "TokenIssuer", "TokenUse", "token_issuer_router"]
 
 # The longest a long poll of the feed is held (seconds).
-MAX_WAIT: Final = 30.0
+MAX_WAIT: Final = 10.0
 # The most token uses one report may carry.
 MAX_USES: Final = 10_000
 
