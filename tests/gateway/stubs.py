@@ -115,6 +115,10 @@ class IssuerControl:
         self.changed = asyncio.Event()
         return seq
 
+    def asked(self) -> list[str]:
+        """The reads other than the feed's long polls (a gateway renews those on its own)."""
+        return [path for path in self.reads if path != "revocations"]
+
     def reads_of(self, suffix: str) -> list[str]:
         """The recorded reads of issuer paths ending in `suffix`."""
         return [path for path in self.reads if path.endswith(suffix)]

@@ -77,7 +77,7 @@ class TestMissingOrMalformed:
             r = await gw.client.get(DEVICE_PATH, headers=_bearer(bad))
             assert assert_error(r, 401) == "malformed token"
         # Refused without a look at the issuers' keys.
-        assert issuers.reads == []
+        assert issuers.asked() == []
 
 
 class TestDeviceTokens:

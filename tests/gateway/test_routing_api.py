@@ -60,7 +60,7 @@ class TestRouteTable:
         assert body["path"] == path
         assert r.headers["x-upstream"] == route.upstream
         # Tokens are checked by the gateway itself: no issuer is asked.
-        assert issuers.reads == []
+        assert issuers.asked() == []
 
     async def test_path_and_query_untouched(self, gw: RunningGateway) -> None:
         raw = "/api/management/v1/useradm/auth/login/a%2Fb%20c/%7Euser;x=1"

@@ -52,7 +52,7 @@ class TestDeviceConnect:
             await ws.send(frame)
             assert await ws.recv() == frame[::-1]
         # Checked by the gateway itself.
-        assert issuers.reads == []
+        assert issuers.asked() == []
 
     async def test_upstream_handshake_carries_credentials_and_request_id(
         self, gw: RunningGateway, upstreams: Upstreams
@@ -209,7 +209,7 @@ class TestUserSessions:
         async with _open(gw, path, make_token(device=False)) as ws:
             await ws.send(b"\x81\xa3hdr")
             assert await ws.recv() == b"rdh\xa3\x81"
-        assert issuers.reads == []
+        assert issuers.asked() == []
 
     async def test_playback_with_jwt_cookie(self, gw: RunningGateway, upstreams: Upstreams) -> None:
         token = make_token(device=False)
