@@ -67,7 +67,7 @@ class TestFeed:
 
     async def test_bad_parameters(self, client: httpx.AsyncClient) -> None:
         assert_error(await client.get(FEED, params={"after": -1}), 400, "after")
-        assert_error(await client.get(FEED, params={"wait": 31}), 400, "wait")
+        assert_error(await client.get(FEED, params={"wait": 11}), 400, "wait")
 
     async def test_token_deleted(
         self, client: httpx.AsyncClient, device: FakeDevice, clock: ManualClock
