@@ -8,10 +8,11 @@ what the gateway does with it after the device is rejected or decommissioned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import httpx
@@ -30,6 +31,7 @@ __all__ = [
     "INVENTORY_V2",
     "ManagementApi",
     "RawDevice",
+    "accepted_device",
     "attribute_map",
     "public_pem",
     "same_key",
@@ -446,3 +448,19 @@ class RawDevice:
         """Ask for a deployment the read-only v1 way (`GET next` with query parameters)."""
         params = {"artifact_name": artifact_name, "device_type": device_type}
         return self.http.get(DEVICE_NEXT_V1, params=params, headers=self._auth())
+
+
+@contextlib.contextmanager
+def accepted_device(
+    api: ManagementApi, base_url: str, prefix: str
+) -> Iterator[tuple[RawDevice, str]]:
+    """A new device, accepted through the management API and holding a token; and its id."""
+    raw = RawDevice(base_url, unique_identity(prefix))
+    try:
+        assert raw.auth_request().status_code == 401
+        pending = api.wait_for_device(raw.identity, status="pending")
+        api.accept(pending)
+        assert raw.auth_request().status_code == 200
+        yield raw, pending["id"]
+    finally:
+        raw.close()

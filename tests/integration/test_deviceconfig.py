@@ -13,7 +13,7 @@ import pytest
 
 from common.localstack.launcher import Stack
 from services.deployments.artifact import ArtifactParser
-from tests.e2e.api import DEVICECONFIG, ManagementApi, RawDevice, unique_identity
+from tests.e2e.api import DEVICECONFIG, ManagementApi, RawDevice, accepted_device
 from tests.toolkit import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,15 +26,8 @@ EDITED: Final = {"timezone": "Europe/Oslo", "ntp_server": "pool.ntp.org", "empty
 @pytest.fixture
 def device(stack: Stack, api: ManagementApi) -> Iterator[tuple[RawDevice, str]]:
     """An accepted device holding a token, and its id."""
-    raw = RawDevice(stack.url, unique_identity("config"))
-    try:
-        assert raw.auth_request().status_code == 401
-        pending = api.wait_for_device(raw.identity, status="pending")
-        api.accept(pending)
-        assert raw.auth_request().status_code == 200
-        yield raw, pending["id"]
-    finally:
-        raw.close()
+    with accepted_device(api, stack.url, "config") as found:
+        yield found
 
 
 class TestWebUiConfigurationTab:

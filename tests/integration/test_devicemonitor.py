@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from common.localstack.launcher import Stack
-from tests.e2e.api import ManagementApi, RawDevice, unique_identity
+from tests.e2e.api import ManagementApi, RawDevice, accepted_device
 from tests.toolkit import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,15 +25,8 @@ AUDIT: Final = "/api/management/v1/auditlogs/logs"
 @pytest.fixture
 def device(stack: Stack, api: ManagementApi) -> Iterator[tuple[RawDevice, str]]:
     """An accepted device holding a token, and its id."""
-    raw = RawDevice(stack.url, unique_identity("monitor"))
-    try:
-        assert raw.auth_request().status_code == 401
-        pending = api.wait_for_device(raw.identity, status="pending")
-        api.accept(pending)
-        assert raw.auth_request().status_code == 200
-        yield raw, pending["id"]
-    finally:
-        raw.close()
+    with accepted_device(api, stack.url, "monitor") as found:
+        yield found
 
 
 def _alert(level: str) -> dict[str, Any]:
