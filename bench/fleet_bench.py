@@ -52,6 +52,7 @@ from typing import Any, Final
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -184,6 +185,14 @@ LIMIT: Final = "same-box limit"
 FLEETPORT: Final = "Fleetport"
 
 
+async def _db_ops(ops: OpCounter) -> int:
+    """Database operations so far; asked again once if a long run let the connection drop."""
+    try:
+        return sum((await ops.counts()).values())
+    except AutoReconnect:
+        return sum((await ops.counts()).values())
+
+
 def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -191,9 +200,9 @@ def _loadavg() -> str:
 async def _measure(name: str, target: str, pids: dict[str, int], ops: OpCounter, load: Any) -> Run:
     """Run `load` (a coroutine giving a Tally) and what every process spent meanwhile."""
     cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
-    ops_before = sum((await ops.counts()).values())
+    ops_before = await _db_ops(ops)
     tally = await load
-    db_ops = sum((await ops.counts()).values()) - ops_before
+    db_ops = await _db_ops(ops) - ops_before
     cpu = {process: cpu_seconds(pid) - cpu_before[process] for process, pid in pids.items()}
     run = Run(name, target, tally, cpu, {p: rss_kib(pid) for p, pid in pids.items()}, db_ops, "")
     run.load = _loadavg()
