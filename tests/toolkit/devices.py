@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 __all__ = [
     "AUTH_REQUESTS",
     "DEVICE_INVENTORY",
-    "DeviceKey",
     "NEXT_V2",
+    "DeviceKey",
     "Retrying",
     "SimulatedDevice",
     "device_id_of",
