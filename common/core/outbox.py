@@ -487,7 +487,7 @@ class OutboxRelay:
         return Attempt(outcome, f"HTTP {status}: {response.text[:500]}")
 
     def _backoff(self, failures: int) -> float:
-        return min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
+        return min(self._max_backoff, 0.5 * 2.0 ** min(failures, 10))
 
     def _pause(self, peer: str) -> None:
         """The peer cannot be reached: try it again after a backoff (once per outage step)."""
