@@ -49,7 +49,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         if config.server_fallback_priv_key_path is not None:
             keys.append(load_signing_key(config.server_fallback_priv_key_path))
         relay = OutboxRelay(
-            res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
+            res.db,
+            res.http,
+            config.peers(),
+            poll_interval=config.outbox_poll_interval,
+            concurrency=config.outbox_concurrency,
         )
         async with (
             relay.running(),
