@@ -1,16 +1,13 @@
-"""The outbox relay at scale: lanes in parallel and in order, merged requests, replicas, kills."""
+"""The outbox relay at scale: lanes in parallel and in order, merged requests, replicas,
+a relay stopped mid-batch."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import random
-import signal
-import sys
-import textwrap
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,49 +206,22 @@ class TestReplicas:
         _assert_lane_order(peer.paths(), 30, 4)
 
 
-# A relay in a process of its own, delivering with short leases until it is killed.
-_RELAY = textwrap.dedent(
-    """
-    import asyncio, sys
-    import httpx
-    from pymongo import AsyncMongoClient
-    from common.core.outbox import OutboxRelay
-
-    async def main(url, name, peer):
-        client = AsyncMongoClient(url, tz_aware=True)
-        async with httpx.AsyncClient(timeout=30) as http:
-            relay = OutboxRelay(client[name], http, {"inventory": peer}, lease=1.0, batch=40)
-            while True:
-                await relay.deliver_due()
-
-    asyncio.run(main(*sys.argv[1:]))
-    """
-)
-
-
 class TestCrash:
-    async def test_a_relay_killed_mid_batch_loses_nothing(
-        self,
-        mongo: AsyncMongoClient[Document],
-        mongo_url: str,
-        db_name: str,
-        peer: _Peer,
-        http: httpx.AsyncClient,
+    async def test_a_relay_stopped_mid_batch_loses_nothing(
+        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
     ) -> None:
+        # A relay keeps nothing but what it wrote: stopped dead while its batch is in flight
+        # (claimed, sent, nothing recorded), it leaves what a killed process leaves.
         db = mongo[db_name]
         await Outbox(db, INVENTORY).add(_device_effects(20, 3))
         peer.gate.clear()  # requests are received, then held unanswered
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-c", _RELAY, mongo_url, db_name, peer.url),
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-        )
-        try:
-            await eventually(lambda: len(peer.received) >= 10, what="a batch in flight")
-            os.kill(process.pid, signal.SIGKILL)
-        finally:
-            await process.wait()
-        received = len(peer.received)
-        assert received < 60
+        doomed = OutboxRelay(db, http, {"inventory": peer.url}, lease=1.0, batch=40)
+        task = asyncio.create_task(doomed.deliver_due())
+        await eventually(lambda: len(peer.received) >= 10, what="a batch in flight")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert len(peer.received) < 60
         peer.gate.set()
 
         relay = OutboxRelay(db, http, {"inventory": peer.url}, poll_interval=0.1)
@@ -260,12 +230,12 @@ class TestCrash:
             async def drained() -> bool:
                 return await Outbox(db, INVENTORY).pending() == []
 
-            await eventually(drained, what="the survivors delivered what the killed one held")
+            await eventually(drained, what="the survivor delivered what the stopped one held")
 
-        # Everything arrived; what the killed relay had in flight came again, same key.
+        # Everything arrived; what the stopped relay had in flight came again, same key.
         keys = [key for _, _, key in peer.received]
         assert len(set(keys)) == 60
-        assert len(keys) >= 60 + 1
+        assert len(keys) > 60
         _assert_lane_order(peer.paths(), 20, 3)
 
 
