@@ -45,7 +45,7 @@ _T = TypeVar("_T")
 class _OperationCounter(monitoring.CommandListener):
     """Counts each command towards the request that caused it (`common.core.metrics`)."""
 
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
+    def started(self, _event: monitoring.CommandStartedEvent) -> None:
         count_database_operation()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
