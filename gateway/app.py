@@ -9,6 +9,9 @@ check (internal paths are never routed, so services' health endpoints are not re
 through it). With the web UI deployed (`ui_addr`), `/ui/...` is proxied to it without a
 token check, as Mender's own gateway does, and `/` and `/ui` redirect to `/ui/` on the
 scheme and host the client used.
+
+Every HTTP request is measured under its route-table entry (`gateway.metrics`); the metrics
+are served by a listener of their own, never here.
 """
 
 from __future__ import annotations
