@@ -78,6 +78,11 @@ OUTBOX_DELIVERIES: Final = Counter(
     ["peer", "outcome"],
 )
 
+# The labelled series already looked up, by (route, method, status) and by route: as bounded
+# as the labels, and cheaper than `labels()` on every request.
+_durations: dict[tuple[str, str, int], Histogram] = {}
+_operation_counts: dict[str, Histogram] = {}
+
 # The database commands of the request being handled; None outside requests.
 _operations: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "fleetport_db_operations", default=None
@@ -136,10 +141,20 @@ class RequestMetrics:
             elapsed = time.perf_counter() - started
             _operations.reset(token)
             route = self._route_of(scope)
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            REQUEST_DURATION.labels(route, method, str(status)).observe(elapsed)
+            _duration_series(route, scope["method"], status).observe(elapsed)
             if self._database:
-                DATABASE_OPERATIONS.labels(route).observe(counter[0])
+                series = _operation_counts.get(route)
+                if series is None:
+                    series = _operation_counts[route] = DATABASE_OPERATIONS.labels(route)
+                series.observe(counter[0])
+
+
+def _duration_series(route: str, method: str, status: int) -> Histogram:
+    key = (route, method if method in _METHODS else "OTHER", status)
+    series = _durations.get(key)
+    if series is None:
+        series = _durations[key] = REQUEST_DURATION.labels(*key[:2], str(status))
+    return series
 
 
 async def _send_exposition(send: _Send) -> None:
