@@ -34,7 +34,7 @@ from typing import Any, Final
 from common.core.revocations import tenant_key, token_key
 from common.core.tokens import TokenExpired, TokenInvalid
 from gateway.issuers import Issuer, IssuerUnavailable, TokenUse
-from gateway.metrics import TOKEN_CACHE, TOKEN_CHECKS
+from gateway.metrics import token_cache, token_checks
 from gateway.routes import AuthMode
 
 __all__ = ["DEVICE_CLAIMS", "USER_CLAIMS", "Denial", "TokenGate"]
@@ -131,9 +131,9 @@ class TokenGate:
         try:
             denial = await self._check(mode, token)
         except IssuerUnavailable:
-            TOKEN_CHECKS.labels(mode.value, "unavailable").inc()
+            token_checks(mode.value, "unavailable").inc()
             raise
-        TOKEN_CHECKS.labels(mode.value, "accepted" if denial is None else denial.reason).inc()
+        token_checks(mode.value, "accepted" if denial is None else denial.reason).inc()
         return denial
 
     async def _check(self, mode: AuthMode, token: str) -> Denial | None:
@@ -141,7 +141,7 @@ class TokenGate:
             return _MISSING
         device = mode is AuthMode.DEVICE
         checked = self._checked[mode].get(token)
-        TOKEN_CACHE.labels(mode.value, "miss" if checked is None else "hit").inc()
+        token_cache(mode.value, "miss" if checked is None else "hit").inc()
         if checked is None:
             verdict = await self._verify(mode, token)
             if isinstance(verdict, Denial):

@@ -13,6 +13,7 @@ route table as the route (`/api/devices/v{N}/deployments`), or `/status`, `ui`, 
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Final
 from wsgiref.simple_server import WSGIServer
@@ -26,6 +27,8 @@ __all__ = [
     "TOKEN_CHECKS",
     "WEBSOCKETS",
     "MetricsListener",
+    "token_cache",
+    "token_checks",
 ]
 
 TOKEN_CACHE: Final = Counter(
@@ -57,6 +60,18 @@ WEBSOCKETS: Final = Gauge(
     "and users' sessions).",
     ["upstream"],
 )
+
+
+@functools.cache
+def token_cache(kind: str, result: str) -> Counter:
+    """The series of `TOKEN_CACHE` for these labels, looked up once."""
+    return TOKEN_CACHE.labels(kind, result)
+
+
+@functools.cache
+def token_checks(kind: str, outcome: str) -> Counter:
+    """The series of `TOKEN_CHECKS` for these labels, looked up once."""
+    return TOKEN_CHECKS.labels(kind, outcome)
 
 
 class MetricsListener:

@@ -19,6 +19,7 @@ scrape reads cached values and never queries the database.
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
@@ -78,11 +79,6 @@ OUTBOX_DELIVERIES: Final = Counter(
     ["peer", "outcome"],
 )
 
-# The labelled series already looked up, by (route, method, status) and by route: as bounded
-# as the labels, and cheaper than `labels()` on every request.
-_durations: dict[tuple[str, str, int], Histogram] = {}
-_operation_counts: dict[str, Histogram] = {}
-
 # The database commands of the request being handled; None outside requests.
 _operations: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "fleetport_db_operations", default=None
@@ -141,20 +137,22 @@ class RequestMetrics:
             elapsed = time.perf_counter() - started
             _operations.reset(token)
             route = self._route_of(scope)
-            _duration_series(route, scope["method"], status).observe(elapsed)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            _duration_series(route, method, status).observe(elapsed)
             if self._database:
-                series = _operation_counts.get(route)
-                if series is None:
-                    series = _operation_counts[route] = DATABASE_OPERATIONS.labels(route)
-                series.observe(counter[0])
+                _operations_series(route).observe(counter[0])
 
 
+# The labelled series, each looked up once (`labels()` costs more than the observation);
+# the caches are as bounded as the labels.
+@functools.cache
 def _duration_series(route: str, method: str, status: int) -> Histogram:
-    key = (route, method if method in _METHODS else "OTHER", status)
-    series = _durations.get(key)
-    if series is None:
-        series = _durations[key] = REQUEST_DURATION.labels(*key[:2], str(status))
-    return series
+    return REQUEST_DURATION.labels(route, method, str(status))
+
+
+@functools.cache
+def _operations_series(route: str) -> Histogram:
+    return DATABASE_OPERATIONS.labels(route)
 
 
 async def _send_exposition(send: _Send) -> None:
