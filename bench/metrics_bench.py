@@ -5,7 +5,8 @@
 In one process, with nothing else between the two: the CPU time per request of a bare ASGI
 app answering 204, called directly and through `common.core.metrics.RequestMetrics` (one
 histogram observation for the request, one for its database commands, a contextvar set and
-reset, the status watched), for the route label of a FastAPI app and of the gateway; and the
+reset, the status watched), for the route label of a FastAPI app and of the gateway (with
+the two counters its token check adds); and the
 CPU time per database command of the command listener `common.core.mongo` registers.
 Rounds alternate between the variants and the median round is reported, so a busy machine
 moves both alike. Results: `bench/results/metrics.md` (the gateway's end-to-end figure is
@@ -31,6 +32,7 @@ from pymongo import monitoring  # noqa: E402
 
 from common.core.metrics import RequestMetrics, _operations  # noqa: E402
 from common.core.mongo import create_client  # noqa: E402
+from gateway.metrics import token_cache, token_checks  # noqa: E402
 
 RESULTS: Final = ROOT / "bench" / "results" / "metrics.md"
 # Recorded by hand from `gateway_bench.py` runs (the file says how); kept by this script.
@@ -47,6 +49,13 @@ async def _bare(scope: _Scope, _receive: Any, send: Any) -> None:
     scope["route"] = _Route  # as the router leaves it
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _token_checked(scope: _Scope, receive: Any, send: Any) -> None:
+    # What the gateway's token check adds to a request: its two counters.
+    token_cache("device", "hit").inc()
+    token_checks("device", "accepted").inc()
+    await _bare(scope, receive, send)
 
 
 def _template(scope: _Scope) -> str:
@@ -102,6 +111,9 @@ async def _run(requests: int, rounds: int) -> dict[str, list[float]]:
         ),
         "through RequestMetrics (gateway: route-table entry)": RequestMetrics(
             _bare, route_of=_template, database=False
+        ),
+        "the same, plus the token check's two counters": RequestMetrics(
+            _token_checked, route_of=_template, database=False
         ),
     }
     results: dict[str, list[float]] = {name: [] for name in variants}
