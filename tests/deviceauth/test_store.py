@@ -165,21 +165,6 @@ class TestAuthSets:
         assert await store.list_auth_sets("", [device.id]) == [first]
         assert await store.list_auth_sets("", []) == []
 
-    async def test_reject_accepted(self, store: MongoStore) -> None:
-        device = _device()
-        keep = _auth_set(device, "K1", AuthStatus.ACCEPTED)
-        other = _auth_set(device, "K2", AuthStatus.ACCEPTED)
-        pending = _auth_set(device, "K3")
-        for a in (keep, other, pending):
-            await store.insert_auth_set("", a)
-        assert await store.reject_accepted_auth_sets("", device.id, keep=keep.id) == [other.id]
-        statuses = {a.id: a.status for a in await store.list_auth_sets("", [device.id])}
-        assert statuses == {
-            keep.id: AuthStatus.ACCEPTED,
-            other.id: AuthStatus.REJECTED,
-            pending.id: AuthStatus.PENDING,
-        }
-
     async def test_stamp_only_accepted(self, store: MongoStore) -> None:
         device = _device()
         accepted = _auth_set(device, "K1", AuthStatus.ACCEPTED)
