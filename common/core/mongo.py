@@ -28,6 +28,7 @@ from pymongo.results import (
 )
 
 from common.core.errors import ServiceUnavailable
+from common.core.metrics import count_database_operation
 
 __all__ = [
     "Document",
@@ -47,7 +48,20 @@ _Session = AsyncClientSession | None
 _T = TypeVar("_T")
 
 
-_listeners: list[monitoring.CommandListener] = []
+class _OperationCounter(monitoring.CommandListener):
+    """Counts each command towards the request that caused it (`common.core.metrics`)."""
+
+    def started(self, _event: monitoring.CommandStartedEvent) -> None:
+        count_database_operation()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_listeners: list[monitoring.CommandListener] = [_OperationCounter()]
 
 
 def add_command_listener(listener: monitoring.CommandListener) -> None:

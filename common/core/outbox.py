@@ -42,6 +42,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.background import in_background
+from common.core.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
 from common.core.mongo import Document
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
@@ -66,6 +67,7 @@ _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
 # Answers that say the peer as a whole is unavailable, not that one effect failed.
 _UNAVAILABLE: Final = frozenset({502, 503, 504})
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
+_MEASURE_EVERY: Final = 10.0  # seconds between two counts of the backlog
 
 # One index serves each peer's queue in order: the relay reads its oldest pending effects.
 OUTBOX_INDEXES: Final = {
@@ -277,6 +279,10 @@ class OutboxRelay:
     delete for what was delivered). An effect retried holds its lane; other lanes go on.
     A peer that cannot be reached (connection error, 502, 503 or 504) is paused, with the
     same backoff as an effect, instead of being tried once per pending lane.
+
+    It also keeps the outbox's metrics (`common.core.metrics`): the deliveries by outcome as
+    they happen, and every few seconds the backlog and the age of the oldest effect per
+    peer, from indexed queries whose cost does not depend on how often they are scraped.
     """
 
     def __init__(
@@ -306,6 +312,7 @@ class OutboxRelay:
         self._failures: dict[str, int] = {}
         self._paused_until: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._measured = -_MEASURE_EVERY
 
     @property
     def deployed(self) -> frozenset[str]:
@@ -341,6 +348,8 @@ class OutboxRelay:
         while True:
             try:
                 await self.deliver_due()
+                if time.monotonic() - self._measured >= _MEASURE_EVERY:
+                    await self.measure()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive a database hiccup
@@ -458,6 +467,7 @@ class OutboxRelay:
             attempt = await send(docs)
         if attempt.outcome is Outcome.REFUSED and len(docs) > 1:
             return [(await self._attempt(peer, send, [doc]))[0] for doc in docs]
+        OUTBOX_DELIVERIES.labels(peer, attempt.outcome.value).inc(len(docs))
         return [attempt] * len(docs)
 
     async def _send_http(self, peer: str, base_url: str, docs: list[Document]) -> Attempt:
@@ -485,6 +495,18 @@ class OutboxRelay:
         elif outcome is Outcome.DONE:
             self._failures.pop(peer, None)
         return Attempt(outcome, f"HTTP {status}: {response.text[:500]}")
+
+    async def measure(self) -> None:
+        """Set the backlog and oldest-effect gauges of every deployed peer: a count over the
+        index's (peer, state) prefix and the first effect in its order."""
+        self._measured = time.monotonic()
+        now = _now()
+        for peer in sorted(self.deployed):
+            pending: Document = {"peer": peer, "state": "pending"}
+            OUTBOX_BACKLOG.labels(peer).set(await self._coll.count_documents(pending))
+            head = await self._coll.find_one(pending, {"created_ts": 1}, sort=[("_id", ASCENDING)])
+            oldest = now if head is None else head["created_ts"]
+            OUTBOX_OLDEST_AGE.labels(peer).set((now - oldest).total_seconds())
 
     def _backoff(self, failures: int) -> float:
         return min(self._max_backoff, 0.5 * 2.0 ** min(failures, 10))
