@@ -15,6 +15,7 @@ from common.core.leases import LeaseTerms
 from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.deployments.api.deps import Services
+from services.deployments.api.devices import LEAN_ROUTES
 from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
 from services.deployments.api.devices import router as devices_router
 from services.deployments.api.internal import PREFIX as INTERNAL_PREFIX
@@ -157,4 +158,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
         stream_paths=STREAM_PATHS,
+        lean_routes=LEAN_ROUTES,
     )

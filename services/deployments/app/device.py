@@ -73,6 +73,10 @@ class DeviceDeploymentsApp:
         self._signer = signer
         self._reach = reach
 
+    async def idle(self, tenant_id: str, device_id: str) -> bool:
+        """Whether the device's `next` is a 204 from memory: no active deployment lists it."""
+        return await self._reach.unreachable(tenant_id, device_id)
+
     async def next_for_device(
         self, tenant_id: str, device_id: str, *, request: NextRequest, external_url: str
     ) -> Instructions | None:
@@ -88,7 +92,7 @@ class DeviceDeploymentsApp:
         artifact, already installed), +1 when the deployment's status moves forward (at
         most twice per deployment).
         """
-        if await self._reach.unreachable(tenant_id, device_id):
+        if await self.idle(tenant_id, device_id):
             return None
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:
