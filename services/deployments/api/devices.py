@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
@@ -34,6 +34,7 @@ from services.deployments.api.schemas import (
     NextV2Request,
     StatusReport,
 )
+from services.deployments.app.device import Unchanged
 from services.deployments.app.downloads import ARTIFACT_CONTENT_TYPE
 from services.deployments.models import LogMessage, NextRequest
 
@@ -82,20 +83,32 @@ def _v1_provides(body: NextV1Request) -> dict[str, object]:
     return provides
 
 
+# A poll may send back the `ETag` of its last answer (`app.polltags`): an extension the
+# Mender client does not use; without it the status and body are Mender's.
+IfNoneMatch = Annotated[str | None, Header()]
+
+
 async def _answer(
     identity_tenant: str,
     device_id: str,
     request: NextRequest,
     device: DeviceDeploymentsAppDep,
     external_url: str,
+    if_none_match: str | None,
 ) -> Response:
     instructions = await device.next_for_device(
-        identity_tenant, device_id, request=request, external_url=external_url
+        identity_tenant,
+        device_id,
+        request=request,
+        external_url=external_url,
+        if_none_match=if_none_match,
     )
     if instructions is None:
         return Response(status_code=204)
+    if isinstance(instructions, Unchanged):
+        return Response(status_code=304, headers={"ETag": instructions.tag})
     body = InstructionsOut.of(instructions).model_dump_json(exclude_none=True)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"ETag": instructions.tag})
 
 
 @router.get(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
@@ -105,10 +118,13 @@ async def check_update(
     external_url: ExternalURL,
     artifact_name: Annotated[str, Query()] = "",
     device_type: Annotated[str, Query()] = "",
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Next update for the device (204: nothing to do); query artifact_name, device_type."""
     request = _next_request({"artifact_name": artifact_name, "device_type": device_type})
-    return await _answer(identity.tenant, identity.subject, request, device, external_url)
+    return await _answer(
+        identity.tenant, identity.subject, request, device, external_url, if_none_match
+    )
 
 
 @router.post(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
@@ -117,10 +133,13 @@ async def check_update_post(
     identity: DeviceIdentity,
     device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Next update for the device, from its provides (v1 body)."""
     request = _next_request(_v1_provides(body))
-    return await _answer(identity.tenant, identity.subject, request, device, external_url)
+    return await _answer(
+        identity.tenant, identity.subject, request, device, external_url, if_none_match
+    )
 
 
 @router.post(PREFIX_V2 + "/device/deployments/next", response_model=InstructionsOut)
@@ -129,10 +148,13 @@ async def check_update_v2(
     identity: DeviceIdentity,
     device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Next update for the device, from `device_provides` (what the client tries first)."""
     request = _next_request(dict(body.device_provides))
-    return await _answer(identity.tenant, identity.subject, request, device, external_url)
+    return await _answer(
+        identity.tenant, identity.subject, request, device, external_url, if_none_match
+    )
 
 
 @router.put(PREFIX_V1 + "/device/deployments/{id}/status", status_code=204)
