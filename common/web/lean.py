@@ -10,8 +10,8 @@ same way, and leaves every other case (errors included) to it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +27,7 @@ class LeanAnswer:
     """A complete response: status, headers (lower-case names) and body."""
 
     status: int
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    headers: Sequence[tuple[bytes, bytes]] = ()
     body: bytes = b""
 
 
@@ -60,7 +60,7 @@ class LeanRoutes:
             size += len(message.get("body", b""))
             complete = not message.get("more_body", False)
         answer = None
-        if complete:
+        if complete and size <= _MAX_BODY:
             answer = await handler(scope, b"".join(m.get("body", b"") for m in received))
         if answer is None:
             await self.app(scope, _replay(received, receive), send)
