@@ -188,11 +188,16 @@ class TestReplicas:
             tag = (await _poll(a, "dev")).headers["etag"]
             _not_modified(await _poll(b, "dev", tag), tag)
             # A replica with another secret makes other tags, and takes none of these.
-            assert (await _poll(c, "dev", tag)).status_code == 200
+            elsewhere = await _poll(c, "dev", tag)
+            assert elsewhere.status_code == 200
+            assert elsewhere.json()["id"] == deployment_id
+            assert elsewhere.headers["etag"] != tag
             aborted = await a.put(
                 f"{DEPLOYMENTS}/{deployment_id}/status",
                 json={"status": "aborted"},
                 headers=user_headers(),
             )
             assert aborted.status_code == 204
-            assert (await _poll(b, "dev", tag)).status_code == 204
+            after = await _poll(b, "dev", tag)
+            assert after.status_code == 204
+            assert "etag" not in after.headers
