@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from devices import register_device  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
+from sections import write_section  # noqa: E402
 
 from common.localstack.embedded import free_port  # noqa: E402
 from common.localstack.launcher import DATABASE, Stack  # noqa: E402
@@ -51,8 +52,6 @@ LOGIN: Final = "/api/management/v1/useradm/auth/login"
 ADMIN: Final = ("bench@example.com", "correct-horse-battery")
 # The processes whose CPU is counted, as `Stack.pids()` names them.
 MEASURED: Final = ("gateway", "deviceauth", "deployments", DATABASE)
-_BEGIN: Final = "<!-- token-bench {label} -->"
-_END: Final = "<!-- /token-bench {label} -->"
 
 
 @dataclass
@@ -132,7 +131,6 @@ def _measure(
 
 def _report(label: str, results: list[Result], devices: int, connections: int, cold: bool) -> str:
     lines = [
-        _BEGIN.format(label=label),
         f"### Device hot path: idle `POST …/deployments/next` ({label})",
         "",
         f"Written by `bench/token_bench.py --label {label}` on "
@@ -153,19 +151,7 @@ def _report(label: str, results: list[Result], devices: int, connections: int, c
     for r in results:
         cells = [f"{r.cpu_us.get(name, 0.0):,.0f}" for name in MEASURED]
         lines.append(f"| {r.target} | {r.rps:,.0f} | {' | '.join(cells)} | {r.errors} |")
-    lines.append(_END.format(label=label))
     return "\n".join(lines) + "\n"
-
-
-def _write(label: str, section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Gateway benchmark results\n"
-    begin, end = _BEGIN.format(label=label), _END.format(label=label)
-    if begin in text and end in text:
-        head, _, rest = text.partition(begin)
-        text = head + section.rstrip("\n") + rest.partition(end)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -211,7 +197,8 @@ def main() -> None:
             ]
         finally:
             stack.stop()
-    _write(args.label, _report(args.label, results, args.devices, args.connections, args.cold))
+    section = _report(args.label, results, args.devices, args.connections, args.cold)
+    write_section(RESULTS, "Gateway benchmark results", f"token-bench {args.label}", section)
     print(f"written to {RESULTS}")
 
 

@@ -31,6 +31,7 @@ from tests.deviceauth.conftest import (
     sign,
 )
 from tests.toolkit import assert_error
+from tests.toolkit.devices import device_id_of, public_key_pem, signed_auth_request
 
 KEY_KINDS = ["rsa2048", "rsa3072", "p256", "p384", "p521", "ed25519"]
 
@@ -414,3 +415,29 @@ class TestP224:
         device = FakeDevice(key, {"mac": "p224"})
         _, _, token = await admit(client, device)
         assert token.count(".") == 2
+
+
+class TestSimulatedDevice:
+    """The device simulator of the tests and benchmarks (`tests.toolkit.devices`) signs its
+    auth requests as the Mender client does, with either key type a device may hold."""
+
+    @pytest.mark.parametrize("kind", ["rsa2048", "ed25519"])
+    async def test_its_signed_request_is_accepted_and_its_tampered_one_refused(
+        self, client: httpx.AsyncClient, device_key: Callable[[str], PrivateKey], kind: str
+    ) -> None:
+        key = device_key(kind)
+        assert isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey)
+        identity = {"mac": "02:00:00:00:00:42"}
+        r = await client.post(
+            f"{MGMT}/devices",
+            json={"identity_data": identity, "pubkey": public_key_pem(key)},
+            headers=USER,
+        )
+        assert r.status_code == 201, r.text
+        body, headers = signed_auth_request(key, identity)
+        # The same request with one more space: its signature no longer matches.
+        r = await client.post(AUTH_REQUESTS, content=body.replace(b"\n", b" \n"), headers=headers)
+        assert_error(r, 401, "signature")
+        r = await client.post(AUTH_REQUESTS, content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert device_id_of(r.text) == (await list_devices(client))[0]["id"]

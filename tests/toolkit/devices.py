@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 __all__ = [
     "AUTH_REQUESTS",
     "DEVICE_INVENTORY",
     "NEXT_V2",
+    "DeviceKey",
     "Retrying",
     "SimulatedDevice",
     "device_id_of",
@@ -38,13 +39,16 @@ NEXT_V2: Final = "/api/devices/v2/deployments/device/deployments/next"
 # How long the client waits before trying a failed request again (shortened for tests).
 RETRY_PAUSE: Final = 0.2
 
+# The key types a simulated device may hold (the client's defaults: RSA-2048 or Ed25519).
+DeviceKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
 
 def status_url(deployment_id: str) -> str:
     """Where a device reports its status in a deployment."""
     return f"/api/devices/v1/deployments/device/deployments/{deployment_id}/status"
 
 
-def public_key_pem(key: ed25519.Ed25519PrivateKey) -> str:
+def public_key_pem(key: DeviceKey) -> str:
     """The SubjectPublicKeyInfo PEM of a device key, as the client sends it."""
     return (
         key.public_key()
@@ -53,8 +57,15 @@ def public_key_pem(key: ed25519.Ed25519PrivateKey) -> str:
     )
 
 
+def _signature(key: DeviceKey, body: bytes) -> bytes:
+    """The client's signature of a body: Ed25519, or PKCS#1 v1.5 over SHA-256 with RSA."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(body, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(body)
+
+
 def signed_auth_request(
-    key: ed25519.Ed25519PrivateKey, identity: Mapping[str, str], *, tenant_token: str = ""
+    key: DeviceKey, identity: Mapping[str, str], *, tenant_token: str = ""
 ) -> tuple[bytes, dict[str, str]]:
     """The body and headers of an auth request, laid out and signed as the client does."""
     id_data = json.dumps(dict(identity), separators=(",", ":"), sort_keys=True)
@@ -63,7 +74,7 @@ def signed_auth_request(
     headers = {
         "Content-Type": "application/json",
         "Authorization": "Bearer",
-        "X-MEN-Signature": base64.b64encode(key.sign(body)).decode(),
+        "X-MEN-Signature": base64.b64encode(_signature(key, body)).decode(),
     }
     return body, headers
 
