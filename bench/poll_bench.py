@@ -10,10 +10,11 @@ polls, `POST /api/devices/v2/deployments/device/deployments/next` answered 204, 
 the JWT of one of the devices in turn, with `--connections` requests in flight, to:
 
 - **Fleetport**: the gateway, which checks the token and proxies to deployments;
-- **the limit**: what a poll cannot cost much less than on this machine: a bare raw-ASGI +
-  aiohttp proxy hop (`MinimalProxy` of `gateway_bench.py`) in front of a raw ASGI app
-  (`LimitApp` below) that verifies the device JWT's signature with deviceauth's public key
-  and does one indexed `find_one` (the device by `_id`) on the same database server.
+- **the limit**: what a poll cannot cost much less than on this machine, as `fleet_bench.py`
+  runs it: a bare raw-ASGI + aiohttp proxy hop (`MinimalProxy` of `gateway_bench.py`) in
+  front of a raw ASGI app (`Limit` of `fleet_bench.py`) that verifies the device JWT's
+  signature with deviceauth's public key and does one indexed `find_one` (the device by
+  `_id` in deviceauth's database) on the same database server.
 
 The two alternate for `--rounds` runs of `--seconds` each. For each it reports requests/s
 (median of the runs), p50 and p99 latency (over all requests), and the CPU time (user +
@@ -34,82 +35,23 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
-import uvicorn
-from pymongo import AsyncMongoClient
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway_bench import Fleet, MinimalProxy, Receive, Scope, Send, _wait_http  # noqa: E402
+from gateway_bench import Fleet, _wait_http  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
+from sections import write_section  # noqa: E402
 from token_bench import ADMIN, NEXT, POLL, _register  # noqa: E402
 
-from common.core.tokens import TokenInvalid, TokenVerifier, load_signing_key  # noqa: E402
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
 from common.localstack.launcher import Stack  # noqa: E402
 
 RESULTS: Final = ROOT / "bench" / "results" / "poll.md"
-LIMIT_DB: Final = "poll_limit"
-_BEGIN: Final = "<!-- poll-bench {label} -->"
-_END: Final = "<!-- /poll-bench {label} -->"
-
-
-class LimitApp:
-    """A raw ASGI poll: the device JWT's signature checked, one indexed `find_one`, 204."""
-
-    def __init__(self, mongo_url: str, key_file: str) -> None:
-        self._mongo_url = mongo_url
-        self._verifier = TokenVerifier([load_signing_key(Path(key_file))])
-        self._client: AsyncMongoClient[dict[str, Any]] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    self._client = AsyncMongoClient(self._mongo_url)
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    assert self._client is not None
-                    await self._client.close()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        assert self._client is not None
-        more = True
-        while more:
-            message = await receive()
-            more = message.get("more_body", False)
-        status = 401
-        auth = dict(scope["headers"]).get(b"authorization", b"").decode()
-        try:
-            claims = self._verifier.verify(auth.removeprefix("Bearer "))
-        except TokenInvalid:
-            claims = None
-        if claims is not None:
-            found = await self._client[LIMIT_DB]["devices"].find_one({"_id": claims["sub"]})
-            status = 204 if found is not None else 404
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-
-def _serve(role: str, port: int, upstream: str, mongo_url: str, key_file: str) -> None:
-    app: Any = MinimalProxy(upstream) if role == "proxy" else LimitApp(mongo_url, key_file)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        lifespan="on",
-    )
+FLEET_BENCH: Final = ROOT / "bench" / "fleet_bench.py"
 
 
 @dataclass
@@ -178,18 +120,6 @@ def _run(target: Target, tokens: list[str], connections: int, seconds: float) ->
     print(f"{target.name:<10} {len(latencies) / elapsed:8,.0f} req/s  errors {errors}", flush=True)
 
 
-async def _seed_limit(mongo_url: str, tokens: list[str]) -> None:
-    """The limit's devices, one document each, found by `_id` (always indexed)."""
-    from common.core.claims import decode_claims
-
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
-    try:
-        devices = client[LIMIT_DB]["devices"]
-        await devices.insert_many([{"_id": decode_claims(t)["sub"]} for t in tokens])
-    finally:
-        await client.close()
-
-
 def _idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     """CPU ms per second each process spends with no requests (background loops)."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -203,7 +133,6 @@ def _report(
     fleetport, limit = targets
     names = sorted({n for t in targets for n in t.pids})
     lines = [
-        _BEGIN.format(label=label),
         f"### Idle `POST …/deployments/next` through the gateway and the limit ({label})",
         "",
         f"Written by `bench/poll_bench.py --label {label}` on "
@@ -237,20 +166,8 @@ def _report(
         f"Fleetport / limit: throughput {ratio:.2f}x, p99 {p99:.2f}x; "
         f"runs (req/s): Fleetport {', '.join(f'{r:,.0f}' for r in fleetport.rps)}; "
         f"limit {', '.join(f'{r:,.0f}' for r in limit.rps)}.",
-        _END.format(label=label),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _write(label: str, section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Idle poll against the limit\n"
-    begin, end = _BEGIN.format(label=label), _END.format(label=label)
-    if begin in text and end in text:
-        head, _, rest = text.partition(begin)
-        text = head + section.rstrip("\n") + rest.partition(end)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -274,18 +191,14 @@ def _bench(args: argparse.Namespace) -> None:
             if created.returncode != 0:
                 raise RuntimeError(f"create-user failed: {created.stderr}")
             tokens = asyncio.run(_register(stack, args.devices))
-            mongo_url = database.url
-            asyncio.run(_seed_limit(mongo_url, tokens))
             key = str(Path(work) / "keys" / "deviceauth.pem")
-            extra = ["--mongo-url", mongo_url, "--key-file", key]
             port = free_port()
-            argv = [sys.executable, __file__, "serve", "limit", "--port", str(port), *extra]
+            argv = [sys.executable, str(FLEET_BENCH), "serve-limit", "--port", str(port)]
+            argv += ["--mongo-url", database.url, "--key-file", key]
             app = fleet.start("limit app", argv, {}, port)
-            port = free_port()
-            argv = [sys.executable, __file__, "serve", "proxy", "--port", str(port)]
-            proxy = fleet.start("limit proxy", [*argv, "--upstream", app.url, *extra], {}, port)
+            proxy = fleet.serve("minproxy", app.url)
             for proc in (app, proxy):
-                _wait_http(proc.url)
+                _wait_http(proc.url, timeout=120)
             pids = stack.pids()
             assert database.pid is not None
             db = {"database": database.pid}
@@ -309,31 +222,21 @@ def _bench(args: argparse.Namespace) -> None:
             fleet.stop()
             stack.stop()
             database.stop()
-    _write(args.label, _report(args.label, targets, idle, args))
+    section = _report(args.label, targets, idle, args)
+    write_section(RESULTS, "Idle poll against the limit", f"poll-bench {args.label}", section)
     print(f"written to {RESULTS}")
 
 
 def main() -> None:
-    """Run the benchmark and record it (or, `serve`, one of the limit's processes)."""
+    """Run the benchmark and record it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run one process of the limit (used internally)")
-    serve.add_argument("role", choices=["limit", "proxy"])
-    serve.add_argument("--port", type=int, required=True)
-    serve.add_argument("--upstream", default="")
-    serve.add_argument("--mongo-url", default="")
-    serve.add_argument("--key-file", default="")
     parser.add_argument("--label", default="after", help="the report's section name")
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=10.0, help="unmeasured load first")
-    args = parser.parse_args()
-    if args.command == "serve":
-        _serve(args.role, args.port, args.upstream, args.mongo_url, args.key_file)
-    else:
-        _bench(args)
+    _bench(parser.parse_args())
 
 
 if __name__ == "__main__":
