@@ -21,10 +21,10 @@ _CONFIGURATION = "/api/internal/v1/deployments/tenants//configuration/deployment
 async def _poll(
     client: httpx.AsyncClient, device: str, tag: str | None = None, artifact: str = "old-1"
 ) -> httpx.Response:
-    headers: dict[str, str | bytes] = {**device_headers(device)}
+    headers = [(k.encode(), v.encode()) for k, v in device_headers(device).items()]
     if tag is not None:
         # As the bytes a client may send, not only ASCII.
-        headers["If-None-Match"] = tag.encode("latin-1")
+        headers.append((b"if-none-match", tag.encode("latin-1")))
     body = {"device_provides": {"artifact_name": artifact, "device_type": DEVICE_TYPE}}
     return await client.post(NEXT_V2, json=body, headers=headers)
 
