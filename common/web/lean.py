@@ -5,7 +5,9 @@ validating the body) costs several times what an idle device poll needs. A lean 
 coroutine that gets the request's scope and body and either answers it or declines with
 None; a declined request goes on to the FastAPI app with its body intact, so the app's
 route stays the one authority: a lean route answers only requests the app would answer the
-same way, and leaves every other case (errors included) to it.
+same way, and leaves every other case (errors included) to it. A lean route is keyed by
+its method and exact path, the template of the FastAPI route it stands in for, and the
+request metrics name what it answers by that path.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ class LeanAnswer:
 
 # Gets the scope (with `app`, the Starlette app) and the whole request body.
 LeanHandler = Callable[[Scope, bytes], Awaitable[LeanAnswer | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """Put in the scope as `route`, as FastAPI's routing leaves its route there: the request
+    metrics name an answered request by this path, the FastAPI route's own."""
+
+    path: str
 
 
 class LeanRoutes:
@@ -65,6 +75,7 @@ class LeanRoutes:
         if answer is None:
             await self.app(scope, _replay(received, receive), send)
             return
+        scope["route"] = _Answered(scope["path"])
         await send(
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
         )

@@ -11,6 +11,7 @@ from tests.deployments.conftest import Service
 from tests.deployments.flows import NEXT_V1, NEXT_V2, create_deployment, poll
 from tests.deployments.helpers import DEVICE_TYPE, ArtifactFactory, device_headers, user_headers
 from tests.toolkit import assert_error
+from tests.toolkit.metrics import Scrape
 
 _PROVIDES = {"artifact_name": "installed-0.1", "device_type": DEVICE_TYPE}
 _V2_BODY = json.dumps({"device_provides": _PROVIDES, "update_control_map": True}).encode()
@@ -63,6 +64,20 @@ class TestIdle:
         )
         assert asked.status_code == 204
         assert asked.headers["x-men-requestid"] == "poll-7"
+
+    async def test_measured_under_the_routes_template(self, service: Service) -> None:
+        series = {
+            "route": NEXT_V2,
+            "method": "POST",
+            "status": "204",
+        }
+        sample = "fleetport_http_request_duration_seconds_count"
+        before = Scrape((await service.client.get("/metrics")).text).value(sample, **series)
+        for _ in range(3):
+            assert (await poll(service.client, "lonely")).status_code == 204
+        after = Scrape((await service.client.get("/metrics")).text).value(sample, **series)
+        assert after - before == 3
+        assert service.services.reach.hits == 3
 
 
 class TestLeftToTheRoutes:
