@@ -22,6 +22,7 @@ from pymongo.errors import PyMongoError
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 from common.core.errors import ServiceUnavailable
+from common.core.metrics import count_database_operation
 
 __all__ = [
     "Document",
@@ -41,7 +42,20 @@ _Session = AsyncClientSession | None
 _T = TypeVar("_T")
 
 
-_listeners: list[monitoring.CommandListener] = []
+class _OperationCounter(monitoring.CommandListener):
+    """Counts each command towards the request that caused it (`common.core.metrics`)."""
+
+    def started(self, _event: monitoring.CommandStartedEvent) -> None:
+        count_database_operation()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_listeners: list[monitoring.CommandListener] = [_OperationCounter()]
 
 
 def add_command_listener(listener: monitoring.CommandListener) -> None:

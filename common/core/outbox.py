@@ -13,6 +13,10 @@ each lane delivered in order and independently of the others.
 A peer with neither an address nor a sender is not deployed: effects for it are not written
 (logged once per peer), and those written while it was deployed are deleted, with a log
 line, when the relay starts. Otherwise they would pile up forever, for nobody.
+
+The relay keeps the outbox's metrics (`common.core.metrics`): the deliveries by outcome as
+they happen, and every few seconds the backlog and the age of the oldest effect per peer,
+from indexed queries whose cost does not depend on how often they are scraped.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import enum
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +39,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.background import in_background
+from common.core.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
 from common.core.mongo import Document
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
@@ -54,6 +60,7 @@ _COLLECTION: Final = "outbox"
 _LEASE: Final = timedelta(seconds=30)
 _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
 _BATCH: Final = 100  # pending effects of a lane read per query
+_MEASURE_EVERY: Final = 10.0  # seconds between two counts of the backlog
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
 
 # One index serves the lanes of a peer (peer, state) and each lane's queue in order.
@@ -193,6 +200,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
+        self._measured = -_MEASURE_EVERY
 
     @property
     def deployed(self) -> frozenset[str]:
@@ -228,6 +236,8 @@ class OutboxRelay:
         while True:
             try:
                 await self.deliver_due()
+                if time.monotonic() - self._measured >= _MEASURE_EVERY:
+                    await self.measure()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive a database hiccup
@@ -282,6 +292,7 @@ class OutboxRelay:
         if claimed is None:  # another replica took it
             return False
         attempt = await send(head)
+        OUTBOX_DELIVERIES.labels(head["peer"], attempt.outcome.value).inc()
         if attempt.outcome is Outcome.DONE:
             await self._coll.delete_one({"_id": head["_id"]})
             return True
@@ -333,3 +344,24 @@ class OutboxRelay:
                 }
             },
         )
+
+    async def measure(self) -> None:
+        """Set the backlog and oldest-effect gauges of every deployed peer.
+
+        A count over the index's (peer, state) prefix and, per lane, the head of its queue in
+        index order: no effect is read beyond one per lane.
+        """
+        self._measured = time.monotonic()
+        now = _now()
+        for peer in sorted(self.deployed):
+            pending: Document = {"peer": peer, "state": "pending"}
+            OUTBOX_BACKLOG.labels(peer).set(await self._coll.count_documents(pending))
+            lanes = await self._coll.distinct("lane", pending) if peer in self._senders else [None]
+            oldest = now
+            for lane in lanes:
+                head = await self._coll.find_one(
+                    {**pending, "lane": lane}, sort=[("_id", ASCENDING)]
+                )
+                if head is not None:
+                    oldest = min(oldest, head["created_ts"])
+            OUTBOX_OLDEST_AGE.labels(peer).set((now - oldest).total_seconds())

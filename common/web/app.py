@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import common.web.routing  # noqa: F401  (registers the `tenant` path convertor)
 from common.core.errors import ServiceError
 from common.core.logging import configure_logging
+from common.core.metrics import UNMATCHED_ROUTE, RequestMetrics
 from common.core.mongo import Document, create_client, ensure_indexes, ping
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
 from common.core.revocations import (
@@ -52,6 +53,7 @@ from common.core.revocations import (
 from common.core.settings import BaseServiceSettings
 
 __all__ = [
+    "METRICS_PATH",
     "Resources",
     "Setup",
     "create_service_app",
@@ -293,13 +295,30 @@ def _health_router(internal_prefix: str) -> APIRouter:
     return router
 
 
+METRICS_PATH: Final = "/metrics"
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route that took the request (`/devices/{id}`), never its path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
 class _ServiceApp(FastAPI):
-    """A FastAPI app whose request id is known in every layer, the last-resort 500 included."""
+    """A FastAPI app whose request id is known in every layer, the last-resort 500 included.
+
+    Its requests are measured around that layer too (`common.core.metrics`), and it serves
+    `GET /metrics`: a path the gateway never routes, so only the internal network reads it.
+    """
 
     def build_middleware_stack(self) -> ASGIApp:
         # Starlette renders an unhandled exception's 500 in its outermost layer, outside the
         # added middleware: the request id is set around that layer, or the 500 has none.
-        return RequestIdMiddleware(super().build_middleware_stack())
+        measured = RequestMetrics(
+            super().build_middleware_stack(), route_of=_route_template, expose=METRICS_PATH
+        )
+        return RequestIdMiddleware(measured)
 
 
 def create_service_app(
