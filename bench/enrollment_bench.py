@@ -7,12 +7,11 @@ Each cell (`--fleet`, one per value; `--keys`, one per key type) runs on fresh p
 fresh in-memory embedded Mongo-wire server and the whole stack
 (`common.localstack.launcher.Stack`: every service and the gateway, one uvicorn worker each).
 
-1. The existing fleet is seeded straight into the databases through the services' own
-   document shapes, in bulk (enrolling 100,000 devices through the API would take hours
-   before the enrollment path is fast): deviceauth's `devices` and `auth_sets` (accepted,
-   one key each, laid out by its store's own functions) and inventory's devices (copies
-   of one written by inventory's own store, with its `accepted` status). Seeded devices
-   send nothing.
+1. The existing fleet is seeded straight into the databases in bulk by `fleet_seed.py`
+   (enrolling 100,000 devices through the API would take hours before the enrollment path
+   was fast): accepted devices and auth sets in deviceauth, laid out by its store, and
+   their inventory documents (half of them with RSA-2048 keys). Seeded devices send
+   nothing.
 2. `--enroll` fresh devices (RSA-2048 or Ed25519 keys, generated beforehand) are
    preauthorized through the management API, and the run waits until deviceauth's outbox
    has delivered everything, so that enrollment starts on a quiet stack.
@@ -27,7 +26,8 @@ fresh in-memory embedded Mongo-wire server and the whole stack
    the database's CPU time).
 
 Results go to `--output` (default `bench/results/enrollment.md`) as a section named by
-`--label`, replacing a section of the same label, so runs of other code sit beside it.
+`--label` (`sections.py`), replacing a section of the same label, so runs of other code sit
+beside it.
 """
 
 from __future__ import annotations
@@ -35,10 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime as dt
-import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -51,28 +48,29 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pymongo import AsyncMongoClient
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fleet_seed import seed  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
+from sections import write_section  # noqa: E402
 
-from common.core.mongo import TenantCollection  # noqa: E402
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
 from common.localstack.launcher import Stack  # noqa: E402
-from services.deviceauth.models import AuthSet, AuthStatus, Device, DeviceStatus  # noqa: E402
-from services.deviceauth.store import indexes as deviceauth_indexes  # noqa: E402
-from services.deviceauth.store.mongo import _auth_set_doc, _device_doc  # noqa: E402
-from services.inventory.store.mongo import MongoStore as InventoryStore  # noqa: E402
-from tests.toolkit.devices import AUTH_REQUESTS, device_id_of  # noqa: E402
+from tests.toolkit.devices import (  # noqa: E402
+    AUTH_REQUESTS,
+    device_id_of,
+    public_key_pem,
+    signed_auth_request,
+)
 
 PREAUTHORIZE: Final = "/api/management/v2/devauth/devices"
 LOGIN: Final = "/api/management/v1/useradm/auth/login"
 ADMIN: Final = ("bench@example.com", "enrollment-bench-1")
-_SEED_CHUNK: Final = 2000
 _PREAUTH_CONCURRENCY: Final = 16
 _QUIET_WAIT: Final = 900.0
 _INVENTORY_WAIT: Final = 300.0
@@ -81,8 +79,6 @@ _INVENTORY_WAIT: Final = 300.0
 _WATCH_EVERY: Final = 0.5
 _STATUS_KEY: Final = "identity-status"
 _SYSTEM_DBS: Final = frozenset({"admin", "local", "config"})
-# A placeholder key for seeded auth sets: they are never used to authenticate.
-_SEED_PUBKEY: Final = "-----BEGIN PUBLIC KEY-----\nseeded\n-----END PUBLIC KEY-----\n"
 
 
 # --------------------------------------------------------------------------- devices
@@ -115,26 +111,11 @@ class FreshDevice:
 
 def _fresh_device(index: int, pem: bytes) -> FreshDevice:
     key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey)
+    # Numbered after the seeded fleet, with a MAC of their own.
     identity = {"mac": f"0a:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}:01"}
-    pubkey = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    id_data = json.dumps(identity, separators=(",", ":"), sort_keys=True)
-    body = (json.dumps({"id_data": id_data, "tenant_token": "", "pubkey": pubkey}) + "\n").encode()
-    if isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(body, padding.PKCS1v15(), hashes.SHA256())
-    elif isinstance(key, ed25519.Ed25519PrivateKey):
-        signature = key.sign(body)
-    else:
-        raise TypeError(type(key))
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": "Bearer",
-        "X-MEN-Signature": base64.b64encode(signature).decode(),
-    }
-    return FreshDevice(index, identity, pubkey, body, headers)
+    body, headers = signed_auth_request(key, identity)
+    return FreshDevice(index, identity, public_key_pem(key), body, headers)
 
 
 def make_devices(kind: str, count: int, first: int) -> list[FreshDevice]:
@@ -145,67 +126,6 @@ def make_devices(kind: str, count: int, first: int) -> list[FreshDevice]:
 
 
 # --------------------------------------------------------------------------- seeding
-
-
-async def seed_fleet(url: str, count: int) -> float:
-    """Write `count` accepted devices into deviceauth and inventory; seconds it took."""
-    started = time.monotonic()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
-    try:
-        deviceauth = client["deviceauth"]
-        devices = TenantCollection(deviceauth[deviceauth_indexes.DEVICES], "")
-        auth_sets = TenantCollection(deviceauth[deviceauth_indexes.AUTH_SETS], "")
-        inventory = client["inventory"]["devices"]
-        now = dt.datetime.now(dt.UTC)
-        # Inventory's store writes one accepted device; the others are copies of it.
-        await InventoryStore(client["inventory"]).set_statuses(
-            "", status="accepted", devices=[("seeded-template", 2)], now=now
-        )
-        template = await inventory.find_one({"_id": "seeded-template"})
-        assert template is not None
-        await inventory.delete_one({"_id": "seeded-template"})
-        for first in range(0, count, _SEED_CHUNK):
-            chunk = range(first, min(count, first + _SEED_CHUNK))
-            device_docs, auth_docs, inventory_docs = [], [], []
-            for index in chunk:
-                id_data = json.dumps({"mac": f"06:00:{index:012x}"}, separators=(",", ":"))
-                device_id, auth_id = f"seeded-{index:08d}", f"seeded-auth-{index:08d}"
-                device_docs.append(
-                    _device_doc(
-                        Device(
-                            id=device_id,
-                            id_data=id_data,
-                            id_data_sha256=f"seeded-{index:08d}",
-                            status=DeviceStatus.ACCEPTED,
-                            created_ts=now,
-                            updated_ts=now,
-                            provisioned=True,
-                            revision=2,
-                        )
-                    )
-                )
-                auth_docs.append(
-                    _auth_set_doc(
-                        AuthSet(
-                            id=auth_id,
-                            device_id=device_id,
-                            id_data=id_data,
-                            id_data_sha256=f"seeded-{index:08d}",
-                            pubkey=_SEED_PUBKEY,
-                            status=AuthStatus.ACCEPTED,
-                            ts=now,
-                        )
-                    )
-                )
-                inventory_docs.append({**template, "_id": device_id})
-            await devices.insert_many(device_docs)
-            await auth_sets.insert_many(auth_docs)
-            await inventory.insert_many(inventory_docs)
-            if (first // _SEED_CHUNK) % 10 == 9:
-                print(f"  seeded {first + len(chunk)} devices", flush=True)
-    finally:
-        await client.close()
-    return time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- measuring
@@ -386,7 +306,8 @@ async def run_cell(
         )
         if created.returncode != 0:
             raise RuntimeError(f"create-user failed: {created.stderr}")
-        cell.seeded_s = await seed_fleet(database.url, fleet)
+        if fleet:
+            cell.seeded_s = await seed(database.url, stack.addrs["inventory"], range(fleet), 0.5)
         print(f"  seeded {fleet} devices in {cell.seeded_s:.0f} s", flush=True)
         assert database.pid is not None
         pids = {**dict(sorted(stack.pids().items())), "database": database.pid}
@@ -502,20 +423,6 @@ def _section(label: str, cells: Sequence[Cell], load_before: str) -> str:
     return "\n".join(lines)
 
 
-def _write(output: Path, label: str, section: str) -> None:
-    header = (
-        "# Enrollment benchmark results\n\nWritten by `bench/enrollment_bench.py` (see"
-        " `bench/README.md`); one section per label.\n\n"
-    )
-    text = output.read_text() if output.exists() else header
-    pattern = re.compile(rf"^## {re.escape(label)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    output.write_text(text.rstrip("\n") + "\n")
-
-
 async def _all(args: argparse.Namespace, work: Path, load_before: str) -> None:
     cells: list[Cell] = []
     for fleet in args.fleet:
@@ -524,7 +431,8 @@ async def _all(args: argparse.Namespace, work: Path, load_before: str) -> None:
                 await run_cell(fleet, keys, args.enroll, args.concurrency, work, args.logs)
             )
             # Written after each cell, so a later one that fails loses nothing.
-            _write(args.output, args.label, _section(args.label, cells, load_before))
+            section = _section(args.label, cells, load_before)
+            write_section(args.output, "Enrollment benchmark results", args.label, section)
             print(f"wrote {args.output}", flush=True)
 
 
