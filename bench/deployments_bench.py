@@ -21,7 +21,8 @@ The runs (`--runs`), each on fresh processes and a fresh in-memory embedded Mong
 
 Each run uploads a real artifact (`mender-artifact`) and drives the phases a fleet goes
 through, each device once per phase: polls with nothing to do (before the deployment
-exists), first polls (device deployments created), repeat polls, and the status reports
+exists), first polls (device deployments created), repeat polls, repeat polls sending back
+the last answer's `ETag` in `If-None-Match` (answered 304), and the status reports
 `downloading`, `installing`, `success`. It counts the database operations of each phase
 (the server's `top` command, per database) and the CPU time of every server process, checks
 the statistics are exact at the end and writes `bench/results/deployments.md`.
@@ -288,10 +289,24 @@ async def _drive(
     devices = list(tokens)
     deployment = ""
 
+    tags: dict[str, str] = {}
+
     async def poll(client: aiohttp.ClientSession, device: str) -> int:
         provides = {"artifact_name": "bench-1.0", "device_type": "bench-device"}
         async with client.post(
             base + NEXT, json={"device_provides": provides}, headers=_bearer(tokens[device])
+        ) as response:
+            await response.read()
+            if "ETag" in response.headers:
+                tags[device] = response.headers["ETag"]
+            return response.status
+
+    async def poll_tagged(client: aiohttp.ClientSession, device: str) -> int:
+        """A poll sending back the `ETag` of the device's last answer (`If-None-Match`)."""
+        provides = {"artifact_name": "bench-1.0", "device_type": "bench-device"}
+        headers = {**_bearer(tokens[device]), "If-None-Match": tags.get(device, "")}
+        async with client.post(
+            base + NEXT, json={"device_provides": provides}, headers=headers
         ) as response:
             await response.read()
             return response.status
@@ -327,6 +342,7 @@ async def _drive(
         deployment = response.headers["Location"].rsplit("/", 1)[1]
     await phase("poll, first (device deployment created)", poll, 200)
     await phase("poll, update under way", poll, 200)
+    await phase("poll, update under way, If-None-Match", poll_tagged, 304)
     await phase("status downloading", report("downloading"), 204)
     await phase("status installing", report("installing"), 204)
     await phase("status success", report("success"), 204)

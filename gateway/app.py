@@ -9,6 +9,9 @@ check (internal paths are never routed, so services' health endpoints are not re
 through it). With the web UI deployed (`ui_addr`), `/ui/...` is proxied to it without a
 token check, as Mender's own gateway does, and `/` and `/ui` redirect to `/ui/` on the
 scheme and host the client used.
+
+Every HTTP request is measured under its route-table entry (`gateway.metrics`); the metrics
+are served by a listener of their own, never here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import nats
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 
+from common.core.metrics import UNMATCHED_ROUTE, RequestMetrics
 from common.core.revocations import REVOCATIONS_HEADER, subject
 from gateway._types import Message, Receive, Scope, Send
 from gateway.auth import DEVICE_CLAIMS, USER_CLAIMS, Denial, TokenGate
@@ -41,6 +45,7 @@ from gateway.headers import (
     parse_request_headers,
 )
 from gateway.issuers import Issuer, IssuerUnavailable
+from gateway.metrics import WEBSOCKETS, MetricsListener
 from gateway.proxy import RelayRequest, proxy_http, upstream_url
 from gateway.ratelimit import RateLimiter
 from gateway.responses import send_denial, send_error
@@ -51,6 +56,9 @@ __all__ = ["STATUS_PATH", "UI_PREFIX", "Gateway"]
 
 STATUS_PATH: Final = "/status"
 UI_PREFIX: Final = "/ui/"
+# Where `_http` leaves the route label of a request for its metrics.
+_ROUTE_KEY: Final = "fleetport.route"
+_UI_ROUTE: Final = "ui"
 # Idle upstream connections are closed before uvicorn's default 5 s keep-alive would close
 # them from the other end, so a request never lands on a connection being torn down.
 _UPSTREAM_KEEPALIVE: Final = 2.0
@@ -91,6 +99,12 @@ class Gateway:
             handshake_timeout=settings.connect_timeout + settings.read_timeout,
             max_size=settings.ws_max_message_size,
         )
+        self._measured_http = RequestMetrics(self._http, route_of=_route_label, database=False)
+        self._metrics = (
+            MetricsListener(settings.metrics_host, settings.metrics_port)
+            if settings.metrics_port is not None
+            else None
+        )
 
     @property
     def gate(self) -> TokenGate:
@@ -98,6 +112,11 @@ class Gateway:
         if self._gate is None:
             raise RuntimeError("the gateway has not started")
         return self._gate
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the private metrics listener, when it runs."""
+        return self._metrics.port if self._metrics is not None else None
 
     def issuer(self, name: str) -> Issuer:
         """What the gateway knows of a token issuer (`deviceauth`, `useradm`)."""
@@ -108,6 +127,8 @@ class Gateway:
         if self._session is not None:
             return
         settings = self.settings
+        if self._metrics is not None:
+            self._metrics.start()
         connector = aiohttp.TCPConnector(
             limit=settings.upstream_connection_limit,
             limit_per_host=0,
@@ -177,12 +198,14 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._metrics is not None:
+            await asyncio.to_thread(self._metrics.stop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection: an HTTP request, a websocket, or the lifespan."""
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._measured_http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -244,6 +267,7 @@ class Gateway:
         req = parse_request_headers(scope)
         rid = req.request_id
         if path == STATUS_PATH:
+            scope[_ROUTE_KEY] = STATUS_PATH
             if scope["method"] in ("GET", "HEAD"):
                 await send(
                     {
@@ -259,12 +283,14 @@ class Gateway:
         client = origin(scope, req, self._trusted)
         ui = self.settings.ui_addr
         if ui is not None and _is_ui(path):
+            scope[_ROUTE_KEY] = _UI_ROUTE
             await self._ui(scope, receive, send, req, client, ui)
             return
         route = self.routes.match(path)
         if route is None:
             await send_error(send, 404, "not found", rid)
             return
+        scope[_ROUTE_KEY] = route.prefix
         base = self._addrs[route.upstream]
         if base is None:
             await send_error(send, 503, f"{route.upstream} is not available", rid)
@@ -372,16 +398,27 @@ class Gateway:
             if from_cookie:
                 headers = _with_bearer(headers, token)
         headers.extend(forwarded)
-        await proxy_websocket(
-            scope,
-            receive,
-            send,
-            url=str(upstream_url("ws" + base.removeprefix("http"), scope)),
-            headers=headers,
-            request_id=rid,
-            upstream_name=route.upstream,
-            limits=self._ws_limits,
-        )
+        websockets = WEBSOCKETS.labels(route.upstream)
+        websockets.inc()
+        try:
+            await proxy_websocket(
+                scope,
+                receive,
+                send,
+                url=str(upstream_url("ws" + base.removeprefix("http"), scope)),
+                headers=headers,
+                request_id=rid,
+                upstream_name=route.upstream,
+                limits=self._ws_limits,
+            )
+        finally:
+            websockets.dec()
+
+
+def _route_label(scope: Scope) -> str:
+    """The route a request is measured under: its route-table entry, never its path."""
+    label: str = scope.get(_ROUTE_KEY, UNMATCHED_ROUTE)
+    return label
 
 
 def _is_ui(path: str) -> bool:

@@ -28,12 +28,13 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from common.core.revocations import tenant_key, token_key
 from common.core.tokens import TokenExpired, TokenInvalid
 from gateway.issuers import Issuer, IssuerUnavailable, TokenUse
+from gateway.metrics import token_cache, token_checks
 from gateway.routes import AuthMode
 
 __all__ = ["DEVICE_CLAIMS", "USER_CLAIMS", "Denial", "TokenGate"]
@@ -48,22 +49,30 @@ _SCOPE_ALL: Final = "mender.*"
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """The token is refused: answer the client with this status and message."""
+    """The token is refused: answer the client with this status and message.
+
+    `reason` names the refusal in the gateway's metrics; clients never see it.
+    """
 
     status: int
     message: str
+    reason: str = field(default="unavailable", compare=False)
 
 
 # The answers, as deviceauth and useradm give them.
-_MISSING: Final = Denial(401, "Authorization not present in header")
-_MALFORMED: Final = Denial(401, "malformed token")
-_DEVICE_INVALID: Final = Denial(401, "token invalid")
-_DEVICE_EXPIRED: Final = Denial(403, "token expired")
-_NOT_A_DEVICE: Final = Denial(401, "not a device token")
-_USER_INVALID: Final = Denial(401, "invalid jwt")
-_USER_EXPIRED: Final = Denial(401, "token expired")
-_USER_UNAUTHORIZED: Final = Denial(401, "unauthorized")
-_USER_SCOPE: Final = Denial(403, "forbidden: the token's scope does not allow this request")
+_MISSING: Final = Denial(401, "Authorization not present in header", "missing")
+_MALFORMED: Final = Denial(401, "malformed token", "malformed")
+_DEVICE_INVALID: Final = Denial(401, "token invalid", "invalid")
+_DEVICE_REVOKED: Final = Denial(401, "token invalid", "revoked")
+_DEVICE_EXPIRED: Final = Denial(403, "token expired", "expired")
+_NOT_A_DEVICE: Final = Denial(401, "not a device token", "wrong_kind")
+_USER_INVALID: Final = Denial(401, "invalid jwt", "invalid")
+_USER_EXPIRED: Final = Denial(401, "token expired", "expired")
+_USER_UNAUTHORIZED: Final = Denial(401, "unauthorized", "unauthorized")
+_USER_REVOKED: Final = Denial(401, "unauthorized", "revoked")
+_USER_SCOPE: Final = Denial(
+    403, "forbidden: the token's scope does not allow this request", "scope"
+)
 
 
 def _b64_json(part: str) -> object:
@@ -119,10 +128,20 @@ class TokenGate:
 
     async def check(self, mode: AuthMode, token: str) -> Denial | None:
         """Why `token` may not make a request of `mode`, or None when it may."""
+        try:
+            denial = await self._check(mode, token)
+        except IssuerUnavailable:
+            token_checks(mode.value, "unavailable").inc()
+            raise
+        token_checks(mode.value, "accepted" if denial is None else denial.reason).inc()
+        return denial
+
+    async def _check(self, mode: AuthMode, token: str) -> Denial | None:
         if not token:
             return _MISSING
         device = mode is AuthMode.DEVICE
         checked = self._checked[mode].get(token)
+        token_cache(mode.value, "miss" if checked is None else "hit").inc()
         if checked is None:
             verdict = await self._verify(mode, token)
             if isinstance(verdict, Denial):
@@ -136,7 +155,7 @@ class TokenGate:
             return _DEVICE_EXPIRED if device else _USER_EXPIRED
         issuer = self._issuers[mode]
         if issuer.revocations.refuses(checked.keys, checked.issued_at):
-            return _DEVICE_INVALID if device else _USER_UNAUTHORIZED
+            return _DEVICE_REVOKED if device else _USER_REVOKED
         issuer.note_use(checked.use)
         return None
 

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     listen_host: str = "127.0.0.1"
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # The private listener of the gateway's Prometheus metrics (`/metrics`, any path): off
+    # unless a port is set; on the loopback interface unless a host is set.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     # Development mode logs the route table at start-up.
     dev_mode: bool = False
     log_level: str = "INFO"

@@ -26,6 +26,7 @@ from typing import Any, Final
 import aiohttp
 
 from common.core.tokens import TokenVerifier, UnknownKey, verifying_key_from_jwk
+from gateway.metrics import REVOCATION_SEQUENCE, REVOCATION_SYNCED
 
 __all__ = ["Issuer", "IssuerUnavailable", "RevocationState", "TokenUse"]
 
@@ -184,6 +185,8 @@ class Issuer:
         self.revocations.apply(entries)
         if entries:
             self._last = max(self._last, *(int(e["seq"]) for e in entries))
+        REVOCATION_SYNCED.labels(self.name).set_to_current_time()
+        REVOCATION_SEQUENCE.labels(self.name).set(self._last)
         return bool(page["more"])
 
     async def catch_up(self, sequence: int) -> None:

@@ -14,6 +14,8 @@ Use-cases, stores, peer clients and the gateway import these modules; so may `co
 - `claims`: `Identity`, `decode_claims`: who a bearer token names (no verification)
 - `pages`: `Page`, `parse_page`, the default and largest page sizes
 - `requestid`: the id of the request being handled (a contextvar)
+- `metrics`: the Prometheus families every process exports, `RequestMetrics` (the ASGI
+  middleware timing requests and counting their database commands)
 - `logging`: JSON log lines tagged with the service and request id
 - `healthcheck`: `python -m common.core.healthcheck URL`, the containers' health check
   (standard library only: it runs in every production container, so it is no local-stack

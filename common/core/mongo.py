@@ -12,16 +12,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
-from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, monitoring
+from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
-from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+from pymongo.results import (
+    BulkWriteResult,
+    DeleteResult,
+    InsertManyResult,
+    InsertOneResult,
+    UpdateResult,
+)
 
 from common.core.errors import ServiceUnavailable
+from common.core.metrics import count_database_operation
 
 __all__ = [
     "Document",
@@ -41,7 +48,20 @@ _Session = AsyncClientSession | None
 _T = TypeVar("_T")
 
 
-_listeners: list[monitoring.CommandListener] = []
+class _OperationCounter(monitoring.CommandListener):
+    """Counts each command towards the request that caused it (`common.core.metrics`)."""
+
+    def started(self, _event: monitoring.CommandStartedEvent) -> None:
+        count_database_operation()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_listeners: list[monitoring.CommandListener] = [_OperationCounter()]
 
 
 def add_command_listener(listener: monitoring.CommandListener) -> None:
@@ -188,6 +208,13 @@ class TenantCollection:
     async def update_many(self, filter_: _Filter, update: Any, **kwargs: Any) -> UpdateResult:
         """Update this tenant's matching documents."""
         return await self._coll.update_many(self.scope(filter_), update, **kwargs)
+
+    async def update_each(
+        self, updates: Sequence[tuple[_Filter, Any]], *, upsert: bool = False, **kwargs: Any
+    ) -> BulkWriteResult:
+        """Update one document per (filter, update) in one unordered bulk write."""
+        ops = [UpdateOne(self.scope(filter_), update, upsert=upsert) for filter_, update in updates]
+        return await self._coll.bulk_write(ops, ordered=False, **kwargs)
 
     async def replace_one(
         self, filter_: _Filter, document: Mapping[str, Any], **kwargs: Any

@@ -1,14 +1,19 @@
 """The outbox: cross-service effects stored with the change that causes them, then delivered.
 
 A store writes `Effect`s into its own database in the same transaction as the change (so a
-crash can never keep one without the other); `OutboxRelay` sends them to the peers'
-internal APIs in order, per peer, retrying with backoff until the peer accepts. Delivery is
-at-least-once: every request carries the effect's id as `Idempotency-Key`, the same on each
-retry, so receivers can recognise a repeat.
+crash can never keep one without the other); `OutboxRelay` sends them to the peers' internal
+APIs, retrying with backoff until the peer accepts. Delivery is at-least-once: every request
+carries the effect's id as `Idempotency-Key`, the same on each retry, so receivers can
+recognise a repeat.
+
+Effects are ordered per lane: an effect is never delivered before an earlier effect of its
+peer in the same lane (device effects use the device id as lane; effects without a lane share
+one lane per peer). Different lanes go concurrently, and effects whose target takes a list
+are merged into one request (see `OutboxRelay`).
 
 A service may also deliver effects itself (webhooks, cloud APIs): it registers a `Sender`
-for a peer name, and the effects of that peer are queued in lanes (e.g. one per target),
-each lane delivered in order and independently of the others.
+for a peer name, and the relay hands it the effects of that peer one at a time, lanes in
+parallel, in the same way.
 
 A peer with neither an address nor a sender is not deployed: effects for it are not written
 (logged once per peer), and those written while it was deployed are deleted, with a log
@@ -18,10 +23,13 @@ line, when the relay starts. Otherwise they would pile up forever, for nobody.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import functools
+import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,40 +37,41 @@ from typing import Any, Final
 
 import httpx
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.background import in_background
+from common.core.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
 from common.core.mongo import Document
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
 __all__ = [
+    "COLLECTION",
     "IDEMPOTENCY_KEY_HEADER",
     "OUTBOX_INDEXES",
     "Attempt",
+    "Backlog",
     "Effect",
     "Outbox",
     "OutboxRelay",
     "Outcome",
     "Sender",
+    "item_keys",
     "outcome_of",
 ]
 
 _log = logging.getLogger("common.core.outbox")
-_COLLECTION: Final = "outbox"
-_LEASE: Final = timedelta(seconds=30)
+COLLECTION: Final = "outbox"
 _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
-_BATCH: Final = 100  # pending effects of a lane read per query
+# Answers that say the peer as a whole is unavailable, not that one effect failed.
+_UNAVAILABLE: Final = frozenset({502, 503, 504})
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
+_MEASURE_EVERY: Final = 10.0  # seconds between two counts of the backlog
 
-# One index serves the lanes of a peer (peer, state) and each lane's queue in order.
+# One index serves each peer's queue in order: the relay reads its oldest pending effects.
 OUTBOX_INDEXES: Final = {
-    _COLLECTION: [
-        IndexModel(
-            [("peer", ASCENDING), ("state", ASCENDING), ("lane", ASCENDING), ("_id", ASCENDING)]
-        )
-    ]
+    COLLECTION: [IndexModel([("peer", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)])]
 }
 
 
@@ -70,8 +79,10 @@ OUTBOX_INDEXES: Final = {
 class Effect:
     """One call to make on a peer's internal API (or one delivery a `Sender` makes).
 
-    `lane` orders effects of a peer that has a `Sender`: each lane is delivered in order,
-    independently of the others.
+    `lane` orders the effects of a peer: each lane is delivered in order, independently of
+    the others. `merge` says the target takes a list in its body: pending effects with the
+    same method, path and accepted statuses (from different lanes) may go as one request
+    whose body is their lists joined.
     """
 
     peer: str
@@ -80,6 +91,7 @@ class Effect:
     body: Any = None
     ok: Collection[int] = field(default=(200, 201, 202, 204))
     lane: str | None = None
+    merge: bool = False
 
 
 class Outcome(enum.Enum):
@@ -87,7 +99,7 @@ class Outcome(enum.Enum):
 
     # Delivered (or nothing is left to deliver): the effect is removed.
     DONE = "done"
-    # Failed for now: tried again after a backoff; the effects behind it wait.
+    # Failed for now: tried again after a backoff; the effects behind it in its lane wait.
     RETRY = "retry"
     # The target refuses it: set aside as dead; the effects behind it go on.
     REFUSED = "refused"
@@ -99,6 +111,14 @@ class Attempt:
 
     outcome: Outcome
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a peer's queue holds: how many effects wait, and since when the oldest."""
+
+    pending: int
+    oldest: datetime | None
 
 
 # Delivers one pending effect (the stored document) and tells how it went.
@@ -115,6 +135,18 @@ def outcome_of(status: int, ok: Collection[int]) -> Outcome:
     return Outcome.RETRY
 
 
+def item_keys(header: str | None, items: int) -> list[str | None]:
+    """The idempotency key of each item of a list body.
+
+    A merged request carries one key per item, comma-separated, in the order of the items;
+    a request of one effect carries its one key, which then holds for all its items.
+    """
+    if header is None:
+        return [None] * items
+    keys = header.split(",")
+    return list(keys) if len(keys) == items else [header] * items
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -123,7 +155,7 @@ class Outbox:
     """Writes effects for the deployed `peers` into the service's `outbox` collection."""
 
     def __init__(self, db: AsyncDatabase[Document], peers: Collection[str]) -> None:
-        self._coll = db[_COLLECTION]
+        self._coll = db[COLLECTION]
         self._peers = frozenset(peers)
         self._dropped: set[str] = set()
 
@@ -154,6 +186,7 @@ class Outbox:
                 "body": e.body,
                 "ok": list(e.ok),
                 "lane": e.lane,
+                "merge": e.merge,
                 "state": "pending",
                 "request_id": current_request_id(),
                 "created_ts": now,
@@ -172,9 +205,85 @@ class Outbox:
             query["peer"] = peer
         return await self._coll.find(query).sort("_id", ASCENDING).to_list()
 
+    async def backlog(self, peer: str) -> Backlog:
+        """How many effects wait for `peer` and when the oldest was written (both indexed)."""
+        query: Document = {"peer": peer, "state": "pending"}
+        pending = await self._coll.count_documents(query)
+        oldest = await self._coll.find_one(query, {"created_ts": 1}, sort=[("_id", ASCENDING)])
+        return Backlog(pending, oldest["created_ts"] if oldest else None)
+
+
+@dataclass(slots=True)
+class _Results:
+    """What delivering one window decided, written back in a few bulk writes."""
+
+    done: list[ObjectId] = field(default_factory=list)
+    dead: list[tuple[Document, str]] = field(default_factory=list)
+    retry: list[tuple[Document, str]] = field(default_factory=list)
+    release: list[ObjectId] = field(default_factory=list)
+
+
+def _lanes_due(
+    window: list[Document], now: datetime, blocked: set[Any]
+) -> dict[Any, list[Document]]:
+    """The effects of `window` that may go now, per lane, oldest first.
+
+    The window is a prefix of the peer's queue in `_id` order, so the earlier effects of a
+    lane are in it or already gone: a lane stops at its first effect that waits for a retry
+    or is held by another replica, and what follows it in the lane waits too (`blocked`
+    carries that over to the next window of the same pass).
+    """
+    lanes: dict[Any, list[Document]] = {}
+    for doc in window:
+        lane = doc.get("lane")
+        if lane in blocked:
+            continue
+        if doc["next_attempt"] > now or doc["lease_until"] > now:
+            blocked.add(lane)
+            continue
+        lanes.setdefault(lane, []).append(doc)
+    return lanes
+
+
+def _requests(heads: list[Document], limit: int) -> list[list[Document]]:
+    """Group one effect per lane into requests: those whose target takes a list are merged
+    (same method, path and accepted statuses, at most `limit` items a request)."""
+    requests: list[list[Document]] = []
+    open_: dict[tuple[Any, ...], tuple[list[Document], int]] = {}
+    for doc in heads:
+        if not (doc.get("merge") and isinstance(doc["body"], list)):
+            requests.append([doc])
+            continue
+        target = (doc["method"], doc["path"], tuple(doc["ok"]))
+        docs, items = open_.get(target, ([], limit))
+        if items + len(doc["body"]) > limit:
+            docs, items = [], 0
+            requests.append(docs)
+        docs.append(doc)
+        open_[target] = (docs, items + len(doc["body"]))
+    return requests
+
+
+# Sends one request made of one or more effects (several only when merged).
+_Send = Callable[[list[Document]], Awaitable[Attempt]]
+
 
 class OutboxRelay:
-    """Background delivery of outbox effects to the configured peers and senders."""
+    """Background delivery of outbox effects to the configured peers and senders.
+
+    Each pass reads every peer's queue oldest first, a window (`batch` effects) at a time,
+    with one indexed query; takes from it the effects each lane may deliver now and claims
+    them all with one write (a lease, so that replicas of the service share the work); then
+    delivers them in rounds, one effect per lane a round, up to `concurrency` requests in
+    flight per peer, merging what can be merged; and writes the results back in bulk (one
+    delete for what was delivered). An effect retried holds its lane; other lanes go on.
+    A peer that cannot be reached (connection error, 502, 503 or 504) is paused, with the
+    same backoff as an effect, instead of being tried once per pending lane.
+
+    It also keeps the outbox's metrics (`common.core.metrics`): the deliveries by outcome as
+    they happen, and every few seconds the backlog and the age of the oldest effect per
+    peer, from indexed queries whose cost does not depend on how often they are scraped.
+    """
 
     def __init__(
         self,
@@ -185,14 +294,25 @@ class OutboxRelay:
         senders: Mapping[str, Sender] | None = None,
         poll_interval: float = 1.0,
         max_backoff: float = 60.0,
+        concurrency: int = 32,
+        batch: int = 1000,
+        merge_limit: int = 100,
+        lease: float = 30.0,
     ) -> None:
-        self._coll = db[_COLLECTION]
+        self._coll = db[COLLECTION]
         self._http = http
         self._peers = {name: url.rstrip("/") for name, url in peers.items() if url}
         self._senders = dict(senders or {})
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
+        self._batch = batch
+        self._merge_limit = merge_limit
+        self._lease = timedelta(seconds=lease)
+        self._slots = {peer: asyncio.Semaphore(concurrency) for peer in self.deployed}
+        self._failures: dict[str, int] = {}
+        self._paused_until: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._measured = -_MEASURE_EVERY
 
     @property
     def deployed(self) -> frozenset[str]:
@@ -228,6 +348,8 @@ class OutboxRelay:
         while True:
             try:
                 await self.deliver_due()
+                if time.monotonic() - self._measured >= _MEASURE_EVERY:
+                    await self.measure()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must survive a database hiccup
@@ -240,96 +362,207 @@ class OutboxRelay:
             self._wake.clear()
 
     async def deliver_due(self) -> int:
-        """Deliver what is due, in order per peer (per lane); return how many were handled."""
-        delivered = 0
-        for peer, base_url in self._peers.items():
-            send = functools.partial(self._send_http, base_url=base_url)
-            delivered += await self._deliver_lane(peer, None, send)
-        for peer, sender in self._senders.items():
-            lanes = await self._coll.distinct("lane", {"peer": peer, "state": "pending"})
-            counts = await asyncio.gather(
-                *(self._deliver_lane(peer, lane, sender) for lane in lanes)
-            )
-            delivered += sum(counts)
-        return delivered
+        """Deliver what is due, all peers at once; return how many effects were handled."""
+        passes = [
+            self._deliver_peer(peer, functools.partial(self._send_http, peer, url), merge=True)
+            for peer, url in self._peers.items()
+        ]
+        passes += [
+            self._deliver_peer(peer, functools.partial(_send_one, sender), merge=False)
+            for peer, sender in self._senders.items()
+        ]
+        return sum(await asyncio.gather(*passes))
 
-    async def _deliver_lane(self, peer: str, lane: str | None, send: Sender) -> int:
-        """Deliver a lane's effects oldest first, up to the first that cannot go now."""
-        delivered = 0
-        while True:
-            batch = (
-                await self._coll.find({"peer": peer, "state": "pending", "lane": lane})
-                .sort("_id", ASCENDING)
-                .limit(_BATCH)
-                .to_list()
+    async def _deliver_peer(self, peer: str, send: _Send, *, merge: bool) -> int:
+        """Deliver a peer's queue window by window, oldest first, up to what cannot go now."""
+        handled = 0
+        blocked: set[Any] = set()
+        query: Document = {"peer": peer, "state": "pending"}
+        while not self._paused(peer):
+            now = _now()
+            window = (
+                await self._coll.find(query).sort("_id", ASCENDING).limit(self._batch).to_list()
             )
-            for head in batch:
-                if not await self._deliver(head, send):
-                    return delivered
-                delivered += 1
-            if len(batch) < _BATCH:
-                return delivered
+            lanes = await self._claim(_lanes_due(window, now, blocked), now, blocked)
+            handled += await self._deliver_lanes(peer, lanes, send, merge=merge, blocked=blocked)
+            if len(window) < self._batch:
+                break
+            query = {"peer": peer, "state": "pending", "_id": {"$gt": window[-1]["_id"]}}
+        return handled
 
-    async def _deliver(self, head: Document, send: Sender) -> bool:
-        """Send one effect unless it waits for a retry or another replica holds it."""
-        now = _now()
-        if head["next_attempt"] > now or head["lease_until"] > now:
-            return False
-        claimed = await self._coll.find_one_and_update(
-            {"_id": head["_id"], "lease_until": head["lease_until"]},
-            {"$set": {"lease_until": now + _LEASE}},
+    async def _claim(
+        self, lanes: dict[Any, list[Document]], seen: datetime, blocked: set[Any]
+    ) -> dict[Any, list[Document]]:
+        """Lease the effects of `lanes` with one write; keep, per lane, the run from its head
+        that this relay got (another replica may have taken some since they were read)."""
+        ids = [doc["_id"] for docs in lanes.values() for doc in docs]
+        if not ids:
+            return lanes
+        token = ObjectId()
+        claimed = await self._coll.update_many(
+            {
+                "_id": {"$in": ids},
+                "state": "pending",
+                "lease_until": {"$lte": seen},
+                "next_attempt": {"$lte": seen},
+            },
+            {"$set": {"lease_until": _now() + self._lease, "claim": token}},
         )
-        if claimed is None:  # another replica took it
-            return False
-        attempt = await send(head)
-        if attempt.outcome is Outcome.DONE:
-            await self._coll.delete_one({"_id": head["_id"]})
-            return True
-        if attempt.outcome is Outcome.REFUSED:
+        if claimed.modified_count == len(ids):
+            return lanes
+        mine = {d["_id"] async for d in self._coll.find({"claim": token, "_id": {"$in": ids}})}
+        kept: dict[Any, list[Document]] = {}
+        given_back: list[ObjectId] = []
+        for lane, docs in lanes.items():
+            run = list(itertools.takewhile(lambda doc: doc["_id"] in mine, docs))
+            if run:
+                kept[lane] = run
+            if len(run) < len(docs):
+                blocked.add(lane)
+                given_back += [doc["_id"] for doc in docs[len(run) :] if doc["_id"] in mine]
+        await self._write(_Results(release=given_back))
+        return kept
+
+    async def _deliver_lanes(
+        self,
+        peer: str,
+        lanes: dict[Any, list[Document]],
+        send: _Send,
+        *,
+        merge: bool,
+        blocked: set[Any],
+    ) -> int:
+        """Deliver claimed lanes in rounds (each lane's next effect, all lanes at once)."""
+        results = _Results()
+        queues = {lane: collections.deque(docs) for lane, docs in lanes.items()}
+        # Stop well within the lease, so that no other replica can take what is in flight.
+        deadline = time.monotonic() + self._lease.total_seconds() / 2
+        while queues:
+            if self._paused(peer) or time.monotonic() > deadline:
+                blocked.update(queues)
+                results.release += [doc["_id"] for queue in queues.values() for doc in queue]
+                break
+            heads = [queue.popleft() for queue in queues.values()]
+            requests = _requests(heads, self._merge_limit) if merge else [[h] for h in heads]
+            attempts = await asyncio.gather(*(self._attempt(peer, send, r) for r in requests))
+            for docs, outcomes in zip(requests, attempts, strict=True):
+                for doc, attempt in zip(docs, outcomes, strict=True):
+                    lane = doc.get("lane")
+                    if attempt.outcome is Outcome.DONE:
+                        results.done.append(doc["_id"])
+                    elif attempt.outcome is Outcome.REFUSED:
+                        results.dead.append((doc, attempt.detail))
+                    else:  # the lane waits for this one
+                        results.retry.append((doc, attempt.detail))
+                        blocked.add(lane)
+                        results.release += [d["_id"] for d in queues.pop(lane)]
+            queues = {lane: queue for lane, queue in queues.items() if queue}
+        await self._write(results)
+        return len(results.done) + len(results.dead)
+
+    async def _attempt(self, peer: str, send: _Send, docs: list[Document]) -> list[Attempt]:
+        """Send one request; a merged one that is refused is retried effect by effect, so
+        that only the effects the peer refuses are set aside."""
+        async with self._slots[peer]:
+            attempt = await send(docs)
+        if attempt.outcome is Outcome.REFUSED and len(docs) > 1:
+            return [(await self._attempt(peer, send, [doc]))[0] for doc in docs]
+        OUTBOX_DELIVERIES.labels(peer, attempt.outcome.value).inc(len(docs))
+        return [attempt] * len(docs)
+
+    async def _send_http(self, peer: str, base_url: str, docs: list[Document]) -> Attempt:
+        """Make the effects' call on the peer's internal API (their lists joined if merged)."""
+        first = docs[0]
+        if len(docs) == 1:
+            body, key = first["body"], str(first["_id"])
+        else:
+            body = [item for doc in docs for item in doc["body"]]
+            key = ",".join(str(doc["_id"]) for doc in docs for _ in doc["body"])
+        headers = {IDEMPOTENCY_KEY_HEADER: key}
+        if first.get("request_id"):
+            headers[REQUEST_ID_HEADER] = first["request_id"]
+        try:
+            response = await self._http.request(
+                first["method"], base_url + first["path"], json=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            self._pause(peer)
+            return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        outcome = outcome_of(status, first["ok"])
+        if status in _UNAVAILABLE:
+            self._pause(peer)
+        elif outcome is Outcome.DONE:
+            self._failures.pop(peer, None)
+        return Attempt(outcome, f"HTTP {status}: {response.text[:500]}")
+
+    async def measure(self) -> None:
+        """Set the backlog and oldest-effect gauges of every deployed peer: a count over the
+        index's (peer, state) prefix and the first effect in its order."""
+        self._measured = time.monotonic()
+        now = _now()
+        for peer in sorted(self.deployed):
+            pending: Document = {"peer": peer, "state": "pending"}
+            OUTBOX_BACKLOG.labels(peer).set(await self._coll.count_documents(pending))
+            head = await self._coll.find_one(pending, {"created_ts": 1}, sort=[("_id", ASCENDING)])
+            oldest = now if head is None else head["created_ts"]
+            OUTBOX_OLDEST_AGE.labels(peer).set((now - oldest).total_seconds())
+
+    def _backoff(self, failures: int) -> float:
+        return min(self._max_backoff, 0.5 * 2.0 ** min(failures, 10))
+
+    def _pause(self, peer: str) -> None:
+        """The peer cannot be reached: try it again after a backoff (once per outage step)."""
+        if self._paused(peer):
+            return
+        failures = self._failures[peer] = self._failures.get(peer, 0) + 1
+        self._paused_until[peer] = time.monotonic() + self._backoff(failures)
+
+    def _paused(self, peer: str) -> bool:
+        return self._paused_until.get(peer, 0.0) > time.monotonic()
+
+    async def _write(self, results: _Results) -> None:
+        """Record a window's results: one delete for the delivered, one bulk for the rest."""
+        if results.done:
+            await self._coll.delete_many({"_id": {"$in": results.done}})
+        now = _now()
+        changes: list[UpdateOne | UpdateMany] = []
+        for doc, detail in results.dead:
             # Retrying cannot help. Keep it for inspection and let the effects behind it go on.
             _log.error(
                 "outbox: %s refused %s %s: %s",
-                head["peer"],
-                head["method"],
-                head["path"],
-                attempt.detail[:500],
+                doc["peer"],
+                doc["method"],
+                doc["path"],
+                detail[:500],
             )
-            await self._coll.update_one(
-                {"_id": head["_id"]}, {"$set": {"state": "dead", "last_error": attempt.detail}}
+            changes.append(
+                UpdateOne({"_id": doc["_id"]}, {"$set": {"state": "dead", "last_error": detail}})
             )
-            return True
-        await self._retry_later(head, attempt.detail)
-        return False
+        for doc, detail in results.retry:
+            attempts = doc["attempts"] + 1
+            later = now + timedelta(seconds=self._backoff(attempts))
+            update = {"attempts": attempts, "next_attempt": later, "lease_until": now}
+            changes.append(
+                UpdateOne({"_id": doc["_id"]}, {"$set": {**update, "last_error": detail}})
+            )
+        if results.retry:
+            doc, detail = results.retry[0]
+            _log.warning(
+                "outbox: %d effects for %s failed (first: %s, %s); retried after a backoff",
+                len(results.retry),
+                doc["peer"],
+                doc["path"],
+                detail,
+            )
+        if results.release:
+            changes.append(
+                UpdateMany({"_id": {"$in": results.release}}, {"$set": {"lease_until": now}})
+            )
+        if changes:
+            await self._coll.bulk_write(changes, ordered=False)
 
-    async def _send_http(self, head: Mapping[str, Any], base_url: str) -> Attempt:
-        """Make the effect's call on the peer's internal API."""
-        headers = {IDEMPOTENCY_KEY_HEADER: str(head["_id"])}
-        if head.get("request_id"):
-            headers[REQUEST_ID_HEADER] = head["request_id"]
-        try:
-            response = await self._http.request(
-                head["method"], base_url + head["path"], json=head["body"], headers=headers
-            )
-        except httpx.HTTPError as exc:
-            return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
-        status = response.status_code
-        return Attempt(outcome_of(status, head["ok"]), f"HTTP {status}: {response.text[:500]}")
 
-    async def _retry_later(self, head: Document, error: str) -> None:
-        attempts = head["attempts"] + 1
-        delay = min(self._max_backoff, 0.5 * 2 ** min(attempts, 10))
-        later = _now() + timedelta(seconds=delay)
-        _log.warning(
-            "outbox: %s %s failed (%s); retry in %.1fs", head["peer"], head["path"], error, delay
-        )
-        await self._coll.update_one(
-            {"_id": head["_id"]},
-            {
-                "$set": {
-                    "attempts": attempts,
-                    "next_attempt": later,
-                    "lease_until": _now(),
-                    "last_error": error,
-                }
-            },
-        )
+async def _send_one(sender: Sender, docs: list[Document]) -> Attempt:
+    """A `Sender` delivers effects one at a time: nothing of theirs is merged."""
+    return await sender(docs[0])

@@ -4,6 +4,7 @@ Only a service's HTTP layer (`api/`, `main.py`) and its `__main__` import these 
 
 - `app`: `create_service_app` (error shape, request ids, body limit, health, lifespan),
   `services_dependency`/`services_of` (the service's typed `Services`), `serve`
+- `lean`: `LeanRoutes`, hot requests answered before FastAPI's routing when they can be
 - `paging`: `PageDep`, `set_page_headers` (`Link`, `X-Total-Count`)
 - `identity`: the caller's identity as route dependencies (`DeviceIdentity`, `UserIdentity`)
 - `routing`: `TENANT` path segment that accepts an empty tenant id

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import common.web.routing  # noqa: F401  (registers the `tenant` path convertor)
 from common.core.errors import ServiceError
 from common.core.logging import configure_logging
+from common.core.metrics import UNMATCHED_ROUTE, RequestMetrics
 from common.core.mongo import Document, create_client, ensure_indexes, ping
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id, request_id_var
 from common.core.revocations import (
@@ -50,8 +51,10 @@ from common.core.revocations import (
     restore_recorded_sequence,
 )
 from common.core.settings import BaseServiceSettings
+from common.web.lean import LeanHandler, LeanRoutes
 
 __all__ = [
+    "METRICS_PATH",
     "Resources",
     "Setup",
     "create_service_app",
@@ -98,10 +101,14 @@ def services_of(app: FastAPI, kind: type[_S]) -> _S:
     return services
 
 
-def services_dependency(kind: type[_S]) -> Callable[[Request], _S]:
-    """Build a route dependency that returns the app's services object of type `kind`."""
+def services_dependency(kind: type[_S]) -> Callable[[Request], Awaitable[_S]]:
+    """Build a route dependency that returns the app's services object of type `kind`.
 
-    def services(request: Request) -> _S:
+    It is a coroutine function although it never waits: FastAPI runs plain functions in a
+    worker thread, a hop that costs more than most routes' own work.
+    """
+
+    async def services(request: Request) -> _S:
         return services_of(request.app, kind)
 
     return services
@@ -293,13 +300,30 @@ def _health_router(internal_prefix: str) -> APIRouter:
     return router
 
 
+METRICS_PATH: Final = "/metrics"
+
+
+def _route_template(scope: Scope) -> str:
+    """The template of the route that took the request (`/devices/{id}`), never its path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
 class _ServiceApp(FastAPI):
-    """A FastAPI app whose request id is known in every layer, the last-resort 500 included."""
+    """A FastAPI app whose request id is known in every layer, the last-resort 500 included.
+
+    Its requests are measured around that layer too (`common.core.metrics`), and it serves
+    `GET /metrics`: a path the gateway never routes, so only the internal network reads it.
+    """
 
     def build_middleware_stack(self) -> ASGIApp:
         # Starlette renders an unhandled exception's 500 in its outermost layer, outside the
         # added middleware: the request id is set around that layer, or the 500 has none.
-        return RequestIdMiddleware(super().build_middleware_stack())
+        measured = RequestMetrics(
+            super().build_middleware_stack(), route_of=_route_template, expose=METRICS_PATH
+        )
+        return RequestIdMiddleware(measured)
 
 
 def create_service_app(
@@ -311,6 +335,7 @@ def create_service_app(
     indexes: Mapping[str, Sequence[IndexModel]] | None = None,
     setup: Setup | None = None,
     stream_paths: Sequence[str] = (),
+    lean_routes: Mapping[tuple[str, str], LeanHandler] | None = None,
 ) -> FastAPI:
     """Build a service app: the shared behaviour plus the service's routers and set-up.
 
@@ -319,6 +344,8 @@ def create_service_app(
     object, which routes then reach through `services_dependency`.
     `stream_paths` are regular expressions of the paths whose bodies the routes stream
     themselves (uploads): the JSON body limit does not apply to them.
+    `lean_routes` answer chosen hot requests before FastAPI's routing (`common.web.lean`),
+    inside the body limit and the request id.
     """
     configure_logging(name, settings.log_level)
 
@@ -346,6 +373,8 @@ def create_service_app(
     app.include_router(_health_router(internal_prefix))
     for router in routers:
         app.include_router(router)
+    if lean_routes:
+        app.add_middleware(LeanRoutes, routes=lean_routes)
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.request_size_limit, exempt=tuple(stream_paths)
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Final
 
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from common.core.leases import LeaseTerms
 from common.core.outbox import Outbox, OutboxRelay
 from common.web.app import Resources, create_service_app
 from services.deployments.api.deps import Services
+from services.deployments.api.devices import LEAN_ROUTES
 from services.deployments.api.devices import PREFIX_V1 as DEVICES_V1
 from services.deployments.api.devices import router as devices_router
 from services.deployments.api.internal import PREFIX as INTERNAL_PREFIX
@@ -25,9 +27,10 @@ from services.deployments.api.management import router as management_router
 from services.deployments.api.management_v2 import router_v1alpha1, router_v2
 from services.deployments.app.artifacts import ArtifactsApp
 from services.deployments.app.deployments import DeploymentsApp
-from services.deployments.app.device import DeviceDeploymentsApp
+from services.deployments.app.device import DEVICE_LINK_EXPIRE, DeviceDeploymentsApp
 from services.deployments.app.downloads import DownloadsApp
 from services.deployments.app.jobs import DirectUploadsApp, GenerateApp, reclaim_periodically
+from services.deployments.app.polltags import PollTags
 from services.deployments.app.reach import Reach
 from services.deployments.app.releases import ReleasesApp
 from services.deployments.app.sweeper import StorageSweeper
@@ -55,8 +58,13 @@ STREAM_PATHS: Final = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the deployments app; resources are created by its lifespan."""
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """Build the deployments app; resources are created by its lifespan.
+
+    `clock` replaces the wall clock where a poll's entity tag is checked (tests).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -93,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             artifacts = ArtifactsApp(store, storage, max_image_size=settings.max_image_size)
             reach = Reach(store, max_devices=settings.poll_snapshot_max_devices)
             deployments = DeploymentsApp(store, inventory, reach)
-            device = DeviceDeploymentsApp(store, storage, signer, reach)
+            # A device's tag stands while its link has half its lifetime left.
+            tags = PollTags(settings.presign_secret, fresh_for=DEVICE_LINK_EXPIRE / 2)
+            device = DeviceDeploymentsApp(store, storage, signer, reach, tags, clock=clock)
             # One holder id for this process: its claims on artifact jobs.
             leases = LeaseTerms(duration=settings.job_lease)
             generate = GenerateApp(
@@ -157,4 +167,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
         stream_paths=STREAM_PATHS,
+        lean_routes=LEAN_ROUTES,
     )

@@ -43,6 +43,8 @@ class Settings(BaseServiceSettings):
     nats_uri: str | None = None
     # How often the outbox relay looks for effects when nothing woke it, in seconds.
     outbox_poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    # Requests the outbox relay keeps in flight per peer (different devices in parallel).
+    outbox_concurrency: Annotated[int, Field(ge=1)] = 16
 
     @model_validator(mode="after")
     def _require_key_outside_development(self) -> Settings:

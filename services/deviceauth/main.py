@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
 from common.core.outbox import Outbox, OutboxRelay
-from common.core.revocations import revocation_feed
+from common.core.revocations import recorded_sequence, revocation_feed
 from common.core.tokens import SigningKey, TokenVerifier, load_signing_key
 from common.web.app import Resources, create_service_app
 from common.web.tokenissuer import TokenIssuer, TokenUse
@@ -49,7 +49,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         if config.server_fallback_priv_key_path is not None:
             keys.append(load_signing_key(config.server_fallback_priv_key_path))
         relay = OutboxRelay(
-            res.db, res.http, config.peers(), poll_interval=config.outbox_poll_interval
+            res.db,
+            res.http,
+            config.peers(),
+            poll_interval=config.outbox_poll_interval,
+            concurrency=config.outbox_concurrency,
         )
         async with (
             relay.running(),
@@ -58,7 +62,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
             def wake() -> None:
                 relay.wake()
-                feed.wake()
+                # Only a change that revoked tokens has anything for the feed to read now
+                # (it looks by itself every quarter second): most wakes, one per
+                # authentication, would otherwise each cost it a query.
+                if recorded_sequence() is not None:
+                    feed.wake()
 
             store = MongoStore(
                 res.mongo,

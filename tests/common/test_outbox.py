@@ -157,7 +157,7 @@ class TestDelivery:
             await Outbox(db, DEPLOYED).add(
                 [Effect("inventory", "POST", f"/{n}") for n in range(250)]
             )
-            relay = OutboxRelay(db, http, {"inventory": peer.url})
+            relay = OutboxRelay(db, http, {"inventory": peer.url}, batch=100)
 
             assert await relay.deliver_due() == 250
         finally:

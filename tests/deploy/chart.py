@@ -64,6 +64,7 @@ SCENARIOS: Final[dict[str, dict[str, Any]]] = {
         "networkPolicy": {
             "gatewayAllowFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}]
         },
+        "metrics": {"allowFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
     },
     "plain": {
         "ingress": {"enabled": False},
@@ -73,6 +74,7 @@ SCENARIOS: Final[dict[str, dict[str, Any]]] = {
         "services": {"deviceconnect": {"replicas": 1}},
         "webui": {"enabled": False},
         "networkPolicy": {"enabled": False},
+        "metrics": {"enabled": False},
     },
 }
 

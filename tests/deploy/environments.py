@@ -73,8 +73,10 @@ class Deployment:
         local port)."""
         env = dict(process.env)
         for name, value in process.env.items():
-            if name == f"{prefix}LISTEN_HOST":
+            if name in (f"{prefix}LISTEN_HOST", f"{prefix}METRICS_HOST"):
                 env[name] = "127.0.0.1"
+            elif name == f"{prefix}METRICS_PORT":
+                env[name] = "0"  # any free port: the metrics listener is no component
             elif "://" in value:
                 env[name] = self._url(value, ports)
             elif value.startswith("/") and name not in process.secret:
@@ -184,7 +186,8 @@ def from_compose(
     published = {}
     for name, entry in compose.items():
         for mapping in entry.get("ports", []):
-            published[int(_interpolate(mapping, variables).split(":")[0])] = hosts[name]
+            # [address:]published:container
+            published[int(_interpolate(mapping, variables).split(":")[-2])] = hosts[name]
     [admin] = [
         process(entry)
         for entry in compose.values()

@@ -236,3 +236,45 @@ class TestNetworkPolicies:
             s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for s in sources
         ]
         assert components == ["deviceconnect"]
+
+
+class TestMetrics:
+    def test_services_are_scraped_on_their_port(self, trial: list[Manifest]) -> None:
+        pods = _pods(trial)
+        for svc in SERVICES:
+            pod = pods[f"fleetport-{svc.name.replace('_', '-')}"]
+            assert pod["metadata"]["annotations"] == {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": "8080",
+                "prometheus.io/path": "/metrics",
+            }
+            ports = pod["spec"]["containers"][0]["ports"]
+            assert ports == [{"name": "http", "containerPort": 8080}]
+
+    def test_gateway_metrics_on_a_port_no_service_exposes(self, trial: list[Manifest]) -> None:
+        pod = _pods(trial)["fleetport-gateway"]
+        container = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["GATEWAY_METRICS_PORT"] == "9100"
+        assert env["GATEWAY_LISTEN_PORT"] == "8080"
+        assert {"name": "metrics", "containerPort": 9100} in container["ports"]
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+        service = _kind(trial, "Service")["fleetport-gateway"]
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+
+    def test_the_scraper_is_let_through_when_named(self, trial: list[Manifest]) -> None:
+        assert "fleetport-metrics" not in _kind(trial, "NetworkPolicy")
+        production = render(SCENARIOS["production"])
+        policy = _kind(production, "NetworkPolicy")["fleetport-metrics"]["spec"]
+        rule = policy["ingress"][0]
+        assert rule["ports"] == [{"port": "http"}, {"port": "metrics"}]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+        tiers = policy["podSelector"]["matchExpressions"][0]["values"]
+        assert tiers == ["service", "gateway"]
+
+    def test_off(self) -> None:
+        plain = render(SCENARIOS["plain"])
+        gateway = _pods(plain)["fleetport-gateway"]
+        assert "annotations" not in gateway["metadata"]
+        names = {e["name"] for e in gateway["spec"]["containers"][0]["env"]}
+        assert "GATEWAY_METRICS_PORT" not in names

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from prometheus_client import REGISTRY
 
 from common.core.servicespec import LocalResource, ServiceSpec
 from common.localstack.provision import KEY_FILES, Layout, provision
@@ -207,3 +208,60 @@ class TestSecrets:
         assert mounts["/secrets/mongo"] == "secrets-mongo"
         assert mounts["/secrets/create-admin"] == "secrets-create-admin"
         assert mounts["/secrets/tls"] == "tls"
+
+
+def _prometheus(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "prometheus" / name).read_text())
+    return data
+
+
+def _exported_samples() -> set[str]:
+    """The names of the series Fleetport's processes export (every family they define)."""
+    for module in [*(f"{svc.module}.main" for svc in SERVICES), "gateway.app"]:
+        importlib.import_module(module)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    return {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+class TestMetrics:
+    def test_prometheus_scrapes_every_service_and_the_gateway(self) -> None:
+        services = _services()
+        assert services["prometheus"]["image"].startswith("prom/prometheus:")
+        assert _volume_sources(services["prometheus"])["/etc/prometheus"] == "./prometheus"
+        [job] = _prometheus("prometheus.yml")["scrape_configs"]
+        targets = {
+            target: group["labels"]["service"]
+            for group in job["static_configs"]
+            for target in group["targets"]
+        }
+        gateway_port = services["gateway"]["environment"]["GATEWAY_METRICS_PORT"]
+        expected = {f"{_resource_name(svc)}:8080": svc.name for svc in SERVICES}
+        assert targets == {**expected, f"gateway:{gateway_port}": "gateway"}
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+
+    def test_gateway_metrics_are_not_published(self) -> None:
+        gateway = _services()["gateway"]
+        assert gateway["environment"]["GATEWAY_METRICS_HOST"] == "0.0.0.0"
+        published = [str(p).rsplit(":", 1)[-1] for p in gateway["ports"]]
+        assert published == ["8443"]
+
+    def test_prometheus_is_reached_from_this_host_only(self) -> None:
+        [port] = _services()["prometheus"]["ports"]
+        assert str(port).startswith("127.0.0.1:")
+
+    def test_recording_rules_use_what_is_exported(self) -> None:
+        assert _prometheus("prometheus.yml")["rule_files"] == ["rules.yml"]
+        exported = _exported_samples()
+        rules = [rule for group in _prometheus("rules.yml")["groups"] for rule in group["rules"]]
+        assert rules
+        for rule in rules:
+            assert set(rule) == {"record", "expr"}, rule
+            assert re.fullmatch(r"fleetport:[a-z0-9_]+:[a-z0-9_]+", rule["record"]), rule
+            used = set(re.findall(r"\bfleetport_[a-z0-9_]+", rule["expr"]))
+            assert used, rule
+            assert used <= exported, f"{rule['record']}: {used - exported} not exported"
+            assert rule["expr"].count("(") == rule["expr"].count(")"), rule

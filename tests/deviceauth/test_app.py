@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from common.core.errors import ServiceError
-from common.core.mongo import create_client, ensure_indexes
+from common.core.mongo import Document, create_client, ensure_indexes
 from common.core.outbox import Outbox
 from common.core.pages import Page
 from common.core.revocations import RevocationFeed
@@ -23,6 +24,8 @@ from services.deviceauth.store import DataStore
 from services.deviceauth.store.indexes import INDEXES
 from services.deviceauth.store.mongo import MongoStore
 from tests.deviceauth.conftest import FakeDevice, PrivateKey, sign
+from tests.toolkit.commands import assert_indexed, recording
+from tests.toolkit.devices import device_id_of
 
 T = TypeVar("T")
 
@@ -167,6 +170,74 @@ class TestAuthenticate:
         assert view.status is DeviceStatus.ACCEPTED
         assert view.provisioned
         assert view.revision == 2
+
+
+class TestAuthenticationCost:
+    """What one auth request costs the database: a few commands, each served by an index."""
+
+    async def test_first_authentication_of_a_preauthorized_device(
+        self,
+        devauth: DevAuthApp,
+        device_auth: DeviceAuthApp,
+        device: FakeDevice,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+    ) -> None:
+        await devauth.preauthorize(
+            "", identity_data=device.identity, pubkey=device.pubkey, force=False
+        )
+        body, signature = _request(device)
+        with recording(db_name) as recorded:
+            token = await device_auth.authenticate(body, signature=signature)
+        # The auth set; then one transaction: the device, the limit, the device's auth sets,
+        # acceptance of the auth set, the device (accepted, provisioned, checked in), every
+        # effect at once, the revocations of the token's id and tenant, the token, commit.
+        assert recorded.names == [
+            "find",
+            "find",
+            "find",
+            "find",
+            "update",
+            "update",
+            "insert",
+            "find",
+            "update",
+            "commitTransaction",
+        ]
+        await assert_indexed(mongo, db_name, recorded)
+        device_id = device_id_of(token)
+        outbox = mongo[db_name]["outbox"]
+        paths = [e["path"] async for e in outbox.find({}).sort("_id", 1)]
+        # (Only inventory is deployed here.) The preauthorization's identity and status,
+        # then the accepted status and the first check-in, written together.
+        assert len(paths) == 4
+        assert paths[2].endswith("/devices/status/accepted")
+        assert paths[3].endswith(f"/device/{device_id}/attribute/scope/system")
+        [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        assert view.status is DeviceStatus.ACCEPTED
+        assert view.provisioned
+        assert view.revision == 2
+        assert view.check_in_time is not None
+
+    async def test_token_renewal(
+        self,
+        devauth: DevAuthApp,
+        device_auth: DeviceAuthApp,
+        device: FakeDevice,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+    ) -> None:
+        await devauth.preauthorize(
+            "", identity_data=device.identity, pubkey=device.pubkey, force=False
+        )
+        body, signature = _request(device)
+        await device_auth.authenticate(body, signature=signature)
+        with recording(db_name) as recorded:
+            await device_auth.authenticate(body, signature=signature)
+        # The auth set; then one transaction: the device, the auth set's token time (checked
+        # in a minute ago at most: nothing to write), the revocations, the token, commit.
+        assert recorded.names == ["find", "find", "update", "find", "update", "commitTransaction"]
+        await assert_indexed(mongo, db_name, recorded)
 
 
 class TestPreauthorize:

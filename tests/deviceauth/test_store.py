@@ -128,6 +128,30 @@ class TestDevices:
             is None
         )
 
+    async def test_admit(self, store: MongoStore) -> None:
+        device = _device(status=DeviceStatus.PREAUTHORIZED)
+        await store.insert_device("", device)
+        later = NOW + timedelta(minutes=1)
+        await store.admit_device("t1", device.id, now=later, newly=True, check_in=True)
+        assert await store.get_device("", device.id) == device
+        await store.admit_device("", device.id, now=later, newly=True, check_in=True)
+        admitted = await store.get_device("", device.id)
+        assert admitted == device.model_copy(
+            update={
+                "status": DeviceStatus.ACCEPTED,
+                "provisioned": True,
+                "revision": 2,
+                "updated_ts": later,
+                "check_in_time": later,
+                "check_in_synced_ts": later,
+            }
+        )
+        # Already accepted: neither its revision nor its check-in move.
+        await store.admit_device(
+            "", device.id, now=later + timedelta(days=1), newly=False, check_in=False
+        )
+        assert await store.get_device("", device.id) == admitted
+
     async def test_check_in(self, store: MongoStore) -> None:
         device = _device()
         await store.insert_device("", device)
@@ -164,21 +188,6 @@ class TestAuthSets:
         assert found == first
         assert await store.list_auth_sets("", [device.id]) == [first]
         assert await store.list_auth_sets("", []) == []
-
-    async def test_reject_accepted(self, store: MongoStore) -> None:
-        device = _device()
-        keep = _auth_set(device, "K1", AuthStatus.ACCEPTED)
-        other = _auth_set(device, "K2", AuthStatus.ACCEPTED)
-        pending = _auth_set(device, "K3")
-        for a in (keep, other, pending):
-            await store.insert_auth_set("", a)
-        assert await store.reject_accepted_auth_sets("", device.id, keep=keep.id) == [other.id]
-        statuses = {a.id: a.status for a in await store.list_auth_sets("", [device.id])}
-        assert statuses == {
-            keep.id: AuthStatus.ACCEPTED,
-            other.id: AuthStatus.REJECTED,
-            pending.id: AuthStatus.PENDING,
-        }
 
     async def test_stamp_only_accepted(self, store: MongoStore) -> None:
         device = _device()

@@ -9,6 +9,7 @@ available everywhere:
 - `ManualClock`: time that moves only when a test says so, for TTLs and expiries;
 - `LiveServer`: an ASGI app on a real port inside the test's event loop;
 - `child_pids` / `is_running`: real processes, seen through /proc;
+- `Scrape`: a `/metrics` page, parsed: its families and the value of a labelled series;
 - `SimulatedDevice` / `Retrying`: a device driving the device API as the Mender client does
   (signed auth request, inventory, polls, status reports), retrying as the client retries.
 """
@@ -17,6 +18,7 @@ from tests.toolkit.clocks import ManualClock, clock
 from tests.toolkit.database import failing_commands
 from tests.toolkit.devices import Retrying, SimulatedDevice
 from tests.toolkit.errors import assert_error
+from tests.toolkit.metrics import Scrape
 from tests.toolkit.polling import eventually, wait_until
 from tests.toolkit.processes import child_pids, is_running
 from tests.toolkit.servers import LiveServer
@@ -25,6 +27,7 @@ __all__ = [
     "LiveServer",
     "ManualClock",
     "Retrying",
+    "Scrape",
     "SimulatedDevice",
     "assert_error",
     "child_pids",

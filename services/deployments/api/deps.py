@@ -56,36 +56,39 @@ class Services:
 
 ServicesDep = Annotated[Services, Depends(services_dependency(Services))]
 
+# The dependencies below are coroutine functions although they never wait: FastAPI would
+# run plain functions in a worker thread, a hop that costs more than an idle poll's work.
 
-def _settings(services: ServicesDep) -> Settings:
+
+async def _settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def _artifacts(services: ServicesDep) -> ArtifactsApp:
+async def _artifacts(services: ServicesDep) -> ArtifactsApp:
     return services.artifacts
 
 
-def _releases(services: ServicesDep) -> ReleasesApp:
+async def _releases(services: ServicesDep) -> ReleasesApp:
     return services.releases
 
 
-def _deployments(services: ServicesDep) -> DeploymentsApp:
+async def _deployments(services: ServicesDep) -> DeploymentsApp:
     return services.deployments
 
 
-def _device(services: ServicesDep) -> DeviceDeploymentsApp:
+async def _device(services: ServicesDep) -> DeviceDeploymentsApp:
     return services.device
 
 
-def _generate(services: ServicesDep) -> GenerateApp:
+async def _generate(services: ServicesDep) -> GenerateApp:
     return services.generate
 
 
-def _uploads(services: ServicesDep) -> DirectUploadsApp:
+async def _uploads(services: ServicesDep) -> DirectUploadsApp:
     return services.uploads
 
 
-def _downloads(services: ServicesDep) -> DownloadsApp:
+async def _downloads(services: ServicesDep) -> DownloadsApp:
     return services.downloads
 
 
@@ -99,7 +102,7 @@ UploadsAppDep = Annotated[DirectUploadsApp, Depends(_uploads)]
 DownloadsAppDep = Annotated[DownloadsApp, Depends(_downloads)]
 
 
-def _external_url(request: Request, settings: SettingsDep) -> str:
+async def _external_url(request: Request, settings: SettingsDep) -> str:
     """Where devices reach this service: the setting, else the gateway's forwarded headers."""
     if settings.presign_url_base:
         return settings.presign_url_base.rstrip("/")

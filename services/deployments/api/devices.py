@@ -6,18 +6,26 @@ device token: the gateway routes them unauthenticated and the signature is the c
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Annotated, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
-from common.core.errors import BadRequest
-from common.web.identity import DeviceIdentity
+from common.core.errors import BadRequest, ServiceError
+from common.web.app import services_of
+from common.web.identity import DeviceIdentity, device_caller
+from common.web.lean import LeanAnswer, LeanHandler
 from services.deployments.api.deps import (
     DeviceDeploymentsAppDep,
     DownloadsAppDep,
     ExternalURL,
+    Services,
 )
 from services.deployments.api.schemas import (
     InstructionsOut,
@@ -26,10 +34,11 @@ from services.deployments.api.schemas import (
     NextV2Request,
     StatusReport,
 )
+from services.deployments.app.device import Unchanged
 from services.deployments.app.downloads import ARTIFACT_CONTENT_TYPE
 from services.deployments.models import LogMessage, NextRequest
 
-__all__ = ["PREFIX_V1", "PREFIX_V2", "router"]
+__all__ = ["LEAN_ROUTES", "PREFIX_V1", "PREFIX_V2", "router"]
 
 PREFIX_V1: Final = "/api/devices/v1/deployments"
 PREFIX_V2: Final = "/api/devices/v2/deployments"
@@ -67,20 +76,39 @@ def _next_request(provides: dict[str, object]) -> NextRequest:
     return NextRequest(device_type=device_type, artifact_name=artifact_name, provides=values)
 
 
+def _v1_provides(body: NextV1Request) -> dict[str, object]:
+    provides: dict[str, object] = dict(body.model_extra or {})
+    provides["device_type"] = body.device_type
+    provides["artifact_name"] = body.artifact_name
+    return provides
+
+
+# A poll may send back the `ETag` of its last answer (`app.polltags`): an extension the
+# Mender client does not use; without it the status and body are Mender's.
+IfNoneMatch = Annotated[str | None, Header()]
+
+
 async def _answer(
     identity_tenant: str,
     device_id: str,
     request: NextRequest,
     device: DeviceDeploymentsAppDep,
     external_url: str,
+    if_none_match: str | None,
 ) -> Response:
     instructions = await device.next_for_device(
-        identity_tenant, device_id, request=request, external_url=external_url
+        identity_tenant,
+        device_id,
+        request=request,
+        external_url=external_url,
+        if_none_match=if_none_match,
     )
     if instructions is None:
         return Response(status_code=204)
+    if isinstance(instructions, Unchanged):
+        return Response(status_code=304, headers={"ETag": instructions.tag})
     body = InstructionsOut.of(instructions).model_dump_json(exclude_none=True)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"ETag": instructions.tag})
 
 
 @router.get(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
@@ -90,10 +118,13 @@ async def check_update(
     external_url: ExternalURL,
     artifact_name: Annotated[str, Query()] = "",
     device_type: Annotated[str, Query()] = "",
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Next update for the device (204: nothing to do); query artifact_name, device_type."""
     request = _next_request({"artifact_name": artifact_name, "device_type": device_type})
-    return await _answer(identity.tenant, identity.subject, request, device, external_url)
+    return await _answer(
+        identity.tenant, identity.subject, request, device, external_url, if_none_match
+    )
 
 
 @router.post(PREFIX_V1 + "/device/deployments/next", response_model=InstructionsOut)
@@ -102,13 +133,13 @@ async def check_update_post(
     identity: DeviceIdentity,
     device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Next update for the device, from its provides (v1 body)."""
-    provides: dict[str, object] = dict(body.model_extra or {})
-    provides["device_type"] = body.device_type
-    provides["artifact_name"] = body.artifact_name
-    request = _next_request(provides)
-    return await _answer(identity.tenant, identity.subject, request, device, external_url)
+    request = _next_request(_v1_provides(body))
+    return await _answer(
+        identity.tenant, identity.subject, request, device, external_url, if_none_match
+    )
 
 
 @router.post(PREFIX_V2 + "/device/deployments/next", response_model=InstructionsOut)
@@ -117,10 +148,13 @@ async def check_update_v2(
     identity: DeviceIdentity,
     device: DeviceDeploymentsAppDep,
     external_url: ExternalURL,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Next update for the device, from `device_provides` (what the client tries first)."""
     request = _next_request(dict(body.device_provides))
-    return await _answer(identity.tenant, identity.subject, request, device, external_url)
+    return await _answer(
+        identity.tenant, identity.subject, request, device, external_url, if_none_match
+    )
 
 
 @router.put(PREFIX_V1 + "/device/deployments/{id}/status", status_code=204)
@@ -201,3 +235,52 @@ async def upload_object(key: str, request: Request, downloads: DownloadsAppDep) 
         key, path=request.url.path, query=request.query_params, chunks=request.stream()
     )
     return Response(status_code=200)
+
+
+# The idle poll, answered before FastAPI's routing (`common.web.lean`): a well-formed poll
+# of a device that no active deployment lists gets its 204 from memory (`Reach`). Every
+# other poll, malformed ones included, is declined and answered by the routes above.
+_IDLE: Final = LeanAnswer(204)
+
+
+def _json(conn: HTTPConnection, body: bytes) -> object:
+    """The body as the routes read a JSON body; ValueError when they would not."""
+    content_type = conn.headers.get("content-type")
+    if not body or (
+        content_type is not None
+        and content_type.split(";")[0].strip().lower() != "application/json"
+    ):
+        raise ValueError("not a JSON body")
+    return json.loads(body)
+
+
+def _lean_next(provides: Callable[[HTTPConnection, bytes], dict[str, object]]) -> LeanHandler:
+    """A lean `next` route whose provides are read from the request by `provides`."""
+
+    async def next_if_idle(scope: Scope, body: bytes) -> LeanAnswer | None:
+        conn = HTTPConnection(scope)
+        try:
+            identity = device_caller(conn)
+            _next_request(provides(conn, body))
+        except (ServiceError, ValidationError, ValueError):
+            return None
+        device = services_of(scope["app"], Services).device
+        return _IDLE if await device.idle(identity.tenant, identity.subject) else None
+
+    return next_if_idle
+
+
+LEAN_ROUTES: Final[dict[tuple[str, str], LeanHandler]] = {
+    ("GET", PREFIX_V1 + "/device/deployments/next"): _lean_next(
+        lambda conn, _: {
+            "artifact_name": conn.query_params.get("artifact_name", ""),
+            "device_type": conn.query_params.get("device_type", ""),
+        }
+    ),
+    ("POST", PREFIX_V1 + "/device/deployments/next"): _lean_next(
+        lambda conn, body: _v1_provides(NextV1Request.model_validate(_json(conn, body)))
+    ),
+    ("POST", PREFIX_V2 + "/device/deployments/next"): _lean_next(
+        lambda conn, body: dict(NextV2Request.model_validate(_json(conn, body)).device_provides)
+    ),
+}

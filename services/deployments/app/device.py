@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from common.core.errors import BadRequest, Conflict, NotFound
 from services.deployments.app.errors import DeploymentNotFound
+from services.deployments.app.polltags import PollTags, TaggedContent
 from services.deployments.app.reach import Reach
 from services.deployments.app.statuses import MAX_PENDING_WALK, change_status
 from services.deployments.models import (
@@ -29,6 +31,7 @@ __all__ = [
     "REPORTABLE_STATUSES",
     "DeviceDeploymentsApp",
     "Instructions",
+    "Unchanged",
 ]
 
 _log = logging.getLogger("deployments.device")
@@ -62,21 +65,58 @@ class Instructions:
     artifact_name: str
     device_types: list[str]
     source: Link
+    # The answer's entity tag (`app.polltags`).
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The device's `If-None-Match` still stands for what it would be told (304)."""
+
+    tag: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class DeviceDeploymentsApp:
     """The device's side of deployments: `next`, status reports, logs, configuration links."""
 
-    def __init__(self, store: DataStore, storage: Storage, signer: URLSigner, reach: Reach) -> None:
+    def __init__(
+        self,
+        store: DataStore,
+        storage: Storage,
+        signer: URLSigner,
+        reach: Reach,
+        tags: PollTags,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._store = store
         self._storage = storage
         self._signer = signer
         self._reach = reach
+        self._tags = tags
+        self._clock = clock or _utcnow
+
+    async def idle(self, tenant_id: str, device_id: str) -> bool:
+        """Whether the device's `next` is a 204 from memory: no active deployment lists it."""
+        return await self._reach.unreachable(tenant_id, device_id)
 
     async def next_for_device(
-        self, tenant_id: str, device_id: str, *, request: NextRequest, external_url: str
-    ) -> Instructions | None:
+        self,
+        tenant_id: str,
+        device_id: str,
+        *,
+        request: NextRequest,
+        external_url: str,
+        if_none_match: str | None = None,
+    ) -> Instructions | Unchanged | None:
         """What the device should install next, or None (204).
+
+        `Unchanged` (304) when `if_none_match` holds a tag that still stands for the answer
+        (`app.polltags`); the state is read and moved exactly as without it.
 
         A device that no active deployment lists gets None from memory (`Reach`). Otherwise,
         cost per poll (indexed queries, asserted by the store tests): while an update is
@@ -88,7 +128,7 @@ class DeviceDeploymentsApp:
         artifact, already installed), +1 when the deployment's status moves forward (at
         most twice per deployment).
         """
-        if await self._reach.unreachable(tenant_id, device_id):
+        if await self.idle(tenant_id, device_id):
             return None
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:
@@ -113,7 +153,7 @@ class DeviceDeploymentsApp:
         elif dd.request != request:
             await change_status(self._store, tenant_id, dd, DeviceDeploymentStatus.FAILURE)
             raise Conflict("Device provided conflicting request data")
-        return await self._instructions(tenant_id, dd, request, external_url)
+        return await self._instructions(tenant_id, dd, request, external_url, if_none_match)
 
     async def _start(
         self, tenant_id: str, deployment: Deployment, device_id: str, request: NextRequest
@@ -162,10 +202,27 @@ class DeviceDeploymentsApp:
         return None if started is None else started[0]
 
     async def _instructions(
-        self, tenant_id: str, dd: DeviceDeployment, request: NextRequest, external_url: str
-    ) -> Instructions | None:
-        expire = datetime.now(UTC).replace(microsecond=0) + DEVICE_LINK_EXPIRE
+        self,
+        tenant_id: str,
+        dd: DeviceDeployment,
+        request: NextRequest,
+        external_url: str,
+        if_none_match: str | None,
+    ) -> Instructions | Unchanged | None:
+        now = self._clock()
         if dd.deployment_type == "configuration":
+            content: TaggedContent = (
+                tenant_id,
+                dd.device_id,
+                dd.deployment_id,
+                None,
+                dd.artifact_name,
+                [request.device_type],
+                external_url,
+            )
+            if if_none_match and (tag := self._tags.unchanged(content, if_none_match, now)):
+                return Unchanged(tag)
+            expire = now.replace(microsecond=0) + DEVICE_LINK_EXPIRE
             path = f"{CONFIGURATION_PATH}/{dd.deployment_id}/{request.device_type}/{dd.device_id}"
             uri = self._signer.sign(
                 base_url=external_url, method="GET", path=path, expire=expire, tenant_id=tenant_id
@@ -176,9 +233,22 @@ class DeviceDeploymentsApp:
                 artifact_name=dd.artifact_name,
                 device_types=[request.device_type],
                 source=Link(uri=uri, expire=expire),
+                tag=self._tags.tag(content, expire),
             )
         if dd.image is None:
             return None
+        device_types = list(dd.image.meta.device_types_compatible)
+        content = (
+            tenant_id,
+            dd.device_id,
+            dd.deployment_id,
+            dd.image.id,
+            dd.image.name,
+            device_types,
+            external_url,
+        )
+        if if_none_match and (tag := self._tags.unchanged(content, if_none_match, now)):
+            return Unchanged(tag)
         try:
             link = await self._storage.download_link(
                 object_key(tenant_id, dd.image.id),
@@ -193,8 +263,9 @@ class DeviceDeploymentsApp:
             deployment_id=dd.deployment_id,
             artifact_id=dd.image.id,
             artifact_name=dd.image.name,
-            device_types=list(dd.image.meta.device_types_compatible),
+            device_types=device_types,
             source=link,
+            tag=self._tags.tag(content, link.expire),
         )
 
     async def report_status(

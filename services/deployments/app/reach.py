@@ -12,6 +12,10 @@ query per interval) and drops those that differ. So with several replicas a devi
 within one interval of a deployment's creation elsewhere may get a 204 once more; it never
 misses an update under way, since a deployment that finishes only shrinks what the stale
 snapshot sends to the database.
+
+`fleetport_deployments_polls_total` counts the polls by where they were answered: `memory`
+(a 204 from the snapshot) or `database` (the queries above; idle or not, which the request
+metrics' status of the `next` route tells).
 """
 
 from __future__ import annotations
@@ -20,12 +24,22 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import Counter
 
 from services.deployments.store import DataStore
 
 __all__ = ["Reach"]
 
 _log = logging.getLogger("deployments.reach")
+_POLLS: Final = Counter(
+    "fleetport_deployments_polls_total",
+    "Device polls for the next deployment, by where they were answered (memory, database).",
+    ["answered_from"],
+)
+_FROM_MEMORY: Final = _POLLS.labels("memory")
+_FROM_DATABASE: Final = _POLLS.labels("database")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +71,10 @@ class Reach:
         if snapshot is None:
             snapshot = await self._load(tenant_id)
         if snapshot.devices is None or device_id in snapshot.devices:
+            _FROM_DATABASE.inc()
             return False
         self.hits += 1
+        _FROM_MEMORY.inc()
         return True
 
     async def _load(self, tenant_id: str) -> _Snapshot:

@@ -16,6 +16,7 @@ from common.core.outbox import Effect
 from services.deviceauth.app.errors import UnsupportedLimit
 from services.deviceauth.clients import (
     deviceconnect_disconnect,
+    inventory_check_in,
     inventory_identity,
     provision_effects,
     status_effects,
@@ -110,10 +111,10 @@ class Admission:
         await self._store.atomically(create)
         self.wake()
 
-    async def limit(self, tenant: str, name: str) -> int:
-        """The value of a limit (0 = unlimited)."""
+    async def limit(self, tenant: str, name: str, *, store: DataStore | None = None) -> int:
+        """The value of a limit (0 = unlimited), read through `store` when given."""
         check_limit_name(name)
-        value = await self._store.get_limit(tenant, name)
+        value = await (store or self._store).get_limit(tenant, name)
         return self._default_max_devices if value is None else value
 
     async def accept(
@@ -124,28 +125,68 @@ class Admission:
         auth_id: str,
         *,
         allowed: frozenset[AuthStatus],
+        device: Device | None = None,
+        check_in: datetime | None = None,
+        issuing: bool = False,
     ) -> AuthSet | None:
-        """Accept the auth set in `tx` if its status allows; the accepted auth set or None."""
-        # Re-read inside the transaction: a concurrent change may have won the race.
-        auth_set = await tx.get_auth_set(tenant, auth_id, device_id=device_id)
+        """Accept the auth set in `tx` if its status allows; the accepted auth set or None.
+
+        `device` is the device as already read in `tx`, if the caller has it. With
+        `check_in`, the device's check-in at that time is recorded and published in the
+        same write. `issuing` says the caller stores a token in `tx`: an auth set found
+        accepted already is written to as well, so that the transaction conflicts with any
+        concurrent change of its status. One read of the device's auth sets, one of the
+        device (unless given), one write of each and one of the effects: acceptance is on
+        the enrollment hot path.
+        """
+        # Read inside the transaction: a concurrent change may have won the race.
+        auth_sets = await tx.list_auth_sets(tenant, [device_id])
+        auth_set = next((a for a in auth_sets if a.id == auth_id), None)
         if auth_set is None:
             return None
         if auth_set.status is AuthStatus.ACCEPTED:
+            if issuing:
+                await tx.stamp_accepted_auth_set(tenant, auth_id, now=self.now())
             return auth_set
         if auth_set.status not in allowed:
             return None
         # A device has one accepted key: the others are rejected and their tokens go.
-        rejected = await tx.reject_accepted_auth_sets(tenant, device_id, keep=auth_id)
+        rejected = [a.id for a in auth_sets if a.status is AuthStatus.ACCEPTED]
+        for other in rejected:
+            await tx.set_auth_set_status(tenant, other, AuthStatus.REJECTED)
         await tx.delete_tokens(tenant, token_ids=rejected)
         await tx.set_auth_set_status(tenant, auth_id, AuthStatus.ACCEPTED)
-        device = await tx.get_device(tenant, device_id)
-        if device is not None and not device.provisioned:
+        accepted = auth_set.model_copy(update={"status": AuthStatus.ACCEPTED})
+        if device is None:
+            device = await tx.get_device(tenant, device_id)
+        if device is None:
+            return accepted
+        # An accepted auth set outweighs every other: the device is accepted now.
+        newly = device.status is not DeviceStatus.ACCEPTED
+        effects: list[Effect] = []
+        if not device.provisioned:
             # Before the status change, as Mender's workflow does: iot-manager hears that
             # the device is provisioned, then that it is accepted.
-            await tx.add_effects(provision_effects(tenant, device, auth_set))
-            await tx.set_device_provisioned(tenant, device_id, provisioned=True)
-        await self.refresh_status(tx, tenant, device_id)
-        return auth_set.model_copy(update={"status": AuthStatus.ACCEPTED})
+            effects += provision_effects(tenant, device, auth_set)
+        if newly:
+            # The transaction read the device: a concurrent change of it makes this one
+            # conflict and start over, so its revision is known without reading it back.
+            revision = device.revision + 1
+            effects += status_effects(
+                tenant, device_id, status=DeviceStatus.ACCEPTED, revision=revision
+            )
+        if check_in is not None:
+            effects.append(inventory_check_in(tenant, device_id, check_in))
+        if effects or check_in is not None:
+            await tx.admit_device(
+                tenant,
+                device_id,
+                now=check_in or self.now(),
+                newly=newly,
+                check_in=check_in is not None,
+            )
+            await tx.add_effects(effects)
+        return accepted
 
     async def refresh_status(self, tx: DataStore, tenant: str, device_id: str) -> Device | None:
         """Recompute the device status from its auth sets; tell the peers when it changes."""
@@ -165,10 +206,12 @@ class Admission:
             await tx.add_effects(effects)
         return updated
 
-    async def can_accept(self, tenant: str) -> bool:
-        """Whether one more device may be accepted within the limit."""
-        limit = await self.limit(tenant, LIMIT_MAX_DEVICES)
+    async def can_accept(self, tenant: str, *, store: DataStore | None = None) -> bool:
+        """Whether one more device may be accepted within the limit (read through `store`,
+        a transaction's, when given)."""
+        store = store or self._store
+        limit = await self.limit(tenant, LIMIT_MAX_DEVICES, store=store)
         if limit == 0:
             return True
-        accepted = await self._store.count_devices(tenant, status=DeviceStatus.ACCEPTED)
+        accepted = await store.count_devices(tenant, status=DeviceStatus.ACCEPTED)
         return accepted < limit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -65,11 +66,9 @@ class DeviceAuthApp:
         # Tenant tokens are not checked: every device belongs to the default tenant.
         tenant = ""
         auth_set = await self._auth_set_for(tenant, request)
-        if auth_set.status is AuthStatus.PREAUTHORIZED:
-            auth_set = await self._accept_preauthorized(tenant, auth_set)
-        if auth_set.status is not AuthStatus.ACCEPTED:
+        if auth_set.status not in (AuthStatus.PREAUTHORIZED, AuthStatus.ACCEPTED):
             raise DeviceUnauthorized()
-        return await self._issue_token(tenant, auth_set)
+        return await self._admit(tenant, auth_set)
 
     async def _auth_set_for(self, tenant: str, request: AuthRequest) -> AuthSet:
         for _ in range(RACE_ATTEMPTS):
@@ -111,39 +110,46 @@ class DeviceAuthApp:
             self._admission.wake()
         return auth_set
 
-    async def _accept_preauthorized(self, tenant: str, auth_set: AuthSet) -> AuthSet:
-        device = await self._store.get_device(tenant, auth_set.device_id)
-        if device is None or device.decommissioning:
-            raise DeviceUnauthorized()
-        if device.status is not DeviceStatus.ACCEPTED and not await self._admission.can_accept(
-            tenant
-        ):
-            # NOTE: like Mender, the device is not told why it is refused.
-            raise DeviceUnauthorized("unauthorized")
+    async def _admit(self, tenant: str, auth_set: AuthSet) -> str:
+        """Issue a token to an accepted auth set, accepting a preauthorized one first.
 
-        async def accept(tx: DataStore) -> AuthSet | None:
-            return await self._admission.accept(
-                tx,
-                tenant,
-                auth_set.device_id,
-                auth_set.id,
-                allowed=frozenset({AuthStatus.PREAUTHORIZED}),
-            )
-
-        accepted = await self._store.atomically(accept)
-        self._admission.wake()
-        if accepted is None:
-            raise DeviceUnauthorized()
-        return accepted
-
-    async def _issue_token(self, tenant: str, auth_set: AuthSet) -> str:
+        One transaction does it all (acceptance, check-in, the token and their effects), so
+        a device's first authentication costs a handful of writes and one commit.
+        """
         now = self._admission.now()
 
-        async def store_token(tx: DataStore) -> Token:
-            # Writing to the auth set makes this transaction conflict with any concurrent
-            # change of its status, so a stored token always means an accepted auth set.
-            if not await tx.stamp_accepted_auth_set(tenant, auth_set.id, now=now):
+        async def admit(tx: DataStore) -> Token:
+            device = await tx.get_device(tenant, auth_set.device_id)
+            if device is None or device.decommissioning:
                 raise DeviceUnauthorized()
+            check_in = _check_in_due(device, now)
+            if auth_set.status is AuthStatus.PREAUTHORIZED:
+                if (
+                    device.status is not DeviceStatus.ACCEPTED
+                    and not await self._admission.can_accept(tenant, store=tx)
+                ):
+                    # NOTE: like Mender, the device is not told why it is refused.
+                    raise DeviceUnauthorized("unauthorized")
+                accepted = await self._admission.accept(
+                    tx,
+                    tenant,
+                    auth_set.device_id,
+                    auth_set.id,
+                    allowed=frozenset({AuthStatus.PREAUTHORIZED}),
+                    device=device,
+                    check_in=now if check_in is _CheckIn.SYNC else None,
+                    issuing=True,
+                )
+                if accepted is None:
+                    raise DeviceUnauthorized()
+                if check_in is _CheckIn.TOUCH:
+                    await tx.touch_check_in(tenant, device.id, now=now, last=device.check_in_time)
+            else:
+                # Writing to the auth set makes this transaction conflict with any concurrent
+                # change of its status, so a stored token always means an accepted auth set.
+                if not await tx.stamp_accepted_auth_set(tenant, auth_set.id, now=now):
+                    raise DeviceUnauthorized()
+                await _record_check_in(tx, tenant, device, now, check_in)
             # Never dated before a revocation of its id or tenant, which would refuse it.
             issued = datetime.fromtimestamp(await tx.issue_time(tenant, auth_set.id, now=now), UTC)
             token = Token(
@@ -155,7 +161,8 @@ class DeviceAuthApp:
             await tx.save_token(tenant, token)
             return token
 
-        token = await self._store.atomically(store_token)
+        token = await self._store.atomically(admit)
+        self._admission.wake()
         claims: dict[str, Any] = {
             "jti": token.id,
             "sub": token.device_id,
@@ -169,9 +176,6 @@ class DeviceAuthApp:
         }
         if tenant:
             claims["mender.tenant"] = tenant
-        device = await self._store.get_device(tenant, auth_set.device_id)
-        if device is not None:
-            await self._check_in(tenant, device)
         return self._signer.sign(claims)
 
     # -- token verification (the gateway's question on every cache miss) -------------------
@@ -222,18 +226,46 @@ class DeviceAuthApp:
 
     async def _check_in(self, tenant: str, device: Device) -> None:
         now = self._admission.now()
-        last = device.check_in_time
-        if last is not None and now - last < CHECK_IN_EVERY:
-            return
-        synced = device.check_in_synced_ts
-        if synced is not None and now - synced < CHECK_IN_SYNC_EVERY:
+        due = _check_in_due(device, now)
+        if due is _CheckIn.TOUCH:
             # Conditional on the value read, so concurrent requests write it once.
-            await self._store.touch_check_in(tenant, device.id, now=now, last=last)
-            return
+            await self._store.touch_check_in(tenant, device.id, now=now, last=device.check_in_time)
+        elif due is _CheckIn.SYNC:
+            await self._store.atomically(
+                lambda tx: _record_check_in(tx, tenant, device, now, _CheckIn.SYNC)
+            )
+            self._admission.wake()
 
-        async def sync(tx: DataStore) -> None:
-            if await tx.sync_check_in(tenant, device.id, now=now, synced=synced):
-                await tx.add_effects([inventory_check_in(tenant, device.id, now)])
 
-        await self._store.atomically(sync)
-        self._admission.wake()
+class _CheckIn(enum.Enum):
+    """What a device's use of its token makes of its check-in time."""
+
+    # Written less than CHECK_IN_EVERY ago: nothing.
+    NONE = "none"
+    # Published to inventory less than CHECK_IN_SYNC_EVERY ago: written here only.
+    TOUCH = "touch"
+    # Written and published to inventory.
+    SYNC = "sync"
+
+
+def _check_in_due(device: Device, now: datetime) -> _CheckIn:
+    last = device.check_in_time
+    if last is not None and now - last < CHECK_IN_EVERY:
+        return _CheckIn.NONE
+    synced = device.check_in_synced_ts
+    if synced is not None and now - synced < CHECK_IN_SYNC_EVERY:
+        return _CheckIn.TOUCH
+    return _CheckIn.SYNC
+
+
+async def _record_check_in(
+    tx: DataStore, tenant: str, device: Device, now: datetime, due: _CheckIn
+) -> None:
+    """Record a check-in that is `due` in `tx`, conditional on the values read, so
+    concurrent requests write it once."""
+    if due is _CheckIn.TOUCH:
+        await tx.touch_check_in(tenant, device.id, now=now, last=device.check_in_time)
+    elif due is _CheckIn.SYNC and await tx.sync_check_in(
+        tenant, device.id, now=now, synced=device.check_in_synced_ts
+    ):
+        await tx.add_effects([inventory_check_in(tenant, device.id, now)])

@@ -1,7 +1,9 @@
 """Builders of the effects deviceauth sends to its peers (the calls Mender's workflows make).
 
 Effects are recorded in the outbox together with the change that causes them and delivered
-by the relay; every path carries the tenant, which is empty on single-tenant installs.
+by the relay; every path carries the tenant, which is empty on single-tenant installs. The
+device id is each effect's lane (a device's effects reach a peer in order, different devices
+in parallel), and the status changes, whose targets take lists, are merged.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def inventory_identity(tenant_id: str, device_id: str, identity: Mapping[str, An
         method="PATCH",
         path=f"{_INVENTORY}/{_seg(tenant_id)}/device/{_seg(device_id)}/attribute/scope/identity",
         body=attributes,
+        lane=device_id,
     )
 
 
@@ -80,6 +83,8 @@ def _inventory_status(tenant_id: str, device_id: str, *, status: str, revision: 
         method="POST",
         path=f"{_INVENTORY}/{_seg(tenant_id)}/devices/status/{_seg(status)}",
         body=[{"id": device_id, "revision": revision}],
+        lane=device_id,
+        merge=True,
     )
 
 
@@ -91,6 +96,8 @@ def _iot_manager_status(tenant_id: str, device_id: str, *, status: str) -> Effec
         path=f"{_IOT_MANAGER}/{_seg(tenant_id)}/bulk/devices/status/{_seg(status)}",
         body=[{"id": device_id}],
         ok=(200, 201, 202, 204, 404),
+        lane=device_id,
+        merge=True,
     )
 
 
@@ -109,6 +116,7 @@ def inventory_check_in(tenant_id: str, device_id: str, when: datetime) -> Effect
         method="PATCH",
         path=f"{_INVENTORY}/{_seg(tenant_id)}/device/{_seg(device_id)}/attribute/scope/system",
         body=[{"name": "check_in_time", "value": _rfc3339(when), "scope": "system"}],
+        lane=device_id,
     )
 
 
@@ -119,6 +127,7 @@ def _inventory_delete_device(tenant_id: str, device_id: str) -> Effect:
         method="DELETE",
         path=f"{_INVENTORY}/{_seg(tenant_id)}/devices/{_seg(device_id)}",
         ok=(200, 202, 204, 404),
+        lane=device_id,
     )
 
 
@@ -160,6 +169,7 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             path=f"{_DEVICECONNECT}/{_seg(tenant_id)}/devices",
             body=body,
             ok=(200, 201, 204, 409),
+            lane=device_id,
         ),
         Effect(
             peer=DEVICECONFIG,
@@ -167,6 +177,7 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             path=f"{_DEVICECONFIG}/{_seg(tenant_id)}/devices",
             body=body,
             ok=(200, 201, 204, 409),
+            lane=device_id,
         ),
         Effect(
             peer=IOT_MANAGER,
@@ -174,6 +185,7 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             path=f"{_IOT_MANAGER}/{_seg(tenant_id)}/devices",
             body=_device_event(device, auth_set),
             ok=(200, 201, 202, 204, 409),
+            lane=device_id,
         ),
     ]
 
@@ -185,6 +197,7 @@ def deviceconnect_disconnect(tenant_id: str, device_id: str) -> Effect:
         method="POST",
         path=f"{_DEVICECONNECT}/{_seg(tenant_id)}/devices/{_seg(device_id)}/disconnect",
         ok=(200, 202, 204, 404),
+        lane=device_id,
     )
 
 
@@ -197,30 +210,35 @@ def decommission_effects(tenant_id: str, device_id: str) -> list[Effect]:
             method="DELETE",
             path=f"{_DEPLOYMENTS}/{tid}/deployments/devices/{did}",
             ok=(200, 204, 404),
+            lane=device_id,
         ),
         Effect(
             peer=DEVICECONNECT,
             method="DELETE",
             path=f"{_DEVICECONNECT}/{tid}/devices/{did}",
             ok=(200, 202, 204, 404),
+            lane=device_id,
         ),
         Effect(
             peer=DEVICECONFIG,
             method="DELETE",
             path=f"{_DEVICECONFIG}/{tid}/devices/{did}",
             ok=(200, 204, 404),
+            lane=device_id,
         ),
         Effect(
             peer=IOT_MANAGER,
             method="DELETE",
             path=f"{_IOT_MANAGER}/{tid}/devices/{did}",
             ok=(200, 202, 204, 404),
+            lane=device_id,
         ),
         Effect(
             peer=DEVICEMONITOR,
             method="DELETE",
             path=f"{_DEVICEMONITOR}/{tid}/devices/{did}",
             ok=(200, 204, 404),
+            lane=device_id,
         ),
         _inventory_delete_device(tenant_id, device_id),
     ]

@@ -94,6 +94,13 @@ class DataStore(Protocol):
         """Set check-in and sync times to now if the last sync is still `synced`."""
         ...
 
+    async def admit_device(
+        self, tenant_id: str, device_id: str, *, now: datetime, newly: bool, check_in: bool
+    ) -> None:
+        """Mark the device accepted and provisioned in one write: `newly` accepted bumps its
+        revision and `updated_ts`; `check_in` sets its check-in and sync times to `now`."""
+        ...
+
     async def delete_device(self, tenant_id: str, device_id: str) -> bool:
         """Delete the device document; False when it did not exist."""
         ...
@@ -124,12 +131,6 @@ class DataStore(Protocol):
 
     async def stamp_accepted_auth_set(self, tenant_id: str, auth_id: str, *, now: datetime) -> bool:
         """Record that a token is issued for an accepted auth set; False if not accepted."""
-        ...
-
-    async def reject_accepted_auth_sets(
-        self, tenant_id: str, device_id: str, *, keep: str
-    ) -> list[str]:
-        """Reject the device's accepted auth sets except `keep`; return their ids."""
         ...
 
     async def delete_auth_set(self, tenant_id: str, auth_id: str) -> bool:

@@ -244,6 +244,23 @@ class MongoStore(DataStore):
         )
         return result.modified_count == 1
 
+    async def admit_device(
+        self, tenant_id: str, device_id: str, *, now: datetime, newly: bool, check_in: bool
+    ) -> None:
+        """Mark the device accepted and provisioned in one write: `newly` accepted bumps its
+        revision and `updated_ts`; `check_in` sets its check-in and sync times to `now`."""
+        fields: Document = {"status": DeviceStatus.ACCEPTED.value, "provisioned": True}
+        update: Document = {"$set": fields}
+        if newly:
+            fields["updated_ts"] = now
+            update["$inc"] = {"revision": 1}
+        if check_in:
+            fields["check_in_time"] = now
+            fields["check_in_synced_ts"] = now
+        await self._coll(DEVICES, tenant_id).update_one(
+            {"_id": device_id}, update, session=self._session
+        )
+
     async def delete_device(self, tenant_id: str, device_id: str) -> bool:
         """Delete the device document; False when it did not exist."""
         result = await self._coll(DEVICES, tenant_id).delete_one(
@@ -306,25 +323,6 @@ class MongoStore(DataStore):
             session=self._session,
         )
         return result.matched_count == 1
-
-    async def reject_accepted_auth_sets(
-        self, tenant_id: str, device_id: str, *, keep: str
-    ) -> list[str]:
-        """Reject the device's accepted auth sets except `keep`; return their ids."""
-        coll = self._coll(AUTH_SETS, tenant_id)
-        query = {
-            "device_id": device_id,
-            "status": AuthStatus.ACCEPTED.value,
-            "_id": {"$ne": keep},
-        }
-        ids = [doc["_id"] async for doc in coll.find(query, {"_id": 1}, session=self._session)]
-        if ids:
-            await coll.update_many(
-                {"_id": {"$in": ids}},
-                {"$set": {"status": AuthStatus.REJECTED.value}},
-                session=self._session,
-            )
-        return ids
 
     async def delete_auth_set(self, tenant_id: str, auth_id: str) -> bool:
         """Delete one auth set; False when it did not exist."""

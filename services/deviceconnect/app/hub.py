@@ -9,6 +9,9 @@ loses its session, which frees the device for its other sessions. The server nev
 more than the limit (and one frame) per session. The user side talks to the device through a
 `Channel`: `LocalChannel` when the device is connected here, a NATS pipe when it is
 connected to another instance.
+
+The devices connected to this instance and the sessions over them are the gauges
+`fleetport_deviceconnect_devices` and `fleetport_deviceconnect_sessions`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncio
 import collections
 from collections.abc import Iterator
 from typing import Final, Protocol
+
+from prometheus_client import Gauge
 
 from services.deviceconnect.models import Channel, ChannelClosed
 
@@ -34,6 +39,13 @@ __all__ = [
     "SessionSink",
 ]
 
+_DEVICES: Final = Gauge(
+    "fleetport_deviceconnect_devices", "Devices whose websocket is connected to this instance."
+)
+_SESSIONS: Final = Gauge(
+    "fleetport_deviceconnect_sessions",
+    "Sessions (terminals, file transfers, port forwards) over the devices connected here.",
+)
 CLOSE_NORMAL: Final = 1000
 CLOSE_POLICY: Final = 1008
 CLOSE_RESTART: Final = 1012
@@ -174,12 +186,15 @@ class DeviceLink:
         if self.closed is not None:
             raise ChannelClosed(DEVICE_GONE)
         sink = SessionSink(self._buffer_limit)
+        if sid not in self._sessions:
+            _SESSIONS.inc()
         self._sessions[sid] = sink
         return sink
 
     def detach(self, sid: str) -> None:
         """Stop receiving frames of session `sid`."""
-        self._sessions.pop(sid, None)
+        if self._sessions.pop(sid, None) is not None:
+            _SESSIONS.dec()
 
     @property
     def session_count(self) -> int:
@@ -191,6 +206,7 @@ class DeviceLink:
         self.closed = self.closed or reason
         for sink in self._sessions.values():
             sink.end(reason)
+        _SESSIONS.dec(len(self._sessions))
         self._sessions.clear()
 
     async def close(self, code: int, reason: str) -> None:
@@ -240,12 +256,15 @@ class Hub:
         """Make `link` the device's connection; return the one it replaces."""
         previous = self._links.get(link.key)
         self._links[link.key] = link
+        if previous is None:
+            _DEVICES.inc()
         return previous
 
     def unregister(self, link: DeviceLink) -> bool:
         """Forget `link` unless a newer connection replaced it; True when it was current."""
         if self._links.get(link.key) is link:
             del self._links[link.key]
+            _DEVICES.dec()
             return True
         return False
 

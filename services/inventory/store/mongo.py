@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from common.core.errors import Conflict
 from common.core.mongo import Document, TenantCollection
@@ -51,6 +51,7 @@ _UPDATED_PATH: Final = f"attributes.{_UPDATED_KEY}.value"
 _CREATED_KEY: Final = "system-created_ts"
 _TIERS: Final = ("standard", "micro", "system")
 _WRITE_ATTEMPTS: Final = 3
+_DUPLICATE_KEY: Final = 11000
 _KEY_ESCAPES: Final = str.maketrans({".": "\uff0e", "$": "\uff04"})
 # The digest of the device's last whole report, while its inventory scope is exactly that.
 _DIGEST: Final = "report_digest"
@@ -396,20 +397,32 @@ class MongoStore(DataStore):
         change = DeviceChange(
             now=now, set=(Attribute(name="status", scope="identity", value=status),)
         )
-        matched = created = 0
-        for device_id, revision in devices:
-            filter_ = _write_filter(device_id, change, revision)
-            pipeline = _write_pipeline(change, revision)
-            for _ in range(2):
-                try:
-                    result = await coll.update_one(filter_, pipeline, upsert=True)
-                except DuplicateKeyError:
-                    # The device exists with this revision or a newer one (an older,
-                    # out-of-order update), unless another request created it just now.
-                    continue
-                matched += result.matched_count
-                created += result.upserted_id is not None
-                break
+        writes = [
+            (_write_filter(device_id, change, revision), _write_pipeline(change, revision))
+            for device_id, revision in devices
+        ]
+        if not writes:
+            return UpdateResult(matched_count=0, created_count=0, updated_count=0)
+        # One bulk write for the whole list (the outbox merges many devices into one call).
+        try:
+            result = await coll.update_each(writes, upsert=True)
+            matched, created = result.matched_count, result.upserted_count
+            again: list[tuple[Document, list[Document]]] = []
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            matched, created = exc.details["nMatched"], len(exc.details.get("upserted", []))
+            again = [writes[e["index"]] for e in errors]
+        # A duplicate key means the device exists with this revision or a newer one (an
+        # older, out-of-order update), unless another request created it just now: once more.
+        for filter_, pipeline in again:
+            try:
+                retried = await coll.update_one(filter_, pipeline, upsert=True)
+            except DuplicateKeyError:
+                continue
+            matched += retried.matched_count
+            created += retried.upserted_id is not None
         return UpdateResult(matched_count=matched, created_count=created, updated_count=matched)
 
     async def delete_devices(self, tenant_id: str, device_ids: Sequence[str]) -> int:

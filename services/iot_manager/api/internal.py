@@ -7,6 +7,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Body, Response
 
 from common.core.errors import BadRequest
+from common.core.outbox import item_keys
 from common.web.routing import TENANT
 from services.iot_manager.api.deps import EventsAppDep, IdempotencyKey
 from services.iot_manager.api.schemas import NewDeviceIn, StatusDeviceIn
@@ -64,7 +65,11 @@ async def bulk_set_device_status(
         raise BadRequest(f"invalid status '{status}'")
     if len(devices) > _MAX_BULK:
         raise BadRequest(f"too many bulk items: max {_MAX_BULK} items per request")
-    await events.set_device_statuses(tenant_id, status, [d.id for d in devices], key=key)
+    # A merged delivery names each item's effect: a redelivery repeats each item's event id.
+    keys = item_keys(key, len(devices))
+    await events.set_device_statuses(
+        tenant_id, status, [(d.id, k) for d, k in zip(devices, keys, strict=True)]
+    )
     return Response(status_code=202)
 
 

@@ -89,18 +89,18 @@ class EventsApp:
 
     async def provision_device(self, tenant: str, device: DeviceEvent, *, key: str | None) -> None:
         """A device was accepted for the first time: provision it everywhere."""
-        await self._record(tenant, EventType.PROVISIONED, [device], key)
+        await self._record(tenant, EventType.PROVISIONED, [device], [key])
 
     async def decommission_device(self, tenant: str, device_id: str, *, key: str | None) -> None:
         """A device was decommissioned: remove it everywhere."""
-        await self._record(tenant, EventType.DECOMMISSIONED, [DeviceEvent(id=device_id)], key)
+        await self._record(tenant, EventType.DECOMMISSIONED, [DeviceEvent(id=device_id)], [key])
 
     async def set_device_statuses(
-        self, tenant: str, status: str, device_ids: Sequence[str], *, key: str | None
+        self, tenant: str, status: str, devices: Sequence[tuple[str, str | None]]
     ) -> None:
-        """Devices changed their admission status."""
-        devices = [DeviceEvent(id=device_id, status=status) for device_id in device_ids]
-        await self._record(tenant, EventType.STATUS_CHANGED, devices, key)
+        """Devices changed their admission status; each comes with its idempotency key."""
+        changed = [DeviceEvent(id=device_id, status=status) for device_id, _ in devices]
+        await self._record(tenant, EventType.STATUS_CHANGED, changed, [k for _, k in devices])
 
     async def list_events(
         self, tenant: str, *, integration_id: str | None, page: Page
@@ -115,7 +115,11 @@ class EventsApp:
         await self._store.delete_tenant(tenant)
 
     async def _record(
-        self, tenant: str, kind: EventType, devices: Sequence[DeviceEvent], key: str | None
+        self,
+        tenant: str,
+        kind: EventType,
+        devices: Sequence[DeviceEvent],
+        keys: Sequence[str | None],
     ) -> None:
         integrations = await self._store.list_integrations(tenant)
         if not integrations:
@@ -128,38 +132,46 @@ class EventsApp:
             linked = {d.id: d.integration_ids for d in found}
         now = _now()
         events: list[Event] = []
-        effects: list[Effect] = []
-        for device in devices:
+        for device, key in zip(devices, keys, strict=True):
             # A cloud hears about a device it was provisioned to; a webhook about any.
             if kind is EventType.PROVISIONED:
                 targets = hooks + clouds
             else:
                 targets = hooks + [i for i in clouds if i in linked.get(device.id, ())]
-            if not targets:
-                continue
-            event = Event(
-                id=_event_id(key, kind, device.id),
-                type=kind,
-                data=device,
-                time=now,
-                integration_ids=tuple(targets),
-            )
-            events.append(event)
-            effects.extend(_delivery(tenant, event.id, target) for target in targets)
+            if targets:
+                event_id = _event_id(key, kind, device.id)
+                events.append(
+                    Event(
+                        id=event_id,
+                        type=kind,
+                        data=device,
+                        time=now,
+                        integration_ids=tuple(targets),
+                    )
+                )
         link = {d.id: clouds for d in devices} if clouds and kind is EventType.PROVISIONED else {}
         unlink = [d.id for d in devices] if kind is EventType.DECOMMISSIONED else []
         if not (events or unlink):
             return
-        recorded = await self._store.record_events(
-            tenant,
-            events,
-            expire_ts=now + self._lifetime,
-            link=link,
-            unlink=unlink,
-            effects=effects,
-        )
-        if recorded:
-            self._wake()
+        # A list may repeat some items (a redelivery merged with new ones): only the events
+        # not recorded yet are. The second round covers a repeat recorded meanwhile.
+        for _ in range(2):
+            known = await self._store.known_events(tenant, [e.id for e in events])
+            fresh = [e for e in events if e.id not in known]
+            if events and not fresh:
+                return
+            effects = [_delivery(tenant, e.id, t) for e in fresh for t in e.integration_ids]
+            recorded = await self._store.record_events(
+                tenant,
+                fresh,
+                expire_ts=now + self._lifetime,
+                link=link,
+                unlink=unlink,
+                effects=effects,
+            )
+            if recorded:
+                self._wake()
+                return
 
     async def deliver(self, effect: Mapping[str, Any]) -> Attempt:
         """Deliver one event to one integration and record how it went (an outbox sender)."""

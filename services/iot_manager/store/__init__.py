@@ -80,6 +80,10 @@ class DataStore(Protocol):
         """Forget a device's integrations; False when it had none."""
         ...
 
+    async def known_events(self, tenant_id: str, event_ids: Sequence[str]) -> set[str]:
+        """The ids among `event_ids` of events already recorded."""
+        ...
+
     async def record_events(
         self,
         tenant_id: str,

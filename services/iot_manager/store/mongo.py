@@ -204,6 +204,13 @@ class MongoStore(DataStore):
 
     # -- events ----------------------------------------------------------------------------
 
+    async def known_events(self, tenant_id: str, event_ids: Sequence[str]) -> set[str]:
+        """The ids among `event_ids` of events already recorded (one indexed read)."""
+        if not event_ids:
+            return set()
+        query: Document = {"_id": {"$in": list(event_ids)}}
+        return {d["_id"] async for d in self._coll(EVENTS, tenant_id).find(query, {"_id": 1})}
+
     async def record_events(
         self,
         tenant_id: str,

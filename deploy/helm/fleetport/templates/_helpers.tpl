@@ -196,3 +196,10 @@ capabilities:
 {{- define "fleetport.mongoUrl" -}}
 {{- printf "mongodb://%s/?replicaSet=rs0" (include "fleetport.mongoHost" .) -}}
 {{- end -}}
+
+{{/* A pod's annotations for Prometheus' Kubernetes discovery: its metrics on this port. */}}
+{{- define "fleetport.scrape" -}}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ . | quote }}
+prometheus.io/path: /metrics
+{{- end -}}

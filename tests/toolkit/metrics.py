@@ -1,0 +1,28 @@
+"""Reading a `/metrics` page: the families it has and the value of one labelled series."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["Scrape"]
+
+
+class Scrape:
+    """One page in the Prometheus text format, parsed."""
+
+    def __init__(self, text: str) -> None:
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(self, sample: str, **labels: str) -> float:
+        """The value of the series `sample{labels}` (0 when the page does not have it).
+
+        Only the given labels are compared, so the series must be the only one they pick.
+        """
+        found = [
+            s.value
+            for family in self.families.values()
+            for s in family.samples
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+        assert len(found) <= 1, f"{sample}{labels} names {len(found)} series"
+        return found[0] if found else 0.0
