@@ -18,7 +18,8 @@ Two phases:
   the database, and database operations per effect;
 - lag: effects of `--rate` enrollments/s are written for `--seconds`, paced, with the
   relay running and woken after each write as deviceauth does; for each device, the time
-  from its effects' commit to inventory holding it with status `accepted`.
+  from its effects' commit to inventory holding it with status `accepted` (looked for
+  every 0.25 s).
 
 Writes `bench/results/outbox.md`.
 """
@@ -109,7 +110,10 @@ def _per(before: dict[str, float], after: dict[str, float], count: int) -> dict[
 
 
 async def _accepted(inventory: Any, device_ids: list[str]) -> set[str]:
-    query = {"_id": {"$in": device_ids}, "attributes.identity-status.value": "accepted"}
+    """Which of the devices inventory holds as accepted: one read of their `_id` span (a
+    long `$in` would cost the embedded database more than the deliveries measured)."""
+    span = {"$gte": min(device_ids), "$lte": max(device_ids)}
+    query = {"_id": span, "attributes.identity-status.value": "accepted"}
     return {d["_id"] async for d in inventory.devices.find(query, {"_id": 1})}
 
 
@@ -141,7 +145,7 @@ async def _drain(
     cpu_ms, done = _per(cpu, _cpu(pids), queued), await ops.counts()
     left = await db.outbox.count_documents({})
     assert left == 0, f"{left} effects left undelivered"
-    in_inventory = await inventory.devices.count_documents({"_id": {"$in": devices}})
+    in_inventory = len(await _accepted(inventory, devices))
     print(f"drain ({peer}): {queued} in {seconds:.1f}s ({queued / seconds:.0f}/s)", flush=True)
     per_db = {name: (done[name] - count.get(name, 0)) / queued for name in done}
     return Drain(peer, queued, seconds, cpu_ms, per_db, in_inventory)
@@ -172,7 +176,7 @@ async def _lag(
                 found = await _accepted(inventory, waiting)
                 now = time.monotonic()
                 seen.update((d, now) for d in found)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)
 
     cpu = _cpu(pids)
     async with relay.running():

@@ -223,6 +223,22 @@ class _Results:
     release: list[ObjectId] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A relay's lease on effects of one window: its token and the window's `_id` span.
+
+    Claiming, and removing what was delivered, select by span and token rather than by a
+    list of ids: a long `$in` costs the embedded database far more per document.
+    """
+
+    token: ObjectId
+    first: ObjectId
+    last: ObjectId
+
+    def query(self) -> Document:
+        return {"claim": self.token, "_id": {"$gte": self.first, "$lte": self.last}}
+
+
 def _lanes_due(
     window: list[Document], now: datetime, blocked: set[Any]
 ) -> dict[Any, list[Document]]:
@@ -383,50 +399,62 @@ class OutboxRelay:
             window = (
                 await self._coll.find(query).sort("_id", ASCENDING).limit(self._batch).to_list()
             )
-            lanes = await self._claim(_lanes_due(window, now, blocked), now, blocked)
-            handled += await self._deliver_lanes(peer, lanes, send, merge=merge, blocked=blocked)
+            lanes, claim = await self._claim(peer, _lanes_due(window, now, blocked), now, blocked)
+            handled += await self._deliver_lanes(
+                peer, lanes, claim, send, merge=merge, blocked=blocked
+            )
             if len(window) < self._batch:
                 break
             query = {"peer": peer, "state": "pending", "_id": {"$gt": window[-1]["_id"]}}
         return handled
 
     async def _claim(
-        self, lanes: dict[Any, list[Document]], seen: datetime, blocked: set[Any]
-    ) -> dict[Any, list[Document]]:
+        self, peer: str, lanes: dict[Any, list[Document]], seen: datetime, blocked: set[Any]
+    ) -> tuple[dict[Any, list[Document]], _Claim | None]:
         """Lease the effects of `lanes` with one write; keep, per lane, the run from its head
-        that this relay got (another replica may have taken some since they were read)."""
+        that this relay got (another replica may have taken some since they were read).
+
+        The write selects the window's span but for the lanes that wait: those are left for
+        a later pass whole, even the effects due before the one they wait for.
+        """
+        lanes = {lane: docs for lane, docs in lanes.items() if lane not in blocked}
         ids = [doc["_id"] for docs in lanes.values() for doc in docs]
         if not ids:
-            return lanes
-        token = ObjectId()
+            return {}, None
+        claim = _Claim(ObjectId(), min(ids), max(ids))
+        query: Document = {
+            "peer": peer,
+            "state": "pending",
+            "_id": {"$gte": claim.first, "$lte": claim.last},
+            "lease_until": {"$lte": seen},
+            "next_attempt": {"$lte": seen},
+        }
+        if blocked:
+            query["lane"] = {"$nin": list(blocked)}
         claimed = await self._coll.update_many(
-            {
-                "_id": {"$in": ids},
-                "state": "pending",
-                "lease_until": {"$lte": seen},
-                "next_attempt": {"$lte": seen},
-            },
-            {"$set": {"lease_until": _now() + self._lease, "claim": token}},
+            query, {"$set": {"lease_until": _now() + self._lease, "claim": claim.token}}
         )
         if claimed.modified_count == len(ids):
-            return lanes
-        mine = {d["_id"] async for d in self._coll.find({"claim": token, "_id": {"$in": ids}})}
+            return lanes, claim
+        # Another replica took some, or effects were written into the span meanwhile.
+        mine = {d["_id"] async for d in self._coll.find(claim.query(), {"_id": 1})}
         kept: dict[Any, list[Document]] = {}
-        given_back: list[ObjectId] = []
+        given_back = mine - set(ids)
         for lane, docs in lanes.items():
             run = list(itertools.takewhile(lambda doc: doc["_id"] in mine, docs))
             if run:
                 kept[lane] = run
             if len(run) < len(docs):
                 blocked.add(lane)
-                given_back += [doc["_id"] for doc in docs[len(run) :] if doc["_id"] in mine]
-        await self._write(_Results(release=given_back))
-        return kept
+                given_back |= {doc["_id"] for doc in docs[len(run) :] if doc["_id"] in mine}
+        await self._write(_Results(release=sorted(given_back)), claim)
+        return kept, claim
 
     async def _deliver_lanes(
         self,
         peer: str,
         lanes: dict[Any, list[Document]],
+        claim: _Claim | None,
         send: _Send,
         *,
         merge: bool,
@@ -457,7 +485,7 @@ class OutboxRelay:
                         blocked.add(lane)
                         results.release += [d["_id"] for d in queues.pop(lane)]
             queues = {lane: queue for lane, queue in queues.items() if queue}
-        await self._write(results)
+        await self._write(results, claim)
         return len(results.done) + len(results.dead)
 
     async def _attempt(self, peer: str, send: _Send, docs: list[Document]) -> list[Attempt]:
@@ -521,30 +549,29 @@ class OutboxRelay:
     def _paused(self, peer: str) -> bool:
         return self._paused_until.get(peer, 0.0) > time.monotonic()
 
-    async def _write(self, results: _Results) -> None:
-        """Record a window's results: one delete for the delivered, one bulk for the rest."""
-        if results.done:
-            await self._coll.delete_many({"_id": {"$in": results.done}})
+    async def _write(self, results: _Results, claim: _Claim | None) -> None:
+        """Record a window's results: one bulk write for what was not delivered (which also
+        gives up the claim on it), then one delete for the rest of the claim: the delivered."""
         now = _now()
         changes: list[UpdateOne | UpdateMany] = []
         for doc, detail in results.dead:
             # Retrying cannot help. Keep it for inspection and let the effects behind it go on.
-            _log.error(
-                "outbox: %s refused %s %s: %s",
-                doc["peer"],
-                doc["method"],
-                doc["path"],
-                detail[:500],
-            )
+            args = (doc["peer"], doc["method"], doc["path"], detail[:500])
+            _log.error("outbox: %s refused %s %s: %s", *args)
             changes.append(
-                UpdateOne({"_id": doc["_id"]}, {"$set": {"state": "dead", "last_error": detail}})
+                UpdateOne(
+                    {"_id": doc["_id"]},
+                    {"$set": {"state": "dead", "last_error": detail, "claim": None}},
+                )
             )
         for doc, detail in results.retry:
             attempts = doc["attempts"] + 1
             later = now + timedelta(seconds=self._backoff(attempts))
             update = {"attempts": attempts, "next_attempt": later, "lease_until": now}
             changes.append(
-                UpdateOne({"_id": doc["_id"]}, {"$set": {**update, "last_error": detail}})
+                UpdateOne(
+                    {"_id": doc["_id"]}, {"$set": {**update, "last_error": detail, "claim": None}}
+                )
             )
         if results.retry:
             doc, detail = results.retry[0]
@@ -557,10 +584,14 @@ class OutboxRelay:
             )
         if results.release:
             changes.append(
-                UpdateMany({"_id": {"$in": results.release}}, {"$set": {"lease_until": now}})
+                UpdateMany(
+                    {"_id": {"$in": results.release}}, {"$set": {"lease_until": now, "claim": None}}
+                )
             )
         if changes:
             await self._coll.bulk_write(changes, ordered=False)
+        if results.done and claim is not None:
+            await self._coll.delete_many({**claim.query(), "state": "pending"})
 
 
 async def _send_one(sender: Sender, docs: list[Document]) -> Attempt:
