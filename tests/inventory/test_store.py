@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,7 @@ from services.inventory.models import (
 )
 from services.inventory.store.indexes import INDEXED_PATHS, INDEXES, index_name
 from services.inventory.store.mongo import MongoStore, search_filter
+from tests.toolkit.commands import assert_indexed, recording
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -430,3 +432,103 @@ class TestIndexes:
             "revision": 1,
             "text": ["dev", f"{i:05d}", f"rack{i % 100}"],
         }
+
+
+class TestWriteCost:
+    """What the hot writes send the database: few commands, each looking the device up by key."""
+
+    @staticmethod
+    async def _seed(store: MongoStore, *device_ids: str) -> None:
+        for device_id in device_ids:
+            change = DeviceChange(now=NOW, set=(_attr("identity", "mac", f"{device_id}-mac"),))
+            assert await store.write_device("t1", device_id, change) is WriteOutcome.OK
+
+    async def test_identity_from_deviceauth(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        await self._seed(store, "d1")
+        change = DeviceChange(
+            now=NOW,
+            set=(_attr("identity", "mac", "AA:BB"), _attr("identity", "sn", "42")),
+            limits={"identity": 100},
+        )
+        with recording(db_name) as recorded:
+            assert await store.write_device("t1", "d1", change) is WriteOutcome.OK
+        # The device with its scope sizes, then the write if it is still the one read: no
+        # limit guard in the filter, which would make the database scan every device.
+        assert recorded.names == ["find", "update"]
+        await assert_indexed(mongo, db_name, recorded)
+        device = await store.get_device("t1", "d1")
+        assert device is not None
+        assert {a.name: a.value for a in device.attributes if a.scope == "identity"} == {
+            "mac": "AA:BB",
+            "sn": "42",
+        }
+
+    async def test_device_report_and_unchanged_report(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        await self._seed(store, "d1")
+        report = DeviceChange(
+            now=NOW,
+            set=(_attr("inventory", "os", "linux"),),
+            replace_scopes=frozenset({"inventory"}),
+            limits={"inventory": 100},
+            touch_updated=True,
+            report_digest="digest-1",
+            skip_if_updated_after=NOW - timedelta(hours=1),
+        )
+        with recording(db_name) as recorded:
+            assert await store.write_device("t1", "d1", report) is WriteOutcome.OK
+        assert recorded.names == ["find", "update"]
+        await assert_indexed(mongo, db_name, recorded)
+        with recording(db_name) as recorded:
+            assert await store.write_device("t1", "d1", report) is WriteOutcome.OK
+        assert recorded.names == ["find"]
+        await assert_indexed(mongo, db_name, recorded)
+
+    async def test_if_unmodified_since(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        await self._seed(store, "d1")
+        change = DeviceChange(
+            now=NOW, set=(_attr("system", "x", "1"),), if_unmodified_since=NOW + timedelta(1)
+        )
+        with recording(db_name) as recorded:
+            assert await store.write_device("t1", "d1", change) is WriteOutcome.OK
+        assert recorded.names == ["find", "update"]
+        await assert_indexed(mongo, db_name, recorded)
+
+    async def test_status_list(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        await self._seed(store, "d1", "d2")
+        with recording(db_name) as recorded:
+            result = await store.set_statuses(
+                "t1", status="accepted", devices=[("d1", 2), ("d2", 3), ("d3", 1)], now=NOW
+            )
+        # One bulk write for the whole list, each statement by the device's key.
+        assert recorded.names == ["update"]
+        await assert_indexed(mongo, db_name, recorded)
+        assert (result.matched_count, result.created_count) == (2, 1)
+
+    async def test_concurrent_writes_keep_the_limit(self, store: MongoStore) -> None:
+        await self._seed(store, "d1")
+
+        async def add(n: int) -> WriteOutcome:
+            change = DeviceChange(
+                now=NOW, set=(_attr("identity", f"a{n}", n),), limits={"identity": 4}
+            )
+            try:
+                return await store.write_device("t1", "d1", change)
+            except Conflict:
+                return WriteOutcome.ETAG_MISMATCH
+
+        # Each write applies only to the device as it read it: however they interleave, the
+        # scope never holds more than its limit, and every write that said OK is stored.
+        outcomes = await asyncio.gather(*(add(n) for n in range(8)))
+        device = await store.get_device("t1", "d1")
+        assert device is not None
+        stored = {a.name for a in device.attributes if a.scope == "identity"}
+        assert len(stored) == 4
+        assert {f"a{n}" for n, o in enumerate(outcomes) if o is WriteOutcome.OK} <= stored

@@ -6,9 +6,14 @@ deviceauth), `tags_etag`, `created_ts`/`updated_ts`, and `text`: the lower-cased
 of the id, the group and the string values of identity, inventory and tags attributes.
 
 Every write is one update pipeline that also recomputes `text` inside the database, so the
-keywords are always those of the stored attributes and no write needs a read first.
-Conditions (tags ETag, If-Unmodified-Since, per-scope limits, revision order) are part of
-the filter; only when a write does not apply is the document read, to tell why.
+keywords are always those of the stored attributes. Each write also counts up `version`.
+
+A write's filter names `_id` and plain equalities only, so the database looks the device
+up by its key at any fleet size: an `$expr` or `$or` in a filter makes it scan the whole
+collection. A write with a condition that cannot be such an equality (per-scope limits,
+If-Unmodified-Since, an unchanged report) reads the device first, checks the conditions on
+it, and writes only if its `version` is still the one read. The tags ETag and the status
+revision order stay in the filter, beside `_id`.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ _DUPLICATE_KEY: Final = 11000
 _KEY_ESCAPES: Final = str.maketrans({".": "\uff0e", "$": "\uff04"})
 # The digest of the device's last whole report, while its inventory scope is exactly that.
 _DIGEST: Final = "report_digest"
+# Counts the writes to a device: a write after a read applies only if it is unchanged.
+_VERSION: Final = "version"
+_NEXT_VERSION: Final = {"$add": [{"$ifNull": [f"${_VERSION}", 0]}, 1]}
+# What a conditional write reads of the device to check its conditions.
+_CHECKED: Final = {"attributes": 1, "tags_etag": 1, _VERSION: 1, _DIGEST: 1, "updated_ts": 1}
 
 
 def attribute_key(scope: str, name: str) -> str:
@@ -112,6 +122,7 @@ _TEXT_EXPR: Final = {
     ]
 }
 _TEXT_STAGE: Final = {"$set": {"text": _TEXT_EXPR}}
+_BUMP_STAGE: Final = {"$set": {_VERSION: _NEXT_VERSION}}
 
 
 def _attribute_doc(attr: Attribute) -> Document:
@@ -153,24 +164,6 @@ def _device(doc: Document) -> Device:
     )
 
 
-def _scope_count_expr(scope: str, excluding: Sequence[str]) -> Document:
-    """Number of attributes in `scope` whose key is not in `excluding`."""
-    return {
-        "$size": {
-            "$filter": {
-                "input": _ALL_ATTRIBUTES,
-                "as": "a",
-                "cond": {
-                    "$and": [
-                        {"$eq": ["$$a.v.scope", scope]},
-                        {"$not": [{"$in": ["$$a.k", list(excluding)]}]},
-                    ]
-                },
-            }
-        }
-    }
-
-
 def _new_keys_by_scope(change: DeviceChange) -> dict[str, set[str]]:
     keys: dict[str, set[str]] = {}
     for attr in change.set:
@@ -178,15 +171,12 @@ def _new_keys_by_scope(change: DeviceChange) -> dict[str, set[str]]:
     return keys
 
 
-def _limit_guards(change: DeviceChange) -> list[Document]:
-    """`$expr` conditions keeping each limited scope within its limit after a merge."""
-    guards = []
-    for scope, keys in sorted(_new_keys_by_scope(change).items()):
-        limit = change.limits.get(scope)
-        if limit is None or scope in change.replace_scopes:
-            continue
-        guards.append({"$lte": [_scope_count_expr(scope, sorted(keys)), limit - len(keys)]})
-    return guards
+def _limited(change: DeviceChange) -> bool:
+    """Whether the write adds to a scope whose size is limited (counted on the stored device)."""
+    return any(
+        scope in change.limits and scope not in change.replace_scopes
+        for scope in _new_keys_by_scope(change)
+    )
 
 
 def _over_limit_up_front(change: DeviceChange) -> bool:
@@ -197,20 +187,34 @@ def _over_limit_up_front(change: DeviceChange) -> bool:
 
 
 def _write_filter(device_id: str, change: DeviceChange, revision: int | None = None) -> Document:
+    """The filter of a write that needs no read first (see `_read_first`)."""
     filter_: Document = {"_id": device_id}
     if change.if_tags_etag is not None:
         filter_["tags_etag"] = change.if_tags_etag
     if revision is not None:
         filter_["revision"] = {"$lt": revision}
-    if change.if_unmodified_since is not None:
-        filter_["$or"] = [
-            {_UPDATED_PATH: {"$lte": change.if_unmodified_since}},
-            {_UPDATED_PATH: {"$exists": False}},
-        ]
-    guards = _limit_guards(change)
-    if guards:
-        filter_["$expr"] = {"$and": guards}
     return filter_
+
+
+def _read_first(change: DeviceChange) -> bool:
+    """Whether a write's conditions are checked on the device read before it."""
+    return (
+        _limited(change)
+        or change.if_unmodified_since is not None
+        or (change.report_digest is not None and change.skip_if_updated_after is not None)
+    )
+
+
+def _unchanged(doc: Document, change: DeviceChange) -> bool:
+    """Whether a report is the one stored, and the device was updated recently enough."""
+    if change.report_digest is None or change.skip_if_updated_after is None:
+        return False
+    updated = doc.get("updated_ts")
+    return (
+        doc.get(_DIGEST) == change.report_digest
+        and isinstance(updated, datetime)
+        and updated > change.skip_if_updated_after
+    )
 
 
 def _write_pipeline(change: DeviceChange, revision: int | None = None) -> list[Document]:
@@ -235,6 +239,7 @@ def _write_pipeline(change: DeviceChange, revision: int | None = None) -> list[D
         "revision": {"$literal": revision}
         if revision is not None
         else {"$ifNull": ["$revision", 0]},
+        _VERSION: _NEXT_VERSION,
     }
     if change.touch_updated:
         first["updated_ts"] = {"$literal": now}
@@ -349,11 +354,19 @@ class MongoStore(DataStore):
         if _over_limit_up_front(change):
             return WriteOutcome.LIMIT_EXCEEDED
         coll = self._coll(tenant_id)
-        if await self._unchanged(coll, device_id, change):
-            return WriteOutcome.OK
-        filter_ = _write_filter(device_id, change)
         pipeline = _write_pipeline(change)
+        read_first = _read_first(change)
         for _ in range(_WRITE_ATTEMPTS):
+            filter_ = _write_filter(device_id, change)
+            if read_first:
+                doc = await coll.find_one({"_id": device_id}, _CHECKED)
+                if doc is not None and _unchanged(doc, change):
+                    return WriteOutcome.OK
+                outcome = _why_not_applied(doc, change)
+                if outcome is not None:
+                    return outcome
+                # Applies only to the device as read (or, if there was none, to no device).
+                filter_[_VERSION] = {"$exists": False} if doc is None else doc.get(_VERSION)
             try:
                 result = await coll.update_one(filter_, pipeline, upsert=change.create)
             except DuplicateKeyError:
@@ -363,26 +376,13 @@ class MongoStore(DataStore):
             else:
                 if result.matched_count or result.upserted_id is not None:
                     return WriteOutcome.OK
-            doc = await coll.find_one({"_id": device_id}, {"attributes": 1, "tags_etag": 1})
-            outcome = _why_not_applied(doc, change)
-            if outcome is not None:
-                return outcome
+            if not read_first:
+                outcome = _why_not_applied(
+                    await coll.find_one({"_id": device_id}, _CHECKED), change
+                )
+                if outcome is not None:
+                    return outcome
         raise Conflict("the device id is taken or the device is being changed concurrently")
-
-    @staticmethod
-    async def _unchanged(coll: TenantCollection, device_id: str, change: DeviceChange) -> bool:
-        """Whether a report is the one stored, and the device was updated recently enough."""
-        if change.report_digest is None or change.skip_if_updated_after is None:
-            return False
-        found = await coll.find_one(
-            {
-                "_id": device_id,
-                _DIGEST: change.report_digest,
-                "updated_ts": {"$gt": change.skip_if_updated_after},
-            },
-            {"_id": 1},
-        )
-        return found is not None
 
     async def set_statuses(
         self,
@@ -461,6 +461,18 @@ class MongoStore(DataStore):
         result = await self._coll(tenant_id).update_many(
             {"_id": {"$in": list(device_ids)}},
             [
+                # A device already in the group is left as it is (not counted as updated).
+                {
+                    "$set": {
+                        _VERSION: {
+                            "$cond": [
+                                {"$eq": [f"${_GROUP_PATH}", group]},
+                                "$version",
+                                _NEXT_VERSION,
+                            ]
+                        }
+                    }
+                },
                 {"$set": {f"attributes.{_GROUP_KEY}": {"$literal": _system("group", group)}}},
                 _TEXT_STAGE,
             ],
@@ -477,7 +489,7 @@ class MongoStore(DataStore):
                 return UpdateResult()
             filter_["_id"] = {"$in": list(device_ids)}
         result = await self._coll(tenant_id).update_many(
-            filter_, [{"$unset": f"attributes.{_GROUP_KEY}"}, _TEXT_STAGE]
+            filter_, [{"$unset": f"attributes.{_GROUP_KEY}"}, _TEXT_STAGE, _BUMP_STAGE]
         )
         return UpdateResult(matched_count=result.matched_count, updated_count=result.modified_count)
 
