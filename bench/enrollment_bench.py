@@ -55,6 +55,7 @@ from pymongo import AsyncMongoClient
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deployments_bench import OpCounter  # noqa: E402
 from fleet_seed import seed  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
@@ -78,7 +79,6 @@ _INVENTORY_WAIT: Final = 300.0
 # database's CPU time, so not more often than the delays need).
 _WATCH_EVERY: Final = 0.5
 _STATUS_KEY: Final = "identity-status"
-_SYSTEM_DBS: Final = frozenset({"admin", "local", "config"})
 
 
 # --------------------------------------------------------------------------- devices
@@ -136,19 +136,11 @@ async def op_counts(url: str) -> dict[str, int]:
 
     A client of its own each time: the server closes connections idle for 5 minutes, which
     the wait for inventory can exceed."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    counter = OpCounter(url)
     try:
-        top = await client.admin.command("top")
+        return await counter.counts()
     finally:
-        await client.close()
-    found: dict[str, int] = {}
-    for namespace, value in top["totals"].items():
-        if not isinstance(value, dict) or "." not in namespace:
-            continue
-        database = namespace.split(".", 1)[0]
-        if database not in _SYSTEM_DBS:
-            found[database] = found.get(database, 0) + int(value["total"]["count"])
-    return found
+        await counter.close()
 
 
 class InventoryWatch:
