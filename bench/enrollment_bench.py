@@ -56,6 +56,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deployments_bench import OpCounter  # noqa: E402
+from devices import create_admin  # noqa: E402
 from fleet_seed import seed  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
@@ -293,11 +294,7 @@ async def run_cell(
     watch = InventoryWatch(database.url)
     try:
         stack.start()
-        created = stack.run_module(
-            "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-        )
-        if created.returncode != 0:
-            raise RuntimeError(f"create-user failed: {created.stderr}")
+        create_admin(stack, ADMIN)
         if fleet:
             cell.seeded_s = await seed(database.url, stack.addrs["inventory"], range(fleet), 0.5)
         print(f"  seeded {fleet} devices in {cell.seeded_s:.0f} s", flush=True)

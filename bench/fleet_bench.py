@@ -57,6 +57,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deployments_bench import OpCounter  # noqa: E402
+from devices import create_admin  # noqa: E402
 from fleet_load import (  # noqa: E402
     ADMIN,
     EXPECTED,
@@ -394,11 +395,7 @@ def main() -> None:
         try:
             database.start()
             stack.start()
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             driven = min(args.driven, args.devices)
             seeded_s = 0.0
             if args.devices > driven:

@@ -42,6 +42,7 @@ import aiohttp
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devices import create_admin  # noqa: E402
 from gateway_bench import Fleet, _wait_http  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
@@ -185,11 +186,7 @@ def _bench(args: argparse.Namespace) -> None:
         fleet = Fleet()
         stack.start()
         try:
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             tokens = asyncio.run(_register(stack, args.devices))
             key = str(Path(work) / "keys" / "deviceauth.pem")
             port = free_port()

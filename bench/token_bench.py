@@ -38,7 +38,7 @@ import aiohttp
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devices import register_device  # noqa: E402
+from devices import create_admin, register_device  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
 
@@ -179,11 +179,7 @@ def main() -> None:
         )
         stack.start()
         try:
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             tokens = asyncio.run(_register(stack, args.devices))
             # What registering set off (provisioning through the outboxes, first check-ins)
             # finishes before anything is measured.
