@@ -43,10 +43,7 @@ async def client(
 
 
 async def _scrape(client: httpx.AsyncClient) -> Scrape:
-    r = await client.get(METRICS_PATH)
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain; version=")
-    return Scrape(r.text)
+    return Scrape.of(await client.get(METRICS_PATH))
 
 
 class TestMetrics:

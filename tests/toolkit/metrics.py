@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["Scrape"]
@@ -12,6 +13,13 @@ class Scrape:
 
     def __init__(self, text: str) -> None:
         self.families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Scrape:
+        """The page a `/metrics` answer carries, once checked to be one (200, text format)."""
+        assert response.status_code == 200, response.url
+        assert response.headers["content-type"].startswith("text/plain; version=")
+        return cls(response.text)
 
     def value(self, sample: str, **labels: str) -> float:
         """The value of the series `sample{labels}` (0 when the page does not have it).
