@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from typing import Final
 
 import httpx
 import pytest
@@ -14,17 +13,7 @@ from common.localstack.embedded import free_port
 from common.localstack.launcher import Stack
 from common.localstack.processes import spawn, stop_all
 from tests.toolkit import Scrape, wait_until
-
-# What every service exports, whatever it does.
-SERVICE_FAMILIES: Final = (
-    "fleetport_http_request_duration_seconds",
-    "fleetport_db_operations_per_request",
-    "fleetport_outbox_backlog",
-    "fleetport_outbox_oldest_age_seconds",
-    "fleetport_outbox_deliveries",
-    "process_cpu_seconds",
-    "process_resident_memory_bytes",
-)
+from tests.toolkit.metrics import SERVICE_FAMILIES
 
 
 def _scrape(url: str) -> Scrape:

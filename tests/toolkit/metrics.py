@@ -1,11 +1,25 @@
-"""Reading a `/metrics` page: the families it has and the value of one labelled series."""
+"""Reading a `/metrics` page (the families it has, the value of one labelled series), and the
+families every service exports."""
 
 from __future__ import annotations
+
+from typing import Final
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Scrape"]
+__all__ = ["SERVICE_FAMILIES", "Scrape"]
+
+# What every service exports, whatever it does.
+SERVICE_FAMILIES: Final = (
+    "fleetport_http_request_duration_seconds",
+    "fleetport_db_operations_per_request",
+    "fleetport_outbox_backlog",
+    "fleetport_outbox_oldest_age_seconds",
+    "fleetport_outbox_deliveries",
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+)
 
 
 class Scrape:
