@@ -42,6 +42,7 @@ import aiohttp
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devices import create_admin  # noqa: E402
 from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 
 from common.localstack.embedded import free_port  # noqa: E402
@@ -399,11 +400,7 @@ def run(size: int, compression: str, interval_ms: float, deadline: float) -> Res
         )
         stack.start()
         try:
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             remaining = max(1.0, deadline - time.monotonic())
             asyncio.run(asyncio.wait_for(_transfers(stack, artifact, warmup, result), remaining))
         finally:

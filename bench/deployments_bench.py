@@ -58,7 +58,7 @@ from pymongo import AsyncMongoClient
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devices import register_device  # noqa: E402
+from devices import create_admin, register_device  # noqa: E402
 from procstats import cpu_seconds  # noqa: E402
 
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
@@ -472,11 +472,7 @@ async def run_gateway(
     ops = OpCounter(database.url)
     try:
         stack.start()
-        created = stack.run_module(
-            "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-        )
-        if created.returncode != 0:
-            raise RuntimeError(f"create-user failed: {created.stderr}")
+        create_admin(stack, ADMIN)
         assert database.pid is not None
         pids = {**dict(sorted(stack.pids().items())), "database": database.pid}
         async with _session(connections) as session:

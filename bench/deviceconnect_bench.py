@@ -50,7 +50,7 @@ from pymongo import AsyncMongoClient
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devices import register_device  # noqa: E402
+from devices import create_admin, register_device  # noqa: E402
 from procstats import machine, rss_kib  # noqa: E402
 
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
@@ -369,11 +369,7 @@ async def gateway_part(terminal_mib: int, file_mib: int, work: Path) -> list[str
     )
     stack.start()
     try:
-        created = stack.run_module(
-            "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-        )
-        if created.returncode != 0:
-            raise RuntimeError(created.stderr)
+        create_admin(stack, ADMIN)
         pids = stack.pids()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             auth = aiohttp.BasicAuth(*ADMIN)

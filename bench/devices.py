@@ -12,6 +12,7 @@ from typing import Any, Final
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from common.localstack.launcher import Stack
 from tests.toolkit.devices import (
     AUTH_REQUESTS,
     DeviceKey,
@@ -21,6 +22,15 @@ from tests.toolkit.devices import (
 )
 
 PREAUTHORIZE: Final = "/api/management/v2/devauth/devices"
+
+
+def create_admin(stack: Stack, admin: tuple[str, str]) -> None:
+    """Create the benchmark's admin user (email, password) with `useradm create-user`."""
+    created = stack.run_module(
+        "useradm", "create-user", "--username", admin[0], "--password", admin[1]
+    )
+    if created.returncode != 0:
+        raise RuntimeError(f"create-user failed: {created.stderr}")
 
 
 def unsigned_token(claims: dict[str, Any]) -> str:

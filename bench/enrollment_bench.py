@@ -55,6 +55,8 @@ from pymongo import AsyncMongoClient
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deployments_bench import OpCounter  # noqa: E402
+from devices import create_admin  # noqa: E402
 from fleet_seed import seed  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
@@ -78,7 +80,6 @@ _INVENTORY_WAIT: Final = 300.0
 # database's CPU time, so not more often than the delays need).
 _WATCH_EVERY: Final = 0.5
 _STATUS_KEY: Final = "identity-status"
-_SYSTEM_DBS: Final = frozenset({"admin", "local", "config"})
 
 
 # --------------------------------------------------------------------------- devices
@@ -136,19 +137,11 @@ async def op_counts(url: str) -> dict[str, int]:
 
     A client of its own each time: the server closes connections idle for 5 minutes, which
     the wait for inventory can exceed."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    counter = OpCounter(url)
     try:
-        top = await client.admin.command("top")
+        return await counter.counts()
     finally:
-        await client.close()
-    found: dict[str, int] = {}
-    for namespace, value in top["totals"].items():
-        if not isinstance(value, dict) or "." not in namespace:
-            continue
-        database = namespace.split(".", 1)[0]
-        if database not in _SYSTEM_DBS:
-            found[database] = found.get(database, 0) + int(value["total"]["count"])
-    return found
+        await counter.close()
 
 
 class InventoryWatch:
@@ -301,11 +294,7 @@ async def run_cell(
     watch = InventoryWatch(database.url)
     try:
         stack.start()
-        created = stack.run_module(
-            "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-        )
-        if created.returncode != 0:
-            raise RuntimeError(f"create-user failed: {created.stderr}")
+        create_admin(stack, ADMIN)
         if fleet:
             cell.seeded_s = await seed(database.url, stack.addrs["inventory"], range(fleet), 0.5)
         print(f"  seeded {fleet} devices in {cell.seeded_s:.0f} s", flush=True)

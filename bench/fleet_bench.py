@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
@@ -58,6 +57,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deployments_bench import OpCounter  # noqa: E402
+from devices import create_admin  # noqa: E402
 from fleet_load import (  # noqa: E402
     ADMIN,
     EXPECTED,
@@ -72,7 +72,7 @@ from fleet_load import (  # noqa: E402
     percentiles,
 )
 from fleet_seed import seed  # noqa: E402
-from gateway_bench import Fleet, _wait_http  # noqa: E402
+from gateway_bench import Fleet, _wait_http, serve_app  # noqa: E402
 from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 from sections import write_section  # noqa: E402
 
@@ -128,19 +128,7 @@ class Limit:
 
 
 def _serve_limit(port: int, mongo_url: str, key_file: str) -> None:
-    uvicorn.run(
-        Limit(mongo_url, key_file),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        lifespan="on",
-    )
+    serve_app(Limit(mongo_url, key_file), port, lifespan="on")
 
 
 # --------------------------------------------------------------------------- measuring
@@ -407,11 +395,7 @@ def main() -> None:
         try:
             database.start()
             stack.start()
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             driven = min(args.driven, args.devices)
             seeded_s = 0.0
             if args.devices > driven:

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 import uvicorn
@@ -187,19 +187,24 @@ def _serve(role: str, port: int, upstream: str) -> None:
         "bulk": Bulk,
         "minproxy": lambda: MinimalProxy(upstream),
     }
+    serve_app(apps[role](), port, lifespan="on" if role == "minproxy" else "auto")
+
+
+def serve_app(app: Any, port: int, *, lifespan: Literal["auto", "on", "off"]) -> None:
+    """Serve `app` on 127.0.0.1:`port` with the gateway's own server settings
+    (`gateway.server_config`), so a bench's stand-in costs what the gateway would."""
     uvicorn.run(
-        apps[role](),
+        app,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
         http="httptools",
         log_level="warning",
         access_log=False,
-        # The same server settings as the gateway's own (`gateway.server_config`).
         proxy_headers=False,
         server_header=False,
         date_header=False,
-        lifespan="on" if role == "minproxy" else "auto",
+        lifespan=lifespan,
     )
 
 

@@ -37,15 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import aiohttp
-
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devices import create_admin  # noqa: E402
 from gateway_bench import Fleet, _wait_http  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
-from token_bench import ADMIN, NEXT, POLL, _register  # noqa: E402
+from token_bench import ADMIN, _register, idle_polls  # noqa: E402
 
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
 from common.localstack.launcher import Stack  # noqa: E402
@@ -76,41 +75,10 @@ class Target:
         return self.cpu_s.get(name, 0.0) / max(len(self.latencies_ms), 1) * 1e6
 
 
-async def _load(
-    url: str, tokens: list[str], connections: int, seconds: float
-) -> tuple[list[float], int]:
-    """Idle polls for `seconds`; (latency in ms of each 204, count of other answers)."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker(offset: int) -> None:
-            nonlocal errors
-            i = offset
-            while time.monotonic() < deadline:
-                headers = {
-                    "Authorization": f"Bearer {tokens[i % len(tokens)]}",
-                    "Content-Type": "application/json",
-                }
-                i += connections
-                started = time.perf_counter()
-                async with session.post(url + NEXT, data=POLL, headers=headers) as response:
-                    await response.read()
-                if response.status == 204:
-                    latencies.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(worker(c) for c in range(connections)))
-    return latencies, errors
-
-
 def _run(target: Target, tokens: list[str], connections: int, seconds: float) -> None:
     before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
     started = time.monotonic()
-    latencies, errors = asyncio.run(_load(target.url, tokens, connections, seconds))
+    latencies, errors = asyncio.run(idle_polls(target.url, tokens, connections, seconds))
     elapsed = time.monotonic() - started
     for name, pid in target.pids.items():
         target.cpu_s[name] = target.cpu_s.get(name, 0.0) + cpu_seconds(pid) - before[name]
@@ -185,11 +153,7 @@ def _bench(args: argparse.Namespace) -> None:
         fleet = Fleet()
         stack.start()
         try:
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             tokens = asyncio.run(_register(stack, args.devices))
             key = str(Path(work) / "keys" / "deviceauth.pem")
             port = free_port()
@@ -213,7 +177,7 @@ def _bench(args: argparse.Namespace) -> None:
             # What registering set off (provisioning through the outboxes, first check-ins)
             # finishes, and every process is warm, before anything is measured.
             for target in targets:
-                asyncio.run(_load(target.url, tokens, args.connections, args.settle))
+                asyncio.run(idle_polls(target.url, tokens, args.connections, args.settle))
             idle = _idle_cpu({n: p for t in targets for n, p in t.pids.items()}, args.seconds)
             for _ in range(args.rounds):
                 for target in targets:

@@ -38,7 +38,7 @@ import aiohttp
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devices import register_device  # noqa: E402
+from devices import create_admin, register_device  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 from sections import write_section  # noqa: E402
 
@@ -80,15 +80,18 @@ async def _register(stack: Stack, count: int) -> list[str]:
         return [(await register_device(session, stack.url, admin, i))[1] for i in range(count)]
 
 
-async def _load(url: str, tokens: list[str], connections: int, seconds: float) -> tuple[int, int]:
-    """Idle polls for `seconds`; (requests answered 204, other answers)."""
-    done, errors = 0, 0
+async def idle_polls(
+    url: str, tokens: list[str], connections: int, seconds: float
+) -> tuple[list[float], int]:
+    """Idle polls for `seconds`; (latency in ms of each 204, count of other answers)."""
+    latencies: list[float] = []
+    errors = 0
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker(offset: int) -> None:
-            nonlocal done, errors
+            nonlocal errors
             i = offset
             while time.monotonic() < deadline:
                 headers = {
@@ -96,25 +99,27 @@ async def _load(url: str, tokens: list[str], connections: int, seconds: float) -
                     "Content-Type": "application/json",
                 }
                 i += connections
+                started = time.perf_counter()
                 async with session.post(url + NEXT, data=POLL, headers=headers) as response:
                     await response.read()
-                    if response.status == 204:
-                        done += 1
-                    else:
-                        errors += 1
+                if response.status == 204:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                else:
+                    errors += 1
 
         await asyncio.gather(*(worker(c) for c in range(connections)))
-    return done, errors
+    return latencies, errors
 
 
 def _measure(
     stack: Stack, target: str, url: str, tokens: list[str], connections: int, seconds: float
 ) -> Result:
-    asyncio.run(_load(url, tokens, connections, 1.0))  # warm-up
+    asyncio.run(idle_polls(url, tokens, connections, 1.0))  # warm-up
     pids = {name: pid for name, pid in stack.pids().items() if name in MEASURED}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.monotonic()
-    done, errors = asyncio.run(_load(url, tokens, connections, seconds))
+    latencies, errors = asyncio.run(idle_polls(url, tokens, connections, seconds))
+    done = len(latencies)
     elapsed = time.monotonic() - started
     cpu = {
         name: (cpu_seconds(pid) - before[name]) / max(done, 1) * 1e6 for name, pid in pids.items()
@@ -179,15 +184,11 @@ def main() -> None:
         )
         stack.start()
         try:
-            created = stack.run_module(
-                "useradm", "create-user", "--username", ADMIN[0], "--password", ADMIN[1]
-            )
-            if created.returncode != 0:
-                raise RuntimeError(f"create-user failed: {created.stderr}")
+            create_admin(stack, ADMIN)
             tokens = asyncio.run(_register(stack, args.devices))
             # What registering set off (provisioning through the outboxes, first check-ins)
             # finishes before anything is measured.
-            asyncio.run(_load(stack.url, tokens, args.connections, args.settle))
+            asyncio.run(idle_polls(stack.url, tokens, args.connections, args.settle))
             results = [
                 _measure(stack, name, url, tokens, args.connections, args.seconds)
                 for name, url in (

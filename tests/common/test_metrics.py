@@ -14,6 +14,7 @@ from common.core.settings import BaseServiceSettings
 from common.web.app import METRICS_PATH, create_service_app, resources
 from tests.conftest import ClientFactory
 from tests.toolkit import Scrape
+from tests.toolkit.metrics import SERVICE_FAMILIES
 
 _PREFIX = "/api/management/v1/metered"
 _TEMPLATE = f"{_PREFIX}/things/{{thing_id}}"
@@ -43,23 +44,13 @@ async def client(
 
 
 async def _scrape(client: httpx.AsyncClient) -> Scrape:
-    r = await client.get(METRICS_PATH)
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain; version=")
-    return Scrape(r.text)
+    return Scrape.of(await client.get(METRICS_PATH))
 
 
 class TestMetrics:
     async def test_families(self, client: httpx.AsyncClient) -> None:
         page = await _scrape(client)
-        for family in (
-            "fleetport_http_request_duration_seconds",
-            "fleetport_db_operations_per_request",
-            "fleetport_outbox_backlog",
-            "fleetport_outbox_oldest_age_seconds",
-            "fleetport_outbox_deliveries",
-            "process_cpu_seconds",
-        ):
+        for family in SERVICE_FAMILIES:
             assert family in page.families
 
     async def test_request_counted_under_its_route_template(

@@ -44,18 +44,8 @@ class _Peer(LiveServer):
 
 @pytest.fixture
 async def peer() -> AsyncIterator[_Peer]:
-    server = _Peer()
-    await server.start()
-    try:
+    async with _Peer() as server:
         yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
-        yield client
 
 
 class TestDelivery:

@@ -58,19 +58,11 @@ class _Peer(LiveServer):
 
 @pytest.fixture
 async def peer() -> AsyncIterator[_Peer]:
-    server = _Peer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.gate.set()
-        await server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
+    async with _Peer() as server:
+        try:
+            yield server
+        finally:
+            server.gate.set()  # a held request would keep the server from stopping
 
 
 def _device_effects(devices: int, per_device: int) -> list[Effect]:

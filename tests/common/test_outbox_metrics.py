@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 from prometheus_client import generate_latest
 from pymongo import AsyncMongoClient
 
@@ -18,12 +15,6 @@ _PEER = "inventory"
 
 def _scrape() -> Scrape:
     return Scrape(generate_latest().decode())
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=2) as client:
-        yield client
 
 
 class TestOutboxMetrics:

@@ -13,9 +13,7 @@ _OPS = "fleetport_db_operations_per_request"
 
 
 async def _scrape(service: Service) -> Scrape:
-    r = await service.client.get("/metrics")
-    assert r.status_code == 200
-    return Scrape(r.text)
+    return Scrape.of(await service.client.get("/metrics"))
 
 
 class TestPollMetrics:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
 from services.deployments.models import (
@@ -25,74 +25,14 @@ from services.deployments.store.mongo import MongoStore
 from tests.deployments.conftest import Service
 from tests.deployments.flows import create_deployment, poll, report
 from tests.deployments.helpers import ArtifactFactory
-
-_READS = ("find", "findAndModify", "update", "delete", "count", "aggregate", "insert")
-# Sent to the admin database: counted wherever they go.
-_TRANSACTION_ENDS = ("commitTransaction", "abortTransaction")
-
-
-class _Recorder(monitoring.CommandListener):
-    """Records the commands sent to one database while active."""
-
-    def __init__(self) -> None:
-        self.database = ""
-        self.commands: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if not self.database:
-            return
-        if (
-            event.database_name == self.database and event.command_name in _READS
-        ) or event.command_name in _TRANSACTION_ENDS:
-            self.commands.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-_recorder = _Recorder()
-monitoring.register(_recorder)
+from tests.toolkit.commands import CommandRecorder, assert_indexed, recording
 
 
 @pytest.fixture
-def recorder(db_name: str) -> Iterator[_Recorder]:
+def recorder(db_name: str) -> Iterator[CommandRecorder]:
     """Commands the service sends to its database during the test."""
-    _recorder.database = db_name
-    _recorder.commands.clear()
-    try:
-        yield _recorder
-    finally:
-        _recorder.database = ""
-
-
-def _filters(name: str, command: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
-    if name == "find":
-        return [(command.get("filter") or {}, command.get("sort"))]
-    if name == "findAndModify":
-        return [(command.get("query") or {}, command.get("sort"))]
-    if name == "update":
-        return [(u.get("q") or {}, None) for u in command.get("updates", [])]
-    if name == "count":
-        return [(command.get("query") or {}, None)]
-    return []
-
-
-async def _assert_indexed(mongo: AsyncMongoClient[Document], db: str, recorded: _Recorder) -> None:
-    for name, command in recorded.commands:
-        if name in _TRANSACTION_ENDS:
-            continue
-        collection = command[name]
-        for filter_, sort in _filters(name, command):
-            find: dict[str, Any] = {"find": collection, "filter": filter_, "limit": 1}
-            if sort:
-                find["sort"] = sort
-            plan = await mongo[db].command({"explain": find, "verbosity": "queryPlanner"})
-            assert "COLLSCAN" not in str(plan["queryPlanner"]["winningPlan"]), (
-                f"{name} on {collection} with {filter_} scans the collection"
-            )
+    with recording(db_name) as recorded:
+        yield recorded
 
 
 class TestHotPath:
@@ -100,7 +40,7 @@ class TestHotPath:
         self,
         service: Service,
         artifacts_factory: ArtifactFactory,
-        recorder: _Recorder,
+        recorder: CommandRecorder,
         mongo: AsyncMongoClient[Document],
     ) -> None:
         await service.upload(artifacts_factory.make("app-2.0"))
@@ -114,7 +54,7 @@ class TestHotPath:
         # The tenant's active deployments, once; then a device none of them lists is
         # answered from memory.
         assert [c[0] for c in recorder.commands] == ["find"]
-        await _assert_indexed(mongo, db, recorder)
+        await assert_indexed(mongo, db, recorder)
         recorder.commands.clear()
         assert (await poll(service.client, "nobody")).status_code == 204
         assert recorder.commands == []
@@ -132,7 +72,7 @@ class TestHotPath:
             "insert",
             "commitTransaction",
         ]
-        await _assert_indexed(mongo, db, recorder)
+        await assert_indexed(mongo, db, recorder)
 
         recorder.commands.clear()
         assert (await poll(service.client, "dev")).status_code == 200
@@ -152,7 +92,7 @@ class TestHotPath:
             "update",
             "commitTransaction",
         ]
-        await _assert_indexed(mongo, db, recorder)
+        await assert_indexed(mongo, db, recorder)
 
         recorder.commands.clear()
         assert (await report(service.client, "dev", deployment_id, "installing")).status_code == 204
@@ -173,7 +113,7 @@ class TestHotPath:
             "update",
             "commitTransaction",
         ]
-        await _assert_indexed(mongo, db, recorder)
+        await assert_indexed(mongo, db, recorder)
 
 
 def _artifact(name: str, device_types: list[str], **depends: Any) -> Artifact:

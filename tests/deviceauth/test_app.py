@@ -88,6 +88,12 @@ def _request(device: FakeDevice) -> tuple[bytes, str]:
     return body, sign(device.key, body)
 
 
+async def _preauthorized(devauth: DevAuthApp, device: FakeDevice) -> tuple[bytes, str]:
+    """Preauthorize `device`; its auth request (body, signature)."""
+    await devauth.preauthorize("", identity_data=device.identity, pubkey=device.pubkey, force=False)
+    return _request(device)
+
+
 async def _accept_all(devauth: DevAuthApp) -> None:
     devices, _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 500))
     for d in devices:
@@ -158,10 +164,7 @@ class TestAuthenticate:
     async def test_concurrent_accepts_of_a_preauthorized_device(
         self, devauth: DevAuthApp, device_auth: DeviceAuthApp, device: FakeDevice
     ) -> None:
-        await devauth.preauthorize(
-            "", identity_data=device.identity, pubkey=device.pubkey, force=False
-        )
-        body, signature = _request(device)
+        body, signature = await _preauthorized(devauth, device)
         tokens = await asyncio.gather(
             *(device_auth.authenticate(body, signature=signature) for _ in range(4))
         )
@@ -183,10 +186,7 @@ class TestAuthenticationCost:
         mongo: AsyncMongoClient[Document],
         db_name: str,
     ) -> None:
-        await devauth.preauthorize(
-            "", identity_data=device.identity, pubkey=device.pubkey, force=False
-        )
-        body, signature = _request(device)
+        body, signature = await _preauthorized(devauth, device)
         with recording(db_name) as recorded:
             token = await device_auth.authenticate(body, signature=signature)
         # The auth set; then one transaction: the device, the limit, the device's auth sets,
@@ -227,10 +227,7 @@ class TestAuthenticationCost:
         mongo: AsyncMongoClient[Document],
         db_name: str,
     ) -> None:
-        await devauth.preauthorize(
-            "", identity_data=device.identity, pubkey=device.pubkey, force=False
-        )
-        body, signature = _request(device)
+        body, signature = await _preauthorized(devauth, device)
         await device_auth.authenticate(body, signature=signature)
         with recording(db_name) as recorded:
             await device_auth.authenticate(body, signature=signature)

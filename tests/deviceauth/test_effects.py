@@ -49,12 +49,8 @@ class _Peer(LiveServer):
 
 @pytest.fixture
 async def peer() -> AsyncIterator[_Peer]:
-    server = _Peer()
-    await server.start()
-    try:
+    async with _Peer() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 INVENTORY = "/api/internal/v1/inventory/tenants/"

@@ -13,9 +13,7 @@ _SESSIONS = "fleetport_deviceconnect_sessions"
 
 
 async def _scrape(dc: Running) -> Scrape:
-    r = await dc.client.get("/metrics")
-    assert r.status_code == 200
-    return Scrape(r.text)
+    return Scrape.of(await dc.client.get("/metrics"))
 
 
 class TestConnectionMetrics:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from typing import Final
 
 import httpx
 import pytest
@@ -14,24 +13,11 @@ from common.localstack.embedded import free_port
 from common.localstack.launcher import Stack
 from common.localstack.processes import spawn, stop_all
 from tests.toolkit import Scrape, wait_until
-
-# What every service exports, whatever it does.
-SERVICE_FAMILIES: Final = (
-    "fleetport_http_request_duration_seconds",
-    "fleetport_db_operations_per_request",
-    "fleetport_outbox_backlog",
-    "fleetport_outbox_oldest_age_seconds",
-    "fleetport_outbox_deliveries",
-    "process_cpu_seconds",
-    "process_resident_memory_bytes",
-)
+from tests.toolkit.metrics import SERVICE_FAMILIES
 
 
 def _scrape(url: str) -> Scrape:
-    r = httpx.get(f"{url}/metrics")
-    assert r.status_code == 200, url
-    assert r.headers["content-type"].startswith("text/plain; version=")
-    return Scrape(r.text)
+    return Scrape.of(httpx.get(f"{url}/metrics"))
 
 
 class TestServices:

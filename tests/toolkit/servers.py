@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Literal, Self
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -60,7 +60,7 @@ class LiveServer:
             await self._task
             self._task = None
 
-    async def __aenter__(self) -> LiveServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -130,6 +130,7 @@ class DeviceDeploymentsApp:
         """
         if await self.idle(tenant_id, device_id):
             return None
+        self._reach.passed_on()
         dd = await self._store.find_active_device_deployment(tenant_id, device_id)
         if dd is None:
             latest = await self._store.find_latest_inactive_device_deployment(tenant_id, device_id)

@@ -71,11 +71,19 @@ class Reach:
         if snapshot is None:
             snapshot = await self._load(tenant_id)
         if snapshot.devices is None or device_id in snapshot.devices:
-            _FROM_DATABASE.inc()
             return False
         self.hits += 1
         _FROM_MEMORY.inc()
         return True
+
+    @staticmethod
+    def passed_on() -> None:
+        """Count a poll that `unreachable` sent to the database.
+
+        Counted by the caller that then queries, not by `unreachable`: the lean idle poll
+        asks it first and, declining, hands the poll to the route, which asks again.
+        """
+        _FROM_DATABASE.inc()
 
     async def _load(self, tenant_id: str) -> _Snapshot:
         version = self._versions[tenant_id]
