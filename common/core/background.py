@@ -1,4 +1,5 @@
-"""A task that runs for the duration of a block: started on entry, cancelled on exit."""
+"""Background tasks that end when asked: a task for the duration of a block, and cancelling
+a task until it has ended."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Final
 
-__all__ = ["in_background"]
+__all__ = ["cancel_and_wait", "in_background"]
 
 # How long a cancelled task has to end before it is cancelled again (seconds).
 _RECANCEL: Final = 1.0
@@ -20,10 +21,17 @@ async def in_background(work: Coroutine[Any, Any, None], *, name: str) -> AsyncI
     try:
         yield
     finally:
-        # A library call can swallow a cancellation (the work then carries on with its
-        # loop): cancel again until the task has ended.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=_RECANCEL)
+        await cancel_and_wait(task)
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has ended, however it ends (its outcome stays in it).
+
+    A library call can swallow a cancellation (the work then carries on with its loop), so
+    the task is cancelled again until it has ended.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_RECANCEL)

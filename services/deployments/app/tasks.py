@@ -8,6 +8,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from common.core.background import cancel_and_wait
+
 __all__ = ["BackgroundTasks"]
 
 _log = logging.getLogger("deployments.tasks")
@@ -47,5 +49,6 @@ class BackgroundTasks:
         for task in tasks:
             task.cancel()
         for task in tasks:
+            await cancel_and_wait(task)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
