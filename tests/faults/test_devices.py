@@ -213,7 +213,7 @@ class TestDecommission:
             # The killed peer's delivery was tried while it was dead, and retried.
             log = (launcher.state_dir / "logs" / "deviceauth.log").read_text()
             assert any(
-                f"outbox: {peer} " in line and gone.id in line and "failed" in line
+                f"effects for {peer} failed" in line and gone.id in line
                 for line in log.splitlines()
             ), log[-3000:]
             # Its token is refused from now on (once the gateway's token cache lets go of it),
