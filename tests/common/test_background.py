@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from common.core.background import cancel_and_wait, in_background
+from tests.toolkit import Stubborn
 
 
 async def test_the_task_is_cancelled_at_the_end_of_the_block() -> None:
@@ -49,21 +50,10 @@ async def test_a_swallowed_cancellation_is_repeated() -> None:
 
 
 async def test_cancel_and_wait_repeats_a_swallowed_cancellation() -> None:
-    swallowed = 0
-
-    async def stubborn() -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                swallowed += 1
-                if swallowed > 1:
-                    raise
-
-    task = asyncio.create_task(stubborn())
+    stubborn = Stubborn()
+    task = asyncio.create_task(stubborn.run())
     await asyncio.sleep(0)
     async with asyncio.timeout(10):
         await cancel_and_wait(task)
     assert task.cancelled()
-    assert swallowed == 2
+    assert stubborn.swallowed == 2

@@ -9,6 +9,7 @@ available everywhere:
 - `ManualClock`: time that moves only when a test says so, for TTLs and expiries;
 - `LiveServer`: an ASGI app on a real port inside the test's event loop;
 - `child_pids` / `is_running`: real processes, seen through /proc;
+- `Stubborn`: a task that swallows its first cancellation;
 - `Scrape`: a `/metrics` page, parsed: its families and the value of a labelled series;
 - `SimulatedDevice` / `Retrying`: a device driving the device API as the Mender client does
   (signed auth request, inventory, polls, status reports), retrying as the client retries.
@@ -22,6 +23,7 @@ from tests.toolkit.metrics import Scrape
 from tests.toolkit.polling import eventually, wait_until
 from tests.toolkit.processes import child_pids, is_running
 from tests.toolkit.servers import LiveServer
+from tests.toolkit.tasks import Stubborn
 
 __all__ = [
     "LiveServer",
@@ -29,6 +31,7 @@ __all__ = [
     "Retrying",
     "Scrape",
     "SimulatedDevice",
+    "Stubborn",
     "assert_error",
     "child_pids",
     "clock",
