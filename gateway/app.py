@@ -43,6 +43,7 @@ from gateway.headers import (
     forwarded_headers,
     origin,
     parse_request_headers,
+    request_target,
 )
 from gateway.issuers import Issuer, IssuerUnavailable
 from gateway.metrics import WEBSOCKETS, MetricsListener
@@ -295,11 +296,10 @@ class Gateway:
         if base is None:
             await send_error(send, 503, f"{route.upstream} is not available", rid)
             return
-        if await self._over_rate_limit(send, client, rid):
+        if self._limiter is not None and await self._over_rate_limit(send, client, rid):
             return
-        forwarded = forwarded_headers(scope, client, rid)
+        target = request_target(scope)
         headers = req.forward
-        token = ""
         if route.auth is not AuthMode.NONE:
             token, from_cookie = _credentials(route, req)
             refusal = await self._refusal(route, token)
@@ -308,13 +308,13 @@ class Gateway:
                 return
             if from_cookie:
                 headers = _with_bearer(headers, token)
-        headers.extend(forwarded)
+        headers.extend(forwarded_headers(target, client, rid))
         await proxy_http(
             self._session,
             scope,
             receive,
             send,
-            url=upstream_url(base, scope),
+            url=upstream_url(base, target),
             headers=headers,
             has_body=req.chunked or req.content_length not in (None, "0"),
             request_id=rid,
@@ -345,13 +345,14 @@ class Gateway:
             return
         if await self._over_rate_limit(send, client, rid):
             return
+        target = request_target(scope)
         await proxy_http(
             self._session,
             scope,
             receive,
             send,
-            url=upstream_url(base, scope),
-            headers=[*req.forward, *forwarded_headers(scope, client, rid)],
+            url=upstream_url(base, target),
+            headers=[*req.forward, *forwarded_headers(target, client, rid)],
             has_body=req.chunked or req.content_length not in (None, "0"),
             request_id=rid,
             upstream_name="ui",
@@ -387,7 +388,7 @@ class Gateway:
                 headers=((b"retry-after", str(wait).encode()),),
             )
             return
-        forwarded = forwarded_headers(scope, client, rid)
+        target = request_target(scope)
         headers = req.forward
         if route.auth is not AuthMode.NONE:
             token, from_cookie = _credentials(route, req)
@@ -397,7 +398,7 @@ class Gateway:
                 return
             if from_cookie:
                 headers = _with_bearer(headers, token)
-        headers.extend(forwarded)
+        headers.extend(forwarded_headers(target, client, rid))
         websockets = WEBSOCKETS.labels(route.upstream)
         websockets.inc()
         try:
@@ -405,7 +406,7 @@ class Gateway:
                 scope,
                 receive,
                 send,
-                url=str(upstream_url("ws" + base.removeprefix("http"), scope)),
+                url=str(upstream_url("ws" + base.removeprefix("http"), target)),
                 headers=headers,
                 request_id=rid,
                 upstream_name=route.upstream,

@@ -30,6 +30,7 @@ __all__ = [
     "new_request_id",
     "origin",
     "parse_request_headers",
+    "request_target",
 ]
 
 REQUEST_ID: Final = b"x-men-requestid"
@@ -70,6 +71,8 @@ _REPLACED: Final = frozenset(
     }
 )
 _RBAC_PREFIX: Final = b"x-men-rbac-"
+# `Connection` tokens that name no other header.
+_CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 # What a trusted proxy may say about the client's request.
 _PROXY_PROTO: Final = b"x-forwarded-proto"
 _PROXY_HOST: Final = b"x-forwarded-host"
@@ -126,6 +129,40 @@ def _valid_request_id(value: bytes) -> str | None:
     return None
 
 
+# What `parse_request_headers` does with a header, by its lower-cased name: one dict lookup
+# per header; a name not listed is forwarded as it is (unless it is an `X-MEN-RBAC-*`).
+_FORWARD: Final = 0
+_DROP: Final = 1
+_CHUNKED: Final = 2
+_CONNECTION: Final = 3
+_REQUEST_ID: Final = 4
+_PROXIED: Final = 5
+_AUTHORIZATION: Final = 6
+_COOKIE: Final = 7
+_HOST_NAME: Final = 8
+_CONTENT_LENGTH: Final = 9
+_ROLES: Final[dict[bytes, int]] = {
+    **dict.fromkeys(HOP_BY_HOP, _DROP),
+    **dict.fromkeys(_REPLACED, _DROP),
+    b"transfer-encoding": _CHUNKED,
+    b"connection": _CONNECTION,
+    REQUEST_ID: _REQUEST_ID,
+    _PROXY_PROTO: _PROXIED,
+    _PROXY_HOST: _PROXIED,
+    _PROXY_FOR: _PROXIED,
+    b"authorization": _AUTHORIZATION,
+    b"cookie": _COOKIE,
+    b"host": _HOST_NAME,
+    b"content-length": _CONTENT_LENGTH,
+}
+# A websocket's handshake headers are not forwarded (its host is still read).
+_WS_ROLES: Final[dict[bytes, int]] = {
+    **_ROLES,
+    **dict.fromkeys(_WS_HANDSHAKE - {b"host"}, _DROP),
+    b"host": -_HOST_NAME,
+}
+
+
 def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHeaders:
     """Read the request id, credentials and body framing; collect the forwardable headers."""
     request_id: str | None = None
@@ -135,38 +172,45 @@ def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHe
     connection_tokens: list[bytes] = []
     forward: list[tuple[str, str]] = []
     proxied: dict[bytes, str] = {}
+    roles = _WS_ROLES if websocket else _ROLES
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.lower()
-        if name in HOP_BY_HOP:
-            if name == b"transfer-encoding":
-                chunked = b"chunked" in raw_value.lower()
-            elif name == b"connection":
-                connection_tokens.extend(t.strip() for t in raw_value.lower().split(b","))
+        role = roles.get(name, _FORWARD)
+        if role == _FORWARD:
+            if not name.startswith(_RBAC_PREFIX):
+                forward.append((name.decode("latin-1"), raw_value.decode("latin-1")))
             continue
-        if name in _REPLACED or name.startswith(_RBAC_PREFIX):
-            if name == REQUEST_ID and request_id is None:
+        if role == _DROP:
+            continue
+        if role == _CHUNKED:
+            chunked = b"chunked" in raw_value.lower()
+            continue
+        if role == _CONNECTION:
+            connection_tokens.extend(t.strip() for t in raw_value.lower().split(b","))
+            continue
+        if role == _REQUEST_ID:
+            if request_id is None:
                 request_id = _valid_request_id(raw_value)
-            elif name in (_PROXY_PROTO, _PROXY_HOST, _PROXY_FOR):
-                value = raw_value.decode("latin-1")
-                proxied[name] = f"{proxied[name]},{value}" if name in proxied else value
-            continue
-        if websocket and name in _WS_HANDSHAKE:
-            if name == b"host":
-                host = raw_value.decode("latin-1")
             continue
         value = raw_value.decode("latin-1")
-        if name == b"authorization":
+        if role == _PROXIED:
+            proxied[name] = f"{proxied[name]},{value}" if name in proxied else value
+            continue
+        if role == _AUTHORIZATION:
             authorization = value
-        elif name == b"cookie":
+        elif role == _COOKIE:
             cookie = value if not cookie else f"{cookie}; {value}"
-        elif name == b"host":
-            host = value
-        elif name == b"content-length":
+        elif role == _CONTENT_LENGTH:
             content_length = value.strip()
+        else:
+            host = value
+            if role < 0:
+                continue
         forward.append((name.decode("latin-1"), value))
-    extra = {t for t in connection_tokens if t and t not in (b"close", b"keep-alive", b"upgrade")}
-    if extra:
-        forward = [(n, v) for n, v in forward if n.encode("latin-1") not in extra]
+    if connection_tokens:
+        extra = {t for t in connection_tokens if t and t not in _CONNECTION_OPTIONS}
+        if extra:
+            forward = [(n, v) for n, v in forward if n.encode("latin-1") not in extra]
     return RequestHeaders(
         request_id=request_id or new_request_id(),
         authorization=authorization,
@@ -260,16 +304,24 @@ def origin(scope: Scope, req: RequestHeaders, trusted: TrustedProxies) -> Origin
     )
 
 
-def forwarded_headers(scope: Scope, client: Origin, request_id: str) -> list[tuple[str, str]]:
-    """The `X-Forwarded-*` and request id headers describing the client's request."""
+def request_target(scope: Scope) -> str:
+    """The path and query of the request exactly as the client sent them."""
     raw_path: bytes | None = scope.get("raw_path")
-    uri = raw_path.decode("latin-1") if raw_path else scope["path"]
+    target = raw_path.decode("latin-1") if raw_path else scope["path"]
     query: bytes = scope.get("query_string", b"")
     if query:
-        uri = f"{uri}?{query.decode('latin-1')}"
+        return f"{target}?{query.decode('latin-1')}"
+    return target
+
+
+def forwarded_headers(target: str, client: Origin, request_id: str) -> list[tuple[str, str]]:
+    """The `X-Forwarded-*` and request id headers describing the client's request.
+
+    `target` is the request's path and query as sent (`request_target`).
+    """
     headers = [
         ("X-Forwarded-Proto", client.scheme),
-        ("X-Forwarded-Uri", uri),
+        ("X-Forwarded-Uri", target),
         (REQUEST_ID_NAME, request_id),
     ]
     if client.host:

@@ -10,6 +10,7 @@ compressed bodies are relayed as they are.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ _log = logging.getLogger("gateway.proxy")
 # reading them can still become a 502; larger ones are streamed.
 _SMALL_BODY: Final = 64 * 1024
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
+# The upstream URLs of the last few thousand request targets are parsed once: a device's
+# polls and reports go to the same few.
+_REMEMBERED_URLS: Final = 4096
 # The revocation sequence number is between the issuer and the gateway (see `gateway.app`).
 _RESPONSE_DROP: Final = HOP_BY_HOP | {REQUEST_ID, REVOCATIONS_HEADER.lower().encode()}
 BeforeResponse = Callable[[str, Mapping[str, str]], Awaitable[None]]
@@ -96,14 +100,10 @@ async def _stream_body(first: bytes, receive: Receive, state: _Exchange) -> Asyn
             yield chunk
 
 
-def upstream_url(base: str, scope: Scope) -> URL:
-    """The upstream URL with the client's path and query exactly as they were sent."""
-    raw_path: bytes | None = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if raw_path else scope["path"]
-    query: bytes = scope.get("query_string", b"")
-    if query:
-        return URL(f"{base}{path}?{query.decode('latin-1')}", encoded=True)
-    return URL(f"{base}{path}", encoded=True)
+@functools.lru_cache(maxsize=_REMEMBERED_URLS)
+def upstream_url(base: str, target: str) -> URL:
+    """The upstream URL of a request target (`request_target`: path and query as sent)."""
+    return URL(f"{base}{target}", encoded=True)
 
 
 async def proxy_http(
