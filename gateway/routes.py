@@ -10,6 +10,7 @@ normalising upstream cannot be reached around the table.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ __all__ = ["ROUTES", "AuthMode", "Route", "RouteTable"]
 _VERSION: Final = re.compile(r"v[0-9]+[a-z0-9]*")
 _VERSION_PLACEHOLDER: Final = "v{N}"
 _ROUTED_SURFACES: Final = frozenset({"devices", "management"})
+# How many paths' routes a table remembers (the device paths are a handful; management
+# paths carry ids, so the least recently used are forgotten).
+_REMEMBERED_PATHS: Final = 4096
 
 
 class AuthMode(enum.Enum):
@@ -94,7 +98,11 @@ ROUTES: Final[tuple[Route, ...]] = (
 
 
 class RouteTable:
-    """Finds the route of a request path: longest prefix, whole segments."""
+    """Finds the route of a request path: longest prefix, whole segments.
+
+    The routes of the last few thousand paths are remembered: a device's polls and reports
+    are matched once, not on every request.
+    """
 
     def __init__(self, routes: Iterable[Route] = ROUTES) -> None:
         index: dict[tuple[str, str], list[Route]] = {}
@@ -108,9 +116,13 @@ class RouteTable:
         self._index: dict[tuple[str, str], tuple[Route, ...]] = {
             key: tuple(value) for key, value in index.items()
         }
+        self._remembered = functools.lru_cache(maxsize=_REMEMBERED_PATHS)(self._find)
 
     def match(self, path: str) -> Route | None:
         """Return the route serving `path` (already percent-decoded), or None."""
+        return self._remembered(path)
+
+    def _find(self, path: str) -> Route | None:
         segments = path.split("/")
         if len(segments) < 5 or segments[0] or segments[1] != "api":
             return None
