@@ -120,6 +120,10 @@ class TokenGate:
             AuthMode.DEVICE: OrderedDict(),
             AuthMode.USER: OrderedDict(),
         }
+        # The series counted on every request, looked up once.
+        self._hits = {mode: token_cache(mode.value, "hit") for mode in self._checked}
+        self._misses = {mode: token_cache(mode.value, "miss") for mode in self._checked}
+        self._accepted = {mode: token_checks(mode.value, "accepted") for mode in self._checked}
 
     @property
     def remembered(self) -> int:
@@ -133,25 +137,30 @@ class TokenGate:
         except IssuerUnavailable:
             token_checks(mode.value, "unavailable").inc()
             raise
-        token_checks(mode.value, "accepted" if denial is None else denial.reason).inc()
+        if denial is None:
+            self._accepted[mode].inc()
+        else:
+            token_checks(mode.value, denial.reason).inc()
         return denial
 
     async def _check(self, mode: AuthMode, token: str) -> Denial | None:
         if not token:
             return _MISSING
-        device = mode is AuthMode.DEVICE
-        checked = self._checked[mode].get(token)
-        token_cache(mode.value, "miss" if checked is None else "hit").inc()
+        cache = self._checked[mode]
+        checked = cache.get(token)
         if checked is None:
+            self._misses[mode].inc()
             verdict = await self._verify(mode, token)
             if isinstance(verdict, Denial):
                 return verdict
             checked = verdict
             self._remember(mode, token, checked)
         else:
-            self._checked[mode].move_to_end(token)
+            self._hits[mode].inc()
+            cache.move_to_end(token)
+        device = mode is AuthMode.DEVICE
         if checked.expires <= self._wall_clock():
-            self._checked[mode].pop(token, None)
+            cache.pop(token, None)
             return _DEVICE_EXPIRED if device else _USER_EXPIRED
         issuer = self._issuers[mode]
         if issuer.revocations.refuses(checked.keys, checked.issued_at):
