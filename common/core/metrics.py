@@ -122,7 +122,8 @@ class RequestMetrics:
             return
         status = 500  # what the server answers when the app fails before responding
         counter = [0]
-        token = _operations.set(counter)
+        # An app that queries no database (the gateway) has no commands to count.
+        token = _operations.set(counter) if self._database else None
         started = time.perf_counter()
 
         async def watch_status(message: _Message) -> None:
@@ -135,11 +136,12 @@ class RequestMetrics:
             await self.app(scope, receive, watch_status)
         finally:
             elapsed = time.perf_counter() - started
-            _operations.reset(token)
+            if token is not None:
+                _operations.reset(token)
             route = self._route_of(scope)
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             _duration_series(route, method, status).observe(elapsed)
-            if self._database:
+            if token is not None:
                 _operations_series(route).observe(counter[0])
 
 
