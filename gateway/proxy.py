@@ -18,6 +18,7 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict, istr
 from yarl import URL
 
@@ -63,6 +64,18 @@ class RelayRequest(aiohttp.ClientRequest):
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
         """Add nothing: the relayed request keeps the client's headers as they were."""
+
+    def update_headers(self, headers: LooseHeaders | None) -> None:
+        """Take the headers as aiohttp would (`Host` first, the client's replacing the
+        upstream's), copied at once rather than one by one."""
+        relayed: CIMultiDict[str] = CIMultiDict(headers or ())
+        if len(relayed.getall(hdrs.HOST, ())) > 1:
+            super().update_headers(relayed)
+            return
+        host = self.url.host_port_subcomponent
+        assert host is not None  # an absolute URL
+        self.headers = CIMultiDict(((hdrs.HOST, host),))
+        self.headers.update(relayed)
 
 
 class UpstreamBroken(Exception):
