@@ -141,6 +141,7 @@ _AUTHORIZATION: Final = 6
 _COOKIE: Final = 7
 _HOST_NAME: Final = 8
 _CONTENT_LENGTH: Final = 9
+_HOST_UNFORWARDED: Final = 10
 _ROLES: Final[dict[bytes, int]] = {
     **dict.fromkeys(HOP_BY_HOP, _DROP),
     **dict.fromkeys(_REPLACED, _DROP),
@@ -158,8 +159,8 @@ _ROLES: Final[dict[bytes, int]] = {
 # A websocket's handshake headers are not forwarded (its host is still read).
 _WS_ROLES: Final[dict[bytes, int]] = {
     **_ROLES,
-    **dict.fromkeys(_WS_HANDSHAKE - {b"host"}, _DROP),
-    b"host": -_HOST_NAME,
+    **dict.fromkeys(_WS_HANDSHAKE, _DROP),
+    b"host": _HOST_UNFORWARDED,
 }
 
 
@@ -202,10 +203,11 @@ def parse_request_headers(scope: Scope, *, websocket: bool = False) -> RequestHe
             cookie = value if not cookie else f"{cookie}; {value}"
         elif role == _CONTENT_LENGTH:
             content_length = value.strip()
-        else:
+        elif role == _HOST_NAME:
             host = value
-            if role < 0:
-                continue
+        else:  # _HOST_UNFORWARDED
+            host = value
+            continue
         forward.append((name.decode("latin-1"), value))
     if connection_tokens:
         extra = {t for t in connection_tokens if t and t not in _CONNECTION_OPTIONS}
