@@ -216,13 +216,6 @@ class TenantCollection:
         """Update this tenant's matching documents."""
         return await self._coll.update_many(self.scope(filter_), update, **kwargs)
 
-    async def update_each(
-        self, updates: Sequence[tuple[_Filter, Any]], *, upsert: bool = False, **kwargs: Any
-    ) -> BulkWriteResult:
-        """Update one document per (filter, update) in one unordered bulk write."""
-        ops = [UpdateOne(self.scope(filter_), update, upsert=upsert) for filter_, update in updates]
-        return await self._coll.bulk_write(ops, ordered=False, **kwargs)
-
     async def write_each(
         self,
         updates: Sequence[tuple[_Filter, Any]],
