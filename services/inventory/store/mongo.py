@@ -10,7 +10,8 @@ and keywords after the write, and writes them with plain update operators filter
 `_id` and the `version` read: if another write came in between, it reads and computes
 again. A device that does not exist is inserted; a duplicate key means another request
 created it meanwhile, and the write is computed again from it. So the keywords are always
-those of the stored attributes, and the database never recomputes them.
+those of the stored attributes, and the database does not recompute them; only the group
+changes of many devices at once (`set_group`, `unset_group`) are update pipelines that do.
 
 Every filter names `_id` and plain equalities only, so the database looks the device up by
 its key at any fleet size: an `$expr` or `$or` in a filter makes it scan the whole
