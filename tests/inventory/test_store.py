@@ -328,15 +328,16 @@ def _expected_keywords(doc: Document) -> list[str]:
     return sorted({token.lower() for v in values for token in re.findall("[A-Za-z0-9]+", v)})
 
 
+async def _text(db: AsyncDatabase[Document], device_id: str, tenant: str = "") -> list[str]:
+    """The stored keywords of a device, checked against its stored attributes."""
+    doc = await db["devices"].find_one({"_id": device_id, "tenant_id": tenant})
+    assert doc is not None
+    assert sorted(doc["text"]) == _expected_keywords(doc)
+    return sorted(doc["text"])
+
+
 class TestKeywords:
     """After every kind of write, `text` holds exactly the keywords of the stored attributes."""
-
-    @staticmethod
-    async def _text(db: AsyncDatabase[Document], device_id: str, tenant: str = "") -> list[str]:
-        doc = await db["devices"].find_one({"_id": device_id, "tenant_id": tenant})
-        assert doc is not None
-        assert sorted(doc["text"]) == _expected_keywords(doc)
-        return sorted(doc["text"])
 
     async def test_a_status_change_replaces_the_old_status(
         self, store: MongoStore, db: AsyncDatabase[Document]
@@ -345,12 +346,12 @@ class TestKeywords:
             "", "d1", DeviceChange(now=NOW, set=(_attr("identity", "mac", "M1"),))
         )
         await store.set_statuses("", status="pending", devices=[("d1", 1)], now=NOW)
-        assert await self._text(db, "d1") == ["d1", "m1", "pending"]
+        assert await _text(db, "d1") == ["d1", "m1", "pending"]
         await store.set_statuses("", status="accepted", devices=[("d1", 2)], now=NOW)
-        assert await self._text(db, "d1") == ["accepted", "d1", "m1"]
+        assert await _text(db, "d1") == ["accepted", "d1", "m1"]
         # A new device created by its status alone.
         await store.set_statuses("", status="preauthorized", devices=[("d2", 1)], now=NOW)
-        assert await self._text(db, "d2") == ["d2", "preauthorized"]
+        assert await _text(db, "d2") == ["d2", "preauthorized"]
 
     async def test_removing_an_attribute_drops_its_tokens_but_not_shared_ones(
         self, store: MongoStore, db: AsyncDatabase[Document]
@@ -364,11 +365,11 @@ class TestKeywords:
             ),
         )
         await store.write_device("", "d1", both)
-        assert await self._text(db, "d1") == ["6", "7", "d1", "linux", "rack", "yocto"]
+        assert await _text(db, "d1") == ["6", "7", "d1", "linux", "rack", "yocto"]
         remove_os = DeviceChange(now=NOW, remove=(AttributeRef("inventory", "os"),), create=False)
         assert await store.write_device("", "d1", remove_os) is WriteOutcome.OK
         # `linux` is the kernel's too.
-        assert await self._text(db, "d1") == ["6", "7", "d1", "linux", "rack"]
+        assert await _text(db, "d1") == ["6", "7", "d1", "linux", "rack"]
         replace_tags = DeviceChange(
             now=NOW,
             set=(_attr("tags", "owner", "Ops"),),
@@ -376,10 +377,10 @@ class TestKeywords:
             create=False,
         )
         assert await store.write_device("", "d1", replace_tags) is WriteOutcome.OK
-        assert await self._text(db, "d1") == ["6", "d1", "linux", "ops"]
+        assert await _text(db, "d1") == ["6", "d1", "linux", "ops"]
         overwrite = DeviceChange(now=NOW, set=(_attr("identity", "kernel", 6.0),), create=False)
         assert await store.write_device("", "d1", overwrite) is WriteOutcome.OK
-        assert await self._text(db, "d1") == ["d1", "ops"]
+        assert await _text(db, "d1") == ["d1", "ops"]
 
     async def test_group_set_and_unset(
         self, store: MongoStore, db: AsyncDatabase[Document]
@@ -388,18 +389,18 @@ class TestKeywords:
         await store.write_device("", "d2", DeviceChange(now=NOW))
         assign = DeviceChange(now=NOW, set=(_attr("system", "group", "Red"),), create=False)
         assert await store.write_device("", "d1", assign) is WriteOutcome.OK
-        assert await self._text(db, "d1") == ["blue", "d1", "red"]
+        assert await _text(db, "d1") == ["blue", "d1", "red"]
         await store.set_group("", device_ids=["d1", "d2"], group="Blue")
-        assert await self._text(db, "d1") == ["blue", "d1"]
-        assert await self._text(db, "d2") == ["blue", "d2"]
+        assert await _text(db, "d1") == ["blue", "d1"]
+        assert await _text(db, "d2") == ["blue", "d2"]
         await store.unset_group("", group="Blue", device_ids=["d1"])
         # The tag keeps `blue` for d1.
-        assert await self._text(db, "d1") == ["blue", "d1"]
+        assert await _text(db, "d1") == ["blue", "d1"]
         await store.unset_group("", group="Blue")
-        assert await self._text(db, "d2") == ["d2"]
+        assert await _text(db, "d2") == ["d2"]
         # And a status change after it keeps the keywords right.
         await store.set_statuses("", status="accepted", devices=[("d1", 1)], now=NOW)
-        assert await self._text(db, "d1") == ["accepted", "blue", "d1"]
+        assert await _text(db, "d1") == ["accepted", "blue", "d1"]
 
 
 class TestConcurrentWriters:
@@ -411,9 +412,7 @@ class TestConcurrentWriters:
     ) -> None:
         for n in range(10):
             device_id = f"d{n}"
-            await store.write_device(
-                device_id=device_id, tenant_id="", change=DeviceChange(now=NOW)
-            )
+            await store.write_device("", device_id, DeviceChange(now=NOW))
             first = DeviceChange(now=NOW, set=(_attr("identity", "mac", f"Mac{n}"),))
             second = DeviceChange(
                 now=NOW, set=(_attr("inventory", "os", f"Os{n}"),), touch_updated=True
@@ -427,7 +426,7 @@ class TestConcurrentWriters:
             values = {(a.scope, a.name): a.value for a in device.attributes}
             assert values[("identity", "mac")] == f"Mac{n}"
             assert values[("inventory", "os")] == f"Os{n}"
-            assert await TestKeywords._text(db, device_id) == [device_id, f"mac{n}", f"os{n}"]
+            assert await _text(db, device_id) == [device_id, f"mac{n}", f"os{n}"]
 
     async def test_a_status_list_and_a_peer_write(
         self, store: MongoStore, db: AsyncDatabase[Document]
@@ -445,7 +444,7 @@ class TestConcurrentWriters:
         assert outcomes == [WriteOutcome.OK] * len(ids)
         assert (result.matched_count, result.created_count) == (len(ids), 0)
         for d in ids:
-            assert await TestKeywords._text(db, d) == ["accepted", d, f"sn{d}"]
+            assert await _text(db, d) == ["accepted", d, f"sn{d}"]
 
     async def test_concurrent_creation(
         self, store: MongoStore, db: AsyncDatabase[Document]
@@ -455,7 +454,7 @@ class TestConcurrentWriters:
         ]
         outcomes = await asyncio.gather(*(store.write_device("", "new", c) for c in changes))
         assert outcomes == [WriteOutcome.OK] * 2
-        assert await TestKeywords._text(db, "new") == ["new", "v0", "v1"]
+        assert await _text(db, "new") == ["new", "v0", "v1"]
 
     async def test_another_tenants_id_in_a_status_list(
         self, store: MongoStore, db: AsyncDatabase[Document]
@@ -465,8 +464,8 @@ class TestConcurrentWriters:
             "b", status="accepted", devices=[("same-id", 1), ("mine", 1)], now=NOW
         )
         assert (result.matched_count, result.created_count) == (0, 1)
-        assert await TestKeywords._text(db, "same-id", "a") == ["id", "same"]
-        assert await TestKeywords._text(db, "mine", "b") == ["accepted", "mine"]
+        assert await _text(db, "same-id", "a") == ["id", "same"]
+        assert await _text(db, "mine", "b") == ["accepted", "mine"]
 
 
 class TestSearchFilter:
