@@ -1,5 +1,5 @@
-"""The fleet benchmark's devices and load: enrollment through the API, Mender's default mix
-of requests, sent closed-loop or paced (see `fleet_bench.py`)."""
+"""The fleet benchmark's devices and load: enrollment through the API, a mix of requests
+(Mender's default, or a heavier one), sent closed-loop or paced (see `fleet_bench.py`)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,16 @@ ADMIN: Final = ("bench@example.com", "correct-horse-battery")
 LOGIN: Final = "/api/management/v1/useradm/auth/login"
 INVENTORY_DEVICES: Final = "/api/management/v1/inventory/devices"
 POLL: Final = b'{"device_provides": {"device_type": "bench", "artifact_name": "bench-1"}}'
-# Mender's default mix in one cycle of 20 requests: 16 polls, 3 inventory reports, 1 renewal.
 KINDS: Final = ("next", "inventory", "auth")
-CYCLE: Final = ("next",) * 16 + ("inventory",) * 3 + ("auth",)
+# The mixes, each as one cycle of requests. `mender`: the Mender client's default intervals,
+# a poll every 1,800 s, an inventory report every 28,800 s and a new token when the last
+# one expires after 604,800 s (deviceauth's default), so 336 polls, 21 reports and one
+# renewal (93.9 %, 5.9 %, 0.3 %). `heavy`: 16 polls, 3 reports and one renewal in 20, far
+# more reports and renewals than a default fleet sends.
+MIXES: Final = {
+    "mender": ("next",) * 336 + ("inventory",) * 21 + ("auth",),
+    "heavy": ("next",) * 16 + ("inventory",) * 3 + ("auth",),
+}
 # What Fleetport answers each kind with; the limit answers everything 204.
 EXPECTED: Final = {"next": 204, "inventory": 200, "auth": 200}
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=60)
@@ -206,10 +213,10 @@ class Mix:
     """Which request comes next and from which device: the mix's cycle in a shuffled order,
     a device drawn at random (seeded, so runs are comparable)."""
 
-    def __init__(self, devices: list[Device], seed: int) -> None:
+    def __init__(self, devices: list[Device], seed: int, name: str = "mender") -> None:
         self.devices = devices
         self.random = random.Random(seed)
-        cycle = list(CYCLE)
+        cycle = list(MIXES[name])
         self.random.shuffle(cycle)
         self.kinds = itertools.cycle(cycle)
 
