@@ -47,7 +47,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -148,6 +148,8 @@ class Run:
     rss_kib: dict[str, int]
     db_ops: int
     load: str
+    # CPU seconds so far, sampled once a second: (event loop time, per process, machine).
+    samples: list[tuple[float, dict[str, float], float]] = field(default_factory=list)
 
     def errors(self) -> collections.Counter[str]:
         """Answers other than the expected one, by status (or transport error)."""
@@ -193,14 +195,36 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, the kernel)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def _sample(pids: dict[str, int], into: list[tuple[float, dict[str, float], float]]) -> None:
+    """Every process's CPU seconds and the machine's, once a second, until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        cpu = {process: cpu_seconds(pid) for process, pid in pids.items()}
+        into.append((loop.time(), cpu, _machine_cpu_seconds()))
+        await asyncio.sleep(1.0)
+
+
 async def _measure(name: str, target: str, pids: dict[str, int], ops: OpCounter, load: Any) -> Run:
     """Run `load` (a coroutine giving a Tally) and what every process spent meanwhile."""
     cpu_before = {process: cpu_seconds(pid) for process, pid in pids.items()}
     ops_before = await _db_ops(ops)
-    tally = await load
+    samples: list[tuple[float, dict[str, float], float]] = []
+    sampler = asyncio.create_task(_sample(pids, samples))
+    try:
+        tally = await load
+    finally:
+        sampler.cancel()
     db_ops = await _db_ops(ops) - ops_before
     cpu = {process: cpu_seconds(pid) - cpu_before[process] for process, pid in pids.items()}
-    run = Run(name, target, tally, cpu, {p: rss_kib(pid) for p, pid in pids.items()}, db_ops, "")
+    rss = {p: rss_kib(pid) for p, pid in pids.items()}
+    run = Run(name, target, tally, cpu, rss, db_ops, "", samples)
     run.load = _loadavg()
     p50, p99, top = percentiles(sorted(itertools.chain(*tally.latencies.values())))
     errors = run.errors_text()
@@ -255,6 +279,43 @@ async def drive(
 def _ms(values: list[float]) -> str:
     p50, p99, top = percentiles(sorted(values))
     return f"{p50:,.1f} / {p99:,.1f} / {top:,.0f}"
+
+
+def _busiest(runs: list[Run], count: int = 6) -> list[str]:
+    """The server processes that spent the most CPU over the runs, busiest first."""
+    spent: collections.Counter[str] = collections.Counter()
+    for run in runs:
+        spent.update({p: s for p, s in run.cpu_s.items() if p != LOADGEN})
+    return [process for process, _ in spent.most_common(count)]
+
+
+def _slowest_seconds(run: Run, busiest: list[str], count: int = 5) -> list[str]:
+    """Table rows of the run's seconds with the highest p99 (by when requests were sent),
+    with what each busy process and the rest of the machine spent in that second."""
+    seconds = sorted(
+        run.tally.by_second.items(),
+        key=lambda item: percentiles(sorted(item[1]))[1],
+        reverse=True,
+    )[:count]
+    rows = []
+    for second, latencies in sorted(seconds):
+        p50, p99, top = percentiles(sorted(latencies))
+        start = run.tally.started + second
+        pairs = zip(run.samples, run.samples[1:], strict=False)
+        spans = [(a, b) for a, b in pairs if a[0] <= start + 0.5 < b[0]]
+        cells = ["" for _ in (*busiest, LOADGEN, "rest")]
+        if spans:
+            (t0, cpu0, machine0), (t1, cpu1, machine1) = spans[0]
+            share = {p: (cpu1[p] - cpu0[p]) / (t1 - t0) for p in cpu0}
+            ours = sum(share.values())
+            rest = max(0.0, (machine1 - machine0) / (t1 - t0) - ours)
+            cells = [f"{share.get(p, 0.0) * 100:.0f}" for p in (*busiest, LOADGEN)]
+            cells.append(f"{rest * 100:.0f}")
+        rows.append(
+            f"| {run.target} | {second} | {len(latencies):,} | {p50:,.1f} | {p99:,.1f} | "
+            f"{top:,.0f} | " + " | ".join(cells) + " |"
+        )
+    return rows
 
 
 def report(
@@ -317,6 +378,20 @@ def report(
     for run in runs:
         cells = " | ".join(_ms(run.tally.latencies[kind]) for kind in KINDS)
         lines.append(f"| {run.name} | {run.target} | {cells} |")
+    paced_runs = [run for run in runs if run.name.startswith("paced")]
+    busiest = _busiest(paced_runs)
+    lines += [
+        "",
+        "The slowest seconds of the paced runs (by the p99 of the requests scheduled in "
+        "them), and the CPU each busy process spent in that second, % of one core (`rest`: "
+        "everything else on the machine):",
+        "",
+        "| target | second | requests | p50 ms | p99 ms | max ms | "
+        + " | ".join((*busiest, LOADGEN, "rest"))
+        + " |",
+        "| --- |" + " ---: |" * (len(busiest) + 7),
+        *(row for run in paced_runs for row in _slowest_seconds(run, busiest)),
+    ]
     processes = list(rss_before)
     heads = " | ".join(f"{run.name}, {run.target}" for run in runs)
     lines += [

@@ -199,10 +199,15 @@ class Tally:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     statuses: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     seconds: float = 0.0
+    # The run's start on the event loop's clock, and each request's latency by the second
+    # of the run it was sent (or scheduled) in.
+    started: float = 0.0
+    by_second: dict[int, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
 
-    def add(self, kind: str, status: str, latency: float) -> None:
+    def add(self, kind: str, status: str, latency: float, sent: float) -> None:
         self.latencies[kind].append(latency)
         self.statuses[kind, status] += 1
+        self.by_second[int(sent - self.started)].append(latency)
 
     @property
     def requests(self) -> int:
@@ -243,7 +248,7 @@ async def closed_loop(
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector, timeout=_TIMEOUT) as session:
-        started = loop.time()
+        started = tally.started = loop.time()
         deadline = started + seconds
 
         async def worker() -> None:
@@ -251,7 +256,7 @@ async def closed_loop(
                 kind, device = mix.next()
                 sent = loop.time()
                 status = await _timed(session, base, kind, device, limit)
-                tally.add(kind, status, loop.time() - sent)
+                tally.add(kind, status, loop.time() - sent, sent)
 
         await asyncio.gather(*(worker() for _ in range(connections)))
         tally.seconds = loop.time() - started
@@ -264,12 +269,12 @@ async def paced(base: str, mix: Mix, rate: float, seconds: float, *, limit: bool
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=_PACED_CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector, timeout=_TIMEOUT) as session:
-        started = loop.time() + 0.05
+        started = tally.started = loop.time() + 0.05
         in_flight: set[asyncio.Task[None]] = set()
 
         async def one(kind: str, device: Device, scheduled: float) -> None:
             status = await _timed(session, base, kind, device, limit)
-            tally.add(kind, status, loop.time() - scheduled)
+            tally.add(kind, status, loop.time() - scheduled, scheduled)
 
         for i in range(int(rate * seconds)):
             scheduled = started + i / rate

@@ -12,7 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
-from pymongo import AsyncMongoClient, IndexModel, ReturnDocument, UpdateOne, monitoring
+from pymongo import (
+    AsyncMongoClient,
+    IndexModel,
+    InsertOne,
+    ReturnDocument,
+    UpdateOne,
+    monitoring,
+)
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
@@ -209,11 +216,18 @@ class TenantCollection:
         """Update this tenant's matching documents."""
         return await self._coll.update_many(self.scope(filter_), update, **kwargs)
 
-    async def update_each(
-        self, updates: Sequence[tuple[_Filter, Any]], *, upsert: bool = False, **kwargs: Any
+    async def write_each(
+        self,
+        updates: Sequence[tuple[_Filter, Any]],
+        *,
+        inserts: Sequence[Mapping[str, Any]] = (),
+        **kwargs: Any,
     ) -> BulkWriteResult:
-        """Update one document per (filter, update) in one unordered bulk write."""
-        ops = [UpdateOne(self.scope(filter_), update, upsert=upsert) for filter_, update in updates]
+        """Insert documents owned by this tenant and update one of its documents per (filter,
+        update), in one unordered bulk write; the index of a write error counts the inserts
+        first."""
+        ops: list[InsertOne[Document] | UpdateOne] = [InsertOne(self._doc(d)) for d in inserts]
+        ops += [UpdateOne(self.scope(filter_), update) for filter_, update in updates]
         return await self._coll.bulk_write(ops, ordered=False, **kwargs)
 
     async def replace_one(

@@ -15,6 +15,7 @@ crash of the server or of the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -29,7 +30,7 @@ from pymongo.errors import PyMongoError
 
 from common.localstack.processes import spawn, stop_all
 
-__all__ = ["EmbeddedMongo", "free_port"]
+__all__ = ["EmbeddedMongo", "free_port", "free_ports"]
 
 # Set in the environment, this makes the server skip its journal's fsync whatever its flags.
 _FAST_STORAGE_ENV: Final = "SECANTUS_TEST_FAST_STORAGE"
@@ -37,10 +38,19 @@ _FAST_STORAGE_ENV: Final = "SECANTUS_TEST_FAST_STORAGE"
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct TCP ports on 127.0.0.1 that are free right now.
+
+    All are held at once while they are chosen: ports taken one at a time, each released
+    before the next is asked for, may come back twice."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _executable() -> str:

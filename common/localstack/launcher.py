@@ -32,7 +32,7 @@ from typing import Final
 import httpx
 
 from common.core.servicespec import LocalResource, ServiceSpec
-from common.localstack.embedded import EmbeddedMongo, free_port
+from common.localstack.embedded import EmbeddedMongo, free_ports
 from common.localstack.keygen import ensure_keys
 from common.localstack.processes import describe_exit, spawn, stop_all
 from common.localstack.registry import discover
@@ -132,7 +132,8 @@ class Stack:
         if self.mongo_url is None:
             self._db = EmbeddedMongo(self.state_dir / "db", log=self.logs / "database.log")
             self._db.start()
-        ports = {s.name: free_port() for s in self.services}
+        chosen = (p for p in free_ports(len(self.services) + 1) if p != self.gateway_port)
+        ports = {s.name: next(chosen) for s in self.services}
         self.addrs = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         for svc in self.services:
             env = self._service_env(svc, local)

@@ -71,9 +71,10 @@ _VALUE_TYPES_MESSAGE: Final = "supported types are string, number, and arrays th
 AttributeValue = str | float | bool | datetime | list[str] | list[float] | None
 
 
-# Free-text keywords are ASCII letter/digit runs, lower-cased. The store computes the same
-# tokens inside the database (`$regexFindAll` with `[a-z0-9]+` after `$toLower`, both ASCII
-# on MongoDB and on the embedded server), so queries and stored keywords always agree.
+# Free-text keywords are ASCII letter/digit runs, lower-cased. The store keeps those of each
+# device's attributes with this same function, and the group changes of many devices compute
+# the same tokens inside the database (`$regexFindAll` with `[a-z0-9]+` after `$toLower`,
+# both ASCII on MongoDB and on the embedded server), so queries and stored keywords agree.
 _TOKEN: Final = re.compile(r"[A-Za-z0-9]+")
 
 

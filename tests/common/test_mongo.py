@@ -48,6 +48,26 @@ class TestTenantCollection:
         raw = await mongo[db_name].devices.find_one({"_id": "9", "tenant_id": "t1"})
         assert raw == {"_id": "9", "tenant_id": "t1", "v": 1}
 
+    async def test_write_each_stays_in_tenant(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        raw = mongo[db_name].devices
+        a, b = TenantCollection(raw, "a"), TenantCollection(raw, "b")
+        await a.insert_one({"_id": "1", "v": 0})
+        await b.insert_one({"_id": "3", "v": 0})
+        result = await b.write_each(
+            [({"_id": "1"}, {"$set": {"v": 1}}), ({"_id": "3"}, {"$set": {"v": 1}})],
+            inserts=[{"_id": "2", "v": 0}],
+        )
+        # The insert is the tenant's, and the updates reach only the tenant's documents.
+        assert (result.inserted_count, result.matched_count) == (1, 1)
+        both = {"tenant_id": {"$in": ["a", "b"]}}
+        assert await raw.find(both).sort("_id").to_list() == [
+            {"_id": "1", "tenant_id": "a", "v": 0},
+            {"_id": "2", "tenant_id": "b", "v": 0},
+            {"_id": "3", "tenant_id": "b", "v": 1},
+        ]
+
 
 class TestGuard:
     async def test_unscoped_query_is_recorded(self, mongo_url: str, db_name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +25,7 @@ from services.inventory.models import (
 )
 from services.inventory.store.indexes import INDEXED_PATHS, INDEXES, index_name
 from services.inventory.store.mongo import MongoStore, search_filter
-from tests.toolkit.commands import assert_indexed, recording
+from tests.toolkit.commands import CommandRecorder, assert_indexed, recording
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -316,6 +317,157 @@ class TestSetStatuses:
             assert [a.value for a in device.attributes if a.name == "status"] == [status]
 
 
+def _expected_keywords(doc: Document) -> list[str]:
+    """The keywords of a stored device, worked out from its attributes independently."""
+    values = [doc["_id"]]
+    for key, raw in doc["attributes"].items():
+        if isinstance(raw["value"], str) and (
+            raw["scope"] in ("identity", "inventory", "tags") or key == "system-group"
+        ):
+            values.append(raw["value"])
+    return sorted({token.lower() for v in values for token in re.findall("[A-Za-z0-9]+", v)})
+
+
+async def _text(db: AsyncDatabase[Document], device_id: str, tenant: str = "") -> list[str]:
+    """The stored keywords of a device, checked against its stored attributes."""
+    doc = await db["devices"].find_one({"_id": device_id, "tenant_id": tenant})
+    assert doc is not None
+    assert sorted(doc["text"]) == _expected_keywords(doc)
+    return sorted(doc["text"])
+
+
+class TestKeywords:
+    """After every kind of write, `text` holds exactly the keywords of the stored attributes."""
+
+    async def test_a_status_change_replaces_the_old_status(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        await store.write_device(
+            "", "d1", DeviceChange(now=NOW, set=(_attr("identity", "mac", "M1"),))
+        )
+        await store.set_statuses("", status="pending", devices=[("d1", 1)], now=NOW)
+        assert await _text(db, "d1") == ["d1", "m1", "pending"]
+        await store.set_statuses("", status="accepted", devices=[("d1", 2)], now=NOW)
+        assert await _text(db, "d1") == ["accepted", "d1", "m1"]
+        # A new device created by its status alone.
+        await store.set_statuses("", status="preauthorized", devices=[("d2", 1)], now=NOW)
+        assert await _text(db, "d2") == ["d2", "preauthorized"]
+
+    async def test_removing_an_attribute_drops_its_tokens_but_not_shared_ones(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        both = DeviceChange(
+            now=NOW,
+            set=(
+                _attr("inventory", "os", "Yocto Linux"),
+                _attr("identity", "kernel", "linux-6"),
+                _attr("tags", "site", "Rack 7"),
+            ),
+        )
+        await store.write_device("", "d1", both)
+        assert await _text(db, "d1") == ["6", "7", "d1", "linux", "rack", "yocto"]
+        remove_os = DeviceChange(now=NOW, remove=(AttributeRef("inventory", "os"),), create=False)
+        assert await store.write_device("", "d1", remove_os) is WriteOutcome.OK
+        # `linux` is the kernel's too.
+        assert await _text(db, "d1") == ["6", "7", "d1", "linux", "rack"]
+        replace_tags = DeviceChange(
+            now=NOW,
+            set=(_attr("tags", "owner", "Ops"),),
+            replace_scopes=frozenset({"tags"}),
+            create=False,
+        )
+        assert await store.write_device("", "d1", replace_tags) is WriteOutcome.OK
+        assert await _text(db, "d1") == ["6", "d1", "linux", "ops"]
+        overwrite = DeviceChange(now=NOW, set=(_attr("identity", "kernel", 6.0),), create=False)
+        assert await store.write_device("", "d1", overwrite) is WriteOutcome.OK
+        assert await _text(db, "d1") == ["d1", "ops"]
+
+    async def test_group_set_and_unset(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        await store.write_device("", "d1", DeviceChange(now=NOW, set=(_attr("tags", "t", "blue"),)))
+        await store.write_device("", "d2", DeviceChange(now=NOW))
+        assign = DeviceChange(now=NOW, set=(_attr("system", "group", "Red"),), create=False)
+        assert await store.write_device("", "d1", assign) is WriteOutcome.OK
+        assert await _text(db, "d1") == ["blue", "d1", "red"]
+        await store.set_group("", device_ids=["d1", "d2"], group="Blue")
+        assert await _text(db, "d1") == ["blue", "d1"]
+        assert await _text(db, "d2") == ["blue", "d2"]
+        await store.unset_group("", group="Blue", device_ids=["d1"])
+        # The tag keeps `blue` for d1.
+        assert await _text(db, "d1") == ["blue", "d1"]
+        await store.unset_group("", group="Blue")
+        assert await _text(db, "d2") == ["d2"]
+        # And a status change after it keeps the keywords right.
+        await store.set_statuses("", status="accepted", devices=[("d1", 1)], now=NOW)
+        assert await _text(db, "d1") == ["accepted", "blue", "d1"]
+
+
+class TestConcurrentWriters:
+    """Writes computed from the same read of a device: the later one reads again, so both
+    changes are stored, and the keywords of both."""
+
+    async def test_two_peers_write_one_device(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        for n in range(10):
+            device_id = f"d{n}"
+            await store.write_device("", device_id, DeviceChange(now=NOW))
+            first = DeviceChange(now=NOW, set=(_attr("identity", "mac", f"Mac{n}"),))
+            second = DeviceChange(
+                now=NOW, set=(_attr("inventory", "os", f"Os{n}"),), touch_updated=True
+            )
+            outcomes = await asyncio.gather(
+                store.write_device("", device_id, first), store.write_device("", device_id, second)
+            )
+            assert list(outcomes) == [WriteOutcome.OK, WriteOutcome.OK]
+            device = await store.get_device("", device_id)
+            assert device is not None
+            values = {(a.scope, a.name): a.value for a in device.attributes}
+            assert values[("identity", "mac")] == f"Mac{n}"
+            assert values[("inventory", "os")] == f"Os{n}"
+            assert await _text(db, device_id) == [device_id, f"mac{n}", f"os{n}"]
+
+    async def test_a_status_list_and_a_peer_write(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        ids = [f"d{n}" for n in range(20)]
+        await store.set_statuses("", status="pending", devices=[(d, 1) for d in ids], now=NOW)
+        writes = [
+            store.write_device(
+                "", d, DeviceChange(now=NOW, set=(_attr("identity", "sn", f"Sn{d}"),))
+            )
+            for d in ids
+        ]
+        statuses = store.set_statuses("", status="accepted", devices=[(d, 2) for d in ids], now=NOW)
+        result, outcomes = await asyncio.gather(statuses, asyncio.gather(*writes))
+        assert outcomes == [WriteOutcome.OK] * len(ids)
+        assert (result.matched_count, result.created_count) == (len(ids), 0)
+        for d in ids:
+            assert await _text(db, d) == ["accepted", d, f"sn{d}"]
+
+    async def test_concurrent_creation(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        changes = [
+            DeviceChange(now=NOW, set=(_attr("identity", f"a{n}", f"V{n}"),)) for n in range(2)
+        ]
+        outcomes = await asyncio.gather(*(store.write_device("", "new", c) for c in changes))
+        assert outcomes == [WriteOutcome.OK] * 2
+        assert await _text(db, "new") == ["new", "v0", "v1"]
+
+    async def test_another_tenants_id_in_a_status_list(
+        self, store: MongoStore, db: AsyncDatabase[Document]
+    ) -> None:
+        await store.write_device("a", "same-id", DeviceChange(now=NOW))
+        result = await store.set_statuses(
+            "b", status="accepted", devices=[("same-id", 1), ("mine", 1)], now=NOW
+        )
+        assert (result.matched_count, result.created_count) == (0, 1)
+        assert await _text(db, "same-id", "a") == ["id", "same"]
+        assert await _text(db, "mine", "b") == ["accepted", "mine"]
+
+
 class TestSearchFilter:
     def test_conditions_stay_flat(self) -> None:
         n = AttributeRef("inventory", "n")
@@ -434,8 +586,19 @@ class TestIndexes:
         }
 
 
+def _plain_updates(recorded: CommandRecorder) -> None:
+    """Every recorded update sets values (update operators), never a pipeline to evaluate."""
+    updates = [u for name, c in recorded.commands if name == "update" for u in c["updates"]]
+    assert updates
+    for statement in updates:
+        assert isinstance(statement["u"], dict), statement["u"]
+        assert set(statement["u"]) <= {"$set", "$unset"}
+        assert "version" in statement["q"]
+
+
 class TestWriteCost:
-    """What the hot writes send the database: few commands, each looking the device up by key."""
+    """What the hot writes send the database: few commands, each looking the device up by key,
+    and updates that set the values computed from the device read (keywords included)."""
 
     @staticmethod
     async def _seed(store: MongoStore, *device_ids: str) -> None:
@@ -458,6 +621,7 @@ class TestWriteCost:
         # limit guard in the filter, which would make the database scan every device.
         assert recorded.names == ["find", "update"]
         await assert_indexed(mongo, db_name, recorded)
+        _plain_updates(recorded)
         device = await store.get_device("t1", "d1")
         assert device is not None
         assert {a.name: a.value for a in device.attributes if a.scope == "identity"} == {
@@ -482,6 +646,7 @@ class TestWriteCost:
             assert await store.write_device("t1", "d1", report) is WriteOutcome.OK
         assert recorded.names == ["find", "update"]
         await assert_indexed(mongo, db_name, recorded)
+        _plain_updates(recorded)
         with recording(db_name) as recorded:
             assert await store.write_device("t1", "d1", report) is WriteOutcome.OK
         assert recorded.names == ["find"]
@@ -498,6 +663,22 @@ class TestWriteCost:
             assert await store.write_device("t1", "d1", change) is WriteOutcome.OK
         assert recorded.names == ["find", "update"]
         await assert_indexed(mongo, db_name, recorded)
+        _plain_updates(recorded)
+
+    async def test_unconditional_write_and_creation(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        await self._seed(store, "d1")
+        change = DeviceChange(now=NOW, set=(_attr("monitor", "alerts", True),))
+        with recording(db_name) as recorded:
+            assert await store.write_device("t1", "d1", change) is WriteOutcome.OK
+        assert recorded.names == ["find", "update"]
+        await assert_indexed(mongo, db_name, recorded)
+        _plain_updates(recorded)
+        with recording(db_name) as recorded:
+            assert await store.write_device("t1", "d2", change) is WriteOutcome.OK
+        assert recorded.names == ["find", "insert"]
+        await assert_indexed(mongo, db_name, recorded)
 
     async def test_status_list(
         self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
@@ -507,10 +688,24 @@ class TestWriteCost:
             result = await store.set_statuses(
                 "t1", status="accepted", devices=[("d1", 2), ("d2", 3), ("d3", 1)], now=NOW
             )
-        # One bulk write for the whole list, each statement by the device's key.
-        assert recorded.names == ["update"]
+        # One read of the whole list by key (an `$in` on `_id`, served by the index), then one
+        # bulk write: the new device inserted, the others each updated by its key.
+        assert recorded.names == ["find", "insert", "update"]
+        (_, find), *_ = recorded.commands
+        assert find["filter"]["_id"] == {"$in": ["d1", "d2", "d3"]}
         await assert_indexed(mongo, db_name, recorded)
+        _plain_updates(recorded)
         assert (result.matched_count, result.created_count) == (2, 1)
+
+        with recording(db_name) as recorded:
+            result = await store.set_statuses(
+                "t1", status="pending", devices=[("d1", 4), ("d2", 3), ("d3", 4)], now=NOW
+            )
+        # Known devices only: one read, one update command; d2 is as new already.
+        assert recorded.names == ["find", "update"]
+        assert len(recorded.commands[1][1]["updates"]) == 2
+        await assert_indexed(mongo, db_name, recorded)
+        assert (result.matched_count, result.created_count) == (2, 0)
 
     async def test_concurrent_writes_keep_the_limit(self, store: MongoStore) -> None:
         await self._seed(store, "d1")

@@ -1,26 +1,29 @@
 """MongoDB implementation of the inventory store: one document per device.
 
-A device document holds `attributes` keyed `"<scope>-<name>"` (with `.` and `$` in names
-replaced by U+FF0E and U+FF04, as Mender stores them), `revision` (the status revision from
-deviceauth), `tags_etag`, `created_ts`/`updated_ts`, and `text`: the lower-cased keywords
-of the id, the group and the string values of identity, inventory and tags attributes.
+The document (`store/documents.py`) holds the device's attributes by key, its status
+`revision`, `tags_etag`, `created_ts`/`updated_ts`, `version` and `text`: the keywords of
+its id, group and string values of identity, inventory and tags attributes.
 
-Every write is one update pipeline that also recomputes `text` inside the database, so the
-keywords are always those of the stored attributes. Each write also counts up `version`.
+A write to one device reads it by key, checks the write's conditions on it (per-scope
+limits, If-Unmodified-Since, the tags ETag, an unchanged report), computes its attributes
+and keywords after the write, and writes them with plain update operators filtered on
+`_id` and the `version` read: if another write came in between, it reads and computes
+again. A device that does not exist is inserted; a duplicate key means another request
+created it meanwhile, and the write is computed again from it. So the keywords are always
+those of the stored attributes, and the database does not recompute them; only the group
+changes of many devices at once (`set_group`, `unset_group`) are update pipelines that do.
 
-A write's filter names `_id` and plain equalities only, so the database looks the device
-up by its key at any fleet size: an `$expr` or `$or` in a filter makes it scan the whole
-collection. A write with a condition that cannot be such an equality (per-scope limits,
-If-Unmodified-Since, an unchanged report) reads the device first, checks the conditions on
-it, and writes only if its `version` is still the one read. The tags ETag and the status
-revision order stay in the filter, beside `_id`.
+Every filter names `_id` and plain equalities only, so the database looks the device up by
+its key at any fleet size: an `$expr` or `$or` in a filter makes it scan the whole
+collection. Bulk status changes read their devices with one `$in` on `_id` and write them
+in one bulk write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -43,33 +46,28 @@ from services.inventory.models import (
     WriteOutcome,
 )
 from services.inventory.store import DataStore
+from services.inventory.store.documents import (
+    DIGEST,
+    GROUP_KEY,
+    UPDATED_KEY,
+    VERSION,
+    attribute_key,
+    new_document,
+    system,
+    update,
+    versioned,
+)
 from services.inventory.store.indexes import DEVICES, TENANTS
 
 __all__ = ["MongoStore", "attribute_key", "search_filter", "value_path"]
 
 _TEXT_SCOPES: Final = ["identity", "inventory", "tags"]
-_GROUP_KEY: Final = "system-group"
-_GROUP_PATH: Final = f"attributes.{_GROUP_KEY}.value"
+_GROUP_PATH: Final = f"attributes.{GROUP_KEY}.value"
 _STATUS_PATH: Final = "attributes.identity-status.value"
-_UPDATED_KEY: Final = "system-updated_ts"
-_UPDATED_PATH: Final = f"attributes.{_UPDATED_KEY}.value"
-_CREATED_KEY: Final = "system-created_ts"
 _TIERS: Final = ("standard", "micro", "system")
 _WRITE_ATTEMPTS: Final = 3
 _DUPLICATE_KEY: Final = 11000
-_KEY_ESCAPES: Final = str.maketrans({".": "\uff0e", "$": "\uff04"})
-# The digest of the device's last whole report, while its inventory scope is exactly that.
-_DIGEST: Final = "report_digest"
-# Counts the writes to a device: a write after a read applies only if it is unchanged.
-_VERSION: Final = "version"
-_NEXT_VERSION: Final = {"$add": [{"$ifNull": [f"${_VERSION}", 0]}, 1]}
-# What a conditional write reads of the device to check its conditions.
-_CHECKED: Final = {"attributes": 1, "tags_etag": 1, _VERSION: 1, _DIGEST: 1, "updated_ts": 1}
-
-
-def attribute_key(scope: str, name: str) -> str:
-    """The key of an attribute inside `attributes` (Mender's escaping of `.` and `$`)."""
-    return f"{scope}-{name.translate(_KEY_ESCAPES)}"
+_NEXT_VERSION: Final = {"$add": [{"$ifNull": [f"${VERSION}", 0]}, 1]}
 
 
 def value_path(ref: AttributeRef) -> str:
@@ -92,7 +90,8 @@ def _tokens(expr: str) -> Document:
 
 _ALL_ATTRIBUTES: Final = {"$objectToArray": {"$ifNull": ["$attributes", {}]}}
 
-# The keywords of the document as it stands at this point of the pipeline.
+# The keywords of the document as it stands at this point of the pipeline (as
+# `documents.keywords` computes them), for the group changes of many devices at once.
 _TEXT_EXPR: Final = {
     "$setUnion": [
         _tokens("$_id"),
@@ -107,7 +106,7 @@ _TEXT_EXPR: Final = {
                                 {
                                     "$or": [
                                         {"$in": ["$$a.v.scope", _TEXT_SCOPES]},
-                                        {"$eq": ["$$a.k", _GROUP_KEY]},
+                                        {"$eq": ["$$a.k", GROUP_KEY]},
                                     ]
                                 },
                                 {"$eq": [{"$type": "$$a.v.value"}, "string"]},
@@ -122,20 +121,7 @@ _TEXT_EXPR: Final = {
     ]
 }
 _TEXT_STAGE: Final = {"$set": {"text": _TEXT_EXPR}}
-_BUMP_STAGE: Final = {"$set": {_VERSION: _NEXT_VERSION}}
-
-
-def _attribute_doc(attr: Attribute) -> Document:
-    doc: Document = {"name": attr.name, "value": attr.value, "scope": attr.scope}
-    if attr.description is not None:
-        doc["description"] = attr.description
-    if attr.timestamp is not None:
-        doc["timestamp"] = attr.timestamp
-    return doc
-
-
-def _system(name: str, value: Any) -> Document:
-    return {"name": name, "value": value, "scope": "system"}
+_BUMP_STAGE: Final = {"$set": {VERSION: _NEXT_VERSION}}
 
 
 def _device(doc: Document) -> Device:
@@ -153,7 +139,7 @@ def _device(doc: Document) -> Device:
                 timestamp=raw.get("timestamp"),
             )
         )
-        if key == _UPDATED_KEY:
+        if key == UPDATED_KEY:
             updated = raw.get("value")
     return Device.model_construct(
         id=doc["_id"],
@@ -171,37 +157,10 @@ def _new_keys_by_scope(change: DeviceChange) -> dict[str, set[str]]:
     return keys
 
 
-def _limited(change: DeviceChange) -> bool:
-    """Whether the write adds to a scope whose size is limited (counted on the stored device)."""
-    return any(
-        scope in change.limits and scope not in change.replace_scopes
-        for scope in _new_keys_by_scope(change)
-    )
-
-
 def _over_limit_up_front(change: DeviceChange) -> bool:
     return any(
         scope in change.limits and len(keys) > change.limits[scope]
         for scope, keys in _new_keys_by_scope(change).items()
-    )
-
-
-def _write_filter(device_id: str, change: DeviceChange, revision: int | None = None) -> Document:
-    """The filter of a write that needs no read first (see `_read_first`)."""
-    filter_: Document = {"_id": device_id}
-    if change.if_tags_etag is not None:
-        filter_["tags_etag"] = change.if_tags_etag
-    if revision is not None:
-        filter_["revision"] = {"$lt": revision}
-    return filter_
-
-
-def _read_first(change: DeviceChange) -> bool:
-    """Whether a write's conditions are checked on the device read before it."""
-    return (
-        _limited(change)
-        or change.if_unmodified_since is not None
-        or (change.report_digest is not None and change.skip_if_updated_after is not None)
     )
 
 
@@ -211,60 +170,20 @@ def _unchanged(doc: Document, change: DeviceChange) -> bool:
         return False
     updated = doc.get("updated_ts")
     return (
-        doc.get(_DIGEST) == change.report_digest
+        doc.get(DIGEST) == change.report_digest
         and isinstance(updated, datetime)
         and updated > change.skip_if_updated_after
     )
 
 
-def _write_pipeline(change: DeviceChange, revision: int | None = None) -> list[Document]:
-    now = change.now
-    sets = {attribute_key(a.scope, a.name): _attribute_doc(a) for a in change.set}
-    if change.touch_updated:
-        sets[_UPDATED_KEY] = _system("updated_ts", now)
-    base: Any = {"$ifNull": ["$attributes", {}]}
-    removed = [attribute_key(r.scope, r.name) for r in change.remove]
-    if change.replace_scopes or removed:
-        keep = [{"$not": [{"$in": ["$$a.v.scope", sorted(change.replace_scopes)]}]}]
-        if removed:
-            keep.append({"$not": [{"$in": ["$$a.k", removed]}]})
-        base = {
-            "$arrayToObject": {
-                "$filter": {"input": _ALL_ATTRIBUTES, "as": "a", "cond": {"$and": keep}}
-            }
-        }
-    first: Document = {
-        "attributes": {"$mergeObjects": [base, {"$literal": sets}]},
-        "created_ts": {"$ifNull": ["$created_ts", {"$literal": now}]},
-        "revision": {"$literal": revision}
-        if revision is not None
-        else {"$ifNull": ["$revision", 0]},
-        _VERSION: _NEXT_VERSION,
-    }
-    if change.touch_updated:
-        first["updated_ts"] = {"$literal": now}
-    if change.new_tags_etag is not None:
-        first["tags_etag"] = {"$literal": change.new_tags_etag}
-    if change.touches_inventory:
-        digest = change.report_digest
-        first[_DIGEST] = "$$REMOVE" if digest is None else {"$literal": digest}
-    second: Document = {
-        f"attributes.{_CREATED_KEY}": {
-            "$ifNull": [f"$attributes.{_CREATED_KEY}", {"$literal": _system("created_ts", now)}]
-        },
-        "text": _TEXT_EXPR,
-    }
-    return [{"$set": first}, {"$set": second}]
-
-
 def _why_not_applied(doc: Document | None, change: DeviceChange) -> WriteOutcome | None:
-    """Tell which condition kept a write from applying; None if none did (a race)."""
+    """Tell which condition keeps a write from applying to the device as read; None if none."""
     if doc is None:
         return None if change.create else WriteOutcome.NOT_FOUND
     if change.if_tags_etag is not None and doc.get("tags_etag") != change.if_tags_etag:
         return WriteOutcome.ETAG_MISMATCH
     if change.if_unmodified_since is not None:
-        updated = ((doc.get("attributes") or {}).get(_UPDATED_KEY) or {}).get("value")
+        updated = ((doc.get("attributes") or {}).get(UPDATED_KEY) or {}).get("value")
         if isinstance(updated, datetime) and updated > change.if_unmodified_since:
             return WriteOutcome.PRECONDITION_FAILED
     attributes = doc.get("attributes") or {}
@@ -332,6 +251,22 @@ def search_filter(query: DeviceQuery) -> Document:
     return filter_
 
 
+async def _write_each(
+    coll: TenantCollection, updates: list[tuple[Document, Document]], inserts: list[Document]
+) -> tuple[int, int, set[str]]:
+    """One bulk write: how many updates matched, how many inserts were written, and the ids
+    of the inserts that found their id taken."""
+    try:
+        result = await coll.write_each(updates, inserts=inserts)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY or e["index"] >= len(inserts) for e in errors):
+            raise
+        taken = {inserts[e["index"]]["_id"] for e in errors}
+        return exc.details["nMatched"], exc.details["nInserted"], taken
+    return result.matched_count, result.inserted_count, set()
+
+
 class MongoStore(DataStore):
     """Device inventories in the `devices` collection, scoped by tenant."""
 
@@ -354,34 +289,23 @@ class MongoStore(DataStore):
         if _over_limit_up_front(change):
             return WriteOutcome.LIMIT_EXCEEDED
         coll = self._coll(tenant_id)
-        pipeline = _write_pipeline(change)
-        read_first = _read_first(change)
         for _ in range(_WRITE_ATTEMPTS):
-            filter_ = _write_filter(device_id, change)
-            if read_first:
-                doc = await coll.find_one({"_id": device_id}, _CHECKED)
-                if doc is not None and _unchanged(doc, change):
-                    return WriteOutcome.OK
-                outcome = _why_not_applied(doc, change)
-                if outcome is not None:
-                    return outcome
-                # Applies only to the device as read (or, if there was none, to no device).
-                filter_[_VERSION] = {"$exists": False} if doc is None else doc.get(_VERSION)
-            try:
-                result = await coll.update_one(filter_, pipeline, upsert=change.create)
-            except DuplicateKeyError:
-                # An upsert whose conditions failed on an existing device, or a concurrent
-                # creation of the same device: find out which.
-                pass
-            else:
-                if result.matched_count or result.upserted_id is not None:
-                    return WriteOutcome.OK
-            if not read_first:
-                outcome = _why_not_applied(
-                    await coll.find_one({"_id": device_id}, _CHECKED), change
-                )
-                if outcome is not None:
-                    return outcome
+            doc = await coll.find_one({"_id": device_id})
+            if doc is not None and _unchanged(doc, change):
+                return WriteOutcome.OK
+            outcome = _why_not_applied(doc, change)
+            if outcome is not None:
+                return outcome
+            if doc is None:
+                try:
+                    await coll.insert_one(new_document(device_id, change))
+                except DuplicateKeyError:
+                    # Created meanwhile (or the id is another tenant's): read it again.
+                    continue
+                return WriteOutcome.OK
+            # Applies only to the device as read; a write in between: read it again.
+            if (await coll.update_one(versioned(doc), update(doc, change))).matched_count:
+                return WriteOutcome.OK
         raise Conflict("the device id is taken or the device is being changed concurrently")
 
     async def set_statuses(
@@ -397,32 +321,41 @@ class MongoStore(DataStore):
         change = DeviceChange(
             now=now, set=(Attribute(name="status", scope="identity", value=status),)
         )
-        writes = [
-            (_write_filter(device_id, change, revision), _write_pipeline(change, revision))
-            for device_id, revision in devices
-        ]
-        if not writes:
-            return UpdateResult(matched_count=0, created_count=0, updated_count=0)
-        # One bulk write for the whole list (the outbox merges many devices into one call).
-        try:
-            result = await coll.update_each(writes, upsert=True)
-            matched, created = result.matched_count, result.upserted_count
-            again: list[tuple[Document, list[Document]]] = []
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-                raise
-            matched, created = exc.details["nMatched"], len(exc.details.get("upserted", []))
-            again = [writes[e["index"]] for e in errors]
-        # A duplicate key means the device exists with this revision or a newer one (an
-        # older, out-of-order update), unless another request created it just now: once more.
-        for filter_, pipeline in again:
-            try:
-                retried = await coll.update_one(filter_, pipeline, upsert=True)
-            except DuplicateKeyError:
-                continue
-            matched += retried.matched_count
-            created += retried.upserted_id is not None
+        wanted: dict[str, int] = {}
+        for device_id, revision in devices:
+            wanted[device_id] = max(revision, wanted.get(device_id, revision))
+        matched = created = 0
+        collided: set[str] = set()
+        for attempt in range(_WRITE_ATTEMPTS + 1):
+            if not wanted:
+                break
+            # One read and one bulk write for the whole list (the outbox merges many devices
+            # into one call); again for the devices another write came in between.
+            docs = {doc["_id"]: doc async for doc in coll.find({"_id": {"$in": list(wanted)}})}
+            inserts: list[Document] = []
+            updates: list[tuple[Document, Document]] = []
+            for device_id, revision in list(wanted.items()):
+                doc = docs.get(device_id)
+                if doc is None and device_id not in collided:
+                    inserts.append(new_document(device_id, change, revision))
+                elif doc is not None and doc.get("revision", 0) < revision:
+                    updates.append((versioned(doc), update(doc, change, revision)))
+                else:
+                    # As new as this or newer, or the id is another tenant's.
+                    del wanted[device_id]
+            if not wanted:
+                break
+            if attempt == _WRITE_ATTEMPTS:
+                raise Conflict("devices are being changed concurrently")
+            n_matched, n_inserted, collided = await _write_each(coll, updates, inserts)
+            matched += n_matched
+            created += n_inserted
+            if n_matched == len(updates) and not collided:
+                break
+            # Those written are now as new as asked, and drop out on the next read.
+            for doc in inserts:
+                if doc["_id"] not in collided:
+                    del wanted[doc["_id"]]
         return UpdateResult(matched_count=matched, created_count=created, updated_count=matched)
 
     async def delete_devices(self, tenant_id: str, device_ids: Sequence[str]) -> int:
@@ -438,7 +371,7 @@ class MongoStore(DataStore):
         filter_ = search_filter(query)
         projection: Document = {"text": 0}
         if query.projection is not None:
-            projection = {f"attributes.{_UPDATED_KEY}": 1}
+            projection = {f"attributes.{UPDATED_KEY}": 1}
             for ref in query.projection:
                 if not ref.is_device_id:
                     projection[f"attributes.{attribute_key(ref.scope, ref.name)}"] = 1
@@ -464,7 +397,7 @@ class MongoStore(DataStore):
                 # A device already in the group is left as it is (not counted as updated).
                 {
                     "$set": {
-                        _VERSION: {
+                        VERSION: {
                             "$cond": [
                                 {"$eq": [f"${_GROUP_PATH}", group]},
                                 "$version",
@@ -473,7 +406,7 @@ class MongoStore(DataStore):
                         }
                     }
                 },
-                {"$set": {f"attributes.{_GROUP_KEY}": {"$literal": _system("group", group)}}},
+                {"$set": {f"attributes.{GROUP_KEY}": {"$literal": system("group", group)}}},
                 _TEXT_STAGE,
             ],
         )
@@ -489,7 +422,7 @@ class MongoStore(DataStore):
                 return UpdateResult()
             filter_["_id"] = {"$in": list(device_ids)}
         result = await self._coll(tenant_id).update_many(
-            filter_, [{"$unset": f"attributes.{_GROUP_KEY}"}, _TEXT_STAGE, _BUMP_STAGE]
+            filter_, [{"$unset": f"attributes.{GROUP_KEY}"}, _TEXT_STAGE, _BUMP_STAGE]
         )
         return UpdateResult(matched_count=result.matched_count, updated_count=result.modified_count)
 
