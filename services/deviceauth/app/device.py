@@ -32,6 +32,8 @@ __all__ = ["DeviceAuthApp"]
 CHECK_IN_EVERY: Final = timedelta(minutes=1)
 # ...and pushed to inventory at most this often (Mender's cached path does the same).
 CHECK_IN_SYNC_EVERY: Final = timedelta(days=1)
+# Devices read at once when the gateway reports the tokens it saw used.
+_CHECK_IN_BATCH: Final = 1000
 
 
 class DeviceAuthApp:
@@ -218,11 +220,20 @@ class DeviceAuthApp:
         await self._check_in(tenant, device)
 
     async def check_in(self, devices: Iterable[tuple[str, str]]) -> None:
-        """Record that devices (tenant, device id) used their tokens (the gateway reports)."""
-        for tenant, device_id in set(devices):
-            device = await self._store.get_device(tenant, device_id)
-            if device is not None and not device.decommissioning:
-                await self._check_in(tenant, device)
+        """Record that devices (tenant, device id) used their tokens (the gateway reports).
+
+        The devices are read in batches, one query each, and written only where a check-in
+        is due (at most once a minute per device)."""
+        by_tenant: dict[str, set[str]] = {}
+        for tenant, device_id in devices:
+            by_tenant.setdefault(tenant, set()).add(device_id)
+        for tenant, ids in by_tenant.items():
+            ordered = sorted(ids)
+            for first in range(0, len(ordered), _CHECK_IN_BATCH):
+                batch = ordered[first : first + _CHECK_IN_BATCH]
+                for device in await self._store.get_devices(tenant, batch):
+                    if not device.decommissioning:
+                        await self._check_in(tenant, device)
 
     async def _check_in(self, tenant: str, device: Device) -> None:
         now = self._admission.now()

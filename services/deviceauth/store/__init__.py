@@ -44,6 +44,10 @@ class DataStore(Protocol):
         """Return a device (without auth sets) or None."""
         ...
 
+    async def get_devices(self, tenant_id: str, device_ids: Sequence[str]) -> list[Device]:
+        """Return those of these devices that exist (without auth sets), in no given order."""
+        ...
+
     async def get_device_by_identity(self, tenant_id: str, id_data_sha256: str) -> Device | None:
         """Return the device with this identity key, or None."""
         ...

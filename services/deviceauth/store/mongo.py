@@ -149,6 +149,13 @@ class MongoStore(DataStore):
         )
         return _device(doc) if doc else None
 
+    async def get_devices(self, tenant_id: str, device_ids: Sequence[str]) -> list[Device]:
+        """Return those of these devices that exist (without auth sets), in no given order."""
+        cursor = self._coll(DEVICES, tenant_id).find(
+            {"_id": {"$in": list(device_ids)}}, session=self._session
+        )
+        return [_device(doc) async for doc in cursor]
+
     async def get_device_by_identity(self, tenant_id: str, id_data_sha256: str) -> Device | None:
         """Return the device with this identity key, or None."""
         doc = await self._coll(DEVICES, tenant_id).find_one(
