@@ -92,6 +92,12 @@ class DataStore(Protocol):
         """Set check_in_time to now if it is still `last` (None: never checked in)."""
         ...
 
+    async def touch_check_ins(
+        self, tenant_id: str, devices: Sequence[tuple[str, datetime | None]], *, now: datetime
+    ) -> None:
+        """`touch_check_in` for each (device id, last), in one write."""
+        ...
+
     async def sync_check_in(
         self, tenant_id: str, device_id: str, *, now: datetime, synced: datetime | None
     ) -> bool:

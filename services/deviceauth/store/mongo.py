@@ -240,6 +240,19 @@ class MongoStore(DataStore):
         )
         return result.modified_count == 1
 
+    async def touch_check_ins(
+        self, tenant_id: str, devices: Sequence[tuple[str, datetime | None]], *, now: datetime
+    ) -> None:
+        """`touch_check_in` for each (device id, last), in one write."""
+        if devices:
+            await self._coll(DEVICES, tenant_id).write_each(
+                [
+                    ({"_id": device_id, "check_in_time": last}, {"$set": {"check_in_time": now}})
+                    for device_id, last in devices
+                ],
+                session=self._session,
+            )
+
     async def sync_check_in(
         self, tenant_id: str, device_id: str, *, now: datetime, synced: datetime | None
     ) -> bool:
