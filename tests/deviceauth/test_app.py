@@ -237,6 +237,35 @@ class TestAuthenticationCost:
         await assert_indexed(mongo, db_name, recorded)
 
 
+class TestCheckInReport:
+    async def test_one_read_and_a_write_per_device_due(
+        self,
+        devauth: DevAuthApp,
+        device_auth: DeviceAuthApp,
+        device_key: Callable[[str], PrivateKey],
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+    ) -> None:
+        ids = []
+        for kind in ("p256", "ed25519", "p384"):
+            body, signature = await _preauthorized(
+                devauth, FakeDevice(device_key(kind), {"mac": kind})
+            )
+            ids.append(device_id_of(await device_auth.authenticate(body, signature=signature)))
+        devices = mongo[db_name]["devices"]
+        due = ids[:2]
+        await devices.update_many({"_id": {"$in": due}}, {"$unset": {"check_in_time": 1}})
+        report = [("", ids[0]), ("", ids[1]), ("", ids[2]), ("", ids[0]), ("", "gone")]
+        with recording(db_name) as recorded:
+            await device_auth.check_in(report)
+        # One read of every reported device, one write for the two whose check-in is due
+        # (the third checked in when it authenticated, less than a minute ago).
+        assert recorded.names == ["find", "update"]
+        await assert_indexed(mongo, db_name, recorded)
+        async for stored in devices.find({"_id": {"$in": due}}):
+            assert stored["check_in_time"] is not None
+
+
 class TestPreauthorize:
     async def test_concurrent_preauthorizations(
         self, devauth: DevAuthApp, device_key: Callable[[str], PrivateKey]

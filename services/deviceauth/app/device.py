@@ -32,6 +32,8 @@ __all__ = ["DeviceAuthApp"]
 CHECK_IN_EVERY: Final = timedelta(minutes=1)
 # ...and pushed to inventory at most this often (Mender's cached path does the same).
 CHECK_IN_SYNC_EVERY: Final = timedelta(days=1)
+# Devices read at once when the gateway reports the tokens it saw used.
+_CHECK_IN_BATCH: Final = 1000
 
 
 class DeviceAuthApp:
@@ -218,11 +220,29 @@ class DeviceAuthApp:
         await self._check_in(tenant, device)
 
     async def check_in(self, devices: Iterable[tuple[str, str]]) -> None:
-        """Record that devices (tenant, device id) used their tokens (the gateway reports)."""
-        for tenant, device_id in set(devices):
-            device = await self._store.get_device(tenant, device_id)
-            if device is not None and not device.decommissioning:
-                await self._check_in(tenant, device)
+        """Record that devices (tenant, device id) used their tokens (the gateway reports).
+
+        The devices are read in batches, one query each; the check-in times that are due
+        (at most once a minute per device) are written with one bulk write per batch, and
+        those due to reach inventory (once a day) one device at a time, with their effect."""
+        by_tenant: dict[str, set[str]] = {}
+        for tenant, device_id in devices:
+            by_tenant.setdefault(tenant, set()).add(device_id)
+        now = self._admission.now()
+        for tenant, ids in by_tenant.items():
+            ordered = sorted(ids)
+            for first in range(0, len(ordered), _CHECK_IN_BATCH):
+                batch = ordered[first : first + _CHECK_IN_BATCH]
+                touches: list[tuple[str, datetime | None]] = []
+                for device in await self._store.get_devices(tenant, batch):
+                    due = _check_in_due(device, now)
+                    if device.decommissioning or due is _CheckIn.NONE:
+                        continue
+                    if due is _CheckIn.TOUCH:
+                        touches.append((device.id, device.check_in_time))
+                    else:
+                        await self._sync_check_in(tenant, device, now)
+                await self._store.touch_check_ins(tenant, touches, now=now)
 
     async def _check_in(self, tenant: str, device: Device) -> None:
         now = self._admission.now()
@@ -231,10 +251,13 @@ class DeviceAuthApp:
             # Conditional on the value read, so concurrent requests write it once.
             await self._store.touch_check_in(tenant, device.id, now=now, last=device.check_in_time)
         elif due is _CheckIn.SYNC:
-            await self._store.atomically(
-                lambda tx: _record_check_in(tx, tenant, device, now, _CheckIn.SYNC)
-            )
-            self._admission.wake()
+            await self._sync_check_in(tenant, device, now)
+
+    async def _sync_check_in(self, tenant: str, device: Device, now: datetime) -> None:
+        await self._store.atomically(
+            lambda tx: _record_check_in(tx, tenant, device, now, _CheckIn.SYNC)
+        )
+        self._admission.wake()
 
 
 class _CheckIn(enum.Enum):

@@ -44,6 +44,10 @@ class DataStore(Protocol):
         """Return a device (without auth sets) or None."""
         ...
 
+    async def get_devices(self, tenant_id: str, device_ids: Sequence[str]) -> list[Device]:
+        """Return those of these devices that exist (without auth sets), in no given order."""
+        ...
+
     async def get_device_by_identity(self, tenant_id: str, id_data_sha256: str) -> Device | None:
         """Return the device with this identity key, or None."""
         ...
@@ -86,6 +90,12 @@ class DataStore(Protocol):
         self, tenant_id: str, device_id: str, *, now: datetime, last: datetime | None
     ) -> bool:
         """Set check_in_time to now if it is still `last` (None: never checked in)."""
+        ...
+
+    async def touch_check_ins(
+        self, tenant_id: str, devices: Sequence[tuple[str, datetime | None]], *, now: datetime
+    ) -> None:
+        """`touch_check_in` for each (device id, last), in one write."""
         ...
 
     async def sync_check_in(

@@ -23,6 +23,8 @@ INDEXES: Final = {
             unique=True,
             name="tenant_identity",
         ),
+        # Several devices by id at once (check-ins the gateway reports, lists by id).
+        IndexModel([("tenant_id", ASCENDING), ("_id", ASCENDING)], name="tenant_id"),
         # Device lists are ordered by status, then id.
         IndexModel(
             [("tenant_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)],

@@ -149,6 +149,13 @@ class MongoStore(DataStore):
         )
         return _device(doc) if doc else None
 
+    async def get_devices(self, tenant_id: str, device_ids: Sequence[str]) -> list[Device]:
+        """Return those of these devices that exist (without auth sets), in no given order."""
+        cursor = self._coll(DEVICES, tenant_id).find(
+            {"_id": {"$in": list(device_ids)}}, session=self._session
+        )
+        return [_device(doc) async for doc in cursor]
+
     async def get_device_by_identity(self, tenant_id: str, id_data_sha256: str) -> Device | None:
         """Return the device with this identity key, or None."""
         doc = await self._coll(DEVICES, tenant_id).find_one(
@@ -232,6 +239,19 @@ class MongoStore(DataStore):
             session=self._session,
         )
         return result.modified_count == 1
+
+    async def touch_check_ins(
+        self, tenant_id: str, devices: Sequence[tuple[str, datetime | None]], *, now: datetime
+    ) -> None:
+        """`touch_check_in` for each (device id, last), in one write."""
+        if devices:
+            await self._coll(DEVICES, tenant_id).write_each(
+                [
+                    ({"_id": device_id, "check_in_time": last}, {"$set": {"check_in_time": now}})
+                    for device_id, last in devices
+                ],
+                session=self._session,
+            )
 
     async def sync_check_in(
         self, tenant_id: str, device_id: str, *, now: datetime, synced: datetime | None
