@@ -4,7 +4,7 @@
     uv run python bench/enrollment_bench.py --label before --fleet 1000 --enroll 200
 
 Each cell (`--fleet`, one per value; `--keys`, one per key type) runs on fresh processes: a
-fresh in-memory embedded Mongo-wire server and the whole stack
+fresh embedded Mongo-wire server kept on disk and the whole stack
 (`common.localstack.launcher.Stack`: every service and the gateway, one uvicorn worker each).
 
 1. The existing fleet is seeded straight into the databases in bulk by `fleet_seed.py`
@@ -283,7 +283,9 @@ async def run_cell(
     cell = Cell(fleet, keys, enroll, concurrency)
     print(f"cell: fleet {fleet}, {keys} keys, {enroll} to enroll", flush=True)
     devices = make_devices(keys, enroll, first=fleet)
-    database = EmbeddedMongo(":memory:")
+    # On disk, as `make run` keeps it: the in-memory server's cache fills up with a fleet
+    # of 100,000 (its inserts then fail).
+    database = EmbeddedMongo(work / f"db-{fleet}-{keys}")
     database.start()
     stack = Stack(
         state_dir=work / f"stack-{fleet}-{keys}",
