@@ -9,7 +9,7 @@ beyond those the benchmark enrolls and drives are written in bulk, 1,000 per `in
   deviceauth's outbox provisions a device (its identity, plus the 15 inventory attributes a
   device reports, and the status `accepted`); every other seeded device is a copy of that
   document with its own id, attribute values and search keywords (inventory's
-  `text_tokens`), since writing each through the API costs the embedded database tens of
+  own `keywords`), since writing each through the API costs the embedded database tens of
   milliseconds.
 
 Seeded devices hold an Ed25519 key each, or, for the RSA share, one of a pool of RSA-2048
@@ -35,9 +35,8 @@ from services.deviceauth.app.iddata import canonical_identity, identity_key
 from services.deviceauth.models import AuthSet, AuthStatus, Device, DeviceStatus
 from services.deviceauth.store.indexes import AUTH_SETS, DEVICES
 from services.deviceauth.store.mongo import _auth_set_doc, _device_doc
-from services.inventory.models import text_tokens
+from services.inventory.store.documents import attribute_key, keywords
 from services.inventory.store.indexes import DEVICES as INVENTORY_DEVICES
-from services.inventory.store.mongo import _TEXT_SCOPES, attribute_key
 from tests.toolkit.devices import public_key_pem
 
 _BATCH: Final = 1000
@@ -101,12 +100,7 @@ def _inventory_copy(template: dict[str, Any], device_id: str, index: int) -> dic
         attributes[attribute_key(attribute["scope"], attribute["name"])]["value"] = attribute[
             "value"
         ]
-    words = [device_id] + [
-        a["value"]
-        for a in attributes.values()
-        if a["scope"] in _TEXT_SCOPES and isinstance(a.get("value"), str)
-    ]
-    doc["text"] = list(dict.fromkeys(t for word in words for t in text_tokens(word)))
+    doc["text"] = keywords(device_id, attributes)
     return doc
 
 

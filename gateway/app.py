@@ -296,7 +296,7 @@ class Gateway:
         if base is None:
             await send_error(send, 503, f"{route.upstream} is not available", rid)
             return
-        if self._limiter is not None and await self._over_rate_limit(send, client, rid):
+        if await self._over_rate_limit(send, client, rid):
             return
         target = request_target(scope)
         headers = req.forward

@@ -24,6 +24,7 @@ __all__ = [
     "CREATED_KEY",
     "DIGEST",
     "GROUP_KEY",
+    "TEXT_SCOPES",
     "UPDATED_KEY",
     "VERSION",
     "attribute_doc",
@@ -43,7 +44,8 @@ DIGEST: Final = "report_digest"
 # Counts the writes to a device: a write computed from a read applies only if it is unchanged.
 VERSION: Final = "version"
 
-_TEXT_SCOPES: Final = frozenset({"identity", "inventory", "tags"})
+# The scopes whose string values are searchable keywords (besides the group).
+TEXT_SCOPES: Final = ("identity", "inventory", "tags")
 _KEY_ESCAPES: Final = str.maketrans({".": "\uff0e", "$": "\uff04"})
 
 
@@ -75,7 +77,7 @@ def keywords(device_id: str, attributes: Mapping[str, Any]) -> list[str]:
         if not isinstance(raw, Mapping):
             continue
         value = raw.get("value")
-        if isinstance(value, str) and (raw.get("scope") in _TEXT_SCOPES or key == GROUP_KEY):
+        if isinstance(value, str) and (raw.get("scope") in TEXT_SCOPES or key == GROUP_KEY):
             found.update(text_tokens(value))
     return sorted(found)
 

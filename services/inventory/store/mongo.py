@@ -49,6 +49,7 @@ from services.inventory.store import DataStore
 from services.inventory.store.documents import (
     DIGEST,
     GROUP_KEY,
+    TEXT_SCOPES,
     UPDATED_KEY,
     VERSION,
     attribute_key,
@@ -61,7 +62,6 @@ from services.inventory.store.indexes import DEVICES, TENANTS
 
 __all__ = ["MongoStore", "attribute_key", "search_filter", "value_path"]
 
-_TEXT_SCOPES: Final = ["identity", "inventory", "tags"]
 _GROUP_PATH: Final = f"attributes.{GROUP_KEY}.value"
 _STATUS_PATH: Final = "attributes.identity-status.value"
 _TIERS: Final = ("standard", "micro", "system")
@@ -105,7 +105,7 @@ _TEXT_EXPR: Final = {
                             "$and": [
                                 {
                                     "$or": [
-                                        {"$in": ["$$a.v.scope", _TEXT_SCOPES]},
+                                        {"$in": ["$$a.v.scope", list(TEXT_SCOPES)]},
                                         {"$eq": ["$$a.k", GROUP_KEY]},
                                     ]
                                 },
