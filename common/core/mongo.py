@@ -160,6 +160,11 @@ async def atomically(
         attempt += 1
 
 
+def _require_transaction(session: AsyncClientSession) -> None:
+    if not session.in_transaction:
+        raise RuntimeError("a read-and-write of one document needs the caller's transaction")
+
+
 class TenantCollection:
     """A collection whose every operation is confined to one tenant's documents."""
 
@@ -249,17 +254,36 @@ class TenantCollection:
         filter_: _Filter,
         update: Any,
         *,
+        session: AsyncClientSession,
         return_document: bool = ReturnDocument.AFTER,
-        **kwargs: Any,
     ) -> Document | None:
-        """Atomically update one of this tenant's documents and return it (after, by default)."""
-        return await self._coll.find_one_and_update(
-            self.scope(filter_), update, return_document=return_document, **kwargs
-        )
+        """Update one of this tenant's documents, selected by `_id` (and any further
+        conditions), in the caller's transaction; return it after the update (or before).
 
-    async def find_one_and_delete(self, filter_: _Filter, **kwargs: Any) -> Document | None:
-        """Atomically delete one of this tenant's documents and return it."""
-        return await self._coll.find_one_and_delete(self.scope(filter_), **kwargs)
+        A write then a read of the same `_id` in one transaction: as atomic as
+        `findAndModify`, which the embedded server answers by scanning the whole collection
+        for its write.
+        """
+        _require_transaction(session)
+        if return_document is ReturnDocument.BEFORE:
+            before = await self.find_one(filter_, session=session)
+            if before is not None:
+                await self.update_one({"_id": before["_id"]}, update, session=session)
+            return before
+        if not (await self.update_one(filter_, update, session=session)).matched_count:
+            return None
+        return await self.find_one({"_id": filter_["_id"]}, session=session)
+
+    async def find_one_and_delete(
+        self, filter_: _Filter, *, session: AsyncClientSession
+    ) -> Document | None:
+        """Delete one of this tenant's documents in the caller's transaction; return it
+        (a read then a delete by `_id`, for the reason `find_one_and_update` gives)."""
+        _require_transaction(session)
+        doc = await self.find_one(filter_, session=session)
+        if doc is not None:
+            await self.delete_one({"_id": doc["_id"]}, session=session)
+        return doc
 
     async def aggregate(
         self, pipeline: Sequence[Mapping[str, Any]], **kwargs: Any

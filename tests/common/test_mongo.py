@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from common.core.mongo import (
@@ -15,9 +15,11 @@ from common.core.mongo import (
     TransactionConflict,
     atomically,
     create_client,
+    transaction,
 )
 from tests import conftest
 from tests.toolkit import failing_commands
+from tests.toolkit.commands import recording
 
 _TRANSIENT: Final = "TransientTransactionError"
 
@@ -35,10 +37,68 @@ class TestTenantCollection:
         assert await a.count_documents({}) == 1
         cursor = await a.aggregate([{"$group": {"_id": None, "n": {"$sum": 1}}}])
         assert (await cursor.to_list())[0]["n"] == 1
-        doc = await a.find_one_and_update({"_id": "1"}, {"$set": {"name": "z"}})
+        async with transaction(mongo) as session:
+            doc = await a.find_one_and_update(
+                {"_id": "1"}, {"$set": {"name": "z"}}, session=session
+            )
+            assert (
+                await b.find_one_and_update({"_id": "1"}, {"$set": {"name": "w"}}, session=session)
+                is None
+            )
         assert doc is not None
         assert doc["tenant_id"] == "a"
         assert doc["name"] == "z"
+
+    async def test_read_and_write_in_a_transaction(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        coll = mongo[db_name].counters
+        a, b = TenantCollection(coll, "a"), TenantCollection(coll, "b")
+        await a.insert_many([{"_id": "1", "n": 1}, {"_id": "2", "n": 5}])
+        await b.insert_one({"_id": "3", "n": 1})
+        with recording(db_name) as recorder:
+            async with transaction(mongo) as session:
+                after = await a.find_one_and_update(
+                    {"_id": "1", "n": {"$gt": 0}}, {"$inc": {"n": 1}}, session=session
+                )
+                unmet = await a.find_one_and_update(
+                    {"_id": "2", "n": {"$lt": 0}}, {"$inc": {"n": 1}}, session=session
+                )
+                before = await a.find_one_and_update(
+                    {"_id": "2"},
+                    {"$inc": {"n": 1}},
+                    return_document=ReturnDocument.BEFORE,
+                    session=session,
+                )
+                foreign = await a.find_one_and_update(
+                    {"_id": "3"}, {"$inc": {"n": 1}}, session=session
+                )
+                deleted = await a.find_one_and_delete({"_id": "1"}, session=session)
+                not_deleted = await a.find_one_and_delete({"_id": "3"}, session=session)
+        assert after == {"_id": "1", "n": 2, "tenant_id": "a"}
+        assert unmet is None
+        assert before == {"_id": "2", "n": 5, "tenant_id": "a"}
+        assert foreign is None
+        assert not_deleted is None
+        assert deleted == after
+        assert await coll.find({}, sort=[("_id", 1)]).to_list() == [
+            {"_id": "2", "n": 6, "tenant_id": "a"},
+            {"_id": "3", "n": 1, "tenant_id": "b"},
+        ]
+        # The embedded server's findAndModify scans the collection to write.
+        assert "findAndModify" not in recorder.names
+
+    async def test_read_and_write_needs_a_transaction(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        a = TenantCollection(mongo[db_name].counters, "a")
+        await a.insert_one({"_id": "1", "n": 1})
+        async with mongo.start_session() as session:
+            with pytest.raises(RuntimeError, match="transaction"):
+                await a.find_one_and_update({"_id": "1"}, {"$inc": {"n": 1}}, session=session)
+            with pytest.raises(RuntimeError, match="transaction"):
+                await a.find_one_and_delete({"_id": "1"}, session=session)
+        assert await a.find_one({"_id": "1"}) == {"_id": "1", "n": 1, "tenant_id": "a"}
 
     async def test_upsert_stays_in_tenant(
         self, mongo: AsyncMongoClient[Document], db_name: str

@@ -95,7 +95,8 @@ class TestStatusReport:
     ) -> None:
         deployment_id = await _started(service, artifacts_factory, ["dev", "other"])
         assert (await poll(service.client, "dev")).status_code == 200
-        async with failing_commands(mongo, ["findAndModify"]):  # the counters' `$inc`
+        # After the device deployment's compare-and-set: the counters' `$inc`.
+        async with failing_commands(mongo, ["update"], skip=1):
             with pytest.raises(OperationFailure, match="failCommand"):
                 await report(service.client, "dev", deployment_id, "downloading")
         assert await _device_statuses(service.client, deployment_id) == {"dev": "pending"}
@@ -144,7 +145,8 @@ class TestStatusReport:
         assert (await poll(service.client, "dev")).status_code == 200
         for status in ("downloading", "installing"):
             assert (await report(service.client, "dev", deployment_id, status)).status_code == 204
-        async with failing_commands(mongo, ["findAndModify"]):  # the counters' `$inc`
+        # After the device deployment's compare-and-set: the counters' `$inc`.
+        async with failing_commands(mongo, ["update"], skip=1):
             with pytest.raises(OperationFailure, match="failCommand"):
                 await report(service.client, "dev", deployment_id, "failure")
         assert await _device_statuses(service.client, deployment_id) == {"dev": "installing"}
@@ -215,7 +217,7 @@ class TestStorm:
             return cuts
 
         # Twenty consecutive writes or commits, whichever requests they belong to, are cut.
-        cut = ["insert", "update", "findAndModify", "commitTransaction"]
+        cut = ["insert", "update", "commitTransaction"]
         async with failing_commands(mongo, cut, skip=30, times=20):
             cuts = await asyncio.gather(*(device(d) for d in devices))
         assert sum(cuts) == 20

@@ -62,13 +62,14 @@ class TestHotPath:
         recorder.commands.clear()
         assert (await poll(service.client, "dev")).status_code == 200
         # active, latest finished, next deployment, artifact; then one transaction: counters
-        # claim, insert, commit.
+        # claim and read back, insert, commit.
         assert [c[0] for c in recorder.commands] == [
             "find",
             "find",
             "find",
             "find",
-            "findAndModify",
+            "update",
+            "find",
             "insert",
             "commitTransaction",
         ]
@@ -82,12 +83,13 @@ class TestHotPath:
         assert (
             await report(service.client, "dev", deployment_id, "downloading")
         ).status_code == 204
-        # device deployment; one transaction: compare-and-set, counters $inc, deployment →
-        # inprogress (once: deployment and counters), commit.
+        # device deployment; one transaction: compare-and-set, counters $inc and read back,
+        # deployment → inprogress (once: deployment and counters), commit.
         assert [c[0] for c in recorder.commands] == [
             "find",
             "update",
-            "findAndModify",
+            "update",
+            "find",
             "update",
             "update",
             "commitTransaction",
@@ -99,7 +101,8 @@ class TestHotPath:
         assert [c[0] for c in recorder.commands] == [
             "find",
             "update",
-            "findAndModify",
+            "update",
+            "find",
             "commitTransaction",
         ]
 
@@ -109,7 +112,8 @@ class TestHotPath:
         assert [c[0] for c in recorder.commands] == [
             "find",
             "update",
-            "findAndModify",
+            "update",
+            "find",
             "update",
             "commitTransaction",
         ]

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -114,7 +113,7 @@ class DeploymentCounters(MongoCollections):
         if require_room:
             query["room"] = {"$gt": 0}
         counters = await self._c(DEPLOYMENT_STATS, tenant_id).find_one_and_update(
-            query, {"$inc": increments}, return_document=ReturnDocument.AFTER, session=session
+            query, {"$inc": increments}, session=session
         )
         if counters is None:
             return False

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
 
@@ -302,7 +302,6 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
             updated = await stats_coll.find_one_and_update(
                 {"_id": deployment_id},
                 {"$set": {"stats": counts}},
-                return_document=ReturnDocument.AFTER,
                 session=session,
             )
             if updated is not None:

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document, TenantCollection
@@ -35,15 +34,21 @@ async def _claim(
     now: datetime,
     until: datetime,
 ) -> Document | None:
-    doc: Document | None = await coll.find_one_and_update(
+    """The work after this claim, or None if another holds it or it is in no such state.
+
+    A claiming write, then a read of this very lease: no `findAndModify`, which the embedded
+    server answers by scanning the collection.
+    """
+    claimed = await coll.update_one(
         {"_id": work_id, "state": {"$in": list(states)}, **_lapsed(now)},
         {
             "$set": {"state": "processing", "lease_owner": owner, "lease_until": until},
             "$inc": {"claims": 1},
         },
-        return_document=ReturnDocument.AFTER,
     )
-    return doc
+    if not claimed.matched_count:
+        return None
+    return await coll.find_one({"_id": work_id, "lease_owner": owner, "lease_until": until})
 
 
 async def _renew(coll: TenantCollection, work_id: str, *, owner: str, until: datetime) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 
 from bson import Binary
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -42,6 +42,16 @@ def _session(doc: Document) -> Session:
         kinds=tuple(SessionKind(k) for k in doc.get("kinds", ())),
         bytes_recorded=doc.get("bytes_recorded", 0),
     )
+
+
+def _unchanged(doc: Document) -> Document:
+    """A filter that matches the device only while it is as `doc` shows it.
+
+    Reads then writes guarded by it stand in for `findAndModify`, which the embedded server
+    answers by scanning the collection. Every connection bumps `version`; a disconnection
+    changes `status`.
+    """
+    return {"_id": doc["_id"], "version": doc.get("version"), "status": doc.get("status")}
 
 
 class MongoStore:
@@ -82,30 +92,43 @@ class MongoStore:
 
     async def delete_device(self, tenant_id: str, device_id: str) -> Device | None:
         """Forget a device; return what was stored."""
-        doc = await self._coll(DEVICES, tenant_id).find_one_and_delete({"_id": device_id})
-        return None if doc is None else _device(doc)
+        devices = self._coll(DEVICES, tenant_id)
+        while True:
+            doc = await devices.find_one({"_id": device_id})
+            if doc is None:
+                return None
+            if (await devices.delete_one(_unchanged(doc))).deleted_count:
+                return _device(doc)
 
     async def set_connected(
         self, tenant_id: str, device_id: str, *, instance: str, now: datetime
     ) -> tuple[int, Device | None]:
         """Mark the device connected here; return the new version and the previous state."""
-        previous = await self._coll(DEVICES, tenant_id).find_one_and_update(
-            {"_id": device_id},
-            {
-                "$set": {
-                    "status": ConnectionStatus.CONNECTED.value,
-                    "instance": instance,
-                    "updated_ts": now,
-                },
-                "$inc": {"version": 1},
-                "$setOnInsert": {"created_ts": now},
-            },
-            upsert=True,
-            return_document=ReturnDocument.BEFORE,
-        )
-        if previous is None:
-            return 1, None
-        return previous.get("version", 0) + 1, _device(previous)
+        devices = self._coll(DEVICES, tenant_id)
+        connected = {
+            "status": ConnectionStatus.CONNECTED.value,
+            "instance": instance,
+            "updated_ts": now,
+        }
+        collided = False
+        while True:
+            previous = await devices.find_one({"_id": device_id})
+            if previous is None:
+                try:
+                    await devices.insert_one(
+                        {"_id": device_id, **connected, "version": 1, "created_ts": now}
+                    )
+                except DuplicateKeyError:
+                    if collided:  # not created meanwhile: the id is another tenant's
+                        raise
+                    collided = True
+                    continue  # created meanwhile: connect over what is there now
+                return 1, None
+            written = await devices.update_one(
+                _unchanged(previous), {"$set": connected, "$inc": {"version": 1}}
+            )
+            if written.matched_count:
+                return previous.get("version", 0) + 1, _device(previous)
 
     async def set_disconnected(
         self, tenant_id: str, device_id: str, *, version: int, now: datetime
