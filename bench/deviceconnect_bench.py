@@ -9,7 +9,9 @@ Three parts, each starting the processes it measures (state in a temporary direc
   database; the bench opens `--idle` device websockets to it directly (well-formed unsigned
   device tokens: behind the gateway, services only decode them) and keeps them open, then
   reads the process's resident memory (`VmRSS`) before and after, and checks that every
-  device is recorded `connected`.
+  device is recorded `connected`. Then every device drops its websocket and connects
+  again, as after a network outage: the second round writes over known devices. Each round
+  reports the database's and deviceconnect's CPU per device.
 - gateway: the whole stack (`common.launcher.Stack`: every service and the gateway, each its
   own process); an admin logs in, a device is preauthorized and authenticates with a signed
   request, and a simulated mender-connect holds its websocket through the gateway. A user
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -51,7 +54,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devices import create_admin, register_device  # noqa: E402
-from procstats import machine, rss_kib  # noqa: E402
+from procstats import cpu_seconds, machine, rss_kib  # noqa: E402
 
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
 from common.localstack.launcher import Stack  # noqa: E402
@@ -308,11 +311,16 @@ async def idle_part(count: int, work: Path) -> list[str]:
             await _wait(healthy, "deviceconnect healthy")
             await asyncio.sleep(1)
             before = rss_kib(service.pid)
-            started = time.perf_counter()
+            database_pid = database.pid
+            assert database_pid is not None
             readers: list[asyncio.Task[None]] = []
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database.url)
+            devices = client["deviceconnect"]["devices"]
+            tokens = [
+                _token({"sub": str(uuid.uuid4()), "mender.device": True}) for _ in range(count)
+            ]
 
-            async def open_one() -> None:
-                token = _token({"sub": str(uuid.uuid4()), "mender.device": True})
+            async def open_one(token: str) -> None:
                 ws = await session.ws_connect(
                     _ws(base) + DEVICE_WS, headers=_bearer(token), heartbeat=None
                 )
@@ -320,21 +328,37 @@ async def idle_part(count: int, work: Path) -> list[str]:
                 # Reading answers the server's keep-alive pings, as a live device does.
                 readers.append(asyncio.create_task(_drain(ws)))
 
-            for start in range(0, count, 200):
-                await asyncio.gather(*(open_one() for _ in range(min(200, count - start))))
-            opened = time.perf_counter() - started
-            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(database.url)
-            devices = client["deviceconnect"]["devices"]
+            async def recorded(status: str) -> bool:
+                found = await devices.count_documents({"status": status})
+                print(f"idle: {found} recorded {status}", flush=True)
+                return found == count
 
-            async def all_connected() -> bool:
-                connected = await devices.count_documents({"status": "connected"})
-                closed = sum(ws.closed for ws in sockets)
-                print(f"idle: {connected} recorded connected, {closed} closed", flush=True)
-                return connected == count
+            async def connect_all() -> tuple[float, float, float, float]:
+                """Open every device's websocket; seconds to open and to record them all,
+                and the CPU seconds of the database and of deviceconnect until then."""
+                cpu_before = cpu_seconds(database_pid), cpu_seconds(service.pid)
+                started = time.perf_counter()
+                for start in range(0, count, 200):
+                    await asyncio.gather(*(open_one(t) for t in tokens[start : start + 200]))
+                opened = time.perf_counter() - started
+                await _wait(functools.partial(recorded, "connected"), "connected", within=900)
+                return (
+                    opened,
+                    time.perf_counter() - started,
+                    cpu_seconds(database_pid) - cpu_before[0],
+                    cpu_seconds(service.pid) - cpu_before[1],
+                )
 
-            await _wait(all_connected, f"{count} devices connected", within=180)
+            rounds = [("first connection", await connect_all())]
             await asyncio.sleep(2)
             after = rss_kib(service.pid)
+            # Every device drops its connection and comes back, as after a network outage:
+            # now each one is known.
+            for ws in sockets:
+                await ws.close()
+            sockets.clear()
+            await _wait(functools.partial(recorded, "disconnected"), "disconnected", within=300)
+            rounds.append(("reconnection", await connect_all()))
             await client.close()
             for ws in sockets:
                 await ws.close()
@@ -347,8 +371,17 @@ async def idle_part(count: int, work: Path) -> list[str]:
     return [
         "## Idle device websockets on one instance",
         "",
-        f"{count} device websockets opened in {opened:.1f} s (200 at a time) and held open, all "
-        "recorded `connected`.",
+        f"{count} device websockets opened 200 at a time and held open until all are recorded "
+        "`connected`; then every one is closed and opened again.",
+        "",
+        "| round | opened in | all recorded in | database CPU per device | deviceconnect CPU "
+        "per device |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {opened:.1f} s | {took:.1f} s | {db_cpu / count * 1000:.2f} ms | "
+            f"{svc_cpu / count * 1000:.2f} ms |"
+            for name, (opened, took, db_cpu, svc_cpu) in rounds
+        ),
         "",
         "| RSS before | RSS with the connections | per connection |",
         "| --- | --- | --- |",
