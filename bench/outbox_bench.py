@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import httpx
 from pymongo import AsyncMongoClient
 
@@ -238,8 +239,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Drain], Lag]:
         assert database.pid is not None
         await _wait_healthy(base + "/api/internal/v1/inventory/health")
         db, inventory = client["deviceauth"], client["inventory"]
-        async with httpx.AsyncClient(
-            timeout=60, limits=httpx.Limits(max_connections=args.concurrency)
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
         ) as http:
 
             def relay(url: str) -> OutboxRelay:

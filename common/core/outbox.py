@@ -28,6 +28,7 @@ import contextlib
 import enum
 import functools
 import itertools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import httpx
+import aiohttp
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -304,7 +305,7 @@ class OutboxRelay:
     def __init__(
         self,
         db: AsyncDatabase[Document],
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         peers: Mapping[str, str | None],
         *,
         senders: Mapping[str, Sender] | None = None,
@@ -509,20 +510,25 @@ class OutboxRelay:
         headers = {IDEMPOTENCY_KEY_HEADER: key}
         if first.get("request_id"):
             headers[REQUEST_ID_HEADER] = first["request_id"]
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            response = await self._http.request(
-                first["method"], base_url + first["path"], json=body, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            async with self._http.request(
+                first["method"], base_url + first["path"], data=data, headers=headers
+            ) as response:
+                status = response.status
+                detail = (await response.read())[:500].decode(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self._pause(peer)
             return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
-        status = response.status_code
         outcome = outcome_of(status, first["ok"])
         if status in _UNAVAILABLE:
             self._pause(peer)
         elif outcome is Outcome.DONE:
             self._failures.pop(peer, None)
-        return Attempt(outcome, f"HTTP {status}: {response.text[:500]}")
+        return Attempt(outcome, f"HTTP {status}: {detail}")
 
     async def measure(self) -> None:
         """Set the backlog and oldest-effect gauges of every deployed peer: a count over the

@@ -2,7 +2,7 @@
 
 Every service has the same shape. Its `main.create_app(settings)` calls `create_service_app`
 with a `setup`: an async context manager that receives the shared `Resources` (settings,
-Mongo client and database, httpx client), builds the service's stores and use-cases, and
+Mongo client and database, HTTP clients), builds the service's stores and use-cases, and
 yields them as one frozen dataclass, `Services`, declared in the service's `api/deps.py`.
 That module turns its parts into `Annotated` aliases for the routes:
 
@@ -27,6 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+import aiohttp
 import httpx
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -77,6 +78,9 @@ class Resources:
     mongo: AsyncMongoClient[Document]
     db: AsyncDatabase[Document]
     http: httpx.AsyncClient
+    # The outbox relay's: httpx's connection pool looks at every pooled connection on each
+    # request, and the relay keeps up to its concurrency of them open per peer.
+    delivery: aiohttp.ClientSession
 
 
 # Builds a service's typed `Services` object from the shared resources and yields it for the
@@ -353,9 +357,16 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mongo = create_client(settings.mongo_url)
         db = mongo[settings.mongo_db or name]
-        timeout = httpx.Timeout(settings.peer_timeout, connect=min(3.0, settings.peer_timeout))
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            res = Resources(settings=settings, mongo=mongo, db=db, http=http)
+        connect = min(3.0, settings.peer_timeout)
+        timeout = httpx.Timeout(settings.peer_timeout, connect=connect)
+        async with (
+            httpx.AsyncClient(timeout=timeout) as http,
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=settings.peer_timeout, connect=connect),
+            ) as delivery,
+        ):
+            res = Resources(settings=settings, mongo=mongo, db=db, http=http, delivery=delivery)
             app.state.resources = res
             try:
                 await ensure_indexes(db, indexes or {})

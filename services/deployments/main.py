@@ -88,7 +88,9 @@ def create_app(
             else:
                 storage = LocalStorage(settings.storage_path, signer)
                 await storage.health_check()
-            relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
+            relay = OutboxRelay(
+                resources.db, resources.delivery, {AUDITLOGS: settings.auditlogs_addr}
+            )
             store = MongoStore(resources.db, outbox=Outbox(resources.db, relay.deployed))
             await stack.enter_async_context(relay.running())
             inventory: Inventory = (

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             keys.append(load_signing_key(config.server_fallback_priv_key_path))
         relay = OutboxRelay(
             res.db,
-            res.http,
+            res.delivery,
             config.peers(),
             poll_interval=config.outbox_poll_interval,
             concurrency=config.outbox_concurrency,

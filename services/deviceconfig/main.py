@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.deviceconnect_addr
             else None
         )
-        relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
+        relay = OutboxRelay(resources.db, resources.delivery, {AUDITLOGS: settings.auditlogs_addr})
         store = MongoStore(
             resources.mongo, resources.db, outbox=Outbox(resources.db, relay.deployed)
         )

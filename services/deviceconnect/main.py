@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def setup(resources: Resources) -> AsyncIterator[Services]:
         instance_id = uuid.uuid4().hex
-        relay = OutboxRelay(resources.db, resources.http, {AUDITLOGS: settings.auditlogs_addr})
+        relay = OutboxRelay(resources.db, resources.delivery, {AUDITLOGS: settings.auditlogs_addr})
         outbox = Outbox(resources.db, relay.deployed)
         store = MongoStore(resources.mongo, resources.db, outbox=outbox)
         async with contextlib.AsyncExitStack() as stack:

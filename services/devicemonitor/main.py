@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def setup(resources: Resources) -> AsyncIterator[Services]:
         relay = OutboxRelay(
             resources.db,
-            resources.http,
+            resources.delivery,
             {INVENTORY: settings.inventory_addr, AUDITLOGS: settings.auditlogs_addr},
         )
         store = MongoStore(

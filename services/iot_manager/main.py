@@ -82,7 +82,7 @@ def create_app(
         )
         relay = OutboxRelay(
             res.db,
-            res.http,
+            res.delivery,
             audit_peer,
             senders={DELIVERIES: events.deliver},
             poll_interval=config.outbox_poll_interval,

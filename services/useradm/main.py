@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = load_key_ring(
             config.server_priv_key_path, fallback=config.server_fallback_priv_key_path
         )
-        relay = OutboxRelay(res.db, res.http, {AUDITLOGS: config.auditlogs_addr})
+        relay = OutboxRelay(res.db, res.delivery, {AUDITLOGS: config.auditlogs_addr})
         hasher = PasswordHasher(cost=config.bcrypt_cost)
         policy = TokenPolicy(
             issuer=config.jwt_issuer,

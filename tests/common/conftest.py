@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import pytest
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """The HTTP client an outbox relay under test delivers with (generous timeout: a loaded
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """The HTTP session an outbox relay under test delivers with (generous timeout: a loaded
     machine must not turn a slow answer into a retry)."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        yield client
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        yield session

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient, monitoring
@@ -50,7 +50,11 @@ async def peer() -> AsyncIterator[_Peer]:
 
 class TestDelivery:
     async def test_effects_written_in_a_transaction_arrive_in_order(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         outbox = Outbox(db, DEPLOYED)
@@ -90,7 +94,7 @@ class TestDelivery:
         assert await outbox.pending() == []
 
     async def test_peer_down_then_up(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, DEPLOYED).add([Effect("inventory", "DELETE", "/tenants//devices/d9")])
@@ -99,7 +103,7 @@ class TestDelivery:
         assert await relay.deliver_due() == 0
         pending = await Outbox(db, DEPLOYED).pending()
         assert pending[0]["attempts"] == 1
-        assert "ConnectError" in pending[0]["last_error"]
+        assert "ClientConnectorError" in pending[0]["last_error"]
         await server.start()
         try:
             async with relay.running():
@@ -109,7 +113,11 @@ class TestDelivery:
             await server.stop()
 
     async def test_server_errors_are_retried_and_block_later_effects(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, DEPLOYED).add(
@@ -122,7 +130,11 @@ class TestDelivery:
         assert len(await Outbox(db, DEPLOYED).pending()) == 2
 
     async def test_refused_effect_is_set_aside(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, DEPLOYED).add(
@@ -136,7 +148,7 @@ class TestDelivery:
         assert [d["path"] for d in dead] == ["/bad", "/good"]
 
     async def test_a_long_queue_is_read_in_batches(
-        self, mongo_url: str, db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self, mongo_url: str, db_name: str, peer: _Peer, http: aiohttp.ClientSession
     ) -> None:
         finds = _FindCounter()
         client: AsyncMongoClient[Document] = AsyncMongoClient(
@@ -157,7 +169,11 @@ class TestDelivery:
         assert finds.count == 3  # 100 + 100 + 50
 
     async def test_a_retry_carries_the_same_idempotency_key(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, DEPLOYED).add([Effect("inventory", "POST", "/once")])
@@ -185,7 +201,7 @@ class _Lanes:
 
 class TestSenders:
     async def test_lanes_are_delivered_in_order_and_independently(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, HOOKS).add(
@@ -215,7 +231,7 @@ class TestSenders:
         assert await Outbox(db, HOOKS).pending() == []
 
     async def test_two_replicas_deliver_each_effect_once_in_lane_order(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         # iot-manager's webhook and cloud deliveries, with two replicas relaying at once.
         db = mongo[db_name]
@@ -244,7 +260,7 @@ class TestSenders:
             ]
 
     async def test_a_refused_delivery_is_set_aside(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, HOOKS).add(
@@ -261,7 +277,7 @@ class TestSenders:
         ]
 
     async def test_a_peer_with_a_sender_is_deployed(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         relay = OutboxRelay(db, http, {"inventory": None}, senders={"hooks": _Lanes()})
@@ -277,7 +293,7 @@ class TestPeerNotDeployed:
         mongo: AsyncMongoClient[Document],
         db_name: str,
         peer: _Peer,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         db = mongo[db_name]
@@ -313,7 +329,7 @@ class TestPeerNotDeployed:
         mongo: AsyncMongoClient[Document],
         db_name: str,
         peer: _Peer,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         db = mongo[db_name]

@@ -10,7 +10,7 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient
@@ -83,7 +83,11 @@ def _assert_lane_order(paths: list[str], devices: int, per_device: int) -> None:
 
 class TestLanes:
     async def test_devices_go_in_parallel_each_in_order(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, INVENTORY).add(_device_effects(40, 4))
@@ -97,7 +101,11 @@ class TestLanes:
         assert 1 < peer.most_in_flight <= 8
 
     async def test_a_lane_held_by_retries_holds_nobody_else(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, INVENTORY).add(_device_effects(3, 3))
@@ -132,7 +140,11 @@ def _status(device: str, lane: str | None = None) -> Effect:
 
 class TestMerging:
     async def test_status_changes_of_many_devices_go_as_one_list(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         outbox = Outbox(db, INVENTORY)
@@ -154,7 +166,7 @@ class TestMerging:
         assert ("/d1", [], ids[6]) in peer.received
 
     async def test_a_refused_list_is_retried_item_by_item(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, INVENTORY).add([_status("good-1"), _status("bad"), _status("good-2")])
@@ -179,7 +191,11 @@ class TestMerging:
 
 class TestReplicas:
     async def test_two_relays_on_one_outbox_deliver_each_effect_once_in_order(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         db = mongo[db_name]
         await Outbox(db, INVENTORY).add(_device_effects(30, 4))
@@ -200,7 +216,11 @@ class TestReplicas:
 
 class TestCrash:
     async def test_a_relay_stopped_mid_batch_loses_nothing(
-        self, mongo: AsyncMongoClient[Document], db_name: str, peer: _Peer, http: httpx.AsyncClient
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
     ) -> None:
         # A relay keeps nothing but what it wrote: stopped dead while its batch is in flight
         # (claimed, sent, nothing recorded), it leaves what a killed process leaves.

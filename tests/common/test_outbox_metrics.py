@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 from prometheus_client import generate_latest
 from pymongo import AsyncMongoClient
 
@@ -19,7 +19,7 @@ def _scrape() -> Scrape:
 
 class TestOutboxMetrics:
     async def test_backlog_and_oldest_effect(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         outbox = Outbox(db, {_PEER})
@@ -38,7 +38,7 @@ class TestOutboxMetrics:
         assert page.value("fleetport_outbox_oldest_age_seconds", peer=_PEER) == 0
 
     async def test_lanes_of_a_sender(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
 
@@ -53,7 +53,7 @@ class TestOutboxMetrics:
         assert _scrape().value("fleetport_outbox_backlog", peer="hooks") == 3
 
     async def test_deliveries_by_outcome(
-        self, mongo: AsyncMongoClient[Document], db_name: str, http: httpx.AsyncClient
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
         db = mongo[db_name]
         outcomes = iter([Outcome.RETRY, Outcome.DONE, Outcome.REFUSED])
