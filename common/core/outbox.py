@@ -476,14 +476,13 @@ class OutboxRelay:
             attempts = await asyncio.gather(*(self._attempt(peer, send, r) for r in requests))
             for docs, outcomes in zip(requests, attempts, strict=True):
                 for doc, attempt in zip(docs, outcomes, strict=True):
-                    lane = doc.get("lane")
                     if attempt.outcome is Outcome.DONE:
                         results.done.append(doc["_id"])
                     elif attempt.outcome is Outcome.REFUSED:
                         results.dead.append((doc, attempt.detail))
                     else:  # the lane waits for this one
                         results.retry.append((doc, attempt.detail))
-                        blocked.add(lane)
+                        blocked.add(lane := doc.get("lane"))
                         results.release += [d["_id"] for d in queues.pop(lane)]
             queues = {lane: queue for lane, queue in queues.items() if queue}
         await self._write(results, claim)
@@ -507,19 +506,15 @@ class OutboxRelay:
         else:
             body = [item for doc in docs for item in doc["body"]]
             key = ",".join(str(doc["_id"]) for doc in docs for _ in doc["body"])
-        headers = {IDEMPOTENCY_KEY_HEADER: key}
+        headers = {IDEMPOTENCY_KEY_HEADER: key, "Content-Type": "application/json"}
         if first.get("request_id"):
             headers[REQUEST_ID_HEADER] = first["request_id"]
-        data = None
-        if body is not None:
-            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-            headers["Content-Type"] = "application/json"
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         try:
             async with self._http.request(
                 first["method"], base_url + first["path"], data=data, headers=headers
             ) as response:
-                status = response.status
-                detail = (await response.read())[:500].decode(errors="replace")
+                status, detail = response.status, (await response.read())[:500]
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._pause(peer)
             return Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
@@ -528,7 +523,7 @@ class OutboxRelay:
             self._pause(peer)
         elif outcome is Outcome.DONE:
             self._failures.pop(peer, None)
-        return Attempt(outcome, f"HTTP {status}: {detail}")
+        return Attempt(outcome, f"HTTP {status}: {detail.decode(errors='replace')}")
 
     async def measure(self) -> None:
         """Set the backlog and oldest-effect gauges of every deployed peer: a count over the
