@@ -299,13 +299,13 @@ class MongoDeploymentStore(DeploymentCounters, DeploymentStore):
             before = {name: int(stored.get(name, 0)) for name in STAT_NAMES}
             if counts == before:
                 return None
-            updated = await stats_coll.find_one_and_update(
-                {"_id": deployment_id},
-                {"$set": {"stats": counts}},
-                session=session,
+            # Read in this transaction: the write cannot miss, and the counters after it are
+            # what was read with the new statistics.
+            await stats_coll.update_one(
+                {"_id": deployment_id}, {"$set": {"stats": counts}}, session=session
             )
-            if updated is not None:
-                await self._advance(tenant_id, deployment_id, updated, session=session)
+            updated = {**counters, "stats": counts}
+            await self._advance(tenant_id, deployment_id, updated, session=session)
             return before, counts
 
         return await self._serially(tenant_id, deployment_id, work)
