@@ -49,7 +49,13 @@ sys.path.insert(0, str(ROOT))
 from deployments_bench import OpCounter, _load  # noqa: E402
 from procstats import cpu_seconds, machine  # noqa: E402
 
-from common.core.outbox import Effect, Outbox, OutboxRelay  # noqa: E402
+from common.core.outbox import (  # noqa: E402
+    COLLECTION,
+    OUTBOX_INDEXES,
+    Effect,
+    Outbox,
+    OutboxRelay,
+)
 from common.localstack.embedded import EmbeddedMongo, free_port  # noqa: E402
 from services.deviceauth.clients.effects import (  # noqa: E402
     INVENTORY,
@@ -239,6 +245,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[list[Drain], Lag]:
         assert database.pid is not None
         await _wait_healthy(base + "/api/internal/v1/inventory/health")
         db, inventory = client["deviceauth"], client["inventory"]
+        # deviceauth creates its outbox's index at start; the relay reads the queue by it.
+        await db[COLLECTION].create_indexes(OUTBOX_INDEXES[COLLECTION])
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
         ) as http:

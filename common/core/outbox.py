@@ -45,6 +45,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from common.core.background import in_background
 from common.core.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
 from common.core.mongo import Document
+from common.core.outbox_window import Claim, Queues, Results, group_requests, lanes_due, removals
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
 __all__ = [
@@ -68,7 +69,9 @@ _RETRYABLE_4XX: Final = frozenset({404, 408, 425, 429})
 # Answers that say the peer as a whole is unavailable, not that one effect failed.
 _UNAVAILABLE: Final = frozenset({502, 503, 504})
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
-_MEASURE_EVERY: Final = 10.0  # seconds between two counts of the backlog
+_MEASURE_EVERY: Final = 10.0  # seconds between two counts of the backlog, at least
+# The count costs some databases in proportion to the backlog: at most this share of the time.
+_MEASURE_SHARE: Final = 0.05
 
 # One index serves each peer's queue in order: the relay reads its oldest pending effects.
 OUTBOX_INDEXES: Final = {
@@ -214,73 +217,6 @@ class Outbox:
         return Backlog(pending, oldest["created_ts"] if oldest else None)
 
 
-@dataclass(slots=True)
-class _Results:
-    """What delivering one window decided, written back in a few bulk writes."""
-
-    done: list[ObjectId] = field(default_factory=list)
-    dead: list[tuple[Document, str]] = field(default_factory=list)
-    retry: list[tuple[Document, str]] = field(default_factory=list)
-    release: list[ObjectId] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    """A relay's lease on effects of one window: its token and the window's `_id` span.
-
-    Claiming, and removing what was delivered, select by span and token rather than by a
-    list of ids: a long `$in` costs the embedded database far more per document.
-    """
-
-    token: ObjectId
-    first: ObjectId
-    last: ObjectId
-
-    def query(self) -> Document:
-        return {"claim": self.token, "_id": {"$gte": self.first, "$lte": self.last}}
-
-
-def _lanes_due(
-    window: list[Document], now: datetime, blocked: set[Any]
-) -> dict[Any, list[Document]]:
-    """The effects of `window` that may go now, per lane, oldest first.
-
-    The window is a prefix of the peer's queue in `_id` order, so the earlier effects of a
-    lane are in it or already gone: a lane stops at its first effect that waits for a retry
-    or is held by another replica, and what follows it in the lane waits too (`blocked`
-    carries that over to the next window of the same pass).
-    """
-    lanes: dict[Any, list[Document]] = {}
-    for doc in window:
-        lane = doc.get("lane")
-        if lane in blocked:
-            continue
-        if doc["next_attempt"] > now or doc["lease_until"] > now:
-            blocked.add(lane)
-            continue
-        lanes.setdefault(lane, []).append(doc)
-    return lanes
-
-
-def _requests(heads: list[Document], limit: int) -> list[list[Document]]:
-    """Group one effect per lane into requests: those whose target takes a list are merged
-    (same method, path and accepted statuses, at most `limit` items a request)."""
-    requests: list[list[Document]] = []
-    open_: dict[tuple[Any, ...], tuple[list[Document], int]] = {}
-    for doc in heads:
-        if not (doc.get("merge") and isinstance(doc["body"], list)):
-            requests.append([doc])
-            continue
-        target = (doc["method"], doc["path"], tuple(doc["ok"]))
-        docs, items = open_.get(target, ([], limit))
-        if items + len(doc["body"]) > limit:
-            docs, items = [], 0
-            requests.append(docs)
-        docs.append(doc)
-        open_[target] = (docs, items + len(doc["body"]))
-    return requests
-
-
 # Sends one request made of one or more effects (several only when merged).
 _Send = Callable[[list[Document]], Awaitable[Attempt]]
 
@@ -289,17 +225,19 @@ class OutboxRelay:
     """Background delivery of outbox effects to the configured peers and senders.
 
     Each pass reads every peer's queue oldest first, a window (`batch` effects) at a time,
-    with one indexed query; takes from it the effects each lane may deliver now and claims
-    them all with one write (a lease, so that replicas of the service share the work); then
-    delivers them in rounds, one effect per lane a round, up to `concurrency` requests in
-    flight per peer, merging what can be merged; and writes the results back in bulk (one
-    delete for what was delivered). An effect retried holds its lane; other lanes go on.
-    A peer that cannot be reached (connection error, 502, 503 or 504) is paused, with the
-    same backoff as an effect, instead of being tried once per pending lane.
+    with one query over a bounded range of the index (`outbox_window`); takes from it the
+    effects each lane may deliver now and claims them all with one write (a lease, so that
+    replicas of the service share the work); then delivers them in rounds, one effect per
+    lane a round, up to `concurrency` requests in flight per peer, merging what can be
+    merged; and writes the results back in bulk (then deletes what was delivered). An effect
+    retried holds its lane; other lanes go on. A peer that cannot be reached (connection
+    error, 502, 503 or 504) is paused, with the same backoff as an effect, instead of being
+    tried once per pending lane.
 
     It also keeps the outbox's metrics (`common.core.metrics`): the deliveries by outcome as
     they happen, and every few seconds the backlog and the age of the oldest effect per
-    peer, from indexed queries whose cost does not depend on how often they are scraped.
+    peer. Their cost does not depend on how often they are scraped; the count's grows with
+    the backlog, so it is taken less often when it takes long.
     """
 
     def __init__(
@@ -325,11 +263,12 @@ class OutboxRelay:
         self._batch = batch
         self._merge_limit = merge_limit
         self._lease = timedelta(seconds=lease)
+        self._queues = Queues(self._coll, batch)
         self._slots = {peer: asyncio.Semaphore(concurrency) for peer in self.deployed}
         self._failures: dict[str, int] = {}
         self._paused_until: dict[str, float] = {}
         self._wake = asyncio.Event()
-        self._measured = -_MEASURE_EVERY
+        self._next_measure = 0.0  # time.monotonic() of the next count of the backlogs
 
     @property
     def deployed(self) -> frozenset[str]:
@@ -365,7 +304,7 @@ class OutboxRelay:
         while True:
             try:
                 await self.deliver_due()
-                if time.monotonic() - self._measured >= _MEASURE_EVERY:
+                if time.monotonic() >= self._next_measure:
                     await self.measure()
             except asyncio.CancelledError:
                 raise
@@ -394,24 +333,22 @@ class OutboxRelay:
         """Deliver a peer's queue window by window, oldest first, up to what cannot go now."""
         handled = 0
         blocked: set[Any] = set()
-        query: Document = {"peer": peer, "state": "pending"}
-        while not self._paused(peer):
+        scan = self._queues.scan(peer)
+        while not self._paused(peer) and (window := await anext(scan, None)):
             now = _now()
-            window = (
-                await self._coll.find(query).sort("_id", ASCENDING).limit(self._batch).to_list()
+            lanes, claim = await self._claim(peer, lanes_due(window, now, blocked), now, blocked)
+            done = await self._deliver_lanes(
+                window, lanes, claim, send, merge=merge, blocked=blocked
             )
-            lanes, claim = await self._claim(peer, _lanes_due(window, now, blocked), now, blocked)
-            handled += await self._deliver_lanes(
-                peer, lanes, claim, send, merge=merge, blocked=blocked
-            )
-            if len(window) < self._batch:
-                break
-            query = {"peer": peer, "state": "pending", "_id": {"$gt": window[-1]["_id"]}}
+            handled += len(done)
+            if left := next((doc for doc in window if doc["_id"] not in done), None):
+                scan.left(left)
+        scan.finish()
         return handled
 
     async def _claim(
         self, peer: str, lanes: dict[Any, list[Document]], seen: datetime, blocked: set[Any]
-    ) -> tuple[dict[Any, list[Document]], _Claim | None]:
+    ) -> tuple[dict[Any, list[Document]], Claim | None]:
         """Lease the effects of `lanes` with one write; keep, per lane, the run from its head
         that this relay got (another replica may have taken some since they were read).
 
@@ -422,23 +359,31 @@ class OutboxRelay:
         ids = [doc["_id"] for docs in lanes.values() for doc in docs]
         if not ids:
             return {}, None
-        claim = _Claim(ObjectId(), min(ids), max(ids))
-        query: Document = {
-            "peer": peer,
-            "state": "pending",
-            "_id": {"$gte": claim.first, "$lte": claim.last},
-            "lease_until": {"$lte": seen},
-            "next_attempt": {"$lte": seen},
-        }
+        claim = Claim(peer, ObjectId(), min(ids), max(ids))
+        # Each effect of the span is taken if it is free and due, and not of a lane that
+        # waits: tested per document as it is written, in a pipeline, so that the filter
+        # stays the span alone.
+        free: list[Any] = [{"$lte": ["$lease_until", seen]}, {"$lte": ["$next_attempt", seen]}]
         if blocked:
-            query["lane"] = {"$nin": list(blocked)}
+            free.append({"$not": [{"$in": ["$lane", list(blocked)]}]})
+        taken = {"$and": free}
+        until = _now() + self._lease
         claimed = await self._coll.update_many(
-            query, {"$set": {"lease_until": _now() + self._lease, "claim": claim.token}}
+            claim.span(),
+            [
+                {
+                    "$set": {
+                        "lease_until": {"$cond": [taken, until, "$lease_until"]},
+                        "claim": {"$cond": [taken, claim.token, "$claim"]},
+                    }
+                }
+            ],
         )
         if claimed.modified_count == len(ids):
             return lanes, claim
         # Another replica took some, or effects were written into the span meanwhile.
-        mine = {d["_id"] async for d in self._coll.find(claim.query(), {"_id": 1})}
+        found = self._coll.find(claim.span(), {"claim": 1})
+        mine = {d["_id"] async for d in found if d.get("claim") == claim.token}
         kept: dict[Any, list[Document]] = {}
         given_back = mine - set(ids)
         for lane, docs in lanes.items():
@@ -448,21 +393,23 @@ class OutboxRelay:
             if len(run) < len(docs):
                 blocked.add(lane)
                 given_back |= {doc["_id"] for doc in docs[len(run) :] if doc["_id"] in mine}
-        await self._write(_Results(release=sorted(given_back)), claim)
+        await self._write(Results(release=sorted(given_back)), claim)
         return kept, claim
 
     async def _deliver_lanes(
         self,
-        peer: str,
+        window: list[Document],
         lanes: dict[Any, list[Document]],
-        claim: _Claim | None,
+        claim: Claim | None,
         send: _Send,
         *,
         merge: bool,
         blocked: set[Any],
-    ) -> int:
-        """Deliver claimed lanes in rounds (each lane's next effect, all lanes at once)."""
-        results = _Results()
+    ) -> set[ObjectId]:
+        """Deliver claimed lanes in rounds (each lane's next effect, all lanes at once);
+        return the ids of the effects done with (delivered or set aside)."""
+        peer = window[0]["peer"]
+        results = Results(window)
         queues = {lane: collections.deque(docs) for lane, docs in lanes.items()}
         # Stop well within the lease, so that no other replica can take what is in flight.
         deadline = time.monotonic() + self._lease.total_seconds() / 2
@@ -472,7 +419,7 @@ class OutboxRelay:
                 results.release += [doc["_id"] for queue in queues.values() for doc in queue]
                 break
             heads = [queue.popleft() for queue in queues.values()]
-            requests = _requests(heads, self._merge_limit) if merge else [[h] for h in heads]
+            requests = group_requests(heads, self._merge_limit) if merge else [[h] for h in heads]
             attempts = await asyncio.gather(*(self._attempt(peer, send, r) for r in requests))
             for docs, outcomes in zip(requests, attempts, strict=True):
                 for doc, attempt in zip(docs, outcomes, strict=True):
@@ -486,7 +433,7 @@ class OutboxRelay:
                         results.release += [d["_id"] for d in queues.pop(lane)]
             queues = {lane: queue for lane, queue in queues.items() if queue}
         await self._write(results, claim)
-        return len(results.done) + len(results.dead)
+        return {*results.done, *(doc["_id"] for doc, _ in results.dead)}
 
     async def _attempt(self, peer: str, send: _Send, docs: list[Document]) -> list[Attempt]:
         """Send one request; a merged one that is refused is retried effect by effect, so
@@ -527,15 +474,16 @@ class OutboxRelay:
 
     async def measure(self) -> None:
         """Set the backlog and oldest-effect gauges of every deployed peer: a count over the
-        index's (peer, state) prefix and the first effect in its order."""
-        self._measured = time.monotonic()
-        now = _now()
+        index's (peer, state) prefix and the first effect of the queue."""
+        started, now = time.monotonic(), _now()
         for peer in sorted(self.deployed):
             pending: Document = {"peer": peer, "state": "pending"}
             OUTBOX_BACKLOG.labels(peer).set(await self._coll.count_documents(pending))
-            head = await self._coll.find_one(pending, {"created_ts": 1}, sort=[("_id", ASCENDING)])
+            head = await self._queues.oldest(peer)
             oldest = now if head is None else head["created_ts"]
             OUTBOX_OLDEST_AGE.labels(peer).set((now - oldest).total_seconds())
+        spent = time.monotonic() - started
+        self._next_measure = time.monotonic() + max(_MEASURE_EVERY, spent / _MEASURE_SHARE)
 
     def _backoff(self, failures: int) -> float:
         return min(self._max_backoff, 0.5 * 2.0 ** min(failures, 10))
@@ -550,7 +498,7 @@ class OutboxRelay:
     def _paused(self, peer: str) -> bool:
         return self._paused_until.get(peer, 0.0) > time.monotonic()
 
-    async def _write(self, results: _Results, claim: _Claim | None) -> None:
+    async def _write(self, results: Results, claim: Claim | None) -> None:
         """Record a window's results: one bulk write for what was not delivered (which also
         gives up the claim on it), then one delete for the rest of the claim: the delivered."""
         now = _now()
@@ -592,7 +540,7 @@ class OutboxRelay:
         if changes:
             await self._coll.bulk_write(changes, ordered=False)
         if results.done and claim is not None:
-            await self._coll.delete_many({**claim.query(), "state": "pending"})
+            await self._coll.bulk_write(removals(results, claim), ordered=False)
 
 
 async def _send_one(sender: Sender, docs: list[Document]) -> Attempt:

@@ -147,10 +147,10 @@ class TestDelivery:
         dead = await db.outbox.find({"state": "dead"}).to_list()
         assert [d["path"] for d in dead] == ["/bad", "/good"]
 
-    async def test_a_long_queue_is_read_in_batches(
+    async def test_a_long_queue_is_read_in_bounded_windows(
         self, mongo_url: str, db_name: str, peer: _Peer, http: aiohttp.ClientSession
     ) -> None:
-        finds = _FindCounter()
+        finds = _Finds()
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             mongo_url, tz_aware=True, event_listeners=[finds]
         )
@@ -166,7 +166,11 @@ class TestDelivery:
             await client.close()
 
         assert [p for _, p, _ in peer.received] == [f"/{n}" for n in range(250)]
-        assert finds.count == 3  # 100 + 100 + 50
+        # The first pass starts from the beginning of time: empty ranges until the queue.
+        assert [n for n in finds.returned if n] == [100, 100, 50]
+        for filter_ in finds.filters:
+            assert set(filter_) == {"peer", "state", "_id"}
+            assert set(filter_["_id"]) in ({"$gte", "$lt"}, {"$gt", "$lt"})
 
     async def test_a_retry_carries_the_same_idempotency_key(
         self,
@@ -365,16 +369,20 @@ class TestPeerNotDeployed:
         assert [d["path"] async for d in db.outbox.find({"state": "dead"})] == ["/refused"]
 
 
-class _FindCounter(monitoring.CommandListener):
+class _Finds(monitoring.CommandListener):
+    """The filter of each `find` and how many documents it returned."""
+
     def __init__(self) -> None:
-        self.count = 0
+        self.filters: list[dict[str, Any]] = []
+        self.returned: list[int] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name == "find":
-            self.count += 1
+            self.filters.append(dict(event.command["filter"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        if event.command_name == "find":
+            self.returned.append(len(event.reply["cursor"]["firstBatch"]))
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass

@@ -1,0 +1,179 @@
+"""The relay's windows on a queue: bounded reads, where a pass starts, what it removes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from fastapi import FastAPI, Request, Response
+from pymongo import AsyncMongoClient
+
+from common.core import outbox_window
+from common.core.mongo import Document
+from common.core.outbox import OUTBOX_INDEXES, Effect, Outbox, OutboxRelay
+from common.core.outbox_window import object_id_at
+from tests.toolkit import LiveServer
+from tests.toolkit.commands import assert_indexed, recording
+
+INVENTORY = {"inventory"}
+
+
+class _Peer(LiveServer):
+    """Records the paths it is sent; answers 500 to those in `failing`, else 204."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.failing: set[str] = set()
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["POST", "PATCH"])
+        async def record(path: str, request: Request) -> Response:
+            await request.body()
+            self.paths.append("/" + path)
+            return Response(status_code=500 if "/" + path in self.failing else 204)
+
+        super().__init__(app)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[_Peer]:
+    async with _Peer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+async def _indexes(mongo: AsyncMongoClient[Document], db_name: str) -> None:
+    """The outbox's index, as the services create it at start."""
+    for name, models in OUTBOX_INDEXES.items():
+        await mongo[db_name][name].create_indexes(models)
+
+
+async def _written_at(db_: object, path: str, seconds_ago: float) -> None:
+    """Move the pending effect for `path` to an id made `seconds_ago`, as if a transaction
+    that made it then had committed only now."""
+    coll = db_["outbox"]  # type: ignore[index]
+    doc = await coll.find_one({"path": path})
+    await coll.delete_one({"_id": doc["_id"]})
+    await coll.insert_one({**doc, "_id": object_id_at(time.time() - seconds_ago)})
+
+
+class TestRemoval:
+    async def test_settled_runs_go_as_ranges_around_what_stays(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # Everything written so far counts as settled: no effect can appear between.
+        monkeypatch.setattr(outbox_window, "_SETTLE", -2.0)
+        db = mongo[db_name]
+        await Outbox(db, INVENTORY).add(
+            [
+                Effect("inventory", "PATCH", f"/d{d}/{n}", lane=f"d{d}")
+                for n in range(3)
+                for d in range(3)
+            ]
+        )
+        peer.failing.add("/d1/0")
+        relay = OutboxRelay(db, http, {"inventory": peer.url}, max_backoff=0.0)
+
+        with recording(db_name) as recorded:
+            assert await relay.deliver_due() == 6
+
+        pending = await Outbox(db, INVENTORY).pending()
+        assert [p["path"] for p in pending] == ["/d1/0", "/d1/1", "/d1/2"]
+        deletes = [
+            statement["q"]
+            for name, command in recorded.commands
+            if name == "delete"
+            for statement in command["deletes"]
+        ]
+        # In `_id` order d0/0 d1/0 d2/0 d0/1 d1/1 ...: d1's effects stay, between the runs.
+        assert len(deletes) == 4  # [d0/0] [d2/0 d0/1] [d2/1 d0/2] [d2/2]
+        assert all(set(q) == {"peer", "state", "_id"} for q in deletes)
+        await assert_indexed(mongo, db_name, recorded)
+
+    async def test_fresh_effects_go_as_one_delete_by_claim(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", f"/{n}") for n in range(4)])
+        relay = OutboxRelay(db, http, {"inventory": peer.url})
+
+        with recording(db_name) as recorded:
+            assert await relay.deliver_due() == 4
+
+        assert await Outbox(db, INVENTORY).pending() == []
+        deletes = [
+            statement["q"]
+            for name, command in recorded.commands
+            if name == "delete"
+            for statement in command["deletes"]
+        ]
+        assert len(deletes) == 1
+        assert set(deletes[0]) == {"claim", "_id", "state"}
+
+
+class TestFloor:
+    async def test_an_effect_committed_late_is_still_delivered(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        db = mongo[db_name]
+        relay = OutboxRelay(db, http, {"inventory": peer.url})
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/first")])
+        assert await relay.deliver_due() == 1  # the next pass starts later than before
+
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/late")])
+        await _written_at(db, "/late", 60)
+        assert await relay.deliver_due() == 1
+        assert peer.paths == ["/first", "/late"]
+
+    async def test_an_effect_below_the_floor_is_found_by_the_sweep(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        db = mongo[db_name]
+        relay = OutboxRelay(db, http, {"inventory": peer.url})
+        assert await relay.deliver_due() == 0
+        # Made an hour ago by a writer whose clock was off: below where passes start.
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/skewed")])
+        await _written_at(db, "/skewed", 3600)
+        assert await relay.deliver_due() == 0
+
+        monkeypatch.setattr(outbox_window, "_SWEEP", 0.0)
+        assert await relay.deliver_due() == 1
+        assert peer.paths == ["/skewed"]
+
+    async def test_a_retried_effect_keeps_the_floor_below_it(
+        self,
+        mongo: AsyncMongoClient[Document],
+        db_name: str,
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        db = mongo[db_name]
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/old")])
+        await _written_at(db, "/old", 3600)
+        peer.failing.add("/old")
+        relay = OutboxRelay(db, http, {"inventory": peer.url}, max_backoff=0.0)
+        assert await relay.deliver_due() == 0  # from the beginning of time: found, retried
+
+        peer.failing.clear()
+        assert await relay.deliver_due() == 1
+        assert peer.paths == ["/old", "/old"]
