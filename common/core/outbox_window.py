@@ -5,9 +5,10 @@ The relay reads a queue through the index `(peer, state, _id)`. Sorted by `_id` 
 a query on the index's prefix costs some databases (the embedded one among them) in
 proportion to the whole queue: they gather every match, then sort and cut. A query whose
 `_id` is bounded on both sides, with no other condition beside the prefix, costs in
-proportion to what lies in its range. So every query and write on the queue takes that
-shape. An ObjectId starts with the second it was made: `QueueScan` walks the queue in time
-ranges, each sized from how densely the one before it was filled.
+proportion to what lies in its range. So the reads, the claim and most removals take that
+shape (see `removals` for the rest). An ObjectId starts with the second it was made:
+`QueueScan` walks the queue in time ranges, each sized from how densely the one before it
+was filled.
 
 A pass starts from a floor below which nothing is pending: the oldest effect the previous
 pass left in the queue, but never later than `_SETTLE` before that pass began. An effect's
