@@ -53,7 +53,6 @@ __all__ = [
     "IDEMPOTENCY_KEY_HEADER",
     "OUTBOX_INDEXES",
     "Attempt",
-    "Backlog",
     "Effect",
     "Outbox",
     "OutboxRelay",
@@ -115,14 +114,6 @@ class Attempt:
 
     outcome: Outcome
     detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    """What a peer's queue holds: how many effects wait, and since when the oldest."""
-
-    pending: int
-    oldest: datetime | None
 
 
 # Delivers one pending effect (the stored document) and tells how it went.
@@ -208,13 +199,6 @@ class Outbox:
         if peer is not None:
             query["peer"] = peer
         return await self._coll.find(query).sort("_id", ASCENDING).to_list()
-
-    async def backlog(self, peer: str) -> Backlog:
-        """How many effects wait for `peer` and when the oldest was written (both indexed)."""
-        query: Document = {"peer": peer, "state": "pending"}
-        pending = await self._coll.count_documents(query)
-        oldest = await self._coll.find_one(query, {"created_ts": 1}, sort=[("_id", ASCENDING)])
-        return Backlog(pending, oldest["created_ts"] if oldest else None)
 
 
 # Sends one request made of one or more effects (several only when merged).

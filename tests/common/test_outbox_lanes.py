@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient
 
 from common.core.mongo import Document
-from common.core.outbox import Backlog, Effect, Outbox, OutboxRelay
+from common.core.outbox import Effect, Outbox, OutboxRelay
 from tests.toolkit import LiveServer, eventually
 
 INVENTORY = {"inventory"}
@@ -249,20 +249,3 @@ class TestCrash:
         assert len(set(keys)) == 60
         assert len(keys) > 60
         _assert_lane_order(peer.paths(), 20, 3)
-
-
-class TestBacklog:
-    async def test_pending_effects_and_the_oldest_of_a_peer(
-        self, mongo: AsyncMongoClient[Document], db_name: str
-    ) -> None:
-        db = mongo[db_name]
-        outbox = Outbox(db, {"inventory", "auditlogs"})
-        assert await outbox.backlog("inventory") == Backlog(0, None)
-        await outbox.add(_device_effects(2, 2))
-        await outbox.add([Effect("auditlogs", "POST", "/events")])
-        pending = await outbox.pending("inventory")
-
-        backlog = await outbox.backlog("inventory")
-
-        assert backlog.pending == 4
-        assert backlog.oldest == pending[0]["created_ts"]

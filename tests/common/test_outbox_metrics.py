@@ -37,6 +37,23 @@ class TestOutboxMetrics:
         assert page.value("fleetport_outbox_backlog", peer=_PEER) == 0
         assert page.value("fleetport_outbox_oldest_age_seconds", peer=_PEER) == 0
 
+    async def test_each_peer_counts_its_own(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
+    ) -> None:
+        db = mongo[db_name]
+        peers = {_PEER: "http://127.0.0.1:9", "auditlogs": "http://127.0.0.1:9"}
+        relay = OutboxRelay(db, http, peers)
+        await Outbox(db, {"auditlogs"}).add([Effect("auditlogs", "POST", "/events")])
+        await Outbox(db, {_PEER}).add([Effect(_PEER, "POST", f"/n/{i}") for i in range(4)])
+        await relay.measure()
+        page = _scrape()
+        assert page.value("fleetport_outbox_backlog", peer=_PEER) == 4
+        assert page.value("fleetport_outbox_backlog", peer="auditlogs") == 1
+        # The auditlogs effect was written first: its queue's oldest effect is the older.
+        assert page.value("fleetport_outbox_oldest_age_seconds", peer="auditlogs") >= page.value(
+            "fleetport_outbox_oldest_age_seconds", peer=_PEER
+        )
+
     async def test_lanes_of_a_sender(
         self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
     ) -> None:
