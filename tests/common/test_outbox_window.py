@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from fastapi import FastAPI, Request, Response
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core import outbox_window
 from common.core.mongo import Document
 from common.core.outbox import OUTBOX_INDEXES, Effect, Outbox, OutboxRelay
 from common.core.outbox_window import object_id_at
 from tests.toolkit import LiveServer
-from tests.toolkit.commands import assert_indexed, recording
+from tests.toolkit.commands import CommandRecorder, assert_indexed, recording
 
 INVENTORY = {"inventory"}
 
@@ -50,13 +52,24 @@ async def _indexes(mongo: AsyncMongoClient[Document], db_name: str) -> None:
         await mongo[db_name][name].create_indexes(models)
 
 
-async def _written_at(db_: object, path: str, seconds_ago: float) -> None:
+async def _written_at(db: AsyncDatabase[Document], path: str, seconds_ago: float) -> None:
     """Move the pending effect for `path` to an id made `seconds_ago`, as if a transaction
     that made it then had committed only now."""
-    coll = db_["outbox"]  # type: ignore[index]
+    coll = db["outbox"]
     doc = await coll.find_one({"path": path})
+    assert doc is not None
     await coll.delete_one({"_id": doc["_id"]})
     await coll.insert_one({**doc, "_id": object_id_at(time.time() - seconds_ago)})
+
+
+def _delete_filters(recorded: CommandRecorder) -> list[dict[str, Any]]:
+    """The filter of every delete statement recorded, in order."""
+    return [
+        statement["q"]
+        for name, command in recorded.commands
+        if name == "delete"
+        for statement in command["deletes"]
+    ]
 
 
 class TestRemoval:
@@ -86,12 +99,7 @@ class TestRemoval:
 
         pending = await Outbox(db, INVENTORY).pending()
         assert [p["path"] for p in pending] == ["/d1/0", "/d1/1", "/d1/2"]
-        deletes = [
-            statement["q"]
-            for name, command in recorded.commands
-            if name == "delete"
-            for statement in command["deletes"]
-        ]
+        deletes = _delete_filters(recorded)
         # In `_id` order d0/0 d1/0 d2/0 d0/1 d1/1 ...: d1's effects stay, between the runs.
         assert len(deletes) == 4  # [d0/0] [d2/0 d0/1] [d2/1 d0/2] [d2/2]
         assert all(set(q) == {"peer", "state", "_id"} for q in deletes)
@@ -112,12 +120,7 @@ class TestRemoval:
             assert await relay.deliver_due() == 4
 
         assert await Outbox(db, INVENTORY).pending() == []
-        deletes = [
-            statement["q"]
-            for name, command in recorded.commands
-            if name == "delete"
-            for statement in command["deletes"]
-        ]
+        deletes = _delete_filters(recorded)
         assert len(deletes) == 1
         assert set(deletes[0]) == {"claim", "_id", "state"}
 
