@@ -78,7 +78,7 @@ class Queues:
 
     coll: AsyncCollection[Document]
     batch: int
-    _peers: dict[str, _Peer] = field(default_factory=dict)
+    _peers: dict[str, _Peer] = field(default_factory=dict, init=False)
 
     def scan(self, peer: str) -> QueueScan:
         """A pass over `peer`'s pending effects, `batch` at most a window."""
@@ -105,9 +105,10 @@ class QueueScan:
         self._peer = peer
         self._state = state
         self._limit = limit
-        now = time.time()
         self._settled = settled()
-        self._end_s = float(int(now) + 1)  # what is written after the pass waits for the next
+        self._end_s = float(
+            int(time.time()) + 1
+        )  # what is written after the pass waits for the next
         self._end = object_id_at(self._end_s)
         self._low, self._after = state.floor, False  # the next range starts at (or after) low
         self._oldest_left: ObjectId | None = None

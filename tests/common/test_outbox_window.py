@@ -45,11 +45,13 @@ async def peer() -> AsyncIterator[_Peer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-async def _indexes(mongo: AsyncMongoClient[Document], db_name: str) -> None:
-    """The outbox's index, as the services create it at start."""
+@pytest.fixture
+async def db(mongo: AsyncMongoClient[Document], db_name: str) -> AsyncDatabase[Document]:
+    """The test's database, with the outbox's index as the services create it at start."""
+    database = mongo[db_name]
     for name, models in OUTBOX_INDEXES.items():
-        await mongo[db_name][name].create_indexes(models)
+        await database[name].create_indexes(models)
+    return database
 
 
 async def _written_at(db: AsyncDatabase[Document], path: str, seconds_ago: float) -> None:
@@ -77,13 +79,13 @@ class TestRemoval:
         self,
         mongo: AsyncMongoClient[Document],
         db_name: str,
+        db: AsyncDatabase[Document],
         peer: _Peer,
         http: aiohttp.ClientSession,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         # Everything written so far counts as settled: no effect can appear between.
         monkeypatch.setattr(outbox_window, "_SETTLE", -2.0)
-        db = mongo[db_name]
         await Outbox(db, INVENTORY).add(
             [
                 Effect("inventory", "PATCH", f"/d{d}/{n}", lane=f"d{d}")
@@ -107,16 +109,14 @@ class TestRemoval:
 
     async def test_fresh_effects_go_as_one_delete_by_claim(
         self,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        db: AsyncDatabase[Document],
         peer: _Peer,
         http: aiohttp.ClientSession,
     ) -> None:
-        db = mongo[db_name]
         await Outbox(db, INVENTORY).add([Effect("inventory", "POST", f"/{n}") for n in range(4)])
         relay = OutboxRelay(db, http, {"inventory": peer.url})
 
-        with recording(db_name) as recorded:
+        with recording(db.name) as recorded:
             assert await relay.deliver_due() == 4
 
         assert await Outbox(db, INVENTORY).pending() == []
@@ -128,12 +128,10 @@ class TestRemoval:
 class TestFloor:
     async def test_an_effect_committed_late_is_still_delivered(
         self,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        db: AsyncDatabase[Document],
         peer: _Peer,
         http: aiohttp.ClientSession,
     ) -> None:
-        db = mongo[db_name]
         relay = OutboxRelay(db, http, {"inventory": peer.url})
         await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/first")])
         assert await relay.deliver_due() == 1  # the next pass starts later than before
@@ -145,13 +143,11 @@ class TestFloor:
 
     async def test_an_effect_below_the_floor_is_found_by_the_sweep(
         self,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        db: AsyncDatabase[Document],
         peer: _Peer,
         http: aiohttp.ClientSession,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        db = mongo[db_name]
         relay = OutboxRelay(db, http, {"inventory": peer.url})
         assert await relay.deliver_due() == 0
         # Made an hour ago by a writer whose clock was off: below where passes start.
@@ -165,12 +161,10 @@ class TestFloor:
 
     async def test_a_retried_effect_keeps_the_floor_below_it(
         self,
-        mongo: AsyncMongoClient[Document],
-        db_name: str,
+        db: AsyncDatabase[Document],
         peer: _Peer,
         http: aiohttp.ClientSession,
     ) -> None:
-        db = mongo[db_name]
         await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/old")])
         await _written_at(db, "/old", 3600)
         peer.failing.add("/old")
