@@ -46,6 +46,7 @@ __all__ = [
 _SETTLE: Final = 120.0  # seconds; the database ends a transaction after 60
 _SWEEP: Final = 300.0  # seconds between two passes from the beginning of time
 _ORIGIN: Final = ObjectId(b"\x00" * 12)
+_IDS_PER_DELETE: Final = 100  # the list is compared with each document: keep it short
 _MAX_SPAN: Final = float(2**31)  # seconds: from the origin to now in one range
 
 
@@ -234,9 +235,9 @@ def removals(results: Results, claim: Claim) -> list[DeleteMany]:
 
     A run of delivered effects that nothing else lay between when the window was read goes
     as one range of the index, once no effect can be written into it any more (`settled`):
-    its cost does not grow with the queue. The rest, written lately, go as one delete of the
-    claim's span by claim, which the embedded database answers by reading the collection;
-    only what was written in the last `_SETTLE` seconds is ever removed that way.
+    its cost does not grow with the queue. The rest, written lately, go by their ids, at most
+    `_IDS_PER_DELETE` a statement: the database looks each up in the index, and compares
+    every document it reads with the whole list.
     """
     done, bound = set(results.done), settled()
     runs: list[list[ObjectId]] = [[]]
@@ -252,7 +253,11 @@ def removals(results: Results, claim: Claim) -> list[DeleteMany]:
         for run in runs
         if run
     ]
-    if any(i >= bound for i in done):
-        span = {"$gte": max(bound, claim.first), "$lte": claim.last}
-        deletes.append(DeleteMany({"claim": claim.token, "_id": span, "state": "pending"}))
+    fresh = sorted(i for i in done if i >= bound)
+    deletes += [
+        DeleteMany(
+            {"peer": claim.peer, "state": "pending", "_id": {"$in": fresh[n : n + _IDS_PER_DELETE]}}
+        )
+        for n in range(0, len(fresh), _IDS_PER_DELETE)
+    ]
     return deletes

@@ -107,22 +107,29 @@ class TestRemoval:
         assert all(set(q) == {"peer", "state", "_id"} for q in deletes)
         await assert_indexed(mongo, db_name, recorded)
 
-    async def test_fresh_effects_go_as_one_delete_by_claim(
+    async def test_fresh_effects_go_by_their_ids_in_the_index(
         self,
+        mongo: AsyncMongoClient[Document],
         db: AsyncDatabase[Document],
         peer: _Peer,
         http: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", f"/{n}") for n in range(4)])
-        relay = OutboxRelay(db, http, {"inventory": peer.url})
+        monkeypatch.setattr(outbox_window, "_IDS_PER_DELETE", 2)
+        await Outbox(db, INVENTORY).add(
+            [Effect("inventory", "POST", f"/{n}", lane=f"d{n}") for n in range(5)]
+        )
+        peer.failing.add("/2")
+        relay = OutboxRelay(db, http, {"inventory": peer.url}, max_backoff=0.0)
 
         with recording(db.name) as recorded:
             assert await relay.deliver_due() == 4
 
-        assert await Outbox(db, INVENTORY).pending() == []
+        assert [p["path"] for p in await Outbox(db, INVENTORY).pending()] == ["/2"]
         deletes = _delete_filters(recorded)
-        assert len(deletes) == 1
-        assert set(deletes[0]) == {"claim", "_id", "state"}
+        assert [len(q["_id"]["$in"]) for q in deletes] == [2, 2]
+        assert all(set(q) == {"peer", "state", "_id"} for q in deletes)
+        await assert_indexed(mongo, db.name, recorded)
 
 
 class TestFloor:
