@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -207,17 +207,25 @@ class TestAuthenticationCost:
         await assert_indexed(mongo, db_name, recorded)
         device_id = device_id_of(token)
         outbox = mongo[db_name]["outbox"]
-        paths = [e["path"] async for e in outbox.find({}).sort("_id", 1)]
+        effects = [e async for e in outbox.find({}).sort("_id", 1)]
         # (Only inventory is deployed here.) The preauthorization's identity and status,
-        # then the accepted status and the first check-in, written together.
-        assert len(paths) == 4
-        assert paths[2].endswith("/devices/status/accepted")
-        assert paths[3].endswith(f"/device/{device_id}/attribute/scope/system")
+        # then the accepted status with the first check-in: one effect, one write there.
+        assert [e["path"].rsplit("/", 1)[1] for e in effects] == [
+            "identity",
+            "preauthorized",
+            "accepted",
+        ]
         [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
         assert view.status is DeviceStatus.ACCEPTED
         assert view.provisioned
         assert view.revision == 2
         assert view.check_in_time is not None
+        [item] = effects[2]["body"]
+        assert item.keys() == {"id", "revision", "check_in_time"}
+        assert (item["id"], item["revision"]) == (device_id, 2)
+        # The database keeps milliseconds.
+        sent = datetime.fromisoformat(item["check_in_time"])
+        assert sent.replace(microsecond=sent.microsecond // 1000 * 1000) == view.check_in_time
 
     async def test_token_renewal(
         self,

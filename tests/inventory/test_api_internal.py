@@ -183,6 +183,15 @@ class TestUpdateStatuses:
         attrs = attrs_by_key(await get_device(client, "d1"))
         assert attrs["identity/status"]["value"] == "pending"
 
+    async def test_a_check_in_comes_with_the_status(self, client: httpx.AsyncClient) -> None:
+        item = {"id": "d1", "revision": 1, "check_in_time": "2025-06-01T14:00:00.5+02:00"}
+        r = await client.post(_status_url("accepted"), json=[item])
+        assert r.status_code == 200
+        attrs = attrs_by_key(await get_device(client, "d1"))
+        assert attrs["identity/status"]["value"] == "accepted"
+        checked_in = datetime.fromisoformat(attrs["system/check_in_time"]["value"])
+        assert checked_in == datetime(2025, 6, 1, 12, 0, 0, 500_000, tzinfo=UTC)
+
     async def test_decommissioned_deletes(
         self, client: httpx.AsyncClient, devices: AsyncCollection[Document]
     ) -> None:
@@ -212,6 +221,9 @@ class TestUpdateStatuses:
             ("accepted", [{"id": "d1"}]),
             ("accepted", [{"id": "", "revision": 1}]),
             ("accepted", {"id": "d1", "revision": 1}),
+            ("accepted", [{"id": "d1", "revision": 1, "check_in_time": "2025-06-01T12:00:00"}]),
+            ("accepted", [{"id": "d1", "revision": 1, "check_in_time": "today"}]),
+            ("accepted", [{"id": "d1", "revision": 1, "check_in_time": 1}]),
         ],
     )
     async def test_bad_request(

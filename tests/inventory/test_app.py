@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,7 +38,7 @@ class FakeStore:
         self.outcome = outcome
         self.changes: list[tuple[str, str, DeviceChange]] = []
         self.deleted: list[Sequence[str]] = []
-        self.statuses: list[tuple[str, Sequence[tuple[str, int]]]] = []
+        self.statuses: list[tuple[str, Sequence[tuple[str, int]], Mapping[str, datetime]]] = []
         self.devices: dict[str, Device] = {}
 
     async def write_device(
@@ -52,9 +52,15 @@ class FakeStore:
         return len(device_ids)
 
     async def set_statuses(
-        self, tenant_id: str, *, status: str, devices: Sequence[tuple[str, int]], now: datetime
+        self,
+        tenant_id: str,
+        *,
+        status: str,
+        devices: Sequence[tuple[str, int]],
+        now: datetime,
+        check_ins: Mapping[str, datetime] | None = None,
     ) -> UpdateResult:
-        self.statuses.append((status, devices))
+        self.statuses.append((status, devices, check_ins or {}))
         return UpdateResult(matched_count=len(devices))
 
     async def get_device(self, tenant_id: str, device_id: str) -> Device | None:
@@ -193,13 +199,19 @@ class TestPeerWrites:
     async def test_statuses(self) -> None:
         store = FakeStore()
         app = _app(store)
-        await app.update_statuses("", "accepted", [("d1", 3)])
+        await app.update_statuses(
+            "", "accepted", [("d1", 3), ("d2", 1)], check_ins={"d2": "2025-06-01T14:00:00+02:00"}
+        )
         result = await app.update_statuses("", "decommissioned", [("d1", 4), ("d2", 1)])
-        assert store.statuses == [("accepted", [("d1", 3)])]
+        assert store.statuses == [("accepted", [("d1", 3), ("d2", 1)], {"d2": NOW})]
         assert store.deleted == [["d1", "d2"]]
         assert result.deleted_count == 2
         with pytest.raises(BadRequest):
             await app.update_statuses("", "gone", [("d1", 1)])
+        for wrong in ("yesterday", "2025-06-01T12:00:00"):
+            with pytest.raises(BadRequest, match="check_in_time"):
+                await app.update_statuses("", "accepted", [("d1", 5)], check_ins={"d1": wrong})
+        assert len(store.statuses) == 1
 
 
 class TestReindex:

@@ -16,6 +16,7 @@ from common.core.mongo import Document, TenantCollection, ensure_indexes
 from services.inventory.models import (
     Attribute,
     AttributeRef,
+    Device,
     DeviceChange,
     DeviceQuery,
     Operator,
@@ -315,6 +316,46 @@ class TestSetStatuses:
             assert device is not None
             assert device.revision == revision
             assert [a.value for a in device.attributes if a.name == "status"] == [status]
+
+    async def test_check_ins_come_with_statuses(
+        self, store: MongoStore, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        def check_in(device: Device | None) -> object:
+            assert device is not None
+            return next(a.value for a in device.attributes if a.name == "check_in_time")
+
+        later = NOW + timedelta(hours=1)
+        # Created with both; then a newer status with an older check-in keeps the stored one.
+        await store.set_statuses(
+            "", status="pending", devices=[("d1", 1)], now=NOW, check_ins={"d1": later}
+        )
+        await store.set_statuses(
+            "", status="accepted", devices=[("d1", 2)], now=NOW, check_ins={"d1": NOW}
+        )
+        device = await store.get_device("", "d1")
+        assert check_in(device) == later
+        assert device is not None
+        assert device.revision == 2
+        # A stale status still brings a later check-in, and leaves the status alone.
+        latest = later + timedelta(hours=1)
+        with recording(db_name) as recorded:
+            result = await store.set_statuses(
+                "", status="rejected", devices=[("d1", 1)], now=NOW, check_ins={"d1": latest}
+            )
+        assert result.matched_count == 1
+        device = await store.get_device("", "d1")
+        assert check_in(device) == latest
+        assert device is not None
+        assert device.revision == 2
+        assert [a.value for a in device.attributes if a.name == "status"] == ["accepted"]
+        assert recorded.names == ["find", "update"]
+        await assert_indexed(mongo, db_name, recorded)
+        # The same again: nothing to write.
+        with recording(db_name) as recorded:
+            await store.set_statuses(
+                "", status="rejected", devices=[("d1", 1)], now=NOW, check_ins={"d1": latest}
+            )
+        assert recorded.names == ["find"]
 
 
 def _expected_keywords(doc: Document) -> list[str]:

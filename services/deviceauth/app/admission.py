@@ -173,9 +173,13 @@ class Admission:
             # conflict and start over, so its revision is known without reading it back.
             revision = device.revision + 1
             effects += status_effects(
-                tenant, device_id, status=DeviceStatus.ACCEPTED, revision=revision
+                tenant,
+                device_id,
+                status=DeviceStatus.ACCEPTED,
+                revision=revision,
+                check_in=check_in,
             )
-        if check_in is not None:
+        elif check_in is not None:
             effects.append(inventory_check_in(tenant, device_id, check_in))
         if effects or check_in is not None:
             await tx.admit_device(

@@ -76,13 +76,19 @@ def inventory_identity(tenant_id: str, device_id: str, identity: Mapping[str, An
     )
 
 
-def _inventory_status(tenant_id: str, device_id: str, *, status: str, revision: int) -> Effect:
-    """Tell inventory the device's admission status (ignored there if `revision` is stale)."""
+def _inventory_status(
+    tenant_id: str, device_id: str, *, status: str, revision: int, check_in: datetime | None
+) -> Effect:
+    """Tell inventory the device's admission status (ignored there if `revision` is stale),
+    and its check-in time if the change came with one (the one write of both there)."""
+    item: dict[str, Any] = {"id": device_id, "revision": revision}
+    if check_in is not None:
+        item["check_in_time"] = _rfc3339(check_in)
     return Effect(
         peer=INVENTORY,
         method="POST",
         path=f"{_INVENTORY}/{_seg(tenant_id)}/devices/status/{_seg(status)}",
-        body=[{"id": device_id, "revision": revision}],
+        body=[item],
         lane=device_id,
         merge=True,
     )
@@ -101,10 +107,20 @@ def _iot_manager_status(tenant_id: str, device_id: str, *, status: str) -> Effec
     )
 
 
-def status_effects(tenant_id: str, device_id: str, *, status: str, revision: int) -> list[Effect]:
-    """The device's admission status changed: tell inventory and iot-manager."""
+def status_effects(
+    tenant_id: str,
+    device_id: str,
+    *,
+    status: str,
+    revision: int,
+    check_in: datetime | None = None,
+) -> list[Effect]:
+    """The device's admission status changed (with a check-in at `check_in`, if given): tell
+    inventory and iot-manager."""
     return [
-        _inventory_status(tenant_id, device_id, status=status, revision=revision),
+        _inventory_status(
+            tenant_id, device_id, status=status, revision=revision, check_in=check_in
+        ),
         _iot_manager_status(tenant_id, device_id, status=status),
     ]
 

@@ -59,8 +59,12 @@ async def update_devices_status(
     devices: Annotated[list[DeviceStatusIn], Body()],
     inventory: InventoryAppDep,
 ) -> UpdateResult:
-    """Record deviceauth's status of devices (older revisions are ignored)."""
-    return await inventory.update_statuses(tenant_id, status, [(d.id, d.revision) for d in devices])
+    """Record deviceauth's status of devices (older revisions are ignored), and the check-in
+    times that came with them."""
+    check_ins = {d.id: d.check_in_time for d in devices if d.check_in_time is not None}
+    return await inventory.update_statuses(
+        tenant_id, status, [(d.id, d.revision) for d in devices], check_ins=check_ins
+    )
 
 
 @internal_v1.patch(f"/tenants/{TENANT}/device/{{device_id}}/attribute/scope/{{scope}}")

@@ -113,10 +113,12 @@ class DeviceNewIn(_In):
 
 
 class DeviceStatusIn(_In):
-    """A device whose status changed, with deviceauth's revision of that change."""
+    """A device whose status changed, with deviceauth's revision of that change, and when
+    it checked in if the change came with a check-in (an addition to Mender's item)."""
 
     id: StrictStr
     revision: Annotated[StrictInt, Field(ge=0)]
+    check_in_time: StrictStr | None = None
 
 
 class TenantNewIn(_In):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Final
@@ -273,9 +273,17 @@ class InventoryApp:
             raise DeviceNotFound()
 
     async def update_statuses(
-        self, tenant_id: str, status: str, devices: Sequence[tuple[str, int]]
+        self,
+        tenant_id: str,
+        status: str,
+        devices: Sequence[tuple[str, int]],
+        *,
+        check_ins: Mapping[str, str] | None = None,
     ) -> UpdateResult:
-        """Record deviceauth's status of devices, newest revision wins; drop decommissioned."""
+        """Record deviceauth's status of devices, newest revision wins; drop decommissioned.
+
+        `check_ins` are the RFC 3339 check-in times that came with some of them: each is
+        recorded where it is later than the device's stored one, whatever the revision."""
         if status not in DEVICE_STATUSES:
             known = ", ".join(sorted(DEVICE_STATUSES))
             raise BadRequest(f"unrecognized status {status!r}: must be one of {known}")
@@ -284,8 +292,9 @@ class InventoryApp:
         if status == "decommissioned":
             deleted = await self._store.delete_devices(tenant_id, [d for d, _ in devices])
             return UpdateResult(deleted_count=deleted)
+        parsed = {d: _parse_check_in_time(t) for d, t in (check_ins or {}).items()}
         return await self._store.set_statuses(
-            tenant_id, status=status, devices=devices, now=self._clock()
+            tenant_id, status=status, devices=devices, now=self._clock(), check_ins=parsed
         )
 
     async def reindex(self, tenant_id: str, device_id: str, *, service: str | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -39,8 +39,10 @@ class DataStore(Protocol):
         status: str,
         devices: Sequence[tuple[str, int]],
         now: datetime,
+        check_ins: Mapping[str, datetime] | None = None,
     ) -> UpdateResult:
-        """Set identity `status` on each (id, revision) whose stored revision is older."""
+        """Set identity `status` on each (id, revision) whose stored revision is older, and
+        `system/check_in_time` from `check_ins` where it is later than the stored one."""
         ...
 
     async def delete_devices(self, tenant_id: str, device_ids: Sequence[str]) -> int:

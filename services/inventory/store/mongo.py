@@ -21,7 +21,7 @@ in one bulk write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -64,6 +64,7 @@ __all__ = ["MongoStore", "attribute_key", "search_filter", "value_path"]
 
 _GROUP_PATH: Final = f"attributes.{GROUP_KEY}.value"
 _STATUS_PATH: Final = "attributes.identity-status.value"
+_CHECK_IN_KEY: Final = attribute_key("system", "check_in_time")
 _TIERS: Final = ("standard", "micro", "system")
 _WRITE_ATTEMPTS: Final = 3
 _DUPLICATE_KEY: Final = 11000
@@ -267,6 +268,24 @@ async def _write_each(
     return result.matched_count, result.inserted_count, set()
 
 
+def _status_change(now: datetime, status: str | None, check_in: datetime | None) -> DeviceChange:
+    """Identity `status` (if given) and `system/check_in_time` (if given)."""
+    attributes = []
+    if status is not None:
+        attributes.append(Attribute(name="status", scope="identity", value=status))
+    if check_in is not None:
+        attributes.append(Attribute(name="check_in_time", scope="system", value=check_in))
+    return DeviceChange(now=now, set=tuple(attributes))
+
+
+def _later_check_in(doc: Document, check_in: datetime | None) -> bool:
+    """Whether `check_in` is later than the device's stored check-in time (or it has none)."""
+    if check_in is None:
+        return False
+    stored = ((doc.get("attributes") or {}).get(_CHECK_IN_KEY) or {}).get("value")
+    return not isinstance(stored, datetime) or stored < check_in
+
+
 class MongoStore(DataStore):
     """Device inventories in the `devices` collection, scoped by tenant."""
 
@@ -315,12 +334,12 @@ class MongoStore(DataStore):
         status: str,
         devices: Sequence[tuple[str, int]],
         now: datetime,
+        check_ins: Mapping[str, datetime] | None = None,
     ) -> UpdateResult:
-        """Set identity `status` on each (id, revision) whose stored revision is older."""
+        """Set identity `status` on each (id, revision) whose stored revision is older, and
+        `system/check_in_time` from `check_ins` where it is later than the stored one."""
         coll = self._coll(tenant_id)
-        change = DeviceChange(
-            now=now, set=(Attribute(name="status", scope="identity", value=status),)
-        )
+        check_ins = check_ins or {}
         wanted: dict[str, int] = {}
         for device_id, revision in devices:
             wanted[device_id] = max(revision, wanted.get(device_id, revision))
@@ -336,13 +355,22 @@ class MongoStore(DataStore):
             updates: list[tuple[Document, Document]] = []
             for device_id, revision in list(wanted.items()):
                 doc = docs.get(device_id)
+                check_in = check_ins.get(device_id)
                 if doc is None and device_id not in collided:
+                    change = _status_change(now, status, check_in)
                     inserts.append(new_document(device_id, change, revision))
-                elif doc is not None and doc.get("revision", 0) < revision:
+                elif doc is None:
+                    del wanted[device_id]  # the id is another tenant's
+                elif doc.get("revision", 0) < revision:
+                    check_in = check_in if _later_check_in(doc, check_in) else None
+                    change = _status_change(now, status, check_in)
                     updates.append((versioned(doc), update(doc, change, revision)))
+                elif _later_check_in(doc, check_in):
+                    # An older status than the stored one, with a check-in still news.
+                    change = _status_change(now, None, check_in)
+                    updates.append((versioned(doc), update(doc, change)))
                 else:
-                    # As new as this or newer, or the id is another tenant's.
-                    del wanted[device_id]
+                    del wanted[device_id]  # as new as this or newer
             if not wanted:
                 break
             if attempt == _WRITE_ATTEMPTS:
