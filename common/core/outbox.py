@@ -216,7 +216,9 @@ class OutboxRelay:
     merged; and writes the results back in bulk (then deletes what was delivered). An effect
     retried holds its lane; other lanes go on. A peer that cannot be reached (connection
     error, 502, 503 or 504) is paused, with the same backoff as an effect, instead of being
-    tried once per pending lane.
+    tried once per pending lane. A pass starts `gather` seconds after the previous one began
+    at the earliest: under load, the effects written meanwhile go in the same windows, with
+    fewer and larger statements.
 
     It also keeps the outbox's metrics (`common.core.metrics`): the deliveries by outcome as
     they happen, and every few seconds the backlog and the age of the oldest effect per
@@ -237,12 +239,14 @@ class OutboxRelay:
         batch: int = 1000,
         merge_limit: int = 100,
         lease: float = 30.0,
+        gather: float = 0.5,
     ) -> None:
         self._coll = db[COLLECTION]
         self._http = http
         self._peers = {name: url.rstrip("/") for name, url in peers.items() if url}
         self._senders = dict(senders or {})
         self._poll_interval = poll_interval
+        self._gather = gather
         self._max_backoff = max_backoff
         self._batch = batch
         self._merge_limit = merge_limit
@@ -286,6 +290,7 @@ class OutboxRelay:
 
     async def _loop(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 await self.deliver_due()
                 if time.monotonic() >= self._next_measure:
@@ -300,6 +305,8 @@ class OutboxRelay:
                 async with asyncio.timeout(self._poll_interval):
                     await self._wake.wait()
             self._wake.clear()
+            # Effects written meanwhile go together: fewer, larger statements under load.
+            await asyncio.sleep(started + self._gather - time.monotonic())
 
     async def deliver_due(self) -> int:
         """Deliver what is due, all peers at once; return how many effects were handled."""

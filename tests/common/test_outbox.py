@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient, monitoring
 from common.core.mongo import Document, transaction
 from common.core.outbox import Attempt, Effect, Outbox, OutboxRelay, Outcome
 from tests.toolkit import LiveServer, eventually
+from tests.toolkit.commands import recording
 
 # The outbox of a service whose one peer, inventory, is deployed.
 DEPLOYED = {"inventory"}
@@ -81,6 +82,31 @@ class TestDelivery:
             ("DELETE", "/tenants//devices/d1", None),
         ]
         assert await outbox.pending() == []
+
+    async def test_effects_written_close_together_go_in_one_pass(
+        self, mongo: AsyncMongoClient[Document], db_name: str, http: aiohttp.ClientSession
+    ) -> None:
+        db = mongo[db_name]
+        outbox = Outbox(db, DEPLOYED)
+        async with _Peer() as peer:
+            relay = OutboxRelay(db, http, {"inventory": peer.url}, poll_interval=60, gather=1.0)
+            async with relay.running():
+                await outbox.add([Effect("inventory", "POST", "/a", lane="a")])
+                relay.wake()
+                await eventually(lambda: len(peer.received) == 1)
+                with recording(db_name) as recorded:
+                    # Written within a second of the last pass, each waking the relay as the
+                    # services do: the three wait for the next pass, and go together.
+                    for lane in "bcd":
+                        await outbox.add([Effect("inventory", "POST", f"/{lane}", lane=lane)])
+                        relay.wake()
+
+                    async def drained() -> bool:
+                        return await outbox.pending() == []
+
+                    await eventually(drained, what="the outbox drained")
+        assert [path for _, path, _ in peer.received] == ["/a", "/b", "/c", "/d"]
+        assert recorded.names.count("update") == 1  # one claim
 
     async def test_aborted_transaction_leaves_no_effect(
         self, mongo: AsyncMongoClient[Document], db_name: str
