@@ -149,6 +149,7 @@ async def _drain(
     while await relay.deliver_due():
         pass
     seconds = time.monotonic() - start
+    await relay.release()  # the next phase's relay delivers to the same peer name
     cpu_ms, done = _per(cpu, _cpu(pids), queued), await ops.counts()
     left = await db.outbox.count_documents({})
     assert left == 0, f"{left} effects left undelivered"

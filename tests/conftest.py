@@ -124,7 +124,7 @@ def api(stack: Stack, admin_token: str) -> Iterator[ManagementApi]:
 class _TenantGuard(monitoring.CommandListener):
     """Records every query or write on a service collection that does not name a tenant."""
 
-    _EXEMPT: Final = frozenset({"outbox", "revocations", "revocation_sequence"})
+    _EXEMPT: Final = frozenset({"outbox", "outbox_leases", "revocations", "revocation_sequence"})
 
     def __init__(self) -> None:
         self.violations: list[str] = []

@@ -27,7 +27,6 @@ import collections
 import contextlib
 import enum
 import functools
-import itertools
 import json
 import logging
 import time
@@ -38,14 +37,22 @@ from typing import Any, Final
 
 import aiohttp
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from common.core.background import in_background
 from common.core.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
 from common.core.mongo import Document
-from common.core.outbox_window import Claim, Queues, Results, group_requests, lanes_due, removals
+from common.core.outbox_window import (
+    LEASES,
+    PeerLeases,
+    Queues,
+    Results,
+    group_requests,
+    lanes_due,
+    removals,
+)
 from common.core.requestid import REQUEST_ID_HEADER, current_request_id
 
 __all__ = [
@@ -71,6 +78,7 @@ IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
 _MEASURE_EVERY: Final = 10.0  # seconds between two counts of the backlog, at least
 # The count costs some databases in proportion to the backlog: at most this share of the time.
 _MEASURE_SHARE: Final = 0.05
+_RELEASE_WITHIN: Final = 1.0  # seconds a stopping relay spends giving its leases up, at most
 
 # One index serves each peer's queue in order: the relay reads its oldest pending effects.
 OUTBOX_INDEXES: Final = {
@@ -186,7 +194,6 @@ class Outbox:
                 "request_id": current_request_id(),
                 "created_ts": now,
                 "next_attempt": now,
-                "lease_until": now,
                 "attempts": 0,
             }
             for e in effects
@@ -208,11 +215,11 @@ _Send = Callable[[list[Document]], Awaitable[Attempt]]
 class OutboxRelay:
     """Background delivery of outbox effects to the configured peers and senders.
 
-    Each pass reads every peer's queue oldest first, a window (`batch` effects) at a time,
-    with one query over a bounded range of the index (`outbox_window`); takes from it the
-    effects each lane may deliver now and claims them all with one write (a lease, so that
-    replicas of the service share the work); then delivers them in rounds, one effect per
-    lane a round, up to `concurrency` requests in flight per peer, merging what can be
+    Each pass reads the queue of every peer whose lease this relay holds (replicas of the
+    service share the peers, one relay a peer at a time) oldest first, a window (`batch`
+    effects) at a time, with one query over a bounded range of the index (`outbox_window`);
+    takes from it the effects each lane may deliver now; delivers them in rounds, one effect
+    per lane a round, up to `concurrency` requests in flight per peer, merging what can be
     merged; and writes the results back in bulk (then deletes what was delivered). An effect
     retried holds its lane; other lanes go on. A peer that cannot be reached (connection
     error, 502, 503 or 504) is paused, with the same backoff as an effect, instead of being
@@ -251,6 +258,7 @@ class OutboxRelay:
         self._batch = batch
         self._merge_limit = merge_limit
         self._lease = timedelta(seconds=lease)
+        self._leases = PeerLeases(db[LEASES], self._lease)
         self._queues = Queues(self._coll, batch)
         self._slots = {peer: asyncio.Semaphore(concurrency) for peer in self.deployed}
         self._failures: dict[str, int] = {}
@@ -285,8 +293,19 @@ class OutboxRelay:
     async def running(self) -> AsyncIterator[OutboxRelay]:
         """Drop what no deployed peer will take, then deliver for the duration of the block."""
         await self.drop_undeployed()
-        async with in_background(self._loop(), name="outbox-relay"):
-            yield self
+        try:
+            async with in_background(self._loop(), name="outbox-relay"):
+                yield self
+        finally:
+            # A lease not given up runs out by itself: the stop does not wait long for it.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_RELEASE_WITHIN):
+                    await self.release()
+
+    async def release(self) -> None:
+        """Give up the leases on the peers this relay delivers to, so that another relay
+        takes them over at once (`running` does on leaving)."""
+        await self._leases.release()
 
     async def _loop(self) -> None:
         while True:
@@ -321,15 +340,17 @@ class OutboxRelay:
         return sum(await asyncio.gather(*passes))
 
     async def _deliver_peer(self, peer: str, send: _Send, *, merge: bool) -> int:
-        """Deliver a peer's queue window by window, oldest first, up to what cannot go now."""
+        """Deliver a peer's queue window by window, oldest first, up to what cannot go now
+        (nothing while another relay holds the peer's lease)."""
         handled = 0
         blocked: set[Any] = set()
         scan = self._queues.scan(peer)
-        while not self._paused(peer) and (window := await anext(scan, None)):
-            now = _now()
-            lanes, claim = await self._claim(peer, lanes_due(window, now, blocked), now, blocked)
+        while not self._paused(peer) and (until := await self._leases.hold(peer)):
+            if (window := await anext(scan, None)) is None:
+                break
+            lanes = lanes_due(window, _now(), blocked)
             done = await self._deliver_lanes(
-                window, lanes, claim, send, merge=merge, blocked=blocked
+                window, lanes, until, send, merge=merge, blocked=blocked
             )
             handled += len(done)
             if left := next((doc for doc in window if doc["_id"] not in done), None):
@@ -337,77 +358,26 @@ class OutboxRelay:
         scan.finish()
         return handled
 
-    async def _claim(
-        self, peer: str, lanes: dict[Any, list[Document]], seen: datetime, blocked: set[Any]
-    ) -> tuple[dict[Any, list[Document]], Claim | None]:
-        """Lease the effects of `lanes` with one write; keep, per lane, the run from its head
-        that this relay got (another replica may have taken some since they were read).
-
-        The write selects the window's span but for the lanes that wait: those are left for
-        a later pass whole, even the effects due before the one they wait for.
-        """
-        lanes = {lane: docs for lane, docs in lanes.items() if lane not in blocked}
-        ids = [doc["_id"] for docs in lanes.values() for doc in docs]
-        if not ids:
-            return {}, None
-        claim = Claim(peer, ObjectId(), min(ids), max(ids))
-        # Each effect of the span is taken if it is free and due, and not of a lane that
-        # waits: tested per document as it is written, in a pipeline, so that the filter
-        # stays the span alone.
-        free: list[Any] = [{"$lte": ["$lease_until", seen]}, {"$lte": ["$next_attempt", seen]}]
-        if blocked:
-            free.append({"$not": [{"$in": ["$lane", list(blocked)]}]})
-        taken = {"$and": free}
-        until = _now() + self._lease
-        claimed = await self._coll.update_many(
-            claim.span(),
-            [
-                {
-                    "$set": {
-                        "lease_until": {"$cond": [taken, until, "$lease_until"]},
-                        "claim": {"$cond": [taken, claim.token, "$claim"]},
-                    }
-                }
-            ],
-        )
-        if claimed.modified_count == len(ids):
-            return lanes, claim
-        # Another replica took some, or effects were written into the span meanwhile.
-        found = self._coll.find(claim.span(), {"claim": 1})
-        mine = {d["_id"] async for d in found if d.get("claim") == claim.token}
-        kept: dict[Any, list[Document]] = {}
-        given_back = mine - set(ids)
-        for lane, docs in lanes.items():
-            run = list(itertools.takewhile(lambda doc: doc["_id"] in mine, docs))
-            if run:
-                kept[lane] = run
-            if len(run) < len(docs):
-                blocked.add(lane)
-                given_back |= {doc["_id"] for doc in docs[len(run) :] if doc["_id"] in mine}
-        await self._write(Results(release=sorted(given_back)), claim)
-        return kept, claim
-
     async def _deliver_lanes(
         self,
         window: list[Document],
         lanes: dict[Any, list[Document]],
-        claim: Claim | None,
+        until: datetime,
         send: _Send,
         *,
         merge: bool,
         blocked: set[Any],
     ) -> set[ObjectId]:
-        """Deliver claimed lanes in rounds (each lane's next effect, all lanes at once);
-        return the ids of the effects done with (delivered or set aside)."""
+        """Deliver lanes in rounds (each lane's next effect, all lanes at once); return the
+        ids of the effects done with (delivered or set aside)."""
         peer = window[0]["peer"]
         results = Results(window)
         queues = {lane: collections.deque(docs) for lane, docs in lanes.items()}
-        # Stop well within the lease, so that no other replica can take what is in flight.
-        deadline = time.monotonic() + self._lease.total_seconds() / 2
+        # Stop well within the lease, so that no other relay takes what is in flight.
+        deadline = until - self._lease / 2
         while queues:
-            if self._paused(peer) or time.monotonic() > deadline:
+            if self._paused(peer) or _now() > deadline:
                 blocked.update(queues)
-                results.release += [doc["_id"] for queue in queues.values() for doc in queue]
                 break
             heads = [queue.popleft() for queue in queues.values()]
             requests = group_requests(heads, self._merge_limit) if merge else [[h] for h in heads]
@@ -421,9 +391,9 @@ class OutboxRelay:
                     else:  # the lane waits for this one
                         results.retry.append((doc, attempt.detail))
                         blocked.add(lane := doc.get("lane"))
-                        results.release += [d["_id"] for d in queues.pop(lane)]
+                        queues.pop(lane)
             queues = {lane: queue for lane, queue in queues.items() if queue}
-        await self._write(results, claim)
+        await self._write(results, peer)
         return {*results.done, *(doc["_id"] for doc, _ in results.dead)}
 
     async def _attempt(self, peer: str, send: _Send, docs: list[Document]) -> list[Attempt]:
@@ -489,11 +459,11 @@ class OutboxRelay:
     def _paused(self, peer: str) -> bool:
         return self._paused_until.get(peer, 0.0) > time.monotonic()
 
-    async def _write(self, results: Results, claim: Claim | None) -> None:
-        """Record a window's results: one bulk write for what was not delivered (which also
-        gives up the claim on it), then one delete for the rest of the claim: the delivered."""
+    async def _write(self, results: Results, peer: str) -> None:
+        """Record a window's results: one bulk write for what was not delivered, then the
+        deletes of what was."""
         now = _now()
-        changes: list[UpdateOne | UpdateMany] = []
+        changes: list[UpdateOne] = []
         for doc, detail in results.dead:
             # Retrying cannot help. Keep it for inspection and let the effects behind it go on.
             args = (doc["peer"], doc["method"], doc["path"], detail[:500])
@@ -501,18 +471,14 @@ class OutboxRelay:
             changes.append(
                 UpdateOne(
                     {"_id": doc["_id"]},
-                    {"$set": {"state": "dead", "last_error": detail, "claim": None}},
+                    {"$set": {"state": "dead", "last_error": detail}},
                 )
             )
         for doc, detail in results.retry:
             attempts = doc["attempts"] + 1
             later = now + timedelta(seconds=self._backoff(attempts))
-            update = {"attempts": attempts, "next_attempt": later, "lease_until": now}
-            changes.append(
-                UpdateOne(
-                    {"_id": doc["_id"]}, {"$set": {**update, "last_error": detail, "claim": None}}
-                )
-            )
+            update = {"attempts": attempts, "next_attempt": later, "last_error": detail}
+            changes.append(UpdateOne({"_id": doc["_id"]}, {"$set": update}))
         if results.retry:
             doc, detail = results.retry[0]
             _log.warning(
@@ -522,16 +488,10 @@ class OutboxRelay:
                 doc["path"],
                 detail,
             )
-        if results.release:
-            changes.append(
-                UpdateMany(
-                    {"_id": {"$in": results.release}}, {"$set": {"lease_until": now, "claim": None}}
-                )
-            )
         if changes:
             await self._coll.bulk_write(changes, ordered=False)
-        if results.done and claim is not None:
-            await self._coll.bulk_write(removals(results, claim), ordered=False)
+        if results.done:
+            await self._coll.bulk_write(removals(results, peer), ordered=False)
 
 
 async def _send_one(sender: Sender, docs: list[Document]) -> Attempt:

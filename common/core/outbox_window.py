@@ -1,12 +1,17 @@
-"""The relay's windows on a peer's outbox queue: reading them oldest first at a cost that
-does not grow with the queue, choosing what may go, claiming it and removing what went.
+"""The relay's windows on a peer's outbox queue: which relay reads it, reading it oldest
+first at a cost that does not grow with the queue, choosing what may go, removing what went.
+
+One relay at a time delivers a peer's queue: the one holding the peer's lease
+(`PeerLeases`), a document per peer that it renews while it works and that another replica
+takes over once it has run out. So the effects themselves need no claim: a window costs
+its read, the results that are not deliveries, and the removal of what was delivered.
 
 The relay reads a queue through the index `(peer, state, _id)`. Sorted by `_id` with a limit,
 a query on the index's prefix costs some databases (the embedded one among them) in
 proportion to the whole queue: they gather every match, then sort and cut. A query whose
 `_id` is bounded on both sides, with no other condition beside the prefix, costs in
-proportion to what lies in its range. So the reads, the claim and most removals take that
-shape (see `removals` for the rest). An ObjectId starts with the second it was made:
+proportion to what lies in its range. So the reads and most removals take that shape (see
+`removals` for the rest). An ObjectId starts with the second it was made:
 `QueueScan` walks the queue in time ranges, each sized from how densely the one before it
 was filled.
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from bson import ObjectId
@@ -32,7 +37,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from common.core.mongo import Document
 
 __all__ = [
-    "Claim",
+    "LEASES",
+    "PeerLeases",
     "QueueScan",
     "Queues",
     "Results",
@@ -48,6 +54,7 @@ _SWEEP: Final = 300.0  # seconds between two passes from the beginning of time
 _ORIGIN: Final = ObjectId(b"\x00" * 12)
 _IDS_PER_DELETE: Final = 100  # the list is compared with each document: keep it short
 _MAX_SPAN: Final = float(2**31)  # seconds: from the origin to now in one range
+LEASES: Final = "outbox_leases"  # one document per peer: the relay delivering it, and until when
 
 
 def object_id_at(seconds: float) -> ObjectId:
@@ -162,31 +169,63 @@ class Results:
     done: list[ObjectId] = field(default_factory=list)
     dead: list[tuple[Document, str]] = field(default_factory=list)
     retry: list[tuple[Document, str]] = field(default_factory=list)
-    release: list[ObjectId] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A relay's lease on effects of one window: its token and the `_id` span they lie in.
+class PeerLeases:
+    """The peers this relay delivers to: it holds their lease in `LEASES`, taken when free
+    (or run out), renewed while it works, given up when it stops.
 
-    The claim selects the span and tests each effect in it as it writes it; a long `$in` of
-    ids would cost the embedded database far more per document.
+    Another relay's lease is read at most once per its term: until it runs out, this relay
+    leaves that peer alone without asking the database.
     """
 
-    peer: str
-    token: ObjectId
-    first: ObjectId
-    last: ObjectId
+    def __init__(self, coll: AsyncCollection[Document], term: timedelta) -> None:
+        self._coll = coll
+        self._term = term
+        self._me = ObjectId()
+        self._until: dict[str, datetime] = {}  # the end of each lease held (or last seen)
+        self._held: set[str] = set()
 
-    def span(self) -> Document:
-        """The pending effects of the span: the index's prefix and an `_id` range, which the
-        embedded database reads in proportion to the span (any other condition beside them
-        makes it read the whole queue)."""
-        return {
-            "peer": self.peer,
-            "state": "pending",
-            "_id": {"$gte": self.first, "$lte": self.last},
-        }
+    async def hold(self, peer: str) -> datetime | None:
+        """The end of this relay's lease on `peer`, renewed once a quarter of it has passed;
+        None while another relay holds it."""
+        now = datetime.now(UTC)
+        until = self._until.get(peer)
+        if until is not None and peer in self._held and until - now > self._term * 3 / 4:
+            return until
+        if until is not None and peer not in self._held and until > now:
+            return None
+        free = {"$or": [{"$eq": ["$holder", self._me]}, {"$lte": ["$until", now]}]}
+        new_until = now + self._term
+        taken = await self._coll.update_one(
+            {"_id": peer},
+            [
+                {
+                    "$set": {
+                        "holder": {"$cond": [free, self._me, "$holder"]},
+                        "until": {"$cond": [free, new_until, "$until"]},
+                    }
+                }
+            ],
+            upsert=True,
+        )
+        if taken.modified_count or taken.upserted_id is not None:
+            self._held.add(peer)
+            self._until[peer] = new_until
+            return new_until
+        self._held.discard(peer)
+        lease = await self._coll.find_one({"_id": peer})
+        self._until[peer] = lease["until"] if lease else now
+        return None
+
+    async def release(self) -> None:
+        """Give up every lease held, so that another relay takes over at once."""
+        for peer in sorted(self._held):
+            await self._coll.update_one(
+                {"_id": peer, "holder": self._me}, {"$set": {"until": datetime.now(UTC)}}
+            )
+        self._held.clear()
+        self._until.clear()
 
 
 def lanes_due(
@@ -196,15 +235,15 @@ def lanes_due(
 
     A pass reads the peer's queue in `_id` order, so the earlier effects of a lane are in
     this window, in an earlier one of the pass, or gone: a lane stops at its first effect
-    that waits for a retry or is held by another replica, and what follows it in the lane
-    waits too (`blocked` carries that over to the later windows of the pass).
+    that waits for a retry, and what follows it in the lane waits too (`blocked` carries
+    that over to the later windows of the pass).
     """
     lanes: dict[Any, list[Document]] = {}
     for doc in window:
         lane = doc.get("lane")
         if lane in blocked:
             continue
-        if doc["next_attempt"] > now or doc["lease_until"] > now:
+        if doc["next_attempt"] > now:
             blocked.add(lane)
             continue
         lanes.setdefault(lane, []).append(doc)
@@ -230,7 +269,7 @@ def group_requests(heads: list[Document], limit: int) -> list[list[Document]]:
     return requests
 
 
-def removals(results: Results, claim: Claim) -> list[DeleteMany]:
+def removals(results: Results, peer: str) -> list[DeleteMany]:
     """The deletes of what was delivered.
 
     A run of delivered effects that nothing else lay between when the window was read goes
@@ -247,16 +286,14 @@ def removals(results: Results, claim: Claim) -> list[DeleteMany]:
         elif runs[-1]:
             runs.append([])
     deletes = [
-        DeleteMany(
-            {"peer": claim.peer, "state": "pending", "_id": {"$gte": run[0], "$lte": run[-1]}}
-        )
+        DeleteMany({"peer": peer, "state": "pending", "_id": {"$gte": run[0], "$lte": run[-1]}})
         for run in runs
         if run
     ]
     fresh = sorted(i for i in done if i >= bound)
     deletes += [
         DeleteMany(
-            {"peer": claim.peer, "state": "pending", "_id": {"$in": fresh[n : n + _IDS_PER_DELETE]}}
+            {"peer": peer, "state": "pending", "_id": {"$in": fresh[n : n + _IDS_PER_DELETE]}}
         )
         for n in range(0, len(fresh), _IDS_PER_DELETE)
     ]

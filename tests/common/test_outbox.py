@@ -106,7 +106,7 @@ class TestDelivery:
 
                     await eventually(drained, what="the outbox drained")
         assert [path for _, path, _ in peer.received] == ["/a", "/b", "/c", "/d"]
-        assert recorded.names.count("update") == 1  # one claim
+        assert recorded.names.count("delete") == 1  # removed together
 
     async def test_aborted_transaction_leaves_no_effect(
         self, mongo: AsyncMongoClient[Document], db_name: str

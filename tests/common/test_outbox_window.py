@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ from common.core import outbox_window
 from common.core.mongo import Document
 from common.core.outbox import OUTBOX_INDEXES, Effect, Outbox, OutboxRelay
 from common.core.outbox_window import object_id_at
-from tests.toolkit import LiveServer
+from tests.toolkit import LiveServer, eventually
 from tests.toolkit.commands import CommandRecorder, assert_indexed, recording
 
 INVENTORY = {"inventory"}
@@ -181,3 +182,44 @@ class TestFloor:
         peer.failing.clear()
         assert await relay.deliver_due() == 1
         assert peer.paths == ["/old", "/old"]
+
+
+class TestLeases:
+    async def test_one_relay_at_a_time_delivers_a_peer(
+        self,
+        db: AsyncDatabase[Document],
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        first = OutboxRelay(db, http, {"inventory": peer.url}, lease=1.0)
+        second = OutboxRelay(db, http, {"inventory": peer.url})
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/a")])
+        assert await first.deliver_due() == 1
+
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/b")])
+        with recording(db.name) as recorded:
+            assert await second.deliver_due() == 0  # the first one's lease: read once
+            assert await second.deliver_due() == 0  # and not asked again while it lasts
+        assert recorded.names == ["update", "find"]
+
+        await asyncio.sleep(1.0)  # the first one stopped: its lease runs out
+        assert await second.deliver_due() == 1
+        assert await first.deliver_due() == 0
+        assert peer.paths == ["/a", "/b"]
+
+    async def test_a_relay_that_stops_gives_its_leases_up(
+        self,
+        db: AsyncDatabase[Document],
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        first = OutboxRelay(db, http, {"inventory": peer.url}, poll_interval=60)
+        async with first.running():
+            await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/a")])
+            first.wake()
+            await eventually(lambda: peer.paths == ["/a"])
+
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/b")])
+        second = OutboxRelay(db, http, {"inventory": peer.url})
+        assert await second.deliver_due() == 1
+        assert peer.paths == ["/a", "/b"]

@@ -165,7 +165,12 @@ class TestEffectsArrive:
             path = f"{MGMT}/devices/{device_id}/auth/{auth_id}/status"
             await client.put(path, json={"status": "rejected"}, headers=USER)
             await client.put(path, json={"status": "accepted"}, headers=USER)
-            await eventually(lambda: len(peer.to(f"{INVENTORY}/devices/status/")) == 4)
+            await eventually(
+                lambda: (
+                    len(peer.to(f"{INVENTORY}/devices/status/")) == 4
+                    and len(peer.to(DEVICECONNECT)) == 2
+                )
+            )
         statuses = [
             (r[1].rsplit("/", 1)[1], r[2][0]["revision"])
             for r in peer.received
