@@ -25,7 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.command_cursor import AsyncCommandCursor
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.results import (
     BulkWriteResult,
     DeleteResult,
@@ -38,6 +38,7 @@ from common.core.errors import ServiceUnavailable
 from common.core.metrics import count_database_operation
 
 __all__ = [
+    "DUPLICATE_KEY",
     "Document",
     "TenantCollection",
     "TransactionConflict",
@@ -119,6 +120,7 @@ async def transaction(client: AsyncMongoClient[Document]) -> AsyncIterator[Async
         yield session
 
 
+DUPLICATE_KEY: Final = 11000  # the server's code for a unique index's value taken
 _TRANSACTION_ATTEMPTS: Final = 10
 # Seconds: the pause before another attempt is random, up to this doubled on each attempt
 # and at most the cap (about 2 s in all before giving up).
@@ -210,6 +212,19 @@ class TenantCollection:
     ) -> InsertManyResult:
         """Insert documents owned by this tenant."""
         return await self._coll.insert_many([self._doc(d) for d in documents], **kwargs)
+
+    async def insert_new(self, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Insert the documents whose `_id` is not taken yet, in one statement; return how
+        many were inserted (the others are left as they are)."""
+        if not documents:
+            return 0
+        try:
+            return len((await self.insert_many(documents, ordered=False)).inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", 0))
 
     async def update_one(
         self, filter_: _Filter, update: Any, *, upsert: bool = False, **kwargs: Any

@@ -128,6 +128,26 @@ class TestTenantCollection:
             {"_id": "3", "tenant_id": "b", "v": 1},
         ]
 
+    async def test_insert_new_leaves_what_exists(
+        self, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        coll = mongo[db_name].devices
+        mine, other = TenantCollection(coll, "a"), TenantCollection(coll, "b")
+        await mine.insert_one({"_id": "1", "name": "kept"})
+        await other.insert_one({"_id": "2", "name": "another tenant's"})
+        with recording(db_name) as recorded:
+            assert await mine.insert_new([]) == 0
+            docs = [{"_id": i, "name": "new"} for i in ("1", "2", "3", "4")]
+            assert await mine.insert_new(docs) == 2
+        assert recorded.names == ["insert"]
+        assert {d["_id"]: d["name"] async for d in coll.find({})} == {
+            "1": "kept",
+            "2": "another tenant's",
+            "3": "new",
+            "4": "new",
+        }
+        assert await mine.count_documents({}) == 3
+
 
 class TestGuard:
     async def test_unscoped_query_is_recorded(self, mongo_url: str, db_name: str) -> None:

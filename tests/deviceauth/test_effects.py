@@ -114,11 +114,11 @@ class TestEffectsArrive:
             [check_in] = peer.to(INVENTORY)[3][2]
             assert check_in["name"] == "check_in_time"
             assert peer.to(DEVICECONNECT) == [
-                ("POST", f"{DEVICECONNECT}/devices", {"device_id": device_id}),
+                ("POST", f"{DEVICECONNECT}/devices", [{"device_id": device_id}]),
                 ("DELETE", f"{DEVICECONNECT}/devices/{device_id}", None),
             ]
             assert peer.to(DEVICECONFIG) == [
-                ("POST", f"{DEVICECONFIG}/devices", {"device_id": device_id}),
+                ("POST", f"{DEVICECONFIG}/devices", [{"device_id": device_id}]),
                 ("DELETE", f"{DEVICECONFIG}/devices/{device_id}", None),
             ]
             assert peer.to(DEPLOYMENTS) == [
@@ -179,7 +179,7 @@ class TestEffectsArrive:
         assert statuses == [("pending", 1), ("accepted", 2), ("rejected", 3), ("accepted", 4)]
         # Provisioned once; its connection cut when it was rejected.
         assert peer.to(DEVICECONNECT) == [
-            ("POST", f"{DEVICECONNECT}/devices", {"device_id": device_id}),
+            ("POST", f"{DEVICECONNECT}/devices", [{"device_id": device_id}]),
             ("POST", f"{DEVICECONNECT}/devices/{device_id}/disconnect", None),
         ]
 

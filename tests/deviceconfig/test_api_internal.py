@@ -19,6 +19,7 @@ from tests.deviceconfig.conftest import (
     user_headers,
 )
 from tests.toolkit import assert_error
+from tests.toolkit.commands import recording
 
 
 async def _provision(client: httpx.AsyncClient, tenant: str, device_id: str | None = None) -> str:
@@ -114,10 +115,28 @@ class TestProvisionDevice:
         assert_error(again, 409, "device already exists")
         assert await _configured(client, device_id, "acme") == {"a": "b"}
 
+    async def test_a_list_leaves_those_recorded_as_they_are(
+        self, client: httpx.AsyncClient, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        known = await _provision(client, "acme")
+        await client.put(f"{MANAGEMENT}/{known}", json={"a": "b"}, headers=user_headers("acme"))
+        new = [str(uuid.uuid4()) for _ in range(2)]
+        with recording(db_name) as recorded:
+            response = await client.post(
+                f"{INTERNAL}/tenants/acme/devices",
+                json=[{"device_id": d} for d in [known, *new, new[0]]],
+            )
+        assert response.status_code == 201
+        assert recorded.names == ["insert"]
+        assert await _configured(client, known, "acme") == {"a": "b"}
+        for device_id in new:
+            assert await _configured(client, device_id, "acme") == {}
+        assert await mongo[db_name]["devices"].count_documents({"tenant_id": "acme"}) == 3
+
     async def test_blank_device_id(
         self, client: httpx.AsyncClient, mongo: AsyncMongoClient[Document], db_name: str
     ) -> None:
-        for body in ({"device_id": ""}, {}):
+        for body in ({"device_id": ""}, {}, [{"device_id": "d1"}, {"device_id": ""}]):
             response = await client.post(f"{INTERNAL}/tenants//devices", json=body)
             assert_error(response, 400, "invalid request body: device_id: cannot be blank.")
         assert await mongo[db_name]["devices"].count_documents({}) == 0

@@ -12,6 +12,7 @@ from common.core.mongo import Document
 from tests.deviceconnect.conftest import DEVICE_WS, INTERNAL, MGMT, Running, ServeFactory
 from tests.deviceconnect.fakes import device_token, open_ws, user_token
 from tests.toolkit import assert_error, eventually
+from tests.toolkit.commands import recording
 
 USER = {"Authorization": f"Bearer {user_token()}"}
 
@@ -144,8 +145,29 @@ class TestProvision:
         assert again.status_code == 201
         assert await status_of(dc, device_id) == "disconnected"
 
+    async def test_a_list_in_one_statement(
+        self, dc: Running, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        url = f"{INTERNAL}/tenants/t1/devices"
+        known, new = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)]
+        async with dc.device(known, tenant="t1"):
+            with recording(db_name) as recorded:
+                response = await dc.client.post(
+                    url, json=[{"device_id": d} for d in [known, *new, new[0]]]
+                )
+            assert response.status_code == 201, response.text
+            on_devices = [name for name, command in recorded.commands if command[name] == "devices"]
+            assert on_devices == ["insert"]
+            # The one connected meanwhile stays connected.
+            assert await status_of(dc, known, tenant="t1") == "connected"
+        for device_id in new:
+            assert await status_of(dc, device_id, tenant="t1") == "disconnected"
+        assert await mongo[db_name]["devices"].count_documents({"tenant_id": "t1"}) == 4
+
     async def test_bad_body(self, dc: Running) -> None:
         response = await dc.client.post(f"{INTERNAL}/tenants/t1/devices", json={"device_id": ""})
+        assert_error(response, 400, "device_id")
+        response = await dc.client.post(f"{INTERNAL}/tenants/t1/devices", json=[{"device_id": ""}])
         assert_error(response, 400, "device_id")
         response = await dc.client.post(
             f"{INTERNAL}/tenants/t1/devices",

@@ -29,7 +29,7 @@ class TestConnections:
         self, mongo: AsyncMongoClient[Document], db_name: str
     ) -> None:
         store = _store(mongo, db_name)
-        await store.provision_device("t", "d1", now=_NOW)
+        await store.provision_devices("t", ["d1"], now=_NOW)
         with recording(db_name) as recorder:
             version, previous = await store.set_connected("t", "d1", instance="i1", now=_NOW)
         assert version == 1

@@ -3,7 +3,8 @@
 Effects are recorded in the outbox together with the change that causes them and delivered
 by the relay; every path carries the tenant, which is empty on single-tenant installs. The
 device id is each effect's lane (a device's effects reach a peer in order, different devices
-in parallel), and the status changes, whose targets take lists, are merged.
+in parallel), and the status changes and provisionings, whose targets take lists, are
+merged.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def _device_event(device: Device, auth_set: AuthSet) -> dict[str, Any]:
 def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list[Effect]:
     """Register a device accepted for the first time (with `auth_set`) with the peers."""
     device_id = device.id
-    body = {"device_id": device_id}
+    # deviceconnect and deviceconfig take a list too: provisionings of devices go together.
+    body = [{"device_id": device_id}]
     return [
         Effect(
             peer=DEVICECONNECT,
@@ -186,6 +188,7 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             body=body,
             ok=(200, 201, 204, 409),
             lane=device_id,
+            merge=True,
         ),
         Effect(
             peer=DEVICECONFIG,
@@ -194,6 +197,7 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             body=body,
             ok=(200, 201, 204, 409),
             lane=device_id,
+            merge=True,
         ),
         Effect(
             peer=IOT_MANAGER,

@@ -38,10 +38,15 @@ async def delete_tenant(tenant_id: str, configurations: DeviceConfigAppDep) -> R
 
 @router.post(f"/tenants/{TENANT}/devices", status_code=201)
 async def provision_device(
-    tenant_id: str, body: NewDeviceIn, configurations: DeviceConfigAppDep
+    tenant_id: str, body: NewDeviceIn | list[NewDeviceIn], configurations: DeviceConfigAppDep
 ) -> Response:
-    """Record a newly accepted device (409 when it is already recorded)."""
-    await configurations.provision_device(tenant_id, body.device_id)
+    """Record a newly accepted device (409 when it is already recorded); or a list of them,
+    which deviceauth's outbox sends when it merges provisionings (an addition to Mender's
+    single device: those already recorded are left as they are)."""
+    if isinstance(body, list):
+        await configurations.provision_devices(tenant_id, [d.device_id for d in body])
+    else:
+        await configurations.provision_device(tenant_id, body.device_id)
     return Response(status_code=201)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -139,6 +139,15 @@ class DeviceConfigApp:
             )
         except DeviceIdTaken:
             raise DeviceExists() from None
+
+    async def provision_devices(self, tenant_id: str, device_ids: Sequence[str]) -> None:
+        """Record newly accepted devices with an empty configuration, but for those
+        recorded already."""
+        if not all(device_ids):
+            raise InvalidBody("device_id: cannot be blank.")
+        now = _now()
+        devices = [DeviceConfiguration(id=d, updated_ts=now) for d in dict.fromkeys(device_ids)]
+        await self._store.insert_devices(tenant_id, devices)
 
     async def decommission_device(self, tenant_id: str, device_id: str) -> None:
         """Forget a decommissioned device and its configuration."""

@@ -27,6 +27,10 @@ class DataStore(Protocol):
         """Record a new device; `DeviceIdTaken` if it exists."""
         ...
 
+    async def insert_devices(self, tenant_id: str, devices: Sequence[DeviceConfiguration]) -> None:
+        """Record new devices in one statement, leaving those that exist as they are."""
+        ...
+
     async def replace_configured(
         self,
         tenant_id: str,

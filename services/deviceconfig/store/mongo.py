@@ -47,6 +47,16 @@ def _device(doc: Mapping[str, Any]) -> DeviceConfiguration:
     )
 
 
+def _document(device: DeviceConfiguration) -> Document:
+    return {
+        "_id": device.id,
+        _CONFIGURED: _pairs(device.configured),
+        _REPORTED: _pairs(device.reported),
+        "updated_ts": device.updated_ts,
+        "revision": device.revision,
+    }
+
+
 class MongoStore:
     """Device configurations on one Mongo database, and the outbox; every query is
     tenant-scoped."""
@@ -93,17 +103,14 @@ class MongoStore:
 
     async def insert_device(self, tenant_id: str, device: DeviceConfiguration) -> None:
         """Record a new device; `DeviceIdTaken` if it exists."""
-        doc: Document = {
-            "_id": device.id,
-            _CONFIGURED: _pairs(device.configured),
-            _REPORTED: _pairs(device.reported),
-            "updated_ts": device.updated_ts,
-            "revision": device.revision,
-        }
         try:
-            await self._devices(tenant_id).insert_one(doc)
+            await self._devices(tenant_id).insert_one(_document(device))
         except DuplicateKeyError:
             raise DeviceIdTaken(device.id) from None
+
+    async def insert_devices(self, tenant_id: str, devices: Sequence[DeviceConfiguration]) -> None:
+        """Record new devices in one statement, leaving those that exist as they are."""
+        await self._devices(tenant_id).insert_new([_document(d) for d in devices])
 
     async def replace_configured(
         self,

@@ -39,10 +39,12 @@ async def delete_tenant(tenant_id: str, devices: DevicesAppDep) -> Response:
 
 @router.post(f"/tenants/{TENANT}/devices", status_code=201)
 async def provision_device(
-    tenant_id: str, body: ProvisionDeviceIn, devices: DevicesAppDep
+    tenant_id: str, body: ProvisionDeviceIn | list[ProvisionDeviceIn], devices: DevicesAppDep
 ) -> Response:
-    """Know a newly accepted device (idempotent)."""
-    await devices.provision(tenant_id, body.device_id)
+    """Know a newly accepted device (idempotent); or a list of them, which deviceauth's
+    outbox sends when it merges provisionings (an addition to Mender's single device)."""
+    listed = body if isinstance(body, list) else [body]
+    await devices.provision(tenant_id, [d.device_id for d in listed])
     return Response(status_code=201)
 
 

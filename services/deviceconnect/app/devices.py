@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from services.deviceconnect.app.connections import Connections
@@ -26,9 +26,9 @@ class DevicesApp:
         """The device's connection state (DeviceNotFound when unknown)."""
         return await self._connections.status(tenant_id, device_id)
 
-    async def provision(self, tenant_id: str, device_id: str) -> None:
-        """Know a newly accepted device (idempotent)."""
-        await self._store.provision_device(tenant_id, device_id, now=self._clock())
+    async def provision(self, tenant_id: str, device_ids: Sequence[str]) -> None:
+        """Know newly accepted devices (idempotent)."""
+        await self._store.provision_devices(tenant_id, device_ids, now=self._clock())
 
     async def decommission(self, tenant_id: str, device_id: str) -> None:
         """Forget a device and cut its connection at once (idempotent)."""

@@ -15,8 +15,10 @@ __all__ = ["DataStore"]
 class DataStore(Protocol):
     """Connection states, sessions and their recordings, per tenant."""
 
-    async def provision_device(self, tenant_id: str, device_id: str, *, now: datetime) -> None:
-        """Record a device as disconnected unless it is known already."""
+    async def provision_devices(
+        self, tenant_id: str, device_ids: Sequence[str], *, now: datetime
+    ) -> None:
+        """Record devices as disconnected, but for those known already."""
         ...
 
     async def get_device(self, tenant_id: str, device_id: str) -> Device | None:

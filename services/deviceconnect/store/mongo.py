@@ -67,23 +67,18 @@ class MongoStore:
     def _coll(self, name: str, tenant_id: str) -> TenantCollection:
         return TenantCollection(self._db[name], tenant_id)
 
-    async def provision_device(self, tenant_id: str, device_id: str, *, now: datetime) -> None:
-        """Record a device as disconnected unless it is known already."""
-        try:
-            await self._coll(DEVICES, tenant_id).update_one(
-                {"_id": device_id},
-                {
-                    "$setOnInsert": {
-                        "status": ConnectionStatus.DISCONNECTED.value,
-                        "version": 0,
-                        "created_ts": now,
-                        "updated_ts": now,
-                    }
-                },
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            pass  # created by a concurrent connect or provision: that is the goal
+    async def provision_devices(
+        self, tenant_id: str, device_ids: Sequence[str], *, now: datetime
+    ) -> None:
+        """Record devices as disconnected, but for those known already (connected meanwhile,
+        or provisioned before), in one statement."""
+        status = ConnectionStatus.DISCONNECTED.value
+        await self._coll(DEVICES, tenant_id).insert_new(
+            [
+                {"_id": d, "status": status, "version": 0, "created_ts": now, "updated_ts": now}
+                for d in dict.fromkeys(device_ids)
+            ]
+        )
 
     async def get_device(self, tenant_id: str, device_id: str) -> Device | None:
         """The device's connection state, or None."""

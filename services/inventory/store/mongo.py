@@ -30,7 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from common.core.errors import Conflict
-from common.core.mongo import Document, TenantCollection
+from common.core.mongo import DUPLICATE_KEY, Document, TenantCollection
 from services.inventory.models import (
     Attribute,
     AttributeRef,
@@ -67,7 +67,6 @@ _STATUS_PATH: Final = "attributes.identity-status.value"
 _CHECK_IN_KEY: Final = attribute_key("system", "check_in_time")
 _TIERS: Final = ("standard", "micro", "system")
 _WRITE_ATTEMPTS: Final = 3
-_DUPLICATE_KEY: Final = 11000
 _NEXT_VERSION: Final = {"$add": [{"$ifNull": [f"${VERSION}", 0]}, 1]}
 
 
@@ -261,7 +260,7 @@ async def _write_each(
         result = await coll.write_each(updates, inserts=inserts)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY or e["index"] >= len(inserts) for e in errors):
+        if any(e.get("code") != DUPLICATE_KEY or e["index"] >= len(inserts) for e in errors):
             raise
         taken = {inserts[e["index"]]["_id"] for e in errors}
         return exc.details["nMatched"], exc.details["nInserted"], taken

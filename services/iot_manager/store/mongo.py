@@ -11,7 +11,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from common.core.mongo import Document, TenantCollection, atomically
+from common.core.mongo import DUPLICATE_KEY, Document, TenantCollection, atomically
 from common.core.outbox import Effect, Outbox
 from services.iot_manager.models import (
     AWSCredentials,
@@ -35,7 +35,6 @@ __all__ = ["MongoStore"]
 
 # Delivery attempts kept per event (the latest ones).
 _KEPT_STATUSES: Final = 20
-_DUPLICATE_KEY: Final = 11000
 
 
 def _context(tenant_id: str, integration_id: str) -> str:
@@ -246,7 +245,7 @@ class MongoStore(DataStore):
         except DuplicateKeyError:
             return False
         except BulkWriteError as exc:
-            if all(e.get("code") == _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            if all(e.get("code") == DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 return False
             raise
         return True
