@@ -126,10 +126,10 @@ class TestEffectsArrive:
             ]
             # iot-manager hears of the status changes and is told to provision the device
             # (before it hears that it is accepted, as in Mender) and to forget it.
-            provisioned = peer.to(IOT_MANAGER)[1][2]
+            [provisioned] = peer.to(IOT_MANAGER)[1][2]
             assert peer.to(IOT_MANAGER) == [
                 ("PUT", f"{IOT_MANAGER}/bulk/devices/status/pending", [{"id": device_id}]),
-                ("POST", f"{IOT_MANAGER}/devices", provisioned),
+                ("POST", f"{IOT_MANAGER}/devices", [provisioned]),
                 ("PUT", f"{IOT_MANAGER}/bulk/devices/status/accepted", [{"id": device_id}]),
                 ("DELETE", f"{IOT_MANAGER}/devices/{device_id}", None),
             ]

@@ -283,6 +283,30 @@ class TestWebhookDelivery:
         assert sorted(e["data"]["id"] for e in events) == ["d1", "d2", "d3"]
         assert len({e["id"] for e in receiver.events()}) == 3
 
+    async def test_merged_provisionings_are_one_event_each(
+        self,
+        client: httpx.AsyncClient,
+        receiver: Receiver,
+        drained: Drained,
+    ) -> None:
+        await create_integration(client, webhook(receiver.url))
+        url = f"{INTERNAL}/tenants//devices"
+        first = await client.post(
+            url, json=[{"id": "d1"}, {"id": "d2"}], headers={"Idempotency-Key": "k1,k2"}
+        )
+        again = await client.post(
+            url, json=[{"id": "d2"}, {"id": "d3"}], headers={"Idempotency-Key": "k2,k3"}
+        )
+        assert (first.status_code, again.status_code) == (202, 202)
+        await eventually(lambda: len(receiver.deliveries) == 3)
+        await drained()
+        events = await list_events(client)
+        assert sorted((e["type"], e["data"]["id"]) for e in events) == [
+            ("device-provisioned", "d1"),
+            ("device-provisioned", "d2"),
+            ("device-provisioned", "d3"),
+        ]
+
     async def test_new_credentials_reach_waiting_events(
         self,
         client: httpx.AsyncClient,
@@ -362,10 +386,15 @@ class TestProvisionDevice:
         ("body", "message"),
         [
             ({"status": "accepted"}, "missing device ID"),
+            ([{"id": "d1"}, {"status": "accepted"}], "missing device ID"),
             (
-                [],
-                "invalid request: Input should be a valid dictionary or object to extract "
-                "fields from",
+                [{"id": f"d{n}"} for n in range(101)],
+                "too many bulk items: max 100 items per request",
+            ),
+            (
+                "d1",
+                "invalid request: NewDeviceIn: Input should be a valid dictionary or object to "
+                "extract fields from; list[NewDeviceIn]: Input should be a valid list",
             ),
         ],
     )

@@ -178,7 +178,8 @@ def _device_event(device: Device, auth_set: AuthSet) -> dict[str, Any]:
 def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list[Effect]:
     """Register a device accepted for the first time (with `auth_set`) with the peers."""
     device_id = device.id
-    # deviceconnect and deviceconfig take a list too: provisionings of devices go together.
+    # deviceconnect, deviceconfig and iot-manager take a list too: provisionings of devices
+    # go together.
     body = [{"device_id": device_id}]
     return [
         Effect(
@@ -203,9 +204,10 @@ def provision_effects(tenant_id: str, device: Device, auth_set: AuthSet) -> list
             peer=IOT_MANAGER,
             method="POST",
             path=f"{_IOT_MANAGER}/{_seg(tenant_id)}/devices",
-            body=_device_event(device, auth_set),
+            body=[_device_event(device, auth_set)],
             ok=(200, 201, 202, 204, 409),
             lane=device_id,
+            merge=True,
         ),
     ]
 

@@ -27,20 +27,32 @@ router = APIRouter(prefix=PREFIX, tags=["internal"])
 
 @router.post(f"/tenants/{TENANT}/devices", status_code=202)
 async def provision_device(
-    tenant_id: str, body: NewDeviceIn, events: EventsAppDep, key: IdempotencyKey = None
+    tenant_id: str,
+    body: NewDeviceIn | list[NewDeviceIn],
+    events: EventsAppDep,
+    key: IdempotencyKey = None,
 ) -> Response:
-    """A device was accepted for the first time: provision it to the integrations."""
+    """A device was accepted for the first time: provision it to the integrations; or a list
+    of them (at most 100), which deviceauth's outbox sends when it merges provisionings (an
+    addition to Mender's single device)."""
+    listed = body if isinstance(body, list) else [body]
+    if len(listed) > _MAX_BULK:
+        raise BadRequest(f"too many bulk items: max {_MAX_BULK} items per request")
+    devices = [_device_event(d) for d in listed]
+    await events.provision_devices(tenant_id, devices, keys=item_keys(key, len(devices)))
+    return Response(status_code=202)
+
+
+def _device_event(body: NewDeviceIn) -> DeviceEvent:
     device_id = body.id or body.device_id
     if not device_id:
         raise BadRequest("missing device ID")
-    device = DeviceEvent(
+    return DeviceEvent(
         id=device_id,
         status=body.status,
         auth_sets=tuple(body.auth_sets),
         created_ts=body.created_ts,
     )
-    await events.provision_device(tenant_id, device, key=key)
-    return Response(status_code=202)
 
 
 @router.delete(f"/tenants/{TENANT}/devices/{{device_id}}", status_code=202)

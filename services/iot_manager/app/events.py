@@ -87,9 +87,12 @@ class EventsApp:
         self._lifetime = event_lifetime
         self._wake = wake
 
-    async def provision_device(self, tenant: str, device: DeviceEvent, *, key: str | None) -> None:
-        """A device was accepted for the first time: provision it everywhere."""
-        await self._record(tenant, EventType.PROVISIONED, [device], [key])
+    async def provision_devices(
+        self, tenant: str, devices: Sequence[DeviceEvent], *, keys: Sequence[str | None]
+    ) -> None:
+        """Devices were accepted for the first time: provision them everywhere; each comes
+        with its idempotency key."""
+        await self._record(tenant, EventType.PROVISIONED, devices, keys)
 
     async def decommission_device(self, tenant: str, device_id: str, *, key: str | None) -> None:
         """A device was decommissioned: remove it everywhere."""
