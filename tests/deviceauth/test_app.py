@@ -23,7 +23,7 @@ from services.deviceauth.models import AuthStatus, DeviceStatus, device_status_f
 from services.deviceauth.store import DataStore
 from services.deviceauth.store.indexes import INDEXES
 from services.deviceauth.store.mongo import MongoStore
-from tests.deviceauth.conftest import FakeDevice, PrivateKey, sign
+from tests.deviceauth.conftest import FakeDevice, PrivateKey, generate_device_key, sign
 from tests.toolkit.commands import assert_indexed, recording
 from tests.toolkit.devices import device_id_of
 
@@ -174,6 +174,35 @@ class TestAuthenticate:
         assert view.provisioned
         assert view.revision == 2
 
+    async def test_a_preauthorized_key_dismissed_meanwhile_gets_no_token(
+        self,
+        devauth: DevAuthApp,
+        device_auth: DeviceAuthApp,
+        store: _RacingStore,
+        device: FakeDevice,
+    ) -> None:
+        body, signature = await _preauthorized(devauth, device)
+        # The same device asks with another key too: it stays, pending, when the
+        # preauthorized key goes.
+        other = FakeDevice(generate_device_key("p256"), device.identity)
+        other_body, other_signature = _request(other)
+        with pytest.raises(DeviceUnauthorized):
+            await device_auth.authenticate(other_body, signature=other_signature)
+        [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        [preauthorized] = [a for a in view.auth_sets if a.status is AuthStatus.PREAUTHORIZED]
+
+        async def dismiss() -> None:
+            await devauth.delete_auth_set("", view.id, preauthorized.id)
+
+        # Read as preauthorized, dismissed before the transaction that would accept it.
+        store.meanwhile = dismiss
+        with pytest.raises(DeviceUnauthorized):
+            await device_auth.authenticate(body, signature=signature)
+        assert await store.get_token("", preauthorized.id) is None
+        [view], _ = await devauth.list_devices("", statuses=[], ids=[], page=Page(1, 20))
+        assert view.status is DeviceStatus.PENDING
+        assert [a.status for a in view.auth_sets] == [AuthStatus.PENDING]
+
 
 class TestAuthenticationCost:
     """What one auth request costs the database: a few commands, each served by an index."""
@@ -189,11 +218,11 @@ class TestAuthenticationCost:
         body, signature = await _preauthorized(devauth, device)
         with recording(db_name) as recorded:
             token = await device_auth.authenticate(body, signature=signature)
-        # The auth set; then one transaction: the device, the limit, the device's auth sets,
-        # acceptance of the auth set, the device (accepted, provisioned, checked in), every
-        # effect at once, the revocations of the token's id and tenant, the token, commit.
+        # The auth set; then one transaction: the device, the limit, acceptance of the auth
+        # set (the device is not accepted yet: no other key to reject, so no read of them),
+        # the device (accepted, provisioned, checked in), every effect at once, the
+        # revocations of the token's id and tenant, the token, commit.
         assert recorded.names == [
-            "find",
             "find",
             "find",
             "find",

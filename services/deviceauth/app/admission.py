@@ -126,37 +126,46 @@ class Admission:
         *,
         allowed: frozenset[AuthStatus],
         device: Device | None = None,
+        read: AuthSet | None = None,
         check_in: datetime | None = None,
         issuing: bool = False,
     ) -> AuthSet | None:
         """Accept the auth set in `tx` if its status allows; the accepted auth set or None.
 
-        `device` is the device as already read in `tx`, if the caller has it. With
-        `check_in`, the device's check-in at that time is recorded and published in the
-        same write. `issuing` says the caller stores a token in `tx`: an auth set found
-        accepted already is written to as well, so that the transaction conflicts with any
-        concurrent change of its status. One read of the device's auth sets, one of the
+        `device` is the device as already read in `tx`, and `read` the auth set as read
+        before it, if the caller has them. With `check_in`, the device's check-in at that
+        time is recorded and published in the same write. `issuing` says the caller stores
+        a token in `tx`: an auth set found accepted already is written to as well, so that
+        the transaction conflicts with any concurrent change of its status. One read of the
+        device's auth sets (none for a device not accepted yet, given both), one of the
         device (unless given), one write of each and one of the effects: acceptance is on
         the enrollment hot path.
         """
-        # Read inside the transaction: a concurrent change may have won the race.
-        auth_sets = await tx.list_auth_sets(tenant, [device_id])
-        auth_set = next((a for a in auth_sets if a.id == auth_id), None)
-        if auth_set is None:
-            return None
-        if auth_set.status is AuthStatus.ACCEPTED:
-            if issuing:
-                await tx.stamp_accepted_auth_set(tenant, auth_id, now=self.now())
-            return auth_set
-        if auth_set.status not in allowed:
-            return None
-        # A device has one accepted key: the others are rejected and their tokens go.
-        rejected = [a.id for a in auth_sets if a.status is AuthStatus.ACCEPTED]
-        for other in rejected:
-            await tx.set_auth_set_status(tenant, other, AuthStatus.REJECTED)
-        await tx.delete_tokens(tenant, token_ids=rejected)
-        await tx.set_auth_set_status(tenant, auth_id, AuthStatus.ACCEPTED)
-        accepted = auth_set.model_copy(update={"status": AuthStatus.ACCEPTED})
+        if read is not None and device is not None and device.status is not DeviceStatus.ACCEPTED:
+            # A device that is not accepted has no accepted key, so none to reject; the write
+            # itself checks that the auth set's status still allows it.
+            if not await tx.accept_auth_set(tenant, auth_id, allowed=allowed):
+                return None
+            accepted = read.model_copy(update={"status": AuthStatus.ACCEPTED})
+        else:
+            # Read inside the transaction: a concurrent change may have won the race.
+            auth_sets = await tx.list_auth_sets(tenant, [device_id])
+            auth_set = next((a for a in auth_sets if a.id == auth_id), None)
+            if auth_set is None:
+                return None
+            if auth_set.status is AuthStatus.ACCEPTED:
+                if issuing:
+                    await tx.stamp_accepted_auth_set(tenant, auth_id, now=self.now())
+                return auth_set
+            if auth_set.status not in allowed:
+                return None
+            # A device has one accepted key: the others are rejected and their tokens go.
+            rejected = [a.id for a in auth_sets if a.status is AuthStatus.ACCEPTED]
+            for other in rejected:
+                await tx.set_auth_set_status(tenant, other, AuthStatus.REJECTED)
+            await tx.delete_tokens(tenant, token_ids=rejected)
+            await tx.set_auth_set_status(tenant, auth_id, AuthStatus.ACCEPTED)
+            accepted = auth_set.model_copy(update={"status": AuthStatus.ACCEPTED})
         if device is None:
             device = await tx.get_device(tenant, device_id)
         if device is None:
@@ -167,7 +176,7 @@ class Admission:
         if not device.provisioned:
             # Before the status change, as Mender's workflow does: iot-manager hears that
             # the device is provisioned, then that it is accepted.
-            effects += provision_effects(tenant, device, auth_set)
+            effects += provision_effects(tenant, device, accepted)
         if newly:
             # The transaction read the device: a concurrent change of it makes this one
             # conflict and start over, so its revision is known without reading it back.

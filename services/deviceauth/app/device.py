@@ -139,6 +139,7 @@ class DeviceAuthApp:
                     auth_set.id,
                     allowed=frozenset({AuthStatus.PREAUTHORIZED}),
                     device=device,
+                    read=auth_set,
                     check_in=now if check_in is _CheckIn.SYNC else None,
                     issuing=True,
                 )

@@ -139,6 +139,12 @@ class DataStore(Protocol):
         """Change the status of an auth set."""
         ...
 
+    async def accept_auth_set(
+        self, tenant_id: str, auth_id: str, *, allowed: frozenset[AuthStatus]
+    ) -> bool:
+        """Accept an auth set whose status is one of `allowed`; False if it is not."""
+        ...
+
     async def stamp_accepted_auth_set(self, tenant_id: str, auth_id: str, *, now: datetime) -> bool:
         """Record that a token is issued for an accepted auth set; False if not accepted."""
         ...

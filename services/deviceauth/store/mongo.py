@@ -335,6 +335,17 @@ class MongoStore(DataStore):
             {"_id": auth_id}, {"$set": {"status": status.value}}, session=self._session
         )
 
+    async def accept_auth_set(
+        self, tenant_id: str, auth_id: str, *, allowed: frozenset[AuthStatus]
+    ) -> bool:
+        """Accept an auth set whose status is one of `allowed`; False if it is not."""
+        result = await self._coll(AUTH_SETS, tenant_id).update_one(
+            {"_id": auth_id, "status": {"$in": sorted(s.value for s in allowed)}},
+            {"$set": {"status": AuthStatus.ACCEPTED.value}},
+            session=self._session,
+        )
+        return result.matched_count == 1
+
     async def stamp_accepted_auth_set(self, tenant_id: str, auth_id: str, *, now: datetime) -> bool:
         """Record that a token is issued for an accepted auth set; False if not accepted."""
         result = await self._coll(AUTH_SETS, tenant_id).update_one(
