@@ -33,6 +33,7 @@ from typing import Any, Final
 from bson import ObjectId
 from pymongo import ASCENDING, DeleteMany
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from common.core.mongo import Document
 
@@ -197,19 +198,22 @@ class PeerLeases:
             return None
         free = {"$or": [{"$eq": ["$holder", self._me]}, {"$lte": ["$until", now]}]}
         new_until = now + self._term
-        taken = await self._coll.update_one(
-            {"_id": peer},
-            [
-                {
-                    "$set": {
-                        "holder": {"$cond": [free, self._me, "$holder"]},
-                        "until": {"$cond": [free, new_until, "$until"]},
+        try:
+            taken = await self._coll.update_one(
+                {"_id": peer},
+                [
+                    {
+                        "$set": {
+                            "holder": {"$cond": [free, self._me, "$holder"]},
+                            "until": {"$cond": [free, new_until, "$until"]},
+                        }
                     }
-                }
-            ],
-            upsert=True,
-        )
-        if taken.modified_count or taken.upserted_id is not None:
+                ],
+                upsert=True,
+            )
+        except DuplicateKeyError:  # another relay created the peer's lease just now
+            taken = None
+        if taken is not None and (taken.modified_count or taken.upserted_id is not None):
             self._held.add(peer)
             self._until[peer] = new_until
             return new_until

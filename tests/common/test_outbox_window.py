@@ -207,6 +207,18 @@ class TestLeases:
         assert await first.deliver_due() == 0
         assert peer.paths == ["/a", "/b"]
 
+    async def test_relays_starting_together_take_the_peer_once(
+        self,
+        db: AsyncDatabase[Document],
+        peer: _Peer,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        relays = [OutboxRelay(db, http, {"inventory": peer.url}) for _ in range(4)]
+        await Outbox(db, INVENTORY).add([Effect("inventory", "POST", "/a")])
+        handled = await asyncio.gather(*(relay.deliver_due() for relay in relays))
+        assert sorted(handled) == [0, 0, 0, 1]
+        assert peer.paths == ["/a"]
+
     async def test_a_relay_that_stops_gives_its_leases_up(
         self,
         db: AsyncDatabase[Document],
