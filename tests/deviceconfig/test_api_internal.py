@@ -133,6 +133,14 @@ class TestProvisionDevice:
             assert await _configured(client, device_id, "acme") == {}
         assert await mongo[db_name]["devices"].count_documents({"tenant_id": "acme"}) == 3
 
+    async def test_a_list_of_more_than_100_is_refused(
+        self, client: httpx.AsyncClient, mongo: AsyncMongoClient[Document], db_name: str
+    ) -> None:
+        body = [{"device_id": str(n)} for n in range(101)]
+        response = await client.post(f"{INTERNAL}/tenants//devices", json=body)
+        assert_error(response, 400, "too many bulk items: max 100 items per request")
+        assert await mongo[db_name]["devices"].count_documents({}) == 0
+
     async def test_blank_device_id(
         self, client: httpx.AsyncClient, mongo: AsyncMongoClient[Document], db_name: str
     ) -> None:

@@ -169,6 +169,9 @@ class TestProvision:
         assert_error(response, 400, "device_id")
         response = await dc.client.post(f"{INTERNAL}/tenants/t1/devices", json=[{"device_id": ""}])
         assert_error(response, 400, "device_id")
+        too_many = [{"device_id": str(n)} for n in range(101)]
+        response = await dc.client.post(f"{INTERNAL}/tenants/t1/devices", json=too_many)
+        assert_error(response, 400, "too many bulk items: max 100 items per request")
         response = await dc.client.post(
             f"{INTERNAL}/tenants/t1/devices",
             content=b"{not json",

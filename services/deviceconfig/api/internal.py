@@ -10,7 +10,7 @@ from typing import Final
 
 from fastapi import APIRouter, Response
 
-from common.web.routing import TENANT
+from common.web.routing import TENANT, items
 from services.deviceconfig.api.deps import ConfigurationBody, DeviceConfigAppDep
 from services.deviceconfig.api.schemas import DeployIn, DeployOut, NewDeviceIn, NewTenantIn
 
@@ -43,8 +43,9 @@ async def provision_device(
     """Record a newly accepted device (409 when it is already recorded); or a list of them,
     which deviceauth's outbox sends when it merges provisionings (an addition to Mender's
     single device: those already recorded are left as they are)."""
+    devices = items(body)
     if isinstance(body, list):
-        await configurations.provision_devices(tenant_id, [d.device_id for d in body])
+        await configurations.provision_devices(tenant_id, [d.device_id for d in devices])
     else:
         await configurations.provision_device(tenant_id, body.device_id)
     return Response(status_code=201)

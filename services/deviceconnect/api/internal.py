@@ -7,7 +7,7 @@ from typing import Final
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from common.web.routing import TENANT
+from common.web.routing import TENANT, items
 from services.deviceconnect.api.deps import (
     ConnectionsDep,
     DevicesAppDep,
@@ -43,8 +43,7 @@ async def provision_device(
 ) -> Response:
     """Know a newly accepted device (idempotent); or a list of them, which deviceauth's
     outbox sends when it merges provisionings (an addition to Mender's single device)."""
-    listed = body if isinstance(body, list) else [body]
-    await devices.provision(tenant_id, [d.device_id for d in listed])
+    await devices.provision(tenant_id, [d.device_id for d in items(body)])
     return Response(status_code=201)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Response
 
 from common.core.errors import BadRequest
 from common.core.outbox import item_keys
-from common.web.routing import TENANT
+from common.web.routing import TENANT, items
 from services.iot_manager.api.deps import EventsAppDep, IdempotencyKey
 from services.iot_manager.api.schemas import NewDeviceIn, StatusDeviceIn
 from services.iot_manager.models import DeviceEvent
@@ -20,7 +20,6 @@ PREFIX: Final = "/api/internal/v1/iot-manager"
 _STATUSES: Final = frozenset(
     {"accepted", "noauth", "pending", "preauthorized", "rejected", "decommissioned"}
 )
-_MAX_BULK: Final = 100
 
 router = APIRouter(prefix=PREFIX, tags=["internal"])
 
@@ -35,10 +34,7 @@ async def provision_device(
     """A device was accepted for the first time: provision it to the integrations; or a list
     of them (at most 100), which deviceauth's outbox sends when it merges provisionings (an
     addition to Mender's single device)."""
-    listed = body if isinstance(body, list) else [body]
-    if len(listed) > _MAX_BULK:
-        raise BadRequest(f"too many bulk items: max {_MAX_BULK} items per request")
-    devices = [_device_event(d) for d in listed]
+    devices = [_device_event(d) for d in items(body)]
     await events.provision_devices(tenant_id, devices, keys=item_keys(key, len(devices)))
     return Response(status_code=202)
 
@@ -75,8 +71,7 @@ async def bulk_set_device_status(
     """Devices changed their admission status (at most 100 per request)."""
     if status not in _STATUSES:
         raise BadRequest(f"invalid status '{status}'")
-    if len(devices) > _MAX_BULK:
-        raise BadRequest(f"too many bulk items: max {_MAX_BULK} items per request")
+    devices = items(devices)
     # A merged delivery names each item's effect: a redelivery repeats each item's event id.
     keys = item_keys(key, len(devices))
     await events.set_device_statuses(
